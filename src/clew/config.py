@@ -1,0 +1,67 @@
+"""Settings, resolved as defaults < clew.toml < CLEW_* environment variables < command-line flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_FILE = "clew.toml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("./clew-data")
+    host: str = "127.0.0.1"
+    otlp_grpc_port: int = 4317
+    otlp_http_port: int = 4318
+    zipkin_port: int = 9411
+    http_port: int = 16686
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_queue_spans: int = 200_000
+    max_batch_spans: int = 100_000
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
+        settings = cls()
+        path = config_file or (Path(DEFAULT_CONFIG_FILE) if Path(DEFAULT_CONFIG_FILE).exists() else None)
+        if path is not None:
+            try:
+                doc = tomllib.loads(Path(path).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+            settings = settings._with(doc.get("serve", doc), f"config file {path}")
+        env = {
+            f.name: os.environ[f"CLEW_{f.name.upper()}"]
+            for f in fields(cls)
+            if f"CLEW_{f.name.upper()}" in os.environ
+        }
+        settings = settings._with(env, "environment")
+        return settings._with({k: v for k, v in flags.items() if v is not None}, "flags")
+
+    def _with(self, values: dict[str, Any], source: str) -> Settings:
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                if source.startswith("config"):
+                    raise ConfigError(f"{source}: unknown setting {key!r}")
+                continue
+            default = known[name].default
+            try:
+                if isinstance(default, Path):
+                    changes[name] = Path(value)
+                elif isinstance(default, int):
+                    changes[name] = int(value)
+                else:
+                    changes[name] = str(value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{source}: {key} must be a number, got {value!r}") from exc
+        return replace(self, **changes)

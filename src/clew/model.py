@@ -1,0 +1,114 @@
+"""The span model: one columnar `SpanBatch` flows from receivers through the pipeline to the store.
+
+The column list below is the single source of truth for both the Arrow schema that receivers build
+and the ClickHouse DDL that the store creates, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+class SpanKind(enum.IntEnum):
+    """OTLP `Span.SpanKind` values, stored as they are on the wire."""
+
+    UNSPECIFIED = 0
+    INTERNAL = 1
+    SERVER = 2
+    CLIENT = 3
+    PRODUCER = 4
+    CONSUMER = 5
+
+
+class StatusCode(enum.IntEnum):
+    """OTLP `Status.StatusCode` values."""
+
+    UNSET = 0
+    OK = 1
+    ERROR = 2
+
+
+DEFAULT_TENANT = "default"
+
+
+def _typed_maps(prefix: str) -> list[tuple[str, str, pa.DataType]]:
+    """Attribute sets as one map per value type, so an int sent in is an int in every answer."""
+    key = "LowCardinality(String)"
+    return [
+        (f"{prefix}_string", f"Map({key}, String)", pa.map_(pa.string(), pa.string())),
+        (f"{prefix}_int", f"Map({key}, Int64)", pa.map_(pa.string(), pa.int64())),
+        (f"{prefix}_float", f"Map({key}, Float64)", pa.map_(pa.string(), pa.float64())),
+        (f"{prefix}_bool", f"Map({key}, Bool)", pa.map_(pa.string(), pa.bool_())),
+        # arrays, key-value lists and bytes: the OTLP/JSON encoding of the AnyValue
+        (f"{prefix}_complex", f"Map({key}, String)", pa.map_(pa.string(), pa.string())),
+    ]
+
+
+LC = "LowCardinality(String)"
+TS = pa.timestamp("ns", tz="UTC")
+
+# (column, ClickHouse type, Arrow type)
+COLUMNS: list[tuple[str, str, pa.DataType]] = [
+    ("tenant", LC, pa.string()),
+    ("trace_id", "FixedString(16)", pa.binary(16)),
+    ("span_id", "FixedString(8)", pa.binary(8)),
+    ("parent_span_id", "String", pa.binary()),
+    ("trace_state", "String", pa.string()),
+    ("flags", "UInt32", pa.uint32()),
+    ("name", LC, pa.string()),
+    ("kind", "UInt8", pa.uint8()),
+    ("start_time", "DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1))", TS),
+    ("duration", "UInt64 CODEC(ZSTD(1))", pa.uint64()),
+    ("status_code", "UInt8", pa.uint8()),
+    ("status_message", "String", pa.string()),
+    ("service_name", LC, pa.string()),
+    *_typed_maps("resource"),
+    ("resource_dropped", "UInt32", pa.uint32()),
+    ("resource_schema_url", LC, pa.string()),
+    ("scope_name", LC, pa.string()),
+    ("scope_version", LC, pa.string()),
+    ("scope_attributes", "String", pa.string()),
+    ("scope_dropped", "UInt32", pa.uint32()),
+    ("scope_schema_url", LC, pa.string()),
+    *_typed_maps("attributes"),
+    ("dropped_attributes", "UInt32", pa.uint32()),
+    ("dropped_events", "UInt32", pa.uint32()),
+    ("dropped_links", "UInt32", pa.uint32()),
+    ("events_time", "Array(DateTime64(9, 'UTC'))", pa.list_(TS)),
+    ("events_name", "Array(String)", pa.list_(pa.string())),
+    ("events_attributes", "Array(String)", pa.list_(pa.string())),
+    ("events_dropped", "Array(UInt32)", pa.list_(pa.uint32())),
+    ("links_trace_id", "Array(String)", pa.list_(pa.binary())),
+    ("links_span_id", "Array(String)", pa.list_(pa.binary())),
+    ("links_trace_state", "Array(String)", pa.list_(pa.string())),
+    ("links_attributes", "Array(String)", pa.list_(pa.string())),
+    ("links_dropped", "Array(UInt32)", pa.list_(pa.uint32())),
+    ("links_flags", "Array(UInt32)", pa.list_(pa.uint32())),
+]
+
+SPAN_SCHEMA = pa.schema([(name, arrow_type) for name, _, arrow_type in COLUMNS])
+RESOURCE_COLUMNS = [name for name, _, _ in COLUMNS if name.startswith(("resource_", "service_name"))]
+SCOPE_COLUMNS = [name for name, _, _ in COLUMNS if name.startswith("scope_")]
+
+
+@dataclass(frozen=True, slots=True)
+class SpanBatch:
+    """A batch of spans as one Arrow table with `SPAN_SCHEMA`: columns, never a Python object per span."""
+
+    table: pa.Table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @classmethod
+    def empty(cls) -> SpanBatch:
+        return cls(SPAN_SCHEMA.empty_table())
+
+    @classmethod
+    def concat(cls, batches: list[SpanBatch]) -> SpanBatch:
+        if len(batches) == 1:
+            return batches[0]
+        return cls(pa.concat_tables([b.table for b in batches]))

@@ -1,0 +1,107 @@
+"""Stored spans back into OTLP `TracesData`, grouped by resource and scope as they were sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status, TracesData
+
+from clew.attributes import keyvalues_from_json, typed_maps_to_keyvalues
+from clew.model import RESOURCE_COLUMNS, SCOPE_COLUMNS, SpanBatch
+
+_TYPED = ("string", "int", "float", "bool", "complex")
+
+
+def _key(value: Any) -> Any:
+    """Hashable form of a row value (maps arrive as lists of pairs)."""
+    if isinstance(value, list):
+        return tuple(_key(v) for v in value)
+    return value
+
+
+def _ns(ts: Any) -> int:
+    return int(ts.value) if hasattr(ts, "value") else int(ts.timestamp() * 1_000_000_000)
+
+
+def to_traces_data(batch: SpanBatch) -> TracesData:
+    data = TracesData()
+    resources: dict[Any, ResourceSpans] = {}
+    scopes: dict[Any, ScopeSpans] = {}
+    for row in batch.table.to_pylist():
+        rkey = tuple(_key(row[c]) for c in RESOURCE_COLUMNS)
+        rs = resources.get(rkey)
+        if rs is None:
+            rs = data.resource_spans.add()
+            rs.resource.CopyFrom(
+                Resource(
+                    attributes=typed_maps_to_keyvalues(*(row[f"resource_{t}"] for t in _TYPED)),
+                    dropped_attributes_count=row["resource_dropped"],
+                )
+            )
+            rs.schema_url = row["resource_schema_url"]
+            resources[rkey] = rs
+        skey = (rkey, *(_key(row[c]) for c in SCOPE_COLUMNS))
+        ss = scopes.get(skey)
+        if ss is None:
+            ss = rs.scope_spans.add()
+            ss.scope.CopyFrom(
+                InstrumentationScope(
+                    name=row["scope_name"],
+                    version=row["scope_version"],
+                    attributes=keyvalues_from_json(row["scope_attributes"]),
+                    dropped_attributes_count=row["scope_dropped"],
+                )
+            )
+            ss.schema_url = row["scope_schema_url"]
+            scopes[skey] = ss
+        start = _ns(row["start_time"])
+        span = Span(
+            trace_id=row["trace_id"],
+            span_id=row["span_id"],
+            parent_span_id=row["parent_span_id"],
+            trace_state=row["trace_state"],
+            flags=row["flags"],
+            name=row["name"],
+            kind=row["kind"],
+            start_time_unix_nano=start,
+            end_time_unix_nano=start + row["duration"],
+            attributes=typed_maps_to_keyvalues(*(row[f"attributes_{t}"] for t in _TYPED)),
+            dropped_attributes_count=row["dropped_attributes"],
+            dropped_events_count=row["dropped_events"],
+            dropped_links_count=row["dropped_links"],
+            status=Status(code=row["status_code"], message=row["status_message"]),
+        )
+        for t, name, attrs, dropped in zip(
+            row["events_time"],
+            row["events_name"],
+            row["events_attributes"],
+            row["events_dropped"],
+            strict=True,
+        ):
+            span.events.add(
+                time_unix_nano=_ns(t),
+                name=name,
+                attributes=keyvalues_from_json(attrs),
+                dropped_attributes_count=dropped,
+            )
+        for tid, sid, state, attrs, dropped, flags in zip(
+            row["links_trace_id"],
+            row["links_span_id"],
+            row["links_trace_state"],
+            row["links_attributes"],
+            row["links_dropped"],
+            row["links_flags"],
+            strict=True,
+        ):
+            span.links.add(
+                trace_id=tid,
+                span_id=sid,
+                trace_state=state,
+                attributes=keyvalues_from_json(attrs),
+                dropped_attributes_count=dropped,
+                flags=flags,
+            )
+        ss.spans.append(span)
+    return data

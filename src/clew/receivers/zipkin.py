@@ -1,0 +1,174 @@
+"""Zipkin v2: `POST /api/v2/spans` with a JSON list of spans, translated to OTLP and decoded as OTLP.
+
+Mapping (as the OpenTelemetry Collector's Zipkin receiver does): `localEndpoint.serviceName` becomes
+the resource's `service.name`; `remoteEndpoint` becomes `peer.service`, `net.peer.ip`, `net.peer.port`;
+tags stay string attributes; an `error` tag sets status ERROR; annotations become events; times are
+microseconds. A `shared` SERVER span gets its own span id (derived from the shared one, which becomes
+its parent) so that client and server keep distinct ids in the tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from clew.model import DEFAULT_TENANT, SpanKind, StatusCode
+from clew.receivers import Sink
+from clew.receivers.http_body import HTTPProblem, media_type, read_body
+from clew.receivers.otlp import BadRequest, Decoded, decode_request
+from clew.store.base import StoreError
+from clew.store.writer import Backpressure
+
+_KINDS = {
+    "CLIENT": SpanKind.CLIENT,
+    "SERVER": SpanKind.SERVER,
+    "PRODUCER": SpanKind.PRODUCER,
+    "CONSUMER": SpanKind.CONSUMER,
+}
+
+
+def _hex(value: Any, where: str, width: int | None = None) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}: expected a hex string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError as exc:
+        raise BadRequest(f"{where}: not a hex string: {value[:40]!r}") from exc
+    if width is not None and 0 < len(raw) < width:
+        raw = raw.rjust(width, b"\0")  # 64-bit Zipkin trace ids are the low half of a 128-bit id
+    return raw
+
+
+def _str_attr(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def _endpoint_attrs(endpoint: Any, prefix: str, where: str) -> list[KeyValue]:
+    if endpoint is None:
+        return []
+    if not isinstance(endpoint, Mapping):
+        raise BadRequest(f"{where}: expected an object")
+    out: list[KeyValue] = []
+    if prefix == "peer" and endpoint.get("serviceName"):
+        out.append(_str_attr("peer.service", str(endpoint["serviceName"])))
+    ip = endpoint.get("ipv4") or endpoint.get("ipv6")
+    if ip:
+        out.append(_str_attr(f"net.{prefix}.ip", str(ip)))
+    if isinstance(endpoint.get("port"), int) and endpoint["port"]:
+        out.append(KeyValue(key=f"net.{prefix}.port", value=AnyValue(int_value=endpoint["port"])))
+    return out
+
+
+def _micros(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise BadRequest(f"{where}: expected a non-negative number of microseconds")
+    return int(value) * 1000
+
+
+def _to_span(z: Any, i: int) -> tuple[str, Span]:
+    where = f"span[{i}]"
+    if not isinstance(z, Mapping):
+        raise BadRequest(f"{where}: expected a JSON object")
+    trace_id = _hex(z.get("traceId"), f"{where}.traceId", 16)
+    span_id = _hex(z.get("id"), f"{where}.id")
+    parent = _hex(z["parentId"], f"{where}.parentId") if z.get("parentId") else b""
+    local = z.get("localEndpoint") or {}
+    service = str(local.get("serviceName") or "unknown_service") if isinstance(local, Mapping) else ""
+    kind = _KINDS.get(str(z.get("kind", "")).upper(), SpanKind.INTERNAL)
+    start = _micros(z.get("timestamp", 0), f"{where}.timestamp")
+    duration = _micros(z.get("duration", 0), f"{where}.duration")
+    tags = z.get("tags") or {}
+    if not isinstance(tags, Mapping):
+        raise BadRequest(f"{where}.tags: expected an object of strings")
+    attrs = [_str_attr(str(k), str(v)) for k, v in tags.items()]
+    attrs += _endpoint_attrs(local, "host", f"{where}.localEndpoint")
+    attrs += _endpoint_attrs(z.get("remoteEndpoint"), "peer", f"{where}.remoteEndpoint")
+    status = Status()
+    if "error" in tags:
+        status.code = StatusCode.ERROR
+        message = str(tags["error"])
+        status.message = "" if message.lower() in ("", "true") else message
+    if z.get("shared") and kind == SpanKind.SERVER and span_id:
+        parent = span_id
+        span_id = hashlib.sha256(trace_id + span_id + b"zipkin.shared").digest()[:8]
+        attrs.append(KeyValue(key="zipkin.shared", value=AnyValue(bool_value=True)))
+    span = Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent,
+        name=str(z.get("name") or ""),
+        kind=kind,
+        start_time_unix_nano=start,
+        end_time_unix_nano=start + duration,
+        attributes=attrs,
+        status=status,
+    )
+    for j, annotation in enumerate(z.get("annotations") or []):
+        if not isinstance(annotation, Mapping):
+            raise BadRequest(f"{where}.annotations[{j}]: expected an object")
+        span.events.add(
+            time_unix_nano=_micros(annotation.get("timestamp", 0), f"{where}.annotations[{j}].timestamp"),
+            name=str(annotation.get("value", "")),
+        )
+    return service, span
+
+
+def zipkin_to_otlp(spans: Any) -> ExportTraceServiceRequest:
+    if not isinstance(spans, list):
+        raise BadRequest("a Zipkin v2 body is a JSON list of spans")
+    request = ExportTraceServiceRequest()
+    by_service: dict[str, ResourceSpans] = {}
+    for i, z in enumerate(spans):
+        service, span = _to_span(z, i)
+        rs = by_service.get(service)
+        if rs is None:
+            rs = request.resource_spans.add()
+            rs.resource.attributes.append(_str_attr("service.name", service))
+            rs.scope_spans.add()
+            by_service[service] = rs
+        rs.scope_spans[0].spans.append(span)
+    return request
+
+
+def decode_zipkin(body: bytes, tenant: str = DEFAULT_TENANT) -> Decoded:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"invalid JSON: {exc}") from exc
+    return decode_request(zipkin_to_otlp(doc), tenant)
+
+
+def zipkin_app(sink: Sink, max_body_bytes: int) -> Starlette:
+    async def post_spans(request: Request) -> Response:
+        ctype = media_type(request)
+        if ctype not in ("application/json", ""):
+            return JSONResponse({"error": f"unsupported Content-Type {ctype!r}: send application/json"}, 415)
+        try:
+            body = await read_body(request, max_body_bytes)
+            decoded = decode_zipkin(body, request.headers.get("x-scope-orgid") or DEFAULT_TENANT)
+            await sink(decoded.batch)
+        except HTTPProblem as exc:
+            return JSONResponse({"error": exc.reason}, exc.status)
+        except BadRequest as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        except Backpressure as exc:
+            return JSONResponse({"error": str(exc)}, 503, headers={"Retry-After": str(exc.retry_after)})
+        except StoreError as exc:
+            return JSONResponse({"error": f"storage unavailable: {exc}"}, 503, headers={"Retry-After": "1"})
+        if decoded.rejected:
+            return JSONResponse(
+                {"rejectedSpans": decoded.rejected, "errorMessage": decoded.error_message}, 202
+            )
+        return Response(status_code=202)
+
+    return Starlette(routes=[Route("/api/v2/spans", post_spans, methods=["POST"])])

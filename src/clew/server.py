@@ -1,0 +1,132 @@
+"""`clew serve`: every receiver and the http port on one asyncio loop, one writer thread, one store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from clew.config import Settings
+from clew.receivers.otlp_grpc import grpc_server
+from clew.receivers.otlp_http import otlp_http_app
+from clew.receivers.zipkin import zipkin_app
+from clew.store import open_embedded
+from clew.store.writer import Writer
+from clew.web.app import http_app
+
+log = logging.getLogger(__name__)
+
+
+class PortRouter:
+    """One uvicorn server on several sockets; the local port picks the application."""
+
+    def __init__(self, apps: dict[int, ASGIApp]) -> None:
+        self.apps = apps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server") or (None, None)
+        app = self.apps.get(server[1])
+        if app is None:
+            return
+        await app(scope, receive, send)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `serve()` installs handlers that stop everything."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    otlp_grpc: int
+    otlp_http: int
+    zipkin: int
+    http: int
+
+    def line(self) -> str:
+        return (
+            f"clew listening otlp-grpc={self.otlp_grpc} otlp-http={self.otlp_http} "
+            f"zipkin={self.zipkin} http={self.http}"
+        )
+
+
+async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT; then stop accepting, commit everything accepted, close the store."""
+    store = open_embedded(settings.data_dir)
+    writer = Writer(store, settings.max_queue_spans, settings.max_batch_spans)
+    writer.start()
+    try:
+        grpc = grpc_server(writer.write, settings.max_body_bytes)
+        grpc_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        grpc_port = grpc.add_insecure_port(f"{grpc_host}:{settings.otlp_grpc_port}")
+        if grpc_port == 0:
+            raise OSError(f"cannot bind OTLP/gRPC to {settings.host}:{settings.otlp_grpc_port}")
+        sockets = [
+            bind(settings.host, settings.otlp_http_port),
+            bind(settings.host, settings.zipkin_port),
+            bind(settings.host, settings.http_port),
+        ]
+        http_ports = [s.getsockname()[1] for s in sockets]
+        ports = Ports(grpc_port, *http_ports)
+        router = PortRouter(
+            {
+                ports.otlp_http: otlp_http_app(writer.write, settings.max_body_bytes),
+                ports.zipkin: zipkin_app(writer.write, settings.max_body_bytes),
+                ports.http: http_app(store),
+            }
+        )
+        config = uvicorn.Config(
+            router,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=30,
+            h11_max_incomplete_event_size=settings.max_body_bytes,
+        )
+        server = _Server(config)
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            server.should_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await grpc.start()
+
+        async def announce() -> None:
+            while not server.started and not server.should_exit:
+                await asyncio.sleep(0.01)
+            if server.started:
+                print(ports.line(), flush=True)
+                if on_ready is not None:
+                    on_ready(ports)
+
+        announcer = asyncio.create_task(announce())
+        await server.serve(sockets=sockets)
+        announcer.cancel()
+        await grpc.stop(grace=10)
+    finally:
+        writer.close()
+        store.close()
+    print("clew stopped: all accepted spans committed", file=sys.stderr, flush=True)

@@ -1,0 +1,113 @@
+"""The single writer: owns the store, commits queued batches together (group commit), bounds memory.
+
+A request is answered only when the insert that carries its spans has returned, so an acknowledged span
+is on disk. The queue is bounded by span count; when it is full, `write` refuses at once with
+`Backpressure` and receivers answer 503 / UNAVAILABLE so that OTLP clients retry later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+
+from clew.model import SpanBatch
+from clew.store.base import Store
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[SpanBatch, asyncio.AbstractEventLoop, asyncio.Future[None]]
+
+
+class Backpressure(Exception):
+    """The write queue is full: retry after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__("the write queue is full, retry later")
+        self.retry_after = retry_after
+
+
+def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():  # the caller went away; its spans were still written
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+
+
+class Writer:
+    def __init__(self, store: Store, max_queue_spans: int = 200_000, max_batch_spans: int = 100_000) -> None:
+        self.store = store
+        self.max_queue_spans = max_queue_spans
+        self.max_batch_spans = max_batch_spans
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="clew-writer", daemon=True)
+        self._closed = False
+
+    @property
+    def pending_spans(self) -> int:
+        return self._pending
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def write(self, batch: SpanBatch) -> None:
+        """Return once `batch` is committed; raise `Backpressure` without queueing when full."""
+        n = len(batch)
+        if n == 0:
+            return
+        with self._lock:
+            if self._closed:
+                raise Backpressure()
+            # An oversized batch is still let in when nothing waits, or it could never be written.
+            if self._pending and self._pending + n > self.max_queue_spans:
+                raise Backpressure()
+            self._pending += n
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.put((batch, loop, fut))
+        await fut
+
+    def close(self) -> None:
+        """Commit everything queued, then stop the thread."""
+        with self._lock:
+            self._closed = True
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            items = [first]
+            rows = len(first[0])
+            while rows < self.max_batch_spans:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                items.append(nxt)
+                rows += len(nxt[0])
+            error: BaseException | None = None
+            try:
+                self.store.write(SpanBatch.concat([item[0] for item in items]))
+            except Exception as exc:  # reported to every waiting request, which answers "retry"
+                log.exception("commit of %d spans failed", rows)
+                error = exc
+            with self._lock:
+                self._pending -= rows
+            for _, loop, fut in items:
+                try:
+                    loop.call_soon_threadsafe(_settle, fut, error)
+                except RuntimeError:  # loop already closed during shutdown
+                    pass

@@ -1,0 +1,1 @@
+"""The http port (16686): health now; the Jaeger API, native API and UI mount here."""
