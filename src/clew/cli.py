@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -13,7 +14,7 @@ from clew.config import ConfigError, Settings
 from clew.store.base import StoreError
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
@@ -70,16 +71,14 @@ def serve(config_file: Path | None, **flags: object) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("./clew-data"), show_default=True)
 def export(trace_id: str, data_dir: Path) -> None:
     """Print one trace as OTLP/JSON (reads the data directory; the server must be stopped)."""
+    from clew.model import parse_trace_id
     from clew.query.otlp import to_traces_data
     from clew.receivers.otlp import to_otlp_json
     from clew.store import open_embedded
 
-    try:
-        raw = bytes.fromhex(trace_id)
-    except ValueError:
-        raw = b""
-    if len(raw) != 16:
-        _fail(f"trace id {trace_id!r} is not 32 hex characters")
+    raw = parse_trace_id(trace_id)
+    if raw is None:
+        _fail(f"trace id {trace_id!r} is not up to 32 hex characters")
     if not data_dir.is_dir():
         _fail(f"data directory {data_dir} does not exist")
     try:

@@ -112,3 +112,14 @@ class SpanBatch:
         if len(batches) == 1:
             return batches[0]
         return cls(pa.concat_tables([b.table for b in batches]))
+
+
+def parse_trace_id(text: str) -> bytes | None:
+    """A trace id in hex; 64-bit ids (16 hex) are the low half of a 128-bit id, as Jaeger treats them."""
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return None
+    if 0 < len(raw) <= 16:
+        return raw.rjust(16, b"\0")
+    return None

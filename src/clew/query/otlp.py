@@ -71,8 +71,9 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
             dropped_attributes_count=row["dropped_attributes"],
             dropped_events_count=row["dropped_events"],
             dropped_links_count=row["dropped_links"],
-            status=Status(code=row["status_code"], message=row["status_message"]),
         )
+        if row["status_code"] or row["status_message"]:
+            span.status.CopyFrom(Status(code=row["status_code"], message=row["status_message"]))
         for t, name, attrs, dropped in zip(
             row["events_time"],
             row["events_name"],

@@ -1,0 +1,150 @@
+"""Integration fixtures: a real `clew serve` process on free loopback ports with its own data directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+LISTENING = re.compile(r"clew listening otlp-grpc=(\d+) otlp-http=(\d+) zipkin=(\d+) http=(\d+)")
+# shared/ lies beside the checkout, on a developer's machine as in CI
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+
+
+@dataclass
+class ServerProcess:
+    data_dir: Path
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[str] | None = None
+    grpc_port: int = 0
+    otlp_http_port: int = 0
+    zipkin_port: int = 0
+    http_port: int = 0
+    output: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", str(self.data_dir)]
+        cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0"]
+        self.proc = subprocess.Popen(
+            cmd + self.extra_args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"clew serve exited early: {''.join(self.output)}")
+            self.output.append(line)
+            match = LISTENING.search(line)
+            if match:
+                self.grpc_port, self.otlp_http_port, self.zipkin_port, self.http_port = map(
+                    int, match.groups()
+                )
+                break
+        else:
+            raise RuntimeError("clew serve did not print its listening line in time")
+        response = httpx.get(f"{self.http_url}/healthz", timeout=10)
+        assert response.status_code == 200
+        return self
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.otlp_http_port}"
+
+    @property
+    def zipkin_url(self) -> str:
+        return f"http://127.0.0.1:{self.zipkin_port}"
+
+    def trace(self, trace_id: str) -> dict | None:
+        response = httpx.get(f"{self.http_url}/api/v1/traces/{trace_id}", timeout=30)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rest, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rest, _ = self.proc.communicate()
+        self.output.append(rest or "")
+        return self.proc.returncode
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def server(data_dir: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(data_dir).start()
+    yield proc
+    proc.stop()
+
+
+def spans_of(doc: dict) -> list[dict]:
+    """Every span of an OTLP/JSON document, with its resource and scope beside it."""
+    out = []
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                out.append(
+                    {
+                        "resource": {**rs.get("resource", {}), "schemaUrl": rs.get("schemaUrl", "")},
+                        "scope": {**ss.get("scope", {}), "schemaUrl": ss.get("schemaUrl", "")},
+                        "span": span,
+                    }
+                )
+    return out
+
+
+def _sorted_attrs(attrs: list[dict] | None) -> list[dict]:
+    return sorted(attrs or [], key=lambda kv: kv["key"])
+
+
+def canonical_spans(doc: dict) -> dict[str, dict]:
+    """Span id -> the span with its resource and scope, attribute lists in key order, for comparison."""
+    out = {}
+    for item in spans_of(doc):
+        resource = dict(item["resource"])
+        resource["attributes"] = _sorted_attrs(resource.get("attributes"))
+        scope = dict(item["scope"])
+        scope["attributes"] = _sorted_attrs(scope.get("attributes"))
+        span = dict(item["span"])
+        span["attributes"] = _sorted_attrs(span.get("attributes"))
+        span["events"] = [
+            {**e, "attributes": _sorted_attrs(e.get("attributes"))} for e in span.get("events", [])
+        ]
+        span["links"] = [
+            {**ln, "attributes": _sorted_attrs(ln.get("attributes"))} for ln in span.get("links", [])
+        ]
+        for key in ("traceId", "spanId", "parentSpanId"):
+            if key in span:
+                span[key] = span[key].lower()
+        for link in span["links"]:
+            link["traceId"] = link["traceId"].lower()
+            link["spanId"] = link["spanId"].lower()
+        out[span["spanId"]] = {"resource": resource, "scope": scope, "span": span}
+    return out
