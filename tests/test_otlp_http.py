@@ -24,7 +24,9 @@ JSON = {"Content-Type": "application/json"}
 PROTO = {"Content-Type": "application/x-protobuf"}
 
 
-def _span(trace_id: str, span_id: str, name: str = "op", start: int = 1_700_000_000_000_000_000, **extra) -> dict:
+def _span(
+    trace_id: str, span_id: str, name: str = "op", start: int = 1_700_000_000_000_000_000, **extra
+) -> dict:
     return {
         "traceId": trace_id,
         "spanId": span_id,
@@ -162,7 +164,13 @@ def _garbage_bodies() -> list[tuple[str, bytes, dict, int, str]]:
         ("wrong content type", REFERENCE.read_bytes(), {"Content-Type": "text/plain"}, 415, "Content-Type"),
         ("no content type", REFERENCE.read_bytes(), {}, 415, "Content-Type"),
         ("broken gzip", b"\x1f\x8b\x08\x00garbage", {**JSON, "Content-Encoding": "gzip"}, 400, "gzip"),
-        ("unknown encoding", REFERENCE.read_bytes(), {**JSON, "Content-Encoding": "br"}, 415, "Content-Encoding"),
+        (
+            "unknown encoding",
+            REFERENCE.read_bytes(),
+            {**JSON, "Content-Encoding": "br"},
+            415,
+            "Content-Encoding",
+        ),
         ("too large", b"x" * (16 * 1024 * 1024 + 1), PROTO, 413, "over the limit"),
         (
             "gzip bomb",
