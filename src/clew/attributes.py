@@ -49,7 +49,10 @@ def typed_maps_to_keyvalues(
     out += [KeyValue(key=k, value=AnyValue(int_value=v)) for k, v in ints]
     out += [KeyValue(key=k, value=AnyValue(double_value=v)) for k, v in floats]
     out += [KeyValue(key=k, value=AnyValue(bool_value=v)) for k, v in bools]
-    out += [KeyValue(key=k, value=anyvalue_from_json(v)) for k, v in complex_]
+    # "{}" is an AnyValue with nothing set: the attribute was sent without a value
+    out += [
+        KeyValue(key=k, value=anyvalue_from_json(v)) if v != "{}" else KeyValue(key=k) for k, v in complex_
+    ]
     return out
 
 

@@ -1,0 +1,120 @@
+"""Decode -> ClickHouse engine -> OTLP: every field of the span model, on the real embedded engine."""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from clew.attributes import python_to_anyvalue
+from clew.query.otlp import to_traces_data
+from clew.receivers.otlp import decode_request, to_otlp_json
+from clew.store import open_embedded
+from tests.conftest import canonical_spans
+
+
+def _kv(target, key, value):
+    target.add(key=key).value.CopyFrom(python_to_anyvalue(value))
+
+
+def _request() -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    for service in ("api", "db"):
+        rs = request.resource_spans.add(schema_url="https://opentelemetry.io/schemas/1.24.0")
+        rs.resource.dropped_attributes_count = 1
+        _kv(rs.resource.attributes, "service.name", service)
+        _kv(rs.resource.attributes, "host.ids", [1, 2])
+        for scope_name in ("lib.a", "lib.b"):
+            ss = rs.scope_spans.add(schema_url="https://example.com/scope")
+            ss.scope.name = scope_name
+            ss.scope.version = "0.9"
+            ss.scope.dropped_attributes_count = 2
+            _kv(ss.scope.attributes, "scope.flag", True)
+            span = ss.spans.add(
+                trace_id=bytes.fromhex("0123456789abcdef0123456789abcdef"),
+                span_id=f"{service}-{scope_name}".encode()[:8].ljust(8, b"."),
+                parent_span_id=bytes.fromhex("00000000000000aa"),
+                trace_state="k=v",
+                flags=0x301,
+                name=f"{service} work",
+                kind=3,
+                start_time_unix_nano=1_700_000_000_123_456_789,
+                end_time_unix_nano=1_700_000_000_223_456_789,
+                dropped_attributes_count=3,
+                dropped_events_count=4,
+                dropped_links_count=5,
+            )
+            span.status.code = 2
+            span.status.message = "boom"
+            _kv(span.attributes, "s", "text")
+            _kv(span.attributes, "empty", "")
+            _kv(span.attributes, "i", -(2**63))
+            _kv(span.attributes, "f", 1e-300)
+            _kv(span.attributes, "b", True)
+            _kv(span.attributes, "raw", b"\x00\xffbytes")
+            _kv(span.attributes, "nested", {"a": [1, "two", 3.0, {"deep": False}]})
+            _kv(span.attributes, "mixed", ["x", 1, True])
+            span.attributes.add(key="novalue")
+            ev = span.events.add(
+                time_unix_nano=1_700_000_000_200_000_001, name="retry", dropped_attributes_count=6
+            )
+            _kv(ev.attributes, "attempt", 2)
+            _kv(ev.attributes, "why", ["timeout"])
+            span.events.add(time_unix_nano=1_700_000_000_200_000_002, name="bare")
+            ln = span.links.add(
+                trace_id=b"\x09" * 16,
+                span_id=b"\x08" * 8,
+                trace_state="a=b",
+                dropped_attributes_count=7,
+                flags=1,
+            )
+            _kv(ln.attributes, "link.kind", "follows")
+    return request
+
+
+def test_every_field_survives_the_store(tmp_path):
+    request = _request()
+    decoded = decode_request(request)
+    assert decoded.rejected == 0 and len(decoded.batch) == 4
+    store = open_embedded(tmp_path / "data")
+    try:
+        store.write(decoded.batch)
+        batch = store.get_trace(bytes.fromhex("0123456789abcdef0123456789abcdef"))
+        assert store.services() == ["api", "db"]
+        assert store.operations("api") == [("api work", 3)]
+        assert store.operations("api", kind=2) == []
+        assert store.span_count() == 4
+    finally:
+        store.close()
+    sent = to_otlp_json(TracesData(resource_spans=request.resource_spans))
+    got = to_otlp_json(to_traces_data(batch))
+    # parent id of all zeros means "no parent" in OTLP; clew stores it as empty
+    for rs in sent["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:
+                assert span["parentSpanId"] == "00000000000000aa"
+    assert canonical_spans(got) == canonical_spans(sent)
+    # grouped by resource and scope as sent
+    assert [len(rs["scopeSpans"]) for rs in got["resourceSpans"]] == [2, 2]
+
+
+def test_zero_parent_means_root(tmp_path):
+    request = _request()
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            ss.spans[0].parent_span_id = bytes(8)
+    batch = decode_request(request).batch
+    assert set(batch.table.column("parent_span_id").to_pylist()) == {b""}
+
+
+def test_int64_extremes_and_bytes_keep_their_type():
+    request = _request()
+    batch = decode_request(request).batch
+    row = batch.table.slice(0, 1).to_pylist()[0]
+    assert dict(row["attributes_int"]) == {"i": -(2**63)}
+    assert dict(row["attributes_bool"]) == {"b": True}
+    assert dict(row["attributes_string"]) == {"s": "text", "empty": ""}
+    raw = json_format.Parse(
+        dict(row["attributes_complex"])["raw"], type(request.resource_spans[0].resource.attributes[0].value)()
+    )
+    assert raw.bytes_value == b"\x00\xffbytes"
