@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from clew.model import to_ipc
 from clew.store.base import StoreError
 
 
@@ -54,10 +55,7 @@ class ChdbConnection:
                 raise StoreError(str(exc)) from exc
 
     def insert(self, table: str, data: pa.Table, settings: dict[str, object] | None = None) -> None:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, data.schema) as stream:
-            stream.write_table(data)
-        payload = sink.getvalue().to_pybytes()
+        payload = to_ipc(data)
         with self._lock:
             self._check()
             try:

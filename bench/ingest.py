@@ -1,0 +1,135 @@
+"""Ingest benchmark: OTLP/HTTP protobuf over K keep-alive connections to a real `clew serve`.
+
+Prints spans/s accepted end to end (a 200 means committed), checks every span is in the store, and
+measures the ceiling in the same run: the same payloads decoded and appended to the engine in-process
+with no HTTP. Usage: python bench/ingest.py [--spans N] [--connections K] [--url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workload import requests  # noqa: E402
+
+LISTENING = re.compile(r"clew listening .*otlp-http=(\d+)")
+
+
+def start_server(data_dir: str) -> tuple[subprocess.Popen[str], int]:
+    cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", data_dir]
+    cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        match = LISTENING.search(line)
+        if match:
+            return proc, int(match.group(1))
+    raise SystemExit("clew serve did not start")
+
+
+def send_all(url: str, payloads: list[bytes], connections: int) -> tuple[float, int]:
+    lock = threading.Lock()
+    index = iter(range(len(payloads)))
+    retries = 0
+
+    def worker() -> None:
+        nonlocal retries
+        with httpx.Client(timeout=120) as client:
+            while True:
+                with lock:
+                    i = next(index, None)
+                if i is None:
+                    return
+                for _ in range(100):
+                    r = client.post(
+                        url, content=payloads[i], headers={"Content-Type": "application/x-protobuf"}
+                    )
+                    if r.status_code == 200:
+                        break
+                    if r.status_code != 503:
+                        raise SystemExit(f"unexpected {r.status_code}: {r.text[:200]}")
+                    with lock:
+                        retries += 1
+                    time.sleep(float(r.headers.get("Retry-After", "1")) / 10)
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, retries
+
+
+def ceiling(payloads: list[bytes], data_dir: str, group: int) -> float:
+    """Decode + append in-process, grouping requests per insert as the server's writer does."""
+    from clew.model import SpanBatch
+    from clew.receivers.otlp import decode_protobuf
+    from clew.store import open_embedded
+
+    store = open_embedded(data_dir)
+    started = time.perf_counter()
+    for i in range(0, len(payloads), group):
+        store.write(SpanBatch.concat([decode_protobuf(p).batch for p in payloads[i : i + group]]))
+    elapsed = time.perf_counter() - started
+    store.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spans", type=int, default=300_000)
+    parser.add_argument("--spans-per-request", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+
+    payloads = list(requests(args.seed, args.spans, args.spans_per_request, time.time_ns()))
+    total = args.spans
+    print(
+        f"workload: {total} spans in {len(payloads)} requests, seed {args.seed}, {args.connections} connections"
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_server(os.path.join(tmp, "served"))
+        try:
+            elapsed, retries = send_all(f"http://127.0.0.1:{port}/v1/traces", payloads, args.connections)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        from clew.store import open_embedded
+
+        store = open_embedded(os.path.join(tmp, "served"))
+        stored = store.span_count()
+        store.close()
+        end_to_end = total / elapsed
+        print(
+            f"end to end: {end_to_end:,.0f} spans/s accepted and committed ({elapsed:.2f}s, {retries} 503 retries)"
+        )
+        print(f"stored after stop: {stored} of {total} spans {'OK' if stored == total else 'MISSING'}")
+
+        ceil_elapsed = ceiling(payloads, os.path.join(tmp, "ceiling"), group=args.connections)
+        ceil_rate = total / ceil_elapsed
+        print(
+            f"ceiling (decode + append in-process, no HTTP): {ceil_rate:,.0f} spans/s ({ceil_elapsed:.2f}s)"
+        )
+        print(f"ratio end-to-end / ceiling: {end_to_end / ceil_rate:.2f}")
+        if stored != total:
+            raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
