@@ -76,14 +76,14 @@ def send_all(url: str, payloads: list[bytes], connections: int) -> tuple[float, 
 
 def ceiling(payloads: list[bytes], data_dir: str, group: int) -> float:
     """Decode + append in-process, grouping requests per insert as the server's writer does."""
-    from clew.model import SpanBatch
+    from clew.model import OtlpBatch
     from clew.receivers.otlp import decode_protobuf
     from clew.store import open_embedded
 
     store = open_embedded(data_dir)
     started = time.perf_counter()
     for i in range(0, len(payloads), group):
-        store.write(SpanBatch.concat([decode_protobuf(p).batch for p in payloads[i : i + group]]))
+        store.write(OtlpBatch.concat([decode_protobuf(p).batch for p in payloads[i : i + group]]))
     elapsed = time.perf_counter() - started
     store.close()
     return elapsed

@@ -14,8 +14,7 @@ import httpx
 import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from clew.model import SpanBatch
-from clew.receivers.decoding import Decoder
+from clew.model import OtlpBatch
 from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.server import bind
@@ -29,7 +28,7 @@ class GatedStore:
         self.gate = threading.Event()
         self.entered = threading.Event()
 
-    def write(self, batch: SpanBatch) -> None:
+    def write(self, batch: OtlpBatch) -> None:
         self.entered.set()
         self.gate.wait(timeout=60)
         self.inner.write(batch)
@@ -60,11 +59,9 @@ def test_full_queue_answers_retry_later(tmp_path):
     async def scenario() -> None:
         sock = bind("127.0.0.1", 0)
         port = sock.getsockname()[1]
-        http = uvicorn.Server(
-            uvicorn.Config(otlp_http_app(writer.write, Decoder().decode, 1 << 20), log_level="warning")
-        )
+        http = uvicorn.Server(uvicorn.Config(otlp_http_app(writer.write, 1 << 20), log_level="warning"))
         http_task = asyncio.create_task(http.serve(sockets=[sock]))
-        rpc = grpc_server(writer.write, Decoder().decode, 1 << 20)
+        rpc = grpc_server(writer.write, 1 << 20)
         grpc_port = rpc.add_insecure_port("127.0.0.1:0")
         await rpc.start()
         while not http.started:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from clew.attributes import python_to_anyvalue
 from clew.query.otlp import to_traces_data
-from clew.receivers.otlp import decode_request, to_otlp_json
+from clew.receivers.otlp import accept_request, to_otlp_json
 from clew.store import open_embedded
 from tests.conftest import canonical_spans
 
@@ -74,7 +73,7 @@ def _request() -> ExportTraceServiceRequest:
 
 def test_every_field_survives_the_store(tmp_path):
     request = _request()
-    decoded = decode_request(request)
+    decoded = accept_request(_request())
     assert decoded.rejected == 0 and len(decoded.batch) == 4
     store = open_embedded(tmp_path / "data")
     try:
@@ -98,23 +97,24 @@ def test_every_field_survives_the_store(tmp_path):
     assert [len(rs["scopeSpans"]) for rs in got["resourceSpans"]] == [2, 2]
 
 
-def test_zero_parent_means_root(tmp_path):
+def test_zero_parent_means_root_and_types_are_kept(tmp_path):
     request = _request()
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
             ss.spans[0].parent_span_id = bytes(8)
-    batch = decode_request(request).batch
-    assert set(batch.table.column("parent_span_id").to_pylist()) == {b""}
-
-
-def test_int64_extremes_and_bytes_keep_their_type():
-    request = _request()
-    batch = decode_request(request).batch
-    row = batch.table.slice(0, 1).to_pylist()[0]
+    store = open_embedded(tmp_path / "data")
+    try:
+        store.write(accept_request(request).batch)
+        table = store.get_trace(bytes.fromhex("0123456789abcdef0123456789abcdef")).table
+    finally:
+        store.close()
+    assert set(table.column("parent_span_id").to_pylist()) == {b""}
+    row = table.slice(0, 1).to_pylist()[0]
     assert dict(row["attributes_int"]) == {"i": -(2**63)}
     assert dict(row["attributes_bool"]) == {"b": True}
+    assert dict(row["attributes_float"]) == {"f": 1e-300}
     assert dict(row["attributes_string"]) == {"s": "text", "empty": ""}
-    raw = json_format.Parse(
-        dict(row["attributes_complex"])["raw"], type(request.resource_spans[0].resource.attributes[0].value)()
-    )
-    assert raw.bytes_value == b"\x00\xffbytes"
+    complex_ = dict(row["attributes_complex"])
+    assert complex_["raw"] == b"b\x00\xffbytes"
+    assert complex_["novalue"] == b""
+    assert complex_["mixed"][:1] == b"a" and complex_["nested"][:1] == b"k"

@@ -1,40 +1,31 @@
 """Conversions between OTLP `KeyValue`/`AnyValue` messages and the stored attribute encodings.
 
-Scalars live in typed map columns; arrays, key-value lists and bytes are kept as the OTLP/JSON
-encoding of their `AnyValue`, which keeps every nested type and is readable from plain SQL.
+Scalars live in typed map columns. Arrays, key-value lists and bytes live in the `*_complex` map as a
+tag letter ('a', 'k', 'b') and the serialized message, which is what the engine reads off the wire.
+Attribute lists of scopes, events and links are arrays of serialized `KeyValue` messages.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 
-from google.protobuf import json_format
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 
-def anyvalue_json(value: AnyValue) -> str:
-    return json.dumps(json_format.MessageToDict(value), separators=(",", ":"))
+def complex_to_anyvalue(tagged: bytes) -> AnyValue | None:
+    """The AnyValue of a `*_complex` map entry; None for an attribute sent without a value."""
+    if not tagged:
+        return None
+    tag, raw = tagged[:1], tagged[1:]
+    if tag == b"a":
+        return AnyValue(array_value=ArrayValue.FromString(raw))
+    if tag == b"k":
+        return AnyValue(kvlist_value=KeyValueList.FromString(raw))
+    return AnyValue(bytes_value=raw)
 
 
-def anyvalue_from_json(text: str) -> AnyValue:
-    return json_format.Parse(text, AnyValue())
-
-
-def keyvalues_json(kvs: Iterable[KeyValue]) -> str:
-    """A list of attributes as OTLP/JSON text; '' for none, to keep empty rows small."""
-    values = list(kvs)
-    if not values:
-        return ""
-    return json.dumps(
-        json_format.MessageToDict(KeyValueList(values=values)).get("values", []), separators=(",", ":")
-    )
-
-
-def keyvalues_from_json(text: str) -> list[KeyValue]:
-    if not text:
-        return []
-    return list(json_format.ParseDict({"values": json.loads(text)}, KeyValueList()).values)
+def keyvalues_from_bytes(serialized: Iterable[bytes]) -> list[KeyValue]:
+    return [KeyValue.FromString(raw) for raw in serialized]
 
 
 def typed_maps_to_keyvalues(
@@ -42,17 +33,16 @@ def typed_maps_to_keyvalues(
     ints: Iterable[tuple[str, int]],
     floats: Iterable[tuple[str, float]],
     bools: Iterable[tuple[str, bool]],
-    complex_: Iterable[tuple[str, str]],
+    complex_: Iterable[tuple[str, bytes]],
 ) -> list[KeyValue]:
     """Rebuild OTLP attributes from the five typed maps of one row."""
     out = [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in strings]
     out += [KeyValue(key=k, value=AnyValue(int_value=v)) for k, v in ints]
     out += [KeyValue(key=k, value=AnyValue(double_value=v)) for k, v in floats]
     out += [KeyValue(key=k, value=AnyValue(bool_value=v)) for k, v in bools]
-    # "{}" is an AnyValue with nothing set: the attribute was sent without a value
-    out += [
-        KeyValue(key=k, value=anyvalue_from_json(v)) if v != "{}" else KeyValue(key=k) for k, v in complex_
-    ]
+    for k, v in complex_:
+        value = complex_to_anyvalue(v)
+        out.append(KeyValue(key=k) if value is None else KeyValue(key=k, value=value))
     return out
 
 

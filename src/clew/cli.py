@@ -45,7 +45,6 @@ def _port(name: str, default: int) -> click.Option:
 @_port("http-port", 16686)
 @click.option("--max-body-bytes", type=click.IntRange(1024), help="largest request body after decompression")
 @click.option("--max-queue-spans", type=click.IntRange(1), help="spans waiting for commit before 503s")
-@click.option("--decode-workers", type=click.IntRange(0), help="decoding processes (default: one a core)")
 def serve(config_file: Path | None, **flags: object) -> None:
     """Receive spans (OTLP gRPC/HTTP, Zipkin) and store them under --data-dir."""
     from clew.server import serve as run

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,6 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_queue_spans: int = 200_000
     max_batch_spans: int = 100_000
-    # processes that decode large request bodies; 0 decodes on the event loop
-    decode_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     @classmethod
     def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
@@ -56,8 +54,7 @@ class Settings:
                 if source.startswith("config"):
                     raise ConfigError(f"{source}: unknown setting {key!r}")
                 continue
-            spec = known[name]
-            default = spec.default if spec.default is not MISSING else spec.default_factory()  # type: ignore[misc]
+            default = known[name].default
             try:
                 if isinstance(default, Path):
                     changes[name] = Path(value)

@@ -45,8 +45,8 @@ def _typed_maps(prefix: str) -> list[tuple[str, str, pa.DataType]]:
         (f"{prefix}_int", f"Map({key}, Int64)", pa.map_(pa.string(), pa.int64())),
         (f"{prefix}_float", f"Map({key}, Float64)", pa.map_(pa.string(), pa.float64())),
         (f"{prefix}_bool", f"Map({key}, Bool)", pa.map_(pa.string(), pa.bool_())),
-        # arrays, key-value lists and bytes: the OTLP/JSON encoding of the AnyValue
-        (f"{prefix}_complex", f"Map({key}, String)", pa.map_(pa.string(), pa.string())),
+        # arrays, key-value lists and bytes: a tag letter and the serialized message (see attributes.py)
+        (f"{prefix}_complex", f"Map({key}, String)", pa.map_(pa.string(), pa.binary())),
     ]
 
 
@@ -73,7 +73,8 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("resource_schema_url", LC, pa.string()),
     ("scope_name", LC, pa.string()),
     ("scope_version", LC, pa.string()),
-    ("scope_attributes", "String", pa.string()),
+    # attribute lists of scopes, events and links: serialized OTLP KeyValue messages
+    ("scope_attributes", "Array(String)", pa.list_(pa.binary())),
     ("scope_dropped", "UInt32", pa.uint32()),
     ("scope_schema_url", LC, pa.string()),
     *_typed_maps("attributes"),
@@ -82,12 +83,12 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("dropped_links", "UInt32", pa.uint32()),
     ("events_time", "Array(DateTime64(9, 'UTC'))", pa.list_(TS)),
     ("events_name", "Array(String)", pa.list_(pa.string())),
-    ("events_attributes", "Array(String)", pa.list_(pa.string())),
+    ("events_attributes", "Array(Array(String))", pa.list_(pa.list_(pa.binary()))),
     ("events_dropped", "Array(UInt32)", pa.list_(pa.uint32())),
     ("links_trace_id", "Array(String)", pa.list_(pa.binary())),
     ("links_span_id", "Array(String)", pa.list_(pa.binary())),
     ("links_trace_state", "Array(String)", pa.list_(pa.string())),
-    ("links_attributes", "Array(String)", pa.list_(pa.string())),
+    ("links_attributes", "Array(Array(String))", pa.list_(pa.list_(pa.binary()))),
     ("links_dropped", "Array(UInt32)", pa.list_(pa.uint32())),
     ("links_flags", "Array(UInt32)", pa.list_(pa.uint32())),
 ]
@@ -98,8 +99,32 @@ SCOPE_COLUMNS = [name for name, _, _ in COLUMNS if name.startswith("scope_")]
 
 
 @dataclass(frozen=True, slots=True)
+class OtlpBatch:
+    """Validated OTLP `ExportTraceServiceRequest` bodies on their way to the store.
+
+    The ingest batch stays in wire form: the engine parses it into columns itself (store/otlp_wire.py),
+    so no Python object is made per span or per attribute on the hot path.
+    """
+
+    tenant: str
+    payloads: tuple[bytes, ...]
+    spans: int
+
+    def __len__(self) -> int:
+        return self.spans
+
+    @classmethod
+    def concat(cls, batches: list[OtlpBatch]) -> OtlpBatch:
+        """Batches of one tenant as one, in arrival order."""
+        tenant = batches[0].tenant
+        if any(b.tenant != tenant for b in batches):
+            raise ValueError("cannot merge batches of different tenants")
+        return cls(tenant, tuple(p for b in batches for p in b.payloads), sum(b.spans for b in batches))
+
+
+@dataclass(frozen=True, slots=True)
 class SpanBatch:
-    """A batch of spans as one Arrow table with `SPAN_SCHEMA`: columns, never a Python object per span."""
+    """Stored spans as one Arrow table with `SPAN_SCHEMA`: what the store answers reads with."""
 
     table: pa.Table
 
@@ -109,12 +134,6 @@ class SpanBatch:
     @classmethod
     def empty(cls) -> SpanBatch:
         return cls(SPAN_SCHEMA.empty_table())
-
-    @classmethod
-    def concat(cls, batches: list[SpanBatch]) -> SpanBatch:
-        if len(batches) == 1:
-            return batches[0]
-        return cls(pa.concat_tables([b.table for b in batches]))
 
 
 def parse_trace_id(text: str) -> bytes | None:
@@ -126,15 +145,3 @@ def parse_trace_id(text: str) -> bytes | None:
     if 0 < len(raw) <= 16:
         return raw.rjust(16, b"\0")
     return None
-
-
-def to_ipc(table: pa.Table) -> bytes:
-    """Arrow IPC stream bytes: how batches cross process boundaries and enter ClickHouse."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as stream:
-        stream.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(data).read_all()

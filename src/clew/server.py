@@ -15,7 +15,6 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clew.config import Settings
-from clew.receivers.decoding import Decoder
 from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.receivers.zipkin import zipkin_app
@@ -77,10 +76,8 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
     store = open_embedded(settings.data_dir)
     writer = Writer(store, settings.max_queue_spans, settings.max_batch_spans)
     writer.start()
-    decoder = Decoder(settings.decode_workers)
     try:
-        decoder.start()
-        grpc = grpc_server(writer.write, decoder.decode, settings.max_body_bytes)
+        grpc = grpc_server(writer.write, settings.max_body_bytes)
         grpc_host = f"[{settings.host}]" if ":" in settings.host else settings.host
         grpc_port = grpc.add_insecure_port(f"{grpc_host}:{settings.otlp_grpc_port}")
         if grpc_port == 0:
@@ -94,8 +91,8 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         ports = Ports(grpc_port, *http_ports)
         router = PortRouter(
             {
-                ports.otlp_http: otlp_http_app(writer.write, decoder.decode, settings.max_body_bytes),
-                ports.zipkin: zipkin_app(writer.write, decoder.decode, settings.max_body_bytes),
+                ports.otlp_http: otlp_http_app(writer.write, settings.max_body_bytes),
+                ports.zipkin: zipkin_app(writer.write, settings.max_body_bytes),
                 ports.http: http_app(store),
             }
         )
@@ -130,7 +127,6 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         announcer.cancel()
         await grpc.stop(grace=10)
     finally:
-        decoder.close()
         writer.close()
         store.close()
     print("clew stopped: all accepted spans committed", file=sys.stderr, flush=True)

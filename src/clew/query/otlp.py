@@ -8,7 +8,7 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status, TracesData
 
-from clew.attributes import keyvalues_from_json, typed_maps_to_keyvalues
+from clew.attributes import keyvalues_from_bytes, typed_maps_to_keyvalues
 from clew.model import RESOURCE_COLUMNS, SCOPE_COLUMNS, SpanBatch
 
 _TYPED = ("string", "int", "float", "bool", "complex")
@@ -50,7 +50,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
                 InstrumentationScope(
                     name=row["scope_name"],
                     version=row["scope_version"],
-                    attributes=keyvalues_from_json(row["scope_attributes"]),
+                    attributes=keyvalues_from_bytes(row["scope_attributes"]),
                     dropped_attributes_count=row["scope_dropped"],
                 )
             )
@@ -84,7 +84,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
             span.events.add(
                 time_unix_nano=_ns(t),
                 name=name,
-                attributes=keyvalues_from_json(attrs),
+                attributes=keyvalues_from_bytes(attrs),
                 dropped_attributes_count=dropped,
             )
         for tid, sid, state, attrs, dropped, flags in zip(
@@ -100,7 +100,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
                 trace_id=tid,
                 span_id=sid,
                 trace_state=state,
-                attributes=keyvalues_from_json(attrs),
+                attributes=keyvalues_from_bytes(attrs),
                 dropped_attributes_count=dropped,
                 flags=flags,
             )

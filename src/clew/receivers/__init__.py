@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
-from clew.model import SpanBatch
+from clew.model import OtlpBatch
 
-if TYPE_CHECKING:
-    from clew.receivers.otlp import Decoded
+Sink = Callable[[OtlpBatch], Awaitable[None]]
 
-Sink = Callable[[SpanBatch], Awaitable[None]]
-# (kind, body, tenant) -> Decoded, where kind is "otlp-protobuf", "otlp-json" or "zipkin-json"
-Decode = Callable[[str, bytes, str], Awaitable["Decoded"]]
-
-__all__ = ["Decode", "Sink"]
+__all__ = ["Sink"]

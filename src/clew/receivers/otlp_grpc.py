@@ -10,22 +10,22 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from clew.model import DEFAULT_TENANT
-from clew.receivers import Decode, Sink
-from clew.receivers.otlp import BadRequest
+from clew.receivers import Sink
+from clew.receivers.otlp import BadRequest, decode_protobuf
 from clew.store.base import StoreError
 from clew.store.writer import Backpressure
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
-def trace_service_handler(sink: Sink, decode: Decode) -> grpc.GenericRpcHandler:
+def trace_service_handler(sink: Sink) -> grpc.GenericRpcHandler:
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         tenant = DEFAULT_TENANT
         for key, value in context.invocation_metadata() or ():
             if key == "x-scope-orgid" and value:
                 tenant = str(value)
         try:
-            decoded = await decode("otlp-protobuf", request, tenant)
+            decoded = decode_protobuf(request, tenant)
             await sink(decoded.batch)
         except BadRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -44,12 +44,12 @@ def trace_service_handler(sink: Sink, decode: Decode) -> grpc.GenericRpcHandler:
     )
 
 
-def grpc_server(sink: Sink, decode: Decode, max_message_bytes: int) -> grpc.aio.Server:
+def grpc_server(sink: Sink, max_message_bytes: int) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
     )
-    server.add_generic_rpc_handlers((trace_service_handler(sink, decode),))
+    server.add_generic_rpc_handlers((trace_service_handler(sink),))
     return server

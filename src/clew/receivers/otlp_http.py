@@ -12,9 +12,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from clew.model import DEFAULT_TENANT
-from clew.receivers import Decode, Sink
+from clew.receivers import Sink
 from clew.receivers.http_body import HTTPProblem, media_type, read_body
-from clew.receivers.otlp import BadRequest, Decoded, to_otlp_json
+from clew.receivers.otlp import BadRequest, Decoded, decode_json, decode_protobuf, to_otlp_json
 from clew.store.base import StoreError
 from clew.store.writer import Backpressure
 
@@ -44,7 +44,7 @@ def _success(decoded: Decoded, as_json: bool) -> Response:
     return Response(response.SerializeToString(), 200, media_type=PROTOBUF_TYPES[0])
 
 
-def otlp_http_app(sink: Sink, decode: Decode, max_body_bytes: int) -> Starlette:
+def otlp_http_app(sink: Sink, max_body_bytes: int) -> Starlette:
     async def export_traces(request: Request) -> Response:
         ctype = media_type(request)
         as_json = ctype == JSON_TYPE
@@ -58,7 +58,7 @@ def otlp_http_app(sink: Sink, decode: Decode, max_body_bytes: int) -> Starlette:
         try:
             body = await read_body(request, max_body_bytes)
             tenant = request.headers.get("x-scope-orgid", DEFAULT_TENANT) or DEFAULT_TENANT
-            decoded = await decode("otlp-json" if as_json else "otlp-protobuf", body, tenant)
+            decoded = decode_json(body, tenant) if as_json else decode_protobuf(body, tenant)
             await sink(decoded.batch)
         except HTTPProblem as exc:
             return _problem(exc.status, exc.reason, as_json)

@@ -23,9 +23,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clew.model import DEFAULT_TENANT, SpanKind, StatusCode
-from clew.receivers import Decode, Sink
+from clew.receivers import Sink
 from clew.receivers.http_body import HTTPProblem, media_type, read_body
-from clew.receivers.otlp import BadRequest, Decoded, decode_request
+from clew.receivers.otlp import BadRequest, Decoded, accept_request
 from clew.store.base import StoreError
 from clew.store.writer import Backpressure
 
@@ -145,19 +145,17 @@ def decode_zipkin(body: bytes, tenant: str = DEFAULT_TENANT) -> Decoded:
         doc = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"invalid JSON: {exc}") from exc
-    return decode_request(zipkin_to_otlp(doc), tenant)
+    return accept_request(zipkin_to_otlp(doc), tenant)
 
 
-def zipkin_app(sink: Sink, decode: Decode, max_body_bytes: int) -> Starlette:
+def zipkin_app(sink: Sink, max_body_bytes: int) -> Starlette:
     async def post_spans(request: Request) -> Response:
         ctype = media_type(request)
         if ctype not in ("application/json", ""):
             return JSONResponse({"error": f"unsupported Content-Type {ctype!r}: send application/json"}, 415)
         try:
             body = await read_body(request, max_body_bytes)
-            decoded = await decode(
-                "zipkin-json", body, request.headers.get("x-scope-orgid") or DEFAULT_TENANT
-            )
+            decoded = decode_zipkin(body, request.headers.get("x-scope-orgid") or DEFAULT_TENANT)
             await sink(decoded.batch)
         except HTTPProblem as exc:
             return JSONResponse({"error": exc.reason}, exc.status)

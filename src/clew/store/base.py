@@ -7,7 +7,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from clew.model import SpanBatch
+from clew.model import OtlpBatch, SpanBatch
 
 
 class StoreError(RuntimeError):
@@ -21,13 +21,27 @@ class Connection(Protocol):
 
     def command(self, sql: str, params: dict[str, object] | None = None) -> None: ...
 
-    def insert(self, table: str, data: pa.Table, settings: dict[str, object] | None = None) -> None: ...
+    def format_schema(self, name: str, text: str) -> str:
+        """Make a `.proto` schema available to the engine; returns the `format_schema` path for it."""
+        ...
+
+    def insert_formatted(
+        self,
+        sql: str,
+        fmt: str,
+        structure: str,
+        data: bytes,
+        settings: dict[str, object],
+        params: dict[str, object],
+    ) -> None:
+        """Run `sql` (an INSERT ... SELECT over `{source}`) with `data` in format `fmt` as the source."""
+        ...
 
     def close(self) -> None: ...
 
 
 class Store(Protocol):
-    def write(self, batch: SpanBatch) -> None:
+    def write(self, batch: OtlpBatch) -> None:
         """Commit the batch durably; returns only once it is on disk."""
         ...
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
 import pyarrow as pa
 
-from clew.model import to_ipc
 from clew.store.base import StoreError
 
 
-def _settings_clause(settings: dict[str, object] | None) -> str:
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _settings_clause(settings: dict[str, object]) -> str:
     if not settings:
         return ""
-    return " SETTINGS " + ", ".join(f"{k} = {v!r}" for k, v in settings.items())
+    return " SETTINGS " + ", ".join(
+        f"{k} = {_quote(v) if isinstance(v, str) else v}" for k, v in settings.items()
+    )
 
 
 class ChdbConnection:
@@ -33,45 +40,63 @@ class ChdbConnection:
                 f"cannot open data directory {self.path}: {exc}. "
                 "Is a clew server running on it? Stop it, or talk to it with --url."
             ) from exc
-        # Inserts and reads may come from different threads; chdb serialises them per session,
-        # this lock only keeps close() from racing a query.
-        self._lock = threading.RLock()
+        # Batches reach the engine as files it reads with file(); memory-backed where there is one.
+        shm = Path("/dev/shm")
+        self._spool = Path(tempfile.mkdtemp(prefix="clew-ingest-", dir=shm if shm.is_dir() else None))
+        self._lock = threading.Lock()  # one insert at a time owns the spool file
         self._closed = False
 
     def query(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
-        with self._lock:
-            self._check()
-            try:
-                return self._session.query(sql, "ArrowTable", params=params or None)
-            except Exception as exc:
-                raise StoreError(str(exc)) from exc
+        self._check()
+        try:
+            return self._session.query(sql, "ArrowTable", params=params or None)
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
 
     def command(self, sql: str, params: dict[str, object] | None = None) -> None:
-        with self._lock:
-            self._check()
-            try:
-                self._session.query(sql, "CSV", params=params or None)
-            except Exception as exc:
-                raise StoreError(str(exc)) from exc
+        self._check()
+        try:
+            self._session.query(sql, "CSV", params=params or None)
+        except Exception as exc:
+            raise StoreError(str(exc)) from exc
 
-    def insert(self, table: str, data: pa.Table, settings: dict[str, object] | None = None) -> None:
-        payload = to_ipc(data)
+    def format_schema(self, name: str, text: str) -> str:
+        directory = self.path / "format_schemas"
+        directory.mkdir(exist_ok=True)
+        path = directory / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        return str(path)
+
+    def insert_formatted(
+        self,
+        sql: str,
+        fmt: str,
+        structure: str,
+        data: bytes,
+        settings: dict[str, object],
+        params: dict[str, object],
+    ) -> None:
         with self._lock:
             self._check()
+            spool = self._spool / "batch.bin"
+            spool.write_bytes(data)
+            source = f"file({_quote(str(spool))}, {_quote(fmt)}, {_quote(structure)})"
             try:
-                inserter = self._session.send_insert(
-                    f"INSERT INTO {table}{_settings_clause(settings)}", "ArrowStream"
+                self._session.query(
+                    sql.replace("{source}", source) + _settings_clause(settings), "CSV", params=params or None
                 )
-                inserter.append(payload)
-                inserter.finish()
             except Exception as exc:
                 raise StoreError(str(exc)) from exc
+            finally:
+                spool.unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._session.close()
+                shutil.rmtree(self._spool, ignore_errors=True)
 
     def _check(self) -> None:
         if self._closed:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from clew.model import COLUMNS, DEFAULT_TENANT, SPAN_SCHEMA, SpanBatch
+from clew.model import COLUMNS, DEFAULT_TENANT, SPAN_SCHEMA, OtlpBatch, SpanBatch
 from clew.store.base import Connection
+from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
 
 SPANS_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.spans (
@@ -21,7 +22,10 @@ SETTINGS index_granularity = 8192
 """
 
 # A request may carry spans from many days (imports, clock skew); never refuse it for that.
-INSERT_SETTINGS: dict[str, object] = {"max_partitions_per_insert_block": 0}
+INSERT_SETTINGS: dict[str, object] = {
+    "max_partitions_per_insert_block": 0,
+    "input_format_protobuf_oneof_presence": 1,
+}
 SELECT_COLUMNS = ", ".join(name for name, _, _ in COLUMNS)
 
 
@@ -34,10 +38,21 @@ class ClickHouseStore:
         conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         columns = ",\n".join(f"    {name} {ch_type}" for name, ch_type, _ in COLUMNS)
         conn.command(SPANS_DDL.format(db=database, columns=columns))
+        schema = conn.format_schema("clew_otlp.proto", WIRE_PROTO)
+        self._insert_settings = {**INSERT_SETTINGS, "format_schema": f"{schema}:{WIRE_MESSAGE}"}
+        self._insert_sql = insert_select(f"{database}.spans")
 
-    def write(self, batch: SpanBatch) -> None:
-        if len(batch):
-            self.conn.insert(f"{self.db}.spans", batch.table, INSERT_SETTINGS)
+    def write(self, batch: OtlpBatch) -> None:
+        """One insert, so one part: the engine parses the requests and flattens them to rows."""
+        if batch.spans:
+            self.conn.insert_formatted(
+                self._insert_sql,
+                "Protobuf",
+                STRUCTURE,
+                length_delimited(list(batch.payloads)),
+                self._insert_settings,
+                {"tenant": batch.tenant},
+            )
 
     def get_trace(self, trace_id: bytes, tenant: str = DEFAULT_TENANT) -> SpanBatch:
         table = self.conn.query(

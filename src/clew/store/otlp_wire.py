@@ -1,0 +1,177 @@
+"""OTLP requests parsed by ClickHouse itself: the schema it reads them with and the SQL that flattens them.
+
+`ExportTraceServiceRequest` bodies go to the engine as they came off the wire (length-delimited, many
+requests per insert) and ClickHouse's `Protobuf` input format turns them into columns in C++. Python
+only parses and validates, which costs a few microseconds a span instead of tens.
+
+`WIRE_PROTO` is a wire-compatible subset of OTLP's messages (field numbers and wire types are checked
+against opentelemetry-proto's descriptors in the tests). Where ClickHouse cannot follow OTLP (the
+recursive `AnyValue` inside arrays and key-value lists) or where columns would be wasted (attribute
+lists of scopes, events and links), a field is declared `bytes` and kept as its serialized message.
+"""
+
+from __future__ import annotations
+
+from clew.model import COLUMNS
+
+WIRE_PROTO = """syntax = "proto3";
+message Request { repeated ResourceSpans resource_spans = 1; }
+message ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; string schema_url = 3; }
+message Resource { repeated KeyValue attributes = 1; uint32 dropped_attributes_count = 2; }
+message ScopeSpans { Scope scope = 1; repeated Span spans = 2; string schema_url = 3; }
+message Scope {
+  string name = 1; string version = 2; repeated bytes attributes = 3; uint32 dropped_attributes_count = 4;
+}
+message Span {
+  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4; fixed32 flags = 16;
+  string name = 5; int32 kind = 6; fixed64 start_time_unix_nano = 7; fixed64 end_time_unix_nano = 8;
+  repeated KeyValue attributes = 9; uint32 dropped_attributes_count = 10;
+  repeated Event events = 11; uint32 dropped_events_count = 12;
+  repeated Link links = 13; uint32 dropped_links_count = 14; Status status = 15;
+}
+message Event {
+  fixed64 time_unix_nano = 1; string name = 2; repeated bytes attributes = 3; uint32 dropped_attributes_count = 4;
+}
+message Link {
+  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; repeated bytes attributes = 4;
+  uint32 dropped_attributes_count = 5; fixed32 flags = 6;
+}
+message Status { string message = 2; int32 code = 3; }
+message KeyValue { string key = 1; AnyValue value = 2; }
+message AnyValue {
+  oneof value {
+    string string_value = 1; bool bool_value = 2; int64 int_value = 3; double double_value = 4;
+    bytes array_value = 5; bytes kvlist_value = 6; bytes bytes_value = 7;
+  }
+}
+"""
+WIRE_MESSAGE = "Request"
+
+# The oneof presence column: which AnyValue field was set (0: none).
+_VALUE = (
+    "value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, "
+    "'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)"
+)
+_KV = (
+    f"Array(Tuple(key String, value Tuple({_VALUE}, string_value String, bool_value Bool, int_value Int64, "
+    "double_value Float64, array_value String, kvlist_value String, bytes_value String)))"
+)
+STRUCTURE = (
+    f"resource_spans Array(Tuple(resource Tuple(attributes {_KV}, dropped_attributes_count UInt32), "
+    "scope_spans Array(Tuple(scope Tuple(name String, version String, attributes Array(String), "
+    "dropped_attributes_count UInt32), spans Array(Tuple(trace_id String, span_id String, trace_state String, "
+    f"parent_span_id String, flags UInt32, name String, kind Int32, start_time_unix_nano UInt64, "
+    f"end_time_unix_nano UInt64, attributes {_KV}, dropped_attributes_count UInt32, "
+    "events Array(Tuple(time_unix_nano UInt64, name String, attributes Array(String), "
+    "dropped_attributes_count UInt32)), dropped_events_count UInt32, "
+    "links Array(Tuple(trace_id String, span_id String, trace_state String, attributes Array(String), "
+    "dropped_attributes_count UInt32, flags UInt32)), dropped_links_count UInt32, "
+    "status Tuple(message String, code Int32))), schema_url String)), schema_url String))"
+)
+
+# Complex attribute values are stored as a one-letter tag and the serialized message.
+COMPLEX_TAGS = {"array_value": "a", "kvlist_value": "k", "bytes_value": "b"}
+
+
+def _typed_maps(attrs: str) -> dict[str, str]:
+    """Typed maps from an attribute array, filtering its subcolumns (never copying whole tuples)."""
+    kinds = f"{attrs}.value.value"
+
+    def pick(column: str, condition: str) -> str:
+        return f"arrayFilter((x, t) -> {condition}, {column}, {kinds})"
+
+    def typed(kind: str) -> str:
+        chosen = f"t = '{kind}'"
+        return f"mapFromArrays({pick(f'{attrs}.key', chosen)}, {pick(f'{attrs}.value.{kind}', chosen)})"
+
+    other = "t NOT IN ('string_value', 'int_value', 'double_value', 'bool_value')"
+    tagged = (
+        "arrayMap((t, a, k, b) -> multiIf("
+        + ", ".join(f"t = '{kind}', concat('{tag}', {tag})" for kind, tag in COMPLEX_TAGS.items())
+        + f", ''), {kinds}, {attrs}.value.array_value, {attrs}.value.kvlist_value, {attrs}.value.bytes_value)"
+    )
+    return {
+        "string": typed("string_value"),
+        "int": typed("int_value"),
+        "float": typed("double_value"),
+        "bool": typed("bool_value"),
+        "complex": f"mapFromArrays({pick(f'{attrs}.key', other)}, {pick(tagged, other)})",
+    }
+
+
+def _nanos(expr: str) -> str:
+    return f"fromUnixTimestamp64Nano(toInt64({expr}), 'UTC')"
+
+
+def _select_expressions() -> dict[str, str]:
+    service = "a -> a.key = 'service.name' AND a.value.value = 'string_value'"
+    res = "rs.resource.attributes"
+    exprs = {
+        "tenant": "{tenant:String}",
+        "trace_id": "sp.trace_id",
+        "span_id": "sp.span_id",
+        "parent_span_id": "if(sp.parent_span_id = unhex('0000000000000000'), '', sp.parent_span_id)",
+        "trace_state": "sp.trace_state",
+        "flags": "sp.flags",
+        "name": "sp.name",
+        "kind": "sp.kind",
+        "start_time": _nanos("sp.start_time_unix_nano"),
+        "duration": "sp.end_time_unix_nano - sp.start_time_unix_nano",
+        "status_code": "sp.status.code",
+        "status_message": "sp.status.message",
+        "service_name": (
+            f"if(arrayExists({service}, {res}), arrayFirst({service}, {res}).value.string_value, 'unknown_service')"
+        ),
+        "resource_dropped": "rs.resource.dropped_attributes_count",
+        "resource_schema_url": "rs.schema_url",
+        "scope_name": "ss.scope.name",
+        "scope_version": "ss.scope.version",
+        "scope_attributes": "ss.scope.attributes",
+        "scope_dropped": "ss.scope.dropped_attributes_count",
+        "scope_schema_url": "ss.schema_url",
+        "dropped_attributes": "sp.dropped_attributes_count",
+        "dropped_events": "sp.dropped_events_count",
+        "dropped_links": "sp.dropped_links_count",
+        "events_time": f"arrayMap(e -> {_nanos('e.time_unix_nano')}, sp.events)",
+        "events_name": "arrayMap(e -> e.name, sp.events)",
+        "events_attributes": "arrayMap(e -> e.attributes, sp.events)",
+        "events_dropped": "arrayMap(e -> e.dropped_attributes_count, sp.events)",
+        "links_trace_id": "arrayMap(l -> l.trace_id, sp.links)",
+        "links_span_id": "arrayMap(l -> l.span_id, sp.links)",
+        "links_trace_state": "arrayMap(l -> l.trace_state, sp.links)",
+        "links_attributes": "arrayMap(l -> l.attributes, sp.links)",
+        "links_dropped": "arrayMap(l -> l.dropped_attributes_count, sp.links)",
+        "links_flags": "arrayMap(l -> l.flags, sp.links)",
+    }
+    for kind, expr in _typed_maps(res).items():
+        exprs[f"resource_{kind}"] = expr
+    for kind, expr in _typed_maps("sp.attributes").items():
+        exprs[f"attributes_{kind}"] = expr
+    return exprs
+
+
+def insert_select(table: str) -> str:
+    """`INSERT ... SELECT` over `{source}`: a table function reading length-delimited requests."""
+    exprs = _select_expressions()
+    missing = [name for name, _, _ in COLUMNS if name not in exprs]
+    if missing:  # pragma: no cover - a model change without its SQL
+        raise RuntimeError(f"no insert expression for columns {missing}")
+    columns = ", ".join(name for name, _, _ in COLUMNS)
+    select = ",\n  ".join(exprs[name] for name, _, _ in COLUMNS)
+    return (
+        f"INSERT INTO {table} ({columns})\nSELECT\n  {select}\nFROM {{source}}\n"
+        "ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.spans AS sp"
+    )
+
+
+def length_delimited(bodies: list[bytes]) -> bytes:
+    """Requests framed for ClickHouse's `Protobuf` format: a varint length before each message."""
+    out = bytearray()
+    for body in bodies:
+        n = len(body)
+        while n > 0x7F:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+        out += body
+    return bytes(out)
