@@ -43,22 +43,26 @@ class ChdbConnection:
         # Batches reach the engine as files it reads with file(); memory-backed where there is one.
         shm = Path("/dev/shm")
         self._spool = Path(tempfile.mkdtemp(prefix="clew-ingest-", dir=shm if shm.is_dir() else None))
-        self._lock = threading.Lock()  # one insert at a time owns the spool file
+        # One statement at a time: a chdb session keeps query parameters as session state, so
+        # concurrent statements would see each other's parameters.
+        self._lock = threading.Lock()
         self._closed = False
 
     def query(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
-        self._check()
-        try:
-            return self._session.query(sql, "ArrowTable", params=params or None)
-        except Exception as exc:
-            raise StoreError(str(exc)) from exc
+        with self._lock:
+            self._check()
+            try:
+                return self._session.query(sql, "ArrowTable", params=params or None)
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
 
     def command(self, sql: str, params: dict[str, object] | None = None) -> None:
-        self._check()
-        try:
-            self._session.query(sql, "CSV", params=params or None)
-        except Exception as exc:
-            raise StoreError(str(exc)) from exc
+        with self._lock:
+            self._check()
+            try:
+                self._session.query(sql, "CSV", params=params or None)
+            except Exception as exc:
+                raise StoreError(str(exc)) from exc
 
     def format_schema(self, name: str, text: str) -> str:
         directory = self.path / "format_schemas"
