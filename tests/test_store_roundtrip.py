@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from clew.attributes import python_to_anyvalue
 from clew.query.otlp import to_traces_data
 from clew.receivers.otlp import accept_request, to_otlp_json
 from clew.store import open_embedded
 from tests.conftest import canonical_spans
+
+
+def python_to_anyvalue(value: object) -> AnyValue:
+    """A plain Python value as an OTLP AnyValue."""
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, Mapping):
+        return AnyValue(
+            kvlist_value=KeyValueList(
+                values=[KeyValue(key=str(k), value=python_to_anyvalue(v)) for k, v in value.items()]
+            )
+        )
+    if isinstance(value, list | tuple):
+        av = AnyValue()
+        av.array_value.values.extend(python_to_anyvalue(v) for v in value)
+        return av
+    return AnyValue(string_value=str(value))
 
 
 def _kv(target, key, value):

@@ -7,7 +7,7 @@ Attribute lists of scopes, events and links are arrays of serialized `KeyValue` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
@@ -44,26 +44,3 @@ def typed_maps_to_keyvalues(
         value = complex_to_anyvalue(v)
         out.append(KeyValue(key=k) if value is None else KeyValue(key=k, value=value))
     return out
-
-
-def python_to_anyvalue(value: object) -> AnyValue:
-    """A plain Python value (from Zipkin or a test) as an OTLP AnyValue."""
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, Mapping):
-        return AnyValue(
-            kvlist_value=KeyValueList(
-                values=[KeyValue(key=str(k), value=python_to_anyvalue(v)) for k, v in value.items()]
-            )
-        )
-    if isinstance(value, list | tuple):
-        av = AnyValue()
-        av.array_value.values.extend(python_to_anyvalue(v) for v in value)
-        return av
-    return AnyValue(string_value=str(value))

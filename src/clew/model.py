@@ -131,10 +131,6 @@ class SpanBatch:
     def __len__(self) -> int:
         return self.table.num_rows
 
-    @classmethod
-    def empty(cls) -> SpanBatch:
-        return cls(SPAN_SCHEMA.empty_table())
-
 
 def parse_trace_id(text: str) -> bytes | None:
     """A trace id in hex; 64-bit ids (16 hex) are the low half of a 128-bit id, as Jaeger treats them."""

@@ -66,46 +66,23 @@ def invalid_reason(span: Span) -> str | None:
 
 def accept_request(req: ExportTraceServiceRequest, tenant: str = DEFAULT_TENANT) -> Decoded:
     """Drop invalid spans (counting why) and serialize the rest for the store."""
+    reasons: Counter[str] = Counter()
     spans = 0
-    invalid = 0
     for rs in req.resource_spans:
         for ss in rs.scope_spans:
-            for sp in ss.spans:
-                tid = sp.trace_id
-                sid = sp.span_id
-                start = sp.start_time_unix_nano
-                end = sp.end_time_unix_nano
-                if (
-                    len(tid) != 16
-                    or len(sid) != 8
-                    or tid == _Z16
-                    or sid == _Z8
-                    or start == 0
-                    or end < start
-                    or end > _MAX_NS
-                    or len(sp.parent_span_id) not in (0, 8)
-                ):
-                    invalid += 1
-                else:
-                    spans += 1
-    reasons: Counter[str] = Counter()
-    if invalid:
-        for rs in req.resource_spans:
-            for ss in rs.scope_spans:
-                keep = []
-                for sp in ss.spans:
-                    reason = invalid_reason(sp)
-                    if reason is None:
-                        keep.append(sp)
-                    else:
-                        reasons[reason] += 1
+            invalid = [sp for sp in ss.spans if invalid_reason(sp) is not None]
+            if invalid:
+                keep = [sp for sp in ss.spans if invalid_reason(sp) is None]
+                reasons.update(invalid_reason(sp) for sp in invalid)
                 del ss.spans[:]
                 ss.spans.extend(keep)
+            spans += len(ss.spans)
+    rejected = sum(reasons.values())
     if spans == 0:
-        return Decoded(OtlpBatch(tenant, (), 0), invalid, reasons)
+        return Decoded(OtlpBatch(tenant, (), 0), rejected, reasons)
     # Unknown fields are dropped so that the engine reads exactly the schema it was given.
     req.DiscardUnknownFields()
-    return Decoded(OtlpBatch(tenant, (req.SerializeToString(),), spans), invalid, reasons)
+    return Decoded(OtlpBatch(tenant, (req.SerializeToString(),), spans), rejected, reasons)
 
 
 def decode_protobuf(body: bytes, tenant: str = DEFAULT_TENANT) -> Decoded:
