@@ -2,12 +2,14 @@
 
 Scalars live in typed map columns. Arrays, key-value lists and bytes live in the `*_complex` map as a
 tag letter ('a', 'k', 'b') and the serialized message, which is what the engine reads off the wire.
-Attribute lists of scopes, events and links are arrays of serialized `KeyValue` messages.
+Attribute lists of scopes, events and links are (key, type, text) tuples, where the type is the
+AnyValue field number and the text is the value as text (or the serialized message, for the complex).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
@@ -24,8 +26,31 @@ def complex_to_anyvalue(tagged: bytes) -> AnyValue | None:
     return AnyValue(bytes_value=raw)
 
 
-def keyvalues_from_bytes(serialized: Iterable[bytes]) -> list[KeyValue]:
-    return [KeyValue.FromString(raw) for raw in serialized]
+def _from_text(kind: int, text: bytes) -> AnyValue | None:
+    if kind == 1:
+        return AnyValue(string_value=text.decode())
+    if kind == 2:
+        return AnyValue(bool_value=text == b"true")
+    if kind == 3:
+        return AnyValue(int_value=int(text))
+    if kind == 4:
+        return AnyValue(double_value=float(text))
+    if kind == 5:
+        return AnyValue(array_value=ArrayValue.FromString(text))
+    if kind == 6:
+        return AnyValue(kvlist_value=KeyValueList.FromString(text))
+    if kind == 7:
+        return AnyValue(bytes_value=text)
+    return None
+
+
+def attribute_list_to_keyvalues(items: Iterable[dict[str, Any]]) -> list[KeyValue]:
+    """Rebuild OTLP attributes from stored (key, type, value) tuples."""
+    out = []
+    for item in items:
+        value = _from_text(item["type"], item["value"])
+        out.append(KeyValue(key=item["key"]) if value is None else KeyValue(key=item["key"], value=value))
+    return out
 
 
 def typed_maps_to_keyvalues(

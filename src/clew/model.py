@@ -51,6 +51,10 @@ def _typed_maps(prefix: str) -> list[tuple[str, str, pa.DataType]]:
 
 
 LC = "LowCardinality(String)"
+# Attribute lists of scopes, events and links: (key, AnyValue field number, value as text). Searchable
+# as text, as Jaeger's tag search compares; typed again on the way out (attributes.py).
+ATTRIBUTE_LIST = "Array(Tuple(key String, type UInt8, value String))"
+ATTRIBUTE = pa.struct([("key", pa.string()), ("type", pa.uint8()), ("value", pa.binary())])
 TS = pa.timestamp("ns", tz="UTC")
 
 # (column, ClickHouse type, Arrow type)
@@ -73,8 +77,7 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("resource_schema_url", LC, pa.string()),
     ("scope_name", LC, pa.string()),
     ("scope_version", LC, pa.string()),
-    # attribute lists of scopes, events and links: serialized OTLP KeyValue messages
-    ("scope_attributes", "Array(String)", pa.list_(pa.binary())),
+    ("scope_attributes", ATTRIBUTE_LIST, pa.list_(ATTRIBUTE)),
     ("scope_dropped", "UInt32", pa.uint32()),
     ("scope_schema_url", LC, pa.string()),
     *_typed_maps("attributes"),
@@ -83,12 +86,12 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("dropped_links", "UInt32", pa.uint32()),
     ("events_time", "Array(DateTime64(9, 'UTC'))", pa.list_(TS)),
     ("events_name", "Array(String)", pa.list_(pa.string())),
-    ("events_attributes", "Array(Array(String))", pa.list_(pa.list_(pa.binary()))),
+    ("events_attributes", f"Array({ATTRIBUTE_LIST})", pa.list_(pa.list_(ATTRIBUTE))),
     ("events_dropped", "Array(UInt32)", pa.list_(pa.uint32())),
     ("links_trace_id", "Array(String)", pa.list_(pa.binary())),
     ("links_span_id", "Array(String)", pa.list_(pa.binary())),
     ("links_trace_state", "Array(String)", pa.list_(pa.string())),
-    ("links_attributes", "Array(Array(String))", pa.list_(pa.list_(pa.binary()))),
+    ("links_attributes", f"Array({ATTRIBUTE_LIST})", pa.list_(pa.list_(ATTRIBUTE))),
     ("links_dropped", "Array(UInt32)", pa.list_(pa.uint32())),
     ("links_flags", "Array(UInt32)", pa.list_(pa.uint32())),
 ]

@@ -8,16 +8,18 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status, TracesData
 
-from clew.attributes import keyvalues_from_bytes, typed_maps_to_keyvalues
+from clew.attributes import attribute_list_to_keyvalues, typed_maps_to_keyvalues
 from clew.model import RESOURCE_COLUMNS, SCOPE_COLUMNS, SpanBatch
 
 _TYPED = ("string", "int", "float", "bool", "complex")
 
 
 def _key(value: Any) -> Any:
-    """Hashable form of a row value (maps arrive as lists of pairs)."""
-    if isinstance(value, list):
+    """Hashable form of a row value (maps arrive as lists of pairs, tuples as dicts)."""
+    if isinstance(value, list | tuple):
         return tuple(_key(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _key(v)) for k, v in value.items())
     return value
 
 
@@ -50,7 +52,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
                 InstrumentationScope(
                     name=row["scope_name"],
                     version=row["scope_version"],
-                    attributes=keyvalues_from_bytes(row["scope_attributes"]),
+                    attributes=attribute_list_to_keyvalues(row["scope_attributes"]),
                     dropped_attributes_count=row["scope_dropped"],
                 )
             )
@@ -84,7 +86,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
             span.events.add(
                 time_unix_nano=_ns(t),
                 name=name,
-                attributes=keyvalues_from_bytes(attrs),
+                attributes=attribute_list_to_keyvalues(attrs),
                 dropped_attributes_count=dropped,
             )
         for tid, sid, state, attrs, dropped, flags in zip(
@@ -100,7 +102,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
                 trace_id=tid,
                 span_id=sid,
                 trace_state=state,
-                attributes=keyvalues_from_bytes(attrs),
+                attributes=attribute_list_to_keyvalues(attrs),
                 dropped_attributes_count=dropped,
                 flags=flags,
             )

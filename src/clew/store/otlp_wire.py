@@ -5,9 +5,8 @@ requests per insert) and ClickHouse's `Protobuf` input format turns them into co
 only parses and validates, which costs a few microseconds a span instead of tens.
 
 `WIRE_PROTO` is a wire-compatible subset of OTLP's messages (field numbers and wire types are checked
-against opentelemetry-proto's descriptors in the tests). Where ClickHouse cannot follow OTLP (the
-recursive `AnyValue` inside arrays and key-value lists) or where columns would be wasted (attribute
-lists of scopes, events and links), a field is declared `bytes` and kept as its serialized message.
+against opentelemetry-proto's descriptors in the tests). ClickHouse cannot follow the recursive
+`AnyValue` inside arrays and key-value lists, so those are declared `bytes` and kept serialized.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ message ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans =
 message Resource { repeated KeyValue attributes = 1; uint32 dropped_attributes_count = 2; }
 message ScopeSpans { Scope scope = 1; repeated Span spans = 2; string schema_url = 3; }
 message Scope {
-  string name = 1; string version = 2; repeated bytes attributes = 3; uint32 dropped_attributes_count = 4;
+  string name = 1; string version = 2; repeated KeyValue attributes = 3; uint32 dropped_attributes_count = 4;
 }
 message Span {
   bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4; fixed32 flags = 16;
@@ -30,10 +29,10 @@ message Span {
   repeated Link links = 13; uint32 dropped_links_count = 14; Status status = 15;
 }
 message Event {
-  fixed64 time_unix_nano = 1; string name = 2; repeated bytes attributes = 3; uint32 dropped_attributes_count = 4;
+  fixed64 time_unix_nano = 1; string name = 2; repeated KeyValue attributes = 3; uint32 dropped_attributes_count = 4;
 }
 message Link {
-  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; repeated bytes attributes = 4;
+  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; repeated KeyValue attributes = 4;
   uint32 dropped_attributes_count = 5; fixed32 flags = 6;
 }
 message Status { string message = 2; int32 code = 3; }
@@ -58,13 +57,13 @@ _KV = (
 )
 STRUCTURE = (
     f"resource_spans Array(Tuple(resource Tuple(attributes {_KV}, dropped_attributes_count UInt32), "
-    "scope_spans Array(Tuple(scope Tuple(name String, version String, attributes Array(String), "
+    f"scope_spans Array(Tuple(scope Tuple(name String, version String, attributes {_KV}, "
     "dropped_attributes_count UInt32), spans Array(Tuple(trace_id String, span_id String, trace_state String, "
     f"parent_span_id String, flags UInt32, name String, kind Int32, start_time_unix_nano UInt64, "
     f"end_time_unix_nano UInt64, attributes {_KV}, dropped_attributes_count UInt32, "
-    "events Array(Tuple(time_unix_nano UInt64, name String, attributes Array(String), "
+    f"events Array(Tuple(time_unix_nano UInt64, name String, attributes {_KV}, "
     "dropped_attributes_count UInt32)), dropped_events_count UInt32, "
-    "links Array(Tuple(trace_id String, span_id String, trace_state String, attributes Array(String), "
+    f"links Array(Tuple(trace_id String, span_id String, trace_state String, attributes {_KV}, "
     "dropped_attributes_count UInt32, flags UInt32)), dropped_links_count UInt32, "
     "status Tuple(message String, code Int32))), schema_url String)), schema_url String))"
 )
@@ -99,6 +98,21 @@ def _typed_maps(attrs: str) -> dict[str, str]:
     }
 
 
+def _attribute_list(attrs: str) -> str:
+    """(key, type, text) tuples: the type is the AnyValue field number, the text its value as text
+    (integers and doubles as ClickHouse prints them, which round-trips) or its serialized message."""
+    text = (
+        "multiIf(a.value.value = 'string_value', a.value.string_value, "
+        "a.value.value = 'int_value', toString(a.value.int_value), "
+        "a.value.value = 'double_value', toString(a.value.double_value), "
+        "a.value.value = 'bool_value', if(a.value.bool_value, 'true', 'false'), "
+        "a.value.value = 'array_value', a.value.array_value, "
+        "a.value.value = 'kvlist_value', a.value.kvlist_value, "
+        "a.value.value = 'bytes_value', a.value.bytes_value, '')"
+    )
+    return f"arrayMap(a -> (a.key, toUInt8(CAST(a.value.value, 'Int8')), {text}), {attrs})"
+
+
 def _nanos(expr: str) -> str:
     return f"fromUnixTimestamp64Nano(toInt64({expr}), 'UTC')"
 
@@ -126,7 +140,7 @@ def _select_expressions() -> dict[str, str]:
         "resource_schema_url": "rs.schema_url",
         "scope_name": "ss.scope.name",
         "scope_version": "ss.scope.version",
-        "scope_attributes": "ss.scope.attributes",
+        "scope_attributes": _attribute_list("ss.scope.attributes"),
         "scope_dropped": "ss.scope.dropped_attributes_count",
         "scope_schema_url": "ss.schema_url",
         "dropped_attributes": "sp.dropped_attributes_count",
@@ -134,12 +148,12 @@ def _select_expressions() -> dict[str, str]:
         "dropped_links": "sp.dropped_links_count",
         "events_time": f"arrayMap(e -> {_nanos('e.time_unix_nano')}, sp.events)",
         "events_name": "arrayMap(e -> e.name, sp.events)",
-        "events_attributes": "arrayMap(e -> e.attributes, sp.events)",
+        "events_attributes": f"arrayMap(e -> {_attribute_list('e.attributes')}, sp.events)",
         "events_dropped": "arrayMap(e -> e.dropped_attributes_count, sp.events)",
         "links_trace_id": "arrayMap(l -> l.trace_id, sp.links)",
         "links_span_id": "arrayMap(l -> l.span_id, sp.links)",
         "links_trace_state": "arrayMap(l -> l.trace_state, sp.links)",
-        "links_attributes": "arrayMap(l -> l.attributes, sp.links)",
+        "links_attributes": f"arrayMap(l -> {_attribute_list('l.attributes')}, sp.links)",
         "links_dropped": "arrayMap(l -> l.dropped_attributes_count, sp.links)",
         "links_flags": "arrayMap(l -> l.flags, sp.links)",
     }
