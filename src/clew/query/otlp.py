@@ -23,7 +23,8 @@ def _key(value: Any) -> Any:
     return value
 
 
-def _ns(ts: Any) -> int:
+def nanos(ts: Any) -> int:
+    """Nanoseconds of a timestamp as Arrow hands it to Python (pandas Timestamp or datetime)."""
     return int(ts.value) if hasattr(ts, "value") else int(ts.timestamp() * 1_000_000_000)
 
 
@@ -58,7 +59,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
             )
             ss.schema_url = row["scope_schema_url"]
             scopes[skey] = ss
-        start = _ns(row["start_time"])
+        start = nanos(row["start_time"])
         span = Span(
             trace_id=row["trace_id"],
             span_id=row["span_id"],
@@ -84,7 +85,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
             strict=True,
         ):
             span.events.add(
-                time_unix_nano=_ns(t),
+                time_unix_nano=nanos(t),
                 name=name,
                 attributes=attribute_list_to_keyvalues(attrs),
                 dropped_attributes_count=dropped,

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 import pyarrow as pa
 
-from clew.model import OtlpBatch, SpanBatch
+from clew.model import DEFAULT_TENANT, OtlpBatch, SpanBatch
 
 
 class StoreError(RuntimeError):
     """The backend failed; the request that caused it may be retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceQuery:
+    """Jaeger's search: one span of `service` must match every condition. Times in nanoseconds."""
+
+    service: str
+    start_min: int
+    start_max: int
+    operation: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    duration_min: int | None = None
+    duration_max: int | None = None
+    limit: int = 100
+    tenant: str = DEFAULT_TENANT
 
 
 class Connection(Protocol):
@@ -46,6 +62,16 @@ class Store(Protocol):
         ...
 
     def get_trace(self, trace_id: bytes, tenant: str = ...) -> SpanBatch: ...
+
+    def get_traces(self, trace_ids: list[bytes], tenant: str = ...) -> SpanBatch: ...
+
+    def find_traces(self, query: TraceQuery) -> list[bytes]:
+        """Ids of matching traces, the most recent first, at most `query.limit`."""
+        ...
+
+    def dependencies(self, start: int, end: int, tenant: str = ...) -> list[tuple[str, str, int]]:
+        """(parent service, child service, calls) for spans started in [start, end] nanoseconds."""
+        ...
 
     def services(self, tenant: str = ...) -> list[str]: ...
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from clew.model import COLUMNS, DEFAULT_TENANT, SPAN_SCHEMA, OtlpBatch, SpanBatch
-from clew.store.base import Connection
+from clew.store.base import Connection, TraceQuery
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
 
 SPANS_DDL = """
@@ -55,13 +55,71 @@ class ClickHouseStore:
             )
 
     def get_trace(self, trace_id: bytes, tenant: str = DEFAULT_TENANT) -> SpanBatch:
+        return self.get_traces([trace_id], tenant)
+
+    def get_traces(self, trace_ids: list[bytes], tenant: str = DEFAULT_TENANT) -> SpanBatch:
         table = self.conn.query(
             f"SELECT {SELECT_COLUMNS} FROM {self.db}.spans "
-            "WHERE trace_id = unhex({trace_id:String}) AND tenant = {tenant:String} "
-            "ORDER BY start_time, span_id",
-            {"trace_id": trace_id.hex(), "tenant": tenant},
+            "WHERE trace_id IN (SELECT unhex(arrayJoin({ids:Array(String)}))) AND tenant = {tenant:String} "
+            "ORDER BY trace_id, start_time, span_id",
+            # an array parameter travels as its text; hex digits need no escaping
+            {"ids": "[" + ",".join(f"'{t.hex()}'" for t in trace_ids) + "]", "tenant": tenant},
         )
         return SpanBatch(_conform(table))
+
+    def find_traces(self, query: TraceQuery) -> list[bytes]:
+        where = [
+            "tenant = {tenant:String}",
+            "service_name = {service:String}",
+            "start_time >= fromUnixTimestamp64Nano({start_min:Int64}, 'UTC')",
+            "start_time <= fromUnixTimestamp64Nano({start_max:Int64}, 'UTC')",
+        ]
+        params: dict[str, object] = {
+            "tenant": query.tenant,
+            "service": query.service,
+            "start_min": query.start_min,
+            "start_max": query.start_max,
+            "limit": query.limit,
+        }
+        if query.operation:
+            where.append("name = {operation:String}")
+            params["operation"] = query.operation
+        if query.duration_min is not None:
+            where.append("duration >= {duration_min:UInt64}")
+            params["duration_min"] = query.duration_min
+        if query.duration_max is not None:
+            where.append("duration <= {duration_max:UInt64}")
+            params["duration_max"] = query.duration_max
+        for i, (key, value) in enumerate(query.tags.items()):
+            where.append(tag_condition(key, f"k{i}", f"v{i}"))
+            params[f"k{i}"] = key.removeprefix("resource.")
+            params[f"v{i}"] = value
+        table = self.conn.query(
+            f"SELECT trace_id FROM {self.db}.spans WHERE {' AND '.join(where)} "
+            "GROUP BY trace_id ORDER BY max(start_time) DESC, trace_id LIMIT {limit:UInt32}",
+            params,
+        )
+        return [bytes(t) for t in table.column(0).to_pylist()]
+
+    def dependencies(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> list[tuple[str, str, int]]:
+        window = (
+            "tenant = {tenant:String} AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
+            "AND start_time <= fromUnixTimestamp64Nano({end:Int64}, 'UTC')"
+        )
+        table = self.conn.query(
+            "SELECT p.service_name AS parent, c.service_name AS child, count() AS calls "
+            f"FROM (SELECT trace_id, CAST(span_id AS String) AS id, service_name FROM {self.db}.spans "
+            f"WHERE {window}) AS p "
+            f"INNER JOIN (SELECT trace_id, parent_span_id, service_name FROM {self.db}.spans "
+            f"WHERE {window} AND parent_span_id != '') AS c "
+            "ON c.trace_id = p.trace_id AND c.parent_span_id = p.id "
+            "WHERE p.service_name != c.service_name GROUP BY parent, child ORDER BY parent, child",
+            {"tenant": tenant, "start": start, "end": end},
+        )
+        return [
+            (str(p), str(c), int(n))
+            for p, c, n in zip(*(col.to_pylist() for col in table.columns), strict=True)
+        ]
 
     def services(self, tenant: str = DEFAULT_TENANT) -> list[str]:
         table = self.conn.query(
@@ -103,6 +161,59 @@ class ClickHouseStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+_SCALAR_TYPES = "(1, 2, 3, 4)"  # string, bool, int, double: the AnyValue field numbers
+KIND_CODES = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
+STATUS_CODES = {"unset": 0, "ok": 1, "error": 2}
+
+
+def _maps_match(prefix: str, k: str, v: str) -> list[str]:
+    """Conditions for key {k} having the text value {v} in one set of typed maps."""
+    return [
+        f"(mapContains({prefix}_string, {k}) AND {prefix}_string[{k}] = {v})",
+        f"(mapContains({prefix}_int, {k}) AND toString({prefix}_int[{k}]) = {v})",
+        f"(mapContains({prefix}_float, {k}) AND toString({prefix}_float[{k}]) = {v})",
+        f"(mapContains({prefix}_bool, {k}) AND toString({prefix}_bool[{k}]) = {v})",
+    ]
+
+
+def tag_condition(key: str, k_param: str, v_param: str) -> str:
+    """SQL matching one Jaeger search tag on a span, by the text form of its value, as Jaeger does.
+
+    The value may sit in the span's attributes, its resource, its scope, its events or its links;
+    `resource.` narrows to the resource; `error`, `span.kind`, `span.status`, `scope.name` and
+    `scope.version` test the span's own fields. Key and value travel as query parameters.
+    """
+    k, v = f"{{{k_param}:String}}", f"{{{v_param}:String}}"
+    if key == "error":
+        return f"(status_code = 2) = (lower({v}) = 'true')"
+    if key == "span.kind":
+        return f"kind = transform(lower({v}), {list(KIND_CODES)}, {list(KIND_CODES.values())}, 255)"
+    if key == "span.status":
+        return (
+            f"status_code = transform(lower({v}), {list(STATUS_CODES)}, {list(STATUS_CODES.values())}, 255)"
+        )
+    if key == "scope.name":
+        return f"scope_name = {v}"
+    if key == "scope.version":
+        return f"scope_version = {v}"
+    if key.startswith("resource."):
+        return "(" + " OR ".join(_maps_match("resource", k, v)) + ")"
+    in_list = f"a -> a.key = {k} AND a.type IN {_SCALAR_TYPES} AND a.value = {v}"
+    return (
+        "("
+        + " OR ".join(
+            [
+                *_maps_match("attributes", k, v),
+                *_maps_match("resource", k, v),
+                f"arrayExists({in_list}, scope_attributes)",
+                f"arrayExists(e -> arrayExists({in_list}, e), events_attributes)",
+                f"arrayExists(l -> arrayExists({in_list}, l), links_attributes)",
+            ]
+        )
+        + ")"
+    )
 
 
 def _conform(table: pa.Table) -> pa.Table:

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from clew.model import parse_trace_id
+from clew.query.jaeger_api import jaeger_routes
 from clew.query.otlp import to_traces_data
 from clew.receivers.otlp import to_otlp_json
 from clew.store.base import Store
@@ -33,5 +34,6 @@ def http_app(store: Store) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Route("/api/v1/traces/{trace_id}", get_trace),
+            *jaeger_routes(store),
         ]
     )
