@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
+import httpx
 
 from clew.config import ConfigError, Settings
-from clew.store.base import StoreError
+from clew.store.base import Store, StoreError
 
 
 def _fail(message: str) -> NoReturn:
@@ -66,33 +67,123 @@ def serve(config_file: Path | None, **flags: object) -> None:
         _fail(f"cannot listen: {exc}")
 
 
+def _configured_data_dir() -> Path:
+    """The data directory `clew serve` would use here (clew.toml, CLEW_DATA_DIR, default)."""
+    try:
+        return Settings.load().data_dir
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _store(data_dir: Path) -> Store:
+    from clew.store import open_embedded
+
+    try:
+        return open_embedded(data_dir)
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+@main.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="store into this data directory (server stopped)"
+)
+@click.option("--url", help="send to a running server's OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318")
+def import_files(files: tuple[Path, ...], data_dir: Path | None, url: str | None) -> None:
+    """Import OTLP/JSON, Jaeger JSON or Zipkin v2 JSON files (detected from their content).
+
+    Every file is read and checked before anything is written, so a bad file stores nothing.
+    """
+    from clew.receivers.files import read_file
+    from clew.receivers.otlp import BadRequest, accept_request
+
+    if data_dir and url:
+        _fail("give --data-dir or --url, not both")
+    accepted = []
+    for path in files:
+        try:
+            decoded = accept_request(read_file(path))
+        except BadRequest as exc:
+            _fail(f"{path}: {exc}")
+        if decoded.rejected:
+            click.echo(
+                f"{path}: skipped {decoded.rejected} invalid span(s): {decoded.error_message}", err=True
+            )
+        accepted.append((path, decoded.batch))
+    if url:
+        endpoint = url.rstrip("/") + ("" if url.rstrip("/").endswith("/v1/traces") else "/v1/traces")
+        for path, batch in accepted:
+            for payload in batch.payloads:
+                try:
+                    response = httpx.post(
+                        endpoint,
+                        content=payload,
+                        headers={"Content-Type": "application/x-protobuf"},
+                        timeout=60,
+                    )
+                except httpx.HTTPError as exc:
+                    _fail(f"cannot reach {endpoint}: {exc}")
+                if response.status_code != 200:
+                    _fail(f"{path}: {endpoint} answered {response.status_code}: {response.text[:200]}")
+            click.echo(f"{path}: {len(batch)} spans sent")
+        return
+    store = _store(data_dir or _configured_data_dir())
+    try:
+        for path, batch in accepted:
+            store.write(batch)
+            click.echo(f"{path}: {len(batch)} spans imported")
+    finally:
+        store.close()
+
+
 @main.command()
 @click.argument("trace_id")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("./clew-data"), show_default=True)
-def export(trace_id: str, data_dir: Path) -> None:
-    """Print one trace as OTLP/JSON (reads the data directory; the server must be stopped)."""
+@click.option("--format", "fmt", type=click.Choice(["otlp", "jaeger"]), default="otlp", show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="read this data directory (server stopped)")
+@click.option("--url", help="ask a running server's http port instead, e.g. http://127.0.0.1:16686")
+def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> None:
+    """Print one trace as OTLP/JSON (one resourceSpans document) or as Jaeger's API JSON."""
     from clew.model import parse_trace_id
-    from clew.query.otlp import to_traces_data
-    from clew.receivers.otlp import to_otlp_json
-    from clew.store import open_embedded
 
     raw = parse_trace_id(trace_id)
     if raw is None:
         _fail(f"trace id {trace_id!r} is not up to 32 hex characters")
-    if not data_dir.is_dir():
-        _fail(f"data directory {data_dir} does not exist")
-    try:
-        store = open_embedded(data_dir)
-    except StoreError as exc:
-        _fail(str(exc))
+    if data_dir and url:
+        _fail("give --data-dir or --url, not both")
+    if url:
+        path = f"/api/v1/traces/{raw.hex()}" if fmt == "otlp" else f"/api/traces/{raw.hex()}"
+        try:
+            response = httpx.get(url.rstrip("/") + path, timeout=60)
+        except httpx.HTTPError as exc:
+            _fail(f"cannot reach {url}: {exc}")
+        if response.status_code == 404:
+            click.echo(f"trace {trace_id} not found at {url}", err=True)
+            sys.exit(1)
+        if response.status_code != 200:
+            _fail(f"{url} answered {response.status_code}: {response.text[:200]}")
+        doc = response.json()
+        if fmt == "jaeger":
+            doc = {"data": doc["data"]}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from clew.query.jaeger import to_jaeger_traces
+    from clew.query.otlp import to_traces_data
+    from clew.receivers.otlp import to_otlp_json
+
+    directory = data_dir or _configured_data_dir()
+    if not directory.is_dir():
+        _fail(f"data directory {directory} does not exist")
+    store = _store(directory)
     try:
         batch = store.get_trace(raw)
     finally:
         store.close()
     if not len(batch):
-        click.echo(f"trace {trace_id} not found in {data_dir}", err=True)
+        click.echo(f"trace {trace_id} not found in {directory}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(to_otlp_json(to_traces_data(batch)), indent=2))
+    doc = to_otlp_json(to_traces_data(batch)) if fmt == "otlp" else {"data": to_jaeger_traces(batch)}
+    click.echo(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -138,7 +138,7 @@ class SpanBatch:
 def parse_trace_id(text: str) -> bytes | None:
     """A trace id in hex; 64-bit ids (16 hex) are the low half of a 128-bit id, as Jaeger treats them."""
     try:
-        raw = bytes.fromhex(text)
+        raw = bytes.fromhex(text if len(text) % 2 == 0 else "0" + text)
     except ValueError:
         return None
     if 0 < len(raw) <= 16:
