@@ -9,6 +9,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from clew.model import DEFAULT_TENANT, OtlpBatch, SpanBatch
+from clew.query.language import Query
 
 
 class StoreError(RuntimeError):
@@ -28,6 +29,49 @@ class TraceQuery:
     duration_max: int | None = None
     limit: int = 100
     tenant: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """A query-language search: traces with a matching span starting in [start, end] nanoseconds."""
+
+    query: Query
+    start: int
+    end: int
+    limit: int = 20
+    spans_per_trace: int = 3
+    tenant: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedSpan:
+    span_id: bytes
+    service: str
+    name: str
+    start: int
+    duration: int
+    status_code: int
+
+
+@dataclass(slots=True)
+class TraceSummary:
+    trace_id: bytes
+    root_service: str
+    root_name: str
+    start: int
+    duration: int
+    span_count: int
+    error_count: int
+    services: dict[str, tuple[int, int]]  # service -> (spans, errors)
+    matched: int = 0
+    spans: list[MatchedSpan] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SearchResult:
+    traces: list[TraceSummary]
+    inspected_traces: int
+    complete: bool  # False when the search stopped before it had looked at every candidate trace
 
 
 class Connection(Protocol):
@@ -67,6 +111,10 @@ class Store(Protocol):
 
     def find_traces(self, query: TraceQuery) -> list[bytes]:
         """Ids of matching traces, the most recent first, at most `query.limit`."""
+        ...
+
+    def search(self, request: SearchRequest) -> SearchResult:
+        """Traces matching a query-language query, the most recent first, at most `request.limit`."""
         ...
 
     def dependencies(self, start: int, end: int, tenant: str = ...) -> list[tuple[str, str, int]]:

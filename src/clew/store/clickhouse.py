@@ -8,8 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from clew.model import COLUMNS, DEFAULT_TENANT, SPAN_SCHEMA, OtlpBatch, SpanBatch
-from clew.store.base import Connection, TraceQuery
+from clew.store.base import Connection, SearchRequest, SearchResult, TraceQuery
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
+from clew.store.search import TRACE_IDS_IN, Searcher, ids_param
 
 SPANS_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.spans (
@@ -60,10 +61,8 @@ class ClickHouseStore:
     def get_traces(self, trace_ids: list[bytes], tenant: str = DEFAULT_TENANT) -> SpanBatch:
         table = self.conn.query(
             f"SELECT {SELECT_COLUMNS} FROM {self.db}.spans "
-            "WHERE trace_id IN (SELECT unhex(arrayJoin({ids:Array(String)}))) AND tenant = {tenant:String} "
-            "ORDER BY trace_id, start_time, span_id",
-            # an array parameter travels as its text; hex digits need no escaping
-            {"ids": "[" + ",".join(f"'{t.hex()}'" for t in trace_ids) + "]", "tenant": tenant},
+            f"WHERE {TRACE_IDS_IN} AND tenant = {{tenant:String}} ORDER BY trace_id, start_time, span_id",
+            {"ids": ids_param(trace_ids), "tenant": tenant},
         )
         return SpanBatch(_conform(table))
 
@@ -100,6 +99,9 @@ class ClickHouseStore:
             params,
         )
         return [bytes(t) for t in table.column(0).to_pylist()]
+
+    def search(self, request: SearchRequest) -> SearchResult:
+        return Searcher(self.conn, self.db, request).run()
 
     def dependencies(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> list[tuple[str, str, int]]:
         window = (

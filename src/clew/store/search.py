@@ -1,0 +1,310 @@
+"""Query-language searches on ClickHouse: spanset filters become SQL with parameters, the rest is
+evaluated per trace on the flags that SQL computes (query/language.py).
+
+Three statements: candidate traces (a span matching some filter starts in the time range, and the
+trace holds what the query needs at least), the spans of a page of candidates with a flag per filter,
+then summaries of the traces that matched. A single `{ ... }` with no pipeline is decided by the first
+statement alone, so its LIMIT is exact; other queries read candidates page by page.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from clew.query.language import (
+    BoolOp,
+    Comparison,
+    Condition,
+    Field,
+    Query,
+    SpansetExpr,
+    SpansetFilter,
+    TraceSpans,
+    evaluate,
+)
+from clew.store.base import (
+    Connection,
+    MatchedSpan,
+    SearchRequest,
+    SearchResult,
+    TraceSummary,
+)
+
+MAX_INSPECTED_TRACES = 20_000
+_INTRINSIC_COLUMNS = {
+    "name": "name",
+    "service": "service_name",
+    "statusMessage": "status_message",
+    "status": "status_code",
+    "kind": "kind",
+    "duration": "duration",
+}
+_MAP_SUFFIXES = ("string", "int", "float", "bool", "complex")
+
+
+@dataclass
+class _Params:
+    """Query parameters by generated name, so no user text is ever part of the SQL."""
+
+    values: dict[str, object] = field(default_factory=dict)
+
+    def add(self, value: object, ch_type: str) -> str:
+        name = f"q{len(self.values)}"
+        self.values[name] = value
+        return f"{{{name}:{ch_type}}}"
+
+
+TRACE_IDS_IN = "trace_id IN (SELECT unhex(arrayJoin({ids:Array(String)})))"
+
+
+def ids_param(trace_ids: list[bytes]) -> str:
+    """The `{ids}` parameter of TRACE_IDS_IN: an array travels as its text; hex needs no escaping."""
+    return "[" + ",".join(f"'{t.hex()}'" for t in trace_ids) + "]"
+
+
+def _compare(column: str, op: str, placeholder: str) -> str:
+    if op == "=~":
+        return f"match({column}, {placeholder})"
+    if op == "!~":
+        return f"NOT match({column}, {placeholder})"
+    return f"{column} {op} {placeholder}"
+
+
+def _pattern(value: object) -> str:
+    """TraceQL regexes match the whole value."""
+    return f"^(?:{value})$"
+
+
+def _attribute_sql(prefix: str, cmp: Comparison, params: _Params) -> str:
+    key = params.add(cmp.field.name, "String")
+    kind, value, op = cmp.value.kind, cmp.value.value, cmp.op
+    if kind == "nil":
+        exists = " OR ".join(f"mapContains({prefix}_{s}, {key})" for s in _MAP_SUFFIXES)
+        return f"({exists})" if op == "!=" else f"NOT ({exists})"
+
+    def typed(suffix: str, placeholder: str) -> str:
+        column = f"{prefix}_{suffix}[{key}]"
+        return f"(mapContains({prefix}_{suffix}, {key}) AND {_compare(column, op, placeholder)})"
+
+    if kind == "string":
+        v = _pattern(value) if op in ("=~", "!~") else value
+        return typed("string", params.add(v, "String"))
+    if kind == "bool":
+        return typed("bool", params.add(bool(value), "Bool"))
+    int_type = "Int64" if kind == "int" else "Float64"
+    return f"({typed('int', params.add(value, int_type))} OR {typed('float', params.add(float(value), 'Float64'))})"  # type: ignore[arg-type]
+
+
+def _comparison_sql(cmp: Comparison, params: _Params) -> str:
+    f = cmp.field
+    if f.scope == "intrinsic":
+        column = _INTRINSIC_COLUMNS[f.name]
+        kind, value = cmp.value.kind, cmp.value.value
+        if kind in ("status", "kind"):
+            return _compare(column, cmp.op, params.add(value, "UInt8"))
+        if kind == "duration":
+            return _compare(f"toInt64({column})", cmp.op, params.add(value, "Int64"))
+        v = _pattern(value) if cmp.op in ("=~", "!~") else value
+        return _compare(column, cmp.op, params.add(v, "String"))
+    if f.scope == "span":
+        return _attribute_sql("attributes", cmp, params)
+    if f.scope == "resource":
+        return _attribute_sql("resource", cmp, params)
+    span, resource = _attribute_sql("attributes", cmp, params), _attribute_sql("resource", cmp, params)
+    joiner = "AND" if cmp.value.kind == "nil" and cmp.op == "=" else "OR"
+    return f"({span} {joiner} {resource})"
+
+
+def condition_sql(cond: Condition | None, params: _Params) -> str:
+    if cond is None:
+        return "1"
+    if isinstance(cond, BoolOp):
+        joiner = "AND" if cond.op == "&&" else "OR"
+        return f"({condition_sql(cond.left, params)} {joiner} {condition_sql(cond.right, params)})"
+    return _comparison_sql(cond, params)
+
+
+def _necessary(expr: SpansetExpr, flags: list[str]) -> str:
+    """What a trace must hold for `expr` to possibly match: a HAVING clause over candidate spans."""
+    if isinstance(expr, SpansetFilter):
+        return f"countIf({flags[expr.index]}) > 0"
+    joiner = "OR" if expr.op == "||" else "AND"
+    return f"({_necessary(expr.left, flags)} {joiner} {_necessary(expr.right, flags)})"
+
+
+def _value_sql(field_: Field, params: _Params) -> str:
+    """A numeric input of an aggregate, NULL where the span has none."""
+    if field_.scope == "intrinsic":
+        return "toFloat64(duration)"
+    prefixes = {"span": ["attributes"], "resource": ["resource"], "any": ["attributes", "resource"]}
+    key = params.add(field_.name, "String")
+    parts = []
+    for prefix in prefixes[field_.scope]:
+        parts.append(f"mapContains({prefix}_int, {key}), toFloat64({prefix}_int[{key}])")
+        parts.append(f"mapContains({prefix}_float, {key}), {prefix}_float[{key}]")
+    return f"multiIf({', '.join(parts)}, NULL)"
+
+
+class Searcher:
+    """Runs one `SearchRequest` on a connection; holds the compiled SQL of its query."""
+
+    def __init__(self, conn: Connection, db: str, request: SearchRequest) -> None:
+        self.conn, self.db, self.request = conn, db, request
+        self.params = _Params()
+        query: Query = request.query
+        self.flags = [condition_sql(f.condition, self.params) for f in query.filters]
+        self.values = [
+            _value_sql(stage.field, self.params) if stage.field is not None else "NULL"
+            for stage in query.pipeline
+        ]
+        self.base = {
+            "tenant": request.tenant,
+            "start": request.start,
+            "end": request.end,
+        }
+
+    def run(self) -> SearchResult:
+        query, limit = self.request.query, self.request.limit
+        page = limit if query.simple else max(4 * limit, 200)
+        found: list[tuple[bytes, list[MatchedSpan], int]] = []
+        inspected, offset, complete = 0, 0, True
+        while len(found) < limit:
+            candidates = self._candidates(page, offset)
+            inspected += len(candidates)
+            offset += page
+            for trace_id, spans in self._evaluate(candidates):
+                found.append((trace_id, spans[: self.request.spans_per_trace], len(spans)))
+                if len(found) == limit:
+                    break
+            if len(candidates) < page:
+                break
+            if inspected >= MAX_INSPECTED_TRACES:
+                complete = False
+                break
+        summaries = self._summaries([t for t, _, _ in found])
+        traces = []
+        for trace_id, spans, matched in found:
+            summary = summaries[trace_id]
+            summary.spans, summary.matched = spans, matched
+            traces.append(summary)
+        return SearchResult(traces, inspected, complete)
+
+    def _where_any_filter(self) -> str:
+        return "(" + " OR ".join(self.flags) + ")"
+
+    def _candidates(self, page: int, offset: int) -> list[bytes]:
+        having = (
+            ""
+            if self.request.query.simple
+            else f"HAVING {_necessary(self.request.query.spansets, self.flags)}"
+        )
+        table = self.conn.query(
+            f"SELECT trace_id FROM {self.db}.spans "
+            "WHERE tenant = {tenant:String} "
+            "AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
+            "AND start_time <= fromUnixTimestamp64Nano({end:Int64}, 'UTC') "
+            f"AND {self._where_any_filter()} GROUP BY trace_id {having} "
+            "ORDER BY max(start_time) DESC, trace_id LIMIT {page:UInt32} OFFSET {offset:UInt32}",
+            {**self.params.values, **self.base, "page": page, "offset": offset},
+        )
+        return [bytes(t) for t in table.column(0).to_pylist()]
+
+    def _evaluate(self, candidates: list[bytes]) -> list[tuple[bytes, list[MatchedSpan]]]:
+        """Matching spans of each candidate that matches, in candidate order."""
+        if not candidates:
+            return []
+        query = self.request.query
+        flag_columns = ", ".join(f"{sql} AS f{i}" for i, sql in enumerate(self.flags))
+        value_columns = "".join(f", {sql} AS v{i}" for i, sql in enumerate(self.values))
+        only_matching = "" if query.structural else f"AND {self._where_any_filter()}"
+        table = self.conn.query(
+            "SELECT trace_id, span_id, parent_span_id, service_name, name, "
+            "toUnixTimestamp64Nano(start_time) AS start, duration, status_code, "
+            f"{flag_columns}{value_columns} FROM {self.db}.spans "
+            f"WHERE tenant = {{tenant:String}} AND {TRACE_IDS_IN} "
+            f"{only_matching} ORDER BY trace_id, start, span_id",
+            {**self.params.values, **self.base, "ids": ids_param(candidates)},
+        )
+        binary = ("trace_id", "span_id", "parent_span_id")  # raw bytes; chdb may hand them over as text
+        columns = {
+            name: (table.column(name).cast(pa.binary()) if name in binary else table.column(name)).to_pylist()
+            for name in table.column_names
+        }
+        rows_by_trace: dict[bytes, list[int]] = defaultdict(list)
+        for row, trace_id in enumerate(columns["trace_id"]):
+            rows_by_trace[bytes(trace_id)].append(row)
+        results = []
+        for trace_id in candidates:
+            rows = rows_by_trace.get(trace_id, [])
+            spans = TraceSpans(
+                span_ids=[bytes(columns["span_id"][r]) for r in rows],
+                parents=[bytes(columns["parent_span_id"][r]) for r in rows],
+                flags=[[bool(columns[f"f{i}"][r]) for r in rows] for i in range(len(self.flags))],
+                values=[[columns[f"v{i}"][r] for r in rows] for i in range(len(self.values))],
+            )
+            hits = evaluate(query, spans)
+            if hits:
+                results.append(
+                    (
+                        trace_id,
+                        [
+                            MatchedSpan(
+                                span_id=bytes(columns["span_id"][rows[i]]),
+                                service=str(columns["service_name"][rows[i]]),
+                                name=str(columns["name"][rows[i]]),
+                                start=int(columns["start"][rows[i]]),
+                                duration=int(columns["duration"][rows[i]]),
+                                status_code=int(columns["status_code"][rows[i]]),
+                            )
+                            for i in hits
+                        ],
+                    )
+                )
+        return results
+
+    def _summaries(self, trace_ids: list[bytes]) -> dict[bytes, TraceSummary]:
+        if not trace_ids:
+            return {}
+        table = self.conn.query(
+            "SELECT trace_id, toUnixTimestamp64Nano(min(start_time)) AS first, "
+            "max(toUnixTimestamp64Nano(start_time) + toInt64(duration)) AS last, count() AS spans, "
+            "countIf(status_code = 2) AS errors, "
+            "argMinIf(toString(service_name), start_time, parent_span_id = '') AS root_service, "
+            "argMinIf(toString(name), start_time, parent_span_id = '') AS root_name, "
+            "countIf(parent_span_id = '') AS roots, "
+            "argMin(toString(service_name), start_time) AS first_service, "
+            "argMin(toString(name), start_time) AS first_name "
+            f"FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
+            "AND trace_id IN (SELECT unhex(arrayJoin({ids:Array(String)}))) GROUP BY trace_id",
+            {"tenant": self.request.tenant, "ids": ids_param(trace_ids)},
+        )
+        per_service = self.conn.query(
+            "SELECT trace_id, toString(service_name) AS service, count(), countIf(status_code = 2) "
+            f"FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
+            f"AND {TRACE_IDS_IN} "
+            "GROUP BY trace_id, service ORDER BY trace_id, count() DESC, service",
+            {"tenant": self.request.tenant, "ids": ids_param(trace_ids)},
+        )
+        services: dict[bytes, dict[str, tuple[int, int]]] = defaultdict(dict)
+        for trace_id, service, spans, errors in zip(
+            *(c.to_pylist() for c in per_service.columns), strict=True
+        ):
+            services[bytes(trace_id)][service] = (int(spans), int(errors))
+        result = {}
+        for row in table.to_pylist():
+            trace_id = bytes(row["trace_id"])
+            rooted = row["roots"] > 0
+            result[trace_id] = TraceSummary(
+                trace_id=trace_id,
+                root_service=row["root_service"] if rooted else row["first_service"],
+                root_name=row["root_name"] if rooted else row["first_name"],
+                start=int(row["first"]),
+                duration=int(row["last"]) - int(row["first"]),
+                span_count=int(row["spans"]),
+                error_count=int(row["errors"]),
+                services=services[trace_id],
+            )
+        return result
