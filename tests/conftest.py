@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.shop_data import shop
+
 LISTENING = re.compile(r"clew listening otlp-grpc=(\d+) otlp-http=(\d+) zipkin=(\d+) http=(\d+)")
 # shared/ lies beside the checkout, on a developer's machine as in CI
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
@@ -102,6 +104,18 @@ def server(data_dir: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(data_dir).start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def shop_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(Path(tmp_path_factory.mktemp("search")) / "data").start()
+    try:
+        response = httpx.post(f"{proc.otlp_http_url}/v1/traces", json=shop(), timeout=30)
+        assert response.status_code == 200, response.text
+        assert "partialSuccess" not in response.json() or not response.json()["partialSuccess"]
+        yield proc
+    finally:
+        proc.stop()
 
 
 def spans_of(doc: dict) -> list[dict]:

@@ -186,5 +186,75 @@ def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> N
     click.echo(json.dumps(doc, indent=2))
 
 
+def _default_url() -> str:
+    try:
+        return f"http://127.0.0.1:{Settings.load().http_port}"
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _get(url: str, path: str, params: dict[str, object] | None = None) -> httpx.Response:
+    try:
+        return httpx.get(url.rstrip("/") + path, params=params, timeout=60)  # type: ignore[arg-type]
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {exc} (is `clew serve` running? give its http port with --url)")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--since", default="1h", show_default=True, help="how far back to look: 15m, 6h, 7d")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--url", help="the server's http port (default http://127.0.0.1:16686, or clew.toml's)")
+@click.option("--json", "as_json", is_flag=True, help="print the API's JSON instead of a table")
+def search(query: str, since: str, limit: int, url: str | None, as_json: bool) -> None:
+    """Find traces with the query language, e.g. clew search '{ status = error }' (docs/query-language.md)."""
+    import time
+
+    from clew.query.jaeger_api import BadParameter, parse_duration
+    from clew.terminal import search_table
+
+    try:
+        window = parse_duration(since, allow_days=True)
+    except BadParameter as exc:
+        _fail(f"--since: {exc}")
+    end = time.time()
+    url = url or _default_url()
+    response = _get(
+        url, "/api/v1/search", {"q": query, "start": end - window / 10**9, "end": end, "limit": limit}
+    )
+    if response.status_code == 400:
+        body = response.json()
+        position = body.get("position")
+        pointer = (
+            f"\n  {query}\n  {' ' * (position - 1)}^" if isinstance(position, int) and position > 0 else ""
+        )
+        _fail(f"{body.get('error', response.text)}{pointer}")
+    if response.status_code != 200:
+        _fail(f"{url} answered {response.status_code}: {response.text[:200]}")
+    doc = response.json()
+    click.echo(json.dumps(doc, indent=2) if as_json else search_table(doc))
+
+
+@main.command()
+@click.argument("trace_id")
+@click.option("--url", help="the server's http port (default http://127.0.0.1:16686, or clew.toml's)")
+def trace(trace_id: str, url: str | None) -> None:
+    """Show one trace as a waterfall: span tree, services, offsets, durations; errors marked with !."""
+    from clew.model import parse_trace_id
+    from clew.terminal import waterfall
+
+    raw = parse_trace_id(trace_id)
+    if raw is None:
+        _fail(f"trace id {trace_id!r} is not up to 32 hex characters")
+    url = url or _default_url()
+    response = _get(url, f"/api/v1/traces/{raw.hex()}")
+    if response.status_code == 404:
+        click.echo(f"trace {trace_id} not found at {url}", err=True)
+        sys.exit(1)
+    if response.status_code != 200:
+        _fail(f"{url} answered {response.status_code}: {response.text[:200]}")
+    click.echo(waterfall(response.json()))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
