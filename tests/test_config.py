@@ -30,3 +30,17 @@ def test_bad_settings_are_named(tmp_path, monkeypatch):
     config.write_text("not toml [")
     with pytest.raises(ConfigError, match="cannot read config file"):
         Settings.load(config)
+
+
+def test_listening_sockets_disable_nagle() -> None:
+    """Responses went out ~40 ms late (Nagle + delayed ACK) when accepted sockets kept Nagle on."""
+    import socket
+
+    from clew.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY on accepted sockets only then
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()
