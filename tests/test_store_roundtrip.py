@@ -143,3 +143,24 @@ def test_zero_parent_means_root_and_types_are_kept(tmp_path):
     assert complex_["raw"] == b"b\x00\xffbytes"
     assert complex_["novalue"] == b""
     assert complex_["mixed"][:1] == b"a" and complex_["nested"][:1] == b"k"
+
+
+def test_trace_ids_ending_in_zero_bytes_are_found(tmp_path):
+    """A String ending in \\0 once failed to match its FixedString(16) inside IN: 1 trace in 256 lost."""
+    request = ExportTraceServiceRequest()
+    ids = [bytes.fromhex("254dcb3359ff4bbfe22747ae524dc100"), bytes(15) + b"\x01", b"\x01" + bytes(15)]
+    scope = request.resource_spans.add().scope_spans.add()
+    for n, trace_id in enumerate(ids):
+        span = scope.spans.add(trace_id=trace_id, span_id=bytes(7) + bytes([n + 1]), name=f"s{n}")
+        span.start_time_unix_nano, span.end_time_unix_nano = (
+            1_700_000_000_000_000_000,
+            1_700_000_000_000_000_001,
+        )
+    store = open_embedded(tmp_path / "data")
+    try:
+        store.write(accept_request(request).batch)
+        for trace_id in ids:
+            assert store.get_trace(trace_id).table.column("name").to_pylist() == [f"s{ids.index(trace_id)}"]
+        assert len(store.get_traces(ids)) == 3
+    finally:
+        store.close()

@@ -57,7 +57,8 @@ class _Params:
         return f"{{{name}:{ch_type}}}"
 
 
-TRACE_IDS_IN = "trace_id IN (SELECT unhex(arrayJoin({ids:Array(String)})))"
+# toFixedString: a String ending in a zero byte did not match its FixedString(16) inside IN.
+TRACE_IDS_IN = "trace_id IN (SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))"
 
 
 def ids_param(trace_ids: list[bytes]) -> str:
@@ -278,7 +279,7 @@ class Searcher:
             "argMin(toString(service_name), start_time) AS first_service, "
             "argMin(toString(name), start_time) AS first_name "
             f"FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
-            "AND trace_id IN (SELECT unhex(arrayJoin({ids:Array(String)}))) GROUP BY trace_id",
+            f"AND {TRACE_IDS_IN} GROUP BY trace_id",
             {"tenant": self.request.tenant, "ids": ids_param(trace_ids)},
         )
         per_service = self.conn.query(
