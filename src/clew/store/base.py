@@ -118,7 +118,8 @@ class Store(Protocol):
         ...
 
     def dependencies(self, start: int, end: int, tenant: str = ...) -> list[tuple[str, str, int]]:
-        """(parent service, child service, calls) for spans started in [start, end] nanoseconds."""
+        """(parent service, child service, calls) for child spans started in [start, end] nanoseconds
+        whose parent, in another service, started at most an hour before the child's hour."""
         ...
 
     def services(self, tenant: str = ...) -> list[str]: ...

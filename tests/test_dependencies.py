@@ -1,0 +1,87 @@
+"""The service graph from hourly buckets equals a direct join of every span with its parent, and a
+bucket that gains spans after it was computed is computed again."""
+
+from __future__ import annotations
+
+import random
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from clew.receivers.otlp import accept_request
+from clew.store import open_embedded
+
+HOUR = 3600 * 10**9
+BASE = 1_780_000_000 * 10**9 // HOUR * HOUR  # an hour boundary
+SERVICES = ["web", "api", "db", "cache", "queue"]
+
+
+def traces(rng: random.Random, count: int, first: int, span_hours: float) -> ExportTraceServiceRequest:
+    """Random call trees; each span in a random service, children starting after their parent."""
+    request = ExportTraceServiceRequest()
+    by_service = {s: request.resource_spans.add() for s in SERVICES}
+    for s, rs in by_service.items():
+        rs.resource.attributes.add(key="service.name").value.string_value = s
+        rs.scope_spans.add()
+    for _ in range(count):
+        trace_id = rng.randbytes(16)
+        start = first + rng.randrange(int(span_hours * HOUR))
+        spans: list[tuple[bytes, int]] = []
+        for _ in range(rng.randint(1, 8)):
+            parent = rng.choice(spans) if spans else None
+            span_id = rng.randbytes(8)
+            begin = (parent[1] + rng.randrange(10**9, 40 * 60 * 10**9)) if parent else start
+            span = (
+                by_service[rng.choice(SERVICES)]
+                .scope_spans[0]
+                .spans.add(
+                    trace_id=trace_id,
+                    span_id=span_id,
+                    name="op",
+                    start_time_unix_nano=begin,
+                    end_time_unix_nano=begin + 1000,
+                )
+            )
+            if parent:
+                span.parent_span_id = parent[0]
+            spans.append((span_id, begin))
+    return request
+
+
+def direct(store, start: int, end: int) -> list[tuple[str, str, int]]:
+    """The definition, as one plain join: child in [start, end], parent from an hour before its hour."""
+    table = store.conn.query(
+        "SELECT p.service_name, c.service_name, count() FROM clew.spans AS c INNER JOIN clew.spans AS p "
+        "ON c.trace_id = p.trace_id AND toFixedString(c.parent_span_id, 8) = p.span_id "
+        "WHERE c.parent_span_id != '' AND c.start_time BETWEEN fromUnixTimestamp64Nano({s:Int64}) AND fromUnixTimestamp64Nano({e:Int64}) "
+        "AND p.service_name != c.service_name "
+        "AND toUnixTimestamp64Nano(p.start_time) >= "
+        "greatest(intDiv(toUnixTimestamp64Nano(c.start_time), {h:Int64}) * {h:Int64}, {s:Int64}) - {h:Int64} "
+        "AND toUnixTimestamp64Nano(p.start_time) < "
+        "least(intDiv(toUnixTimestamp64Nano(c.start_time), {h:Int64}) * {h:Int64} + {h:Int64}, {e:Int64} + 1) "
+        "GROUP BY 1, 2 ORDER BY 1, 2",
+        {"s": start, "e": end, "h": HOUR},
+    )
+    return [tuple(r.values()) for r in table.to_pylist()]
+
+
+def test_hourly_buckets_match_the_direct_join_and_follow_late_spans(tmp_path):
+    rng = random.Random(5)
+    store = open_embedded(tmp_path / "data")
+    try:
+        store.write(accept_request(traces(rng, 400, BASE, 6)).batch)
+        windows = [
+            (BASE, BASE + 6 * HOUR),
+            (BASE + HOUR // 3, BASE + 5 * HOUR + HOUR // 2),
+            (BASE + 2 * HOUR + 5, BASE + 2 * HOUR + HOUR // 2),
+        ]
+        for start, end in windows:
+            first = store.dependencies(start, end)
+            assert first == direct(store, start, end)
+            assert sum(n for _, _, n in first) > 50
+            assert store.dependencies(start, end) == first  # from the cached hours now
+        # late spans land in an hour that is cached: its bucket is computed again
+        store.write(accept_request(traces(rng, 50, BASE + 2 * HOUR, 1)).batch)
+        for start, end in windows:
+            assert store.dependencies(start, end) == direct(store, start, end)
+    finally:
+        store.close()
