@@ -1,4 +1,4 @@
-"""The service graph from hourly buckets equals a direct join of every span with its parent, and a
+"""The service graph from cached buckets equals a direct join of every span with its parent, and a
 bucket that gains spans after it was computed is computed again."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from clew.receivers.otlp import accept_request
 from clew.store import open_embedded
+from clew.store.dependencies import BUCKET, LOOKBACK
 
 HOUR = 3600 * 10**9
 BASE = 1_780_000_000 * 10**9 // HOUR * HOUR  # an hour boundary
@@ -48,18 +49,18 @@ def traces(rng: random.Random, count: int, first: int, span_hours: float) -> Exp
 
 
 def direct(store, start: int, end: int) -> list[tuple[str, str, int]]:
-    """The definition, as one plain join: child in [start, end], parent from an hour before its hour."""
+    """The definition, as one plain join: child in [start, end], parent from an hour before its bucket."""
     table = store.conn.query(
         "SELECT p.service_name, c.service_name, count() FROM clew.spans AS c INNER JOIN clew.spans AS p "
         "ON c.trace_id = p.trace_id AND toFixedString(c.parent_span_id, 8) = p.span_id "
         "WHERE c.parent_span_id != '' AND c.start_time BETWEEN fromUnixTimestamp64Nano({s:Int64}) AND fromUnixTimestamp64Nano({e:Int64}) "
         "AND p.service_name != c.service_name "
         "AND toUnixTimestamp64Nano(p.start_time) >= "
-        "greatest(intDiv(toUnixTimestamp64Nano(c.start_time), {h:Int64}) * {h:Int64}, {s:Int64}) - {h:Int64} "
+        "greatest(intDiv(toUnixTimestamp64Nano(c.start_time), {b:Int64}) * {b:Int64}, {s:Int64}) - {lb:Int64} "
         "AND toUnixTimestamp64Nano(p.start_time) < "
-        "least(intDiv(toUnixTimestamp64Nano(c.start_time), {h:Int64}) * {h:Int64} + {h:Int64}, {e:Int64} + 1) "
+        "least(intDiv(toUnixTimestamp64Nano(c.start_time), {b:Int64}) * {b:Int64} + {b:Int64}, {e:Int64} + 1) "
         "GROUP BY 1, 2 ORDER BY 1, 2",
-        {"s": start, "e": end, "h": HOUR},
+        {"s": start, "e": end, "b": BUCKET, "lb": LOOKBACK},
     )
     return [tuple(r.values()) for r in table.to_pylist()]
 
@@ -78,7 +79,8 @@ def test_hourly_buckets_match_the_direct_join_and_follow_late_spans(tmp_path):
             first = store.dependencies(start, end)
             assert first == direct(store, start, end)
             assert sum(n for _, _, n in first) > 50
-            assert store.dependencies(start, end) == first  # from the cached hours now
+            assert store._graph._cache  # full buckets were kept
+            assert store.dependencies(start, end) == first  # from the cached buckets now
         # late spans land in an hour that is cached: its bucket is computed again
         store.write(accept_request(traces(rng, 50, BASE + 2 * HOUR, 1)).batch)
         for start, end in windows:
