@@ -210,7 +210,9 @@ def main() -> None:
                 )
                 deps.append(ms)
             edges = len(response.json()["data"])
-            print(f"/api/dependencies over 24 h, first call (computes 144 ten-minute buckets): {deps[0]:.1f} ms")
+            print(
+                f"/api/dependencies over 24 h, first call (computes 144 ten-minute buckets): {deps[0]:.1f} ms"
+            )
             report("/api/dependencies over 24 h, later calls", deps[1:], f"({edges} edges; target < 1000)")
     finally:
         server.stop()
