@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +92,28 @@ class ServerProcess:
             rest, _ = self.proc.communicate()
         self.output.append(rest or "")
         return self.proc.returncode
+
+
+# Store connections a server can run on: name -> extra `clew serve` arguments for a fresh store (the
+# data directory is always given). Conformance suites are parametrized over these; the ClickHouse
+# server connection of a later issue joins this table.
+STORE_CONNECTIONS: dict[str, Callable[[Path], list[str]]] = {
+    "embedded": lambda directory: [],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(STORE_CONNECTIONS))
+def store_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A running server with an empty store on each store connection."""
+    directory = tmp_path_factory.mktemp(f"store-{request.param}")
+    args = STORE_CONNECTIONS[request.param](directory)
+    proc = ServerProcess(directory / "data", extra_args=args).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture

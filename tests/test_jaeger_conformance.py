@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 import pytest
 
-from tests.conftest import CONFORMANCE, ServerProcess, canonical_spans
+from tests.conftest import CONFORMANCE, canonical_spans
 
 JAEGER = CONFORMANCE / "jaeger"
 FIXTURES = sorted((JAEGER / "traces").glob("*.json"))
@@ -57,8 +57,9 @@ def jaeger_id(hex32: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("jaeger") / "data").start()
+def loaded(store_server):
+    """Every fixture written through OTLP/HTTP, once per store connection."""
+    server = store_server
     fixtures = {}
     for path in FIXTURES:
         doc = load_fixture(path)
@@ -71,8 +72,7 @@ def loaded(tmp_path_factory):
         assert response.status_code == 200, (path.name, response.text)
         assert response.json() == {}, path.name
         fixtures[path.stem] = doc
-    yield server, fixtures
-    server.stop()
+    return server, fixtures
 
 
 def _time_param(text: str) -> int:
