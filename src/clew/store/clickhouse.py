@@ -11,7 +11,7 @@ from clew.model import COLUMNS, DEFAULT_TENANT, SPAN_SCHEMA, OtlpBatch, SpanBatc
 from clew.store.base import Connection, SearchRequest, SearchResult, TraceQuery
 from clew.store.dependencies import DependencyGraph
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
-from clew.store.search import TRACE_IDS_IN, Searcher, ids_param
+from clew.store.search import Searcher, trace_ids_in
 
 SPANS_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.spans (
@@ -69,14 +69,17 @@ class ClickHouseStore:
         return self.get_traces([trace_id], tenant)
 
     def get_traces(self, trace_ids: list[bytes], tenant: str = DEFAULT_TENANT) -> SpanBatch:
+        ids_sql, ids_params = trace_ids_in(trace_ids)
         table = self.conn.query(
             f"SELECT {SELECT_COLUMNS} FROM {self.db}.spans "
-            f"WHERE {TRACE_IDS_IN} AND tenant = {{tenant:String}} ORDER BY trace_id, start_time, span_id "
+            f"WHERE {ids_sql} AND tenant = {{tenant:String}} "
             # one granule of every column: mapping the files beats a read per column (bench/RESULTS.md)
             "SETTINGS local_filesystem_read_method = 'mmap', min_bytes_to_use_mmap_io = 1",
-            {"ids": ids_param(trace_ids), "tenant": tenant},
+            {**ids_params, "tenant": tenant},
         )
-        return SpanBatch(_conform(table))
+        # sorted here: an ORDER BY in the statement cost ~2 ms of a ~20 ms lookup
+        order = [("trace_id", "ascending"), ("start_time", "ascending"), ("span_id", "ascending")]
+        return SpanBatch(_conform(table).sort_by(order))
 
     def find_traces(self, query: TraceQuery) -> list[bytes]:
         where = [

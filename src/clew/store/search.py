@@ -57,13 +57,13 @@ class _Params:
         return f"{{{name}:{ch_type}}}"
 
 
-# toFixedString: a String ending in a zero byte did not match its FixedString(16) inside IN.
-TRACE_IDS_IN = "trace_id IN (SELECT toFixedString(unhex(arrayJoin({ids:Array(String)})), 16))"
-
-
-def ids_param(trace_ids: list[bytes]) -> str:
-    """The `{ids}` parameter of TRACE_IDS_IN: an array travels as its text; hex needs no escaping."""
-    return "[" + ",".join(f"'{t.hex()}'" for t in trace_ids) + "]"
+def trace_ids_in(trace_ids: list[bytes]) -> tuple[str, dict[str, object]]:
+    """`trace_id IN (...)` over a literal list, which lets the engine use the trace projection (an IN
+    over a subquery took ~2 ms more and varied more); ids travel as hex parameters. `toFixedString`
+    matters: a String ending in a zero byte did not match its FixedString(16) inside IN."""
+    params = {f"t{i}": t.hex() for i, t in enumerate(trace_ids)}
+    items = ", ".join(f"toFixedString(unhex({{{name}:String}}), 16)" for name in params)
+    return f"trace_id IN ({items})", params
 
 
 def _compare(column: str, op: str, placeholder: str) -> str:
@@ -221,13 +221,14 @@ class Searcher:
         flag_columns = ", ".join(f"{sql} AS f{i}" for i, sql in enumerate(self.flags))
         value_columns = "".join(f", {sql} AS v{i}" for i, sql in enumerate(self.values))
         only_matching = "" if query.structural else f"AND {self._where_any_filter()}"
+        ids_sql, ids_params = trace_ids_in(candidates)
         table = self.conn.query(
             "SELECT trace_id, span_id, parent_span_id, service_name, name, "
             "toUnixTimestamp64Nano(start_time) AS start, duration, status_code, "
             f"{flag_columns}{value_columns} FROM {self.db}.spans "
-            f"WHERE tenant = {{tenant:String}} AND {TRACE_IDS_IN} "
+            f"WHERE tenant = {{tenant:String}} AND {ids_sql} "
             f"{only_matching} ORDER BY trace_id, start, span_id",
-            {**self.params.values, **self.base, "ids": ids_param(candidates)},
+            {**self.params.values, **self.base, **ids_params},
         )
         binary = ("trace_id", "span_id", "parent_span_id")  # raw bytes; chdb may hand them over as text
         columns = {
@@ -269,6 +270,7 @@ class Searcher:
     def _summaries(self, trace_ids: list[bytes]) -> dict[bytes, TraceSummary]:
         if not trace_ids:
             return {}
+        ids_sql, ids_params = trace_ids_in(trace_ids)
         table = self.conn.query(
             "SELECT trace_id, toUnixTimestamp64Nano(min(start_time)) AS first, "
             "max(toUnixTimestamp64Nano(start_time) + toInt64(duration)) AS last, count() AS spans, "
@@ -279,15 +281,15 @@ class Searcher:
             "argMin(toString(service_name), start_time) AS first_service, "
             "argMin(toString(name), start_time) AS first_name "
             f"FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
-            f"AND {TRACE_IDS_IN} GROUP BY trace_id",
-            {"tenant": self.request.tenant, "ids": ids_param(trace_ids)},
+            f"AND {ids_sql} GROUP BY trace_id",
+            {"tenant": self.request.tenant, **ids_params},
         )
         per_service = self.conn.query(
             "SELECT trace_id, toString(service_name) AS service, count(), countIf(status_code = 2) "
             f"FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
-            f"AND {TRACE_IDS_IN} "
+            f"AND {ids_sql} "
             "GROUP BY trace_id, service ORDER BY trace_id, count() DESC, service",
-            {"tenant": self.request.tenant, "ids": ids_param(trace_ids)},
+            {"tenant": self.request.tenant, **ids_params},
         )
         services: dict[bytes, dict[str, tuple[int, int]]] = defaultdict(dict)
         for trace_id, service, spans, errors in zip(
