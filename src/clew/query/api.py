@@ -136,12 +136,32 @@ def native_routes(store: Store) -> list[Route]:
         result = await asyncio.to_thread(store.search, search_req)
         return JSONResponse(search_json(search_req, request.query_params["q"], result))
 
+    async def service_stats(request: Request) -> JSONResponse:
+        try:
+            end = _number(request, "end", time.time())
+            start = _number(request, "start", end - DEFAULT_SEARCH_WINDOW_S)
+        except BadParameter as exc:
+            return _error(400, str(exc))
+        if start > end:
+            return _error(400, "start must not be after end")
+        rows = await asyncio.to_thread(
+            store.service_stats, int(start * 10**9), int(end * 10**9), _tenant(request)
+        )
+        return JSONResponse(
+            {
+                "start": start,
+                "end": end,
+                "services": [{"service": s, "spans": n, "errors": e} for s, n, e in rows],
+            }
+        )
+
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
 
     return [
         Route("/api/v1/traces/{trace_id}", get_trace),
         Route("/api/v1/search", search),
+        Route("/api/v1/services/stats", service_stats),
         Route("/api/v1/openapi.json", openapi),
     ]
 
@@ -279,6 +299,42 @@ OPENAPI: dict[str, Any] = {
                     },
                     "400": _ERROR,
                     "404": {"description": "no such trace", "content": _ERROR["content"]},
+                },
+            }
+        },
+        "/api/v1/services/stats": {
+            "get": {
+                "summary": "Spans and errors per service in a time range (the service map's nodes)",
+                "parameters": [
+                    _param("start", "query", "Unix seconds (default end - 1h)", {"type": "number"}),
+                    _param("end", "query", "Unix seconds (default now)", {"type": "number"}),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "one entry per service",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "services": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "service": {"type": "string"},
+                                                    "spans": {"type": "integer"},
+                                                    "errors": {"type": "integer"},
+                                                },
+                                            },
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _ERROR,
                 },
             }
         },

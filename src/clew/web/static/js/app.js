@@ -1,0 +1,61 @@
+// The single-page app: one shell, routes with Jaeger UI's addresses, no build step.
+
+import { renderCompare } from "./compare.js";
+import { renderMap } from "./map.js";
+import { renderSearch } from "./search.js";
+import { openTraceFile, renderTrace } from "./trace.js";
+import { clear, h, link } from "./util.js";
+
+const main = document.getElementById("main");
+
+function nav() {
+  const fileInput = h("input", { type: "file", id: "open-file", accept: ".json,application/json", "aria-label": "Open a trace file" });
+  const error = h("span", { class: "error", id: "open-error" });
+  fileInput.addEventListener("change", async () => {
+    error.textContent = "";
+    const file = fileInput.files && fileInput.files[0];
+    if (!file) return;
+    try {
+      await openTraceFile(file);
+    } catch (err) {
+      error.textContent = err.message;
+    }
+    fileInput.value = "";
+  });
+  return h("nav", { class: "topnav" },
+    h("span", { class: "brand" }, "clew"),
+    link("/search", "Search"),
+    link("/dependencies", "Service map"),
+    link("/compare", "Compare"),
+    h("label", { class: "open-file" }, "Open file ", fileInput),
+    error);
+}
+
+async function route() {
+  const path = location.pathname;
+  delete document.body.dataset.ready;
+  try {
+    if (path === "/" || path === "/search") await renderSearch(main);
+    else if (path.startsWith("/trace/")) await renderTrace(main, decodeURIComponent(path.slice("/trace/".length)));
+    else if (path === "/dependencies") await renderMap(main);
+    else if (path === "/compare") await renderCompare(main);
+    else clear(main).append(h("h1", {}, "Not found"), h("p", {}, link("/search", "Search traces")));
+  } catch (err) {
+    clear(main).append(h("div", { class: "error" }, `Something went wrong: ${err.message}`));
+  }
+  document.body.dataset.ready = path;
+}
+
+document.getElementById("nav").replaceWith(nav());
+window.addEventListener("popstate", route);
+window.addEventListener("clew:navigate", route);
+document.addEventListener("keydown", (e) => {
+  if (e.key === "/" && !(e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement || e.target instanceof HTMLSelectElement)) {
+    const q = document.getElementById("q");
+    if (q) {
+      e.preventDefault();
+      q.focus();
+    }
+  }
+});
+route();

@@ -1,0 +1,254 @@
+// The trace page: header, waterfall (virtualised rows, collapsible tree, critical path) or flame graph,
+// and the detail panel of the selected span. Works on a stored trace or on a file opened in the browser.
+
+import { buildTrace, formatDuration, formatTime } from "./model.js";
+import { clear, getJSON, h, link, navigate, serviceColor, valueText } from "./util.js";
+
+
+const ROW = 26;
+const OVERSCAN = 10;
+
+export async function renderTrace(root, traceId) {
+  const params = new URLSearchParams(location.search);
+  const view = params.get("view") === "flamegraph" ? "flamegraph" : "waterfall";
+  let doc;
+  let fromFile = null;
+  const local = window.clewLocalTrace;
+  if (location.hash === "#file" && local && local.traceId === traceId) {
+    doc = local.doc;
+    fromFile = local.name;
+  } else {
+    clear(root).append(h("div", { class: "status" }, "Loading trace…"));
+    try {
+      doc = await getJSON(`/api/v1/traces/${encodeURIComponent(traceId)}`);
+    } catch (err) {
+      clear(root).append(h("h1", {}, "Trace"), h("div", { class: "error", id: "trace-error" }, err.status === 404 ? `Trace ${traceId} not found.` : err.message));
+      return;
+    }
+  }
+  let trace;
+  try {
+    trace = buildTrace(doc);
+  } catch (err) {
+    clear(root).append(h("div", { class: "error" }, err.message));
+    return;
+  }
+  showTrace(root, trace, doc, view, fromFile);
+}
+
+function showTrace(root, trace, doc, view, fromFile) {
+  const rootSpan = trace.roots[0];
+  const header = h("div", { class: "trace-header", id: "trace-header" },
+    h("h1", {}, h("span", { class: "svc-dot", style: { background: serviceColor(rootSpan.service) } }), `${rootSpan.service}: ${rootSpan.name}`),
+    h("dl", { class: "facts" },
+      fact("Trace ID", trace.traceId, "fact-trace-id"),
+      fact("Start", formatTime(trace.startNs), "fact-start"),
+      fact("Duration", formatDuration(trace.duration), "fact-duration"),
+      fact("Services", String(trace.services.length), "fact-services"),
+      fact("Depth", String(trace.depth), "fact-depth"),
+      fact("Spans", String(trace.spans.length), "fact-spans"),
+      fact("Errors", String(trace.errors), "fact-errors")));
+  const permalink = `${location.origin}/trace/${trace.traceId}${view === "flamegraph" ? "?view=flamegraph" : ""}`;
+  const download = h("a", { class: "button", id: "download-json", download: `trace-${trace.traceId}.json`, href: URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" })) }, "Download JSON");
+  const collapseSelect = h("select", { id: "collapse-service", "aria-label": "Collapse by service" }, h("option", { value: "" }, "Collapse service…"), trace.services.map((s) => h("option", { value: s }, s)));
+  const expandAll = h("button", { type: "button", id: "expand-all" }, "Expand all");
+  const toolbar = h("div", { class: "toolbar" },
+    link(`/trace/${trace.traceId}${fromFile ? "#file" : ""}`, h("span", { class: view === "waterfall" ? "tab active" : "tab", id: "tab-waterfall" }, "Waterfall")),
+    link(`/trace/${trace.traceId}?view=flamegraph${fromFile ? "#file" : ""}`, h("span", { class: view === "flamegraph" ? "tab active" : "tab", id: "tab-flamegraph" }, "Flame graph")),
+    view === "waterfall" ? collapseSelect : null,
+    view === "waterfall" ? expandAll : null,
+    h("a", { class: "button", id: "permalink", href: permalink }, "Permalink"),
+    download,
+    link(`/compare?a=${trace.traceId}`, h("span", { class: "button" }, "Compare…")),
+    h("span", { class: "legend" }, h("span", { class: "legend-critical" }), "critical path"));
+  const banner = fromFile ? h("div", { class: "banner", id: "file-banner" }, `Opened from ${fromFile}: shown in this browser only, not stored.`) : null;
+  const warnings = trace.warnings.length ? h("ul", { class: "warnings", id: "warnings" }, trace.warnings.map((w) => h("li", {}, w))) : null;
+  const detail = h("aside", { class: "detail", id: "span-detail" }, h("p", { class: "muted" }, "Select a span to see its details."));
+  const main = h("div", { class: "trace-main" });
+  clear(root).append(...[header, banner, toolbar, warnings, h("div", { class: "trace-body" }, main, detail)].filter(Boolean));
+
+  const select = (span) => showDetail(detail, span, trace);
+  if (view === "flamegraph") {
+    drawFlame(main, trace, select);
+  } else {
+    const wf = waterfall(main, trace, select);
+    collapseSelect.addEventListener("change", () => { if (collapseSelect.value) wf.collapseService(collapseSelect.value); });
+    expandAll.addEventListener("click", () => { collapseSelect.value = ""; wf.expandAll(); });
+  }
+}
+
+function fact(label, value, id) {
+  return h("div", { class: "fact" }, h("dt", {}, label), h("dd", { id }, value));
+}
+
+function waterfall(container, trace, onSelect) {
+  const collapsed = new Set();
+  let visible = [];
+  let selected = null;
+  const ruler = h("div", { class: "ruler" }, h("div", { class: "ruler-label" }, "Service / operation"), h("div", { class: "ruler-ticks" },
+    [0, 0.25, 0.5, 0.75, 1].map((f) => h("span", { class: "tick", style: { left: `${f * 100}%` } }, formatDuration(Math.round(trace.duration * f))))));
+  const spacer = h("div", { class: "spacer" });
+  const viewport = h("div", { class: "waterfall", id: "waterfall", tabindex: 0, role: "tree", "aria-label": "spans" }, spacer);
+  container.append(ruler, viewport);
+
+  const hidden = (span) => {
+    for (let p = span.parent; p; p = p.parent) if (collapsed.has(p)) return true;
+    return false;
+  };
+  const recompute = () => {
+    visible = trace.spans.filter((s) => !hidden(s));
+    spacer.style.height = `${visible.length * ROW}px`;
+    paint(true);
+  };
+  let first = -1;
+  let last = -1;
+  const paint = (force = false) => {
+    const top = viewport.scrollTop;
+    const height = viewport.clientHeight || 600;
+    const from = Math.max(0, Math.floor(top / ROW) - OVERSCAN);
+    const to = Math.min(visible.length, Math.ceil((top + height) / ROW) + OVERSCAN);
+    if (!force && from === first && to === last) return;
+    first = from;
+    last = to;
+    clear(spacer);
+    for (let i = from; i < to; i++) spacer.append(row(visible[i], i));
+  };
+  const total = Math.max(trace.duration, 1);
+  const pct = (v) => `${(v / total) * 100}%`;
+  const row = (span, i) => {
+    const toggle = span.children.length
+      ? h("button", { class: "toggle", type: "button", "aria-label": collapsed.has(span) ? "expand" : "collapse", onclick: (e) => { e.stopPropagation(); toggleSpan(span); } }, collapsed.has(span) ? "▸" : "▾")
+      : h("span", { class: "toggle-space" });
+    const bar = h("div", { class: `bar${span.error ? " bar-error" : ""}`, style: { left: pct(span.start), width: `max(2px, ${pct(span.duration)})`, background: serviceColor(span.service) } });
+    const critical = span.criticalSegments.map(([a, b]) => h("div", { class: "critical-seg", style: { left: pct(a), width: `max(2px, ${pct(b - a)})` } }));
+    const events = span.events.map((e) => h("div", { class: "event-tick", style: { left: pct(e.time) }, title: e.name }));
+    const classes = ["span-row"];
+    if (span.critical) classes.push("critical");
+    if (span.error) classes.push("error-row");
+    if (selected === span) classes.push("selected");
+    return h("div", {
+      class: classes.join(" "), role: "treeitem", style: { top: `${i * ROW}px` },
+      dataset: { spanId: span.spanId, service: span.service, depth: String(span.depth) },
+      onclick: () => choose(span),
+    },
+    h("div", { class: "span-label", style: { paddingLeft: `${Math.min(span.depth, 30) * 14 + 4}px` } },
+      toggle,
+      span.error ? h("span", { class: "error-mark", title: "error" }, "!") : null,
+      h("span", { class: "svc", style: { borderLeftColor: serviceColor(span.service) } }, span.service),
+      h("span", { class: "span-name" }, span.name),
+      span.collapsedCount ? null : null),
+    h("div", { class: "span-timeline" }, bar, critical, events, h("span", { class: "span-duration", style: { left: `calc(${pct(span.end)} + 4px)` } }, formatDuration(span.duration))));
+  };
+  const choose = (span) => {
+    selected = span;
+    paint(true);
+    onSelect(span);
+  };
+  const toggleSpan = (span) => {
+    if (collapsed.has(span)) collapsed.delete(span);
+    else collapsed.add(span);
+    recompute();
+  };
+  viewport.addEventListener("scroll", () => paint());
+  viewport.addEventListener("keydown", (e) => {
+    const at = selected ? visible.indexOf(selected) : -1;
+    if (e.key === "ArrowDown" && at < visible.length - 1) choose(visible[at + 1]);
+    else if (e.key === "ArrowUp" && at > 0) choose(visible[at - 1]);
+    else if (e.key === "ArrowLeft" && selected && selected.children.length && !collapsed.has(selected)) toggleSpan(selected);
+    else if (e.key === "ArrowRight" && selected && collapsed.has(selected)) toggleSpan(selected);
+    else return;
+    e.preventDefault();
+    const y = visible.indexOf(selected) * ROW;
+    if (y < viewport.scrollTop || y > viewport.scrollTop + viewport.clientHeight - ROW) viewport.scrollTop = y - viewport.clientHeight / 2;
+  });
+  recompute();
+  return {
+    collapseService(service) {
+      for (const s of trace.spans) if (s.service === service && s.children.length) collapsed.add(s);
+      recompute();
+    },
+    expandAll() {
+      collapsed.clear();
+      recompute();
+    },
+  };
+}
+
+function drawFlame(container, trace, onSelect) {
+  const total = Math.max(trace.duration, 1);
+  const levelHeight = 22;
+  const box = h("div", { class: "flame", id: "flamegraph", style: { height: `${trace.depth * levelHeight + 4}px` } });
+  const width = container.clientWidth || 900;
+  for (const span of trace.spans) {
+    const w = (span.duration / total) * width;
+    if (w < 0.5) continue;
+    box.append(h("div", {
+      class: `flame-block${span.error ? " flame-error" : ""}${span.critical ? " critical" : ""}`,
+      dataset: { spanId: span.spanId },
+      title: `${span.service}: ${span.name}\n${formatDuration(span.duration)} (self ${formatDuration(span.selfTime)})`,
+      style: { left: `${(span.start / total) * 100}%`, width: `${(span.duration / total) * 100}%`, top: `${span.depth * levelHeight}px`, background: serviceColor(span.service) },
+      onclick: () => onSelect(span),
+    }, w > 40 ? `${span.name} · self ${formatDuration(span.selfTime)}` : ""));
+  }
+  container.append(h("p", { class: "muted" }, "Widths by duration; each block's own (self) time is in its label and tooltip. Click a block for details."), box);
+}
+
+function kvTable(rows, id) {
+  if (!rows.length) return h("p", { class: "muted" }, "none");
+  return h("table", { class: "kv", id }, h("tbody", {}, rows.map(({ key, value }) => h("tr", {}, h("th", {}, key), h("td", {}, valueText(value))))));
+}
+
+function showDetail(panel, span, trace) {
+  const linkItems = span.links.map((l) => {
+    const item = h("li", {}, h("span", { class: "mono" }, `${l.traceId} / ${l.spanId}`), kvTable(l.attributes));
+    // clickable only when the linked trace is stored
+    if (l.traceId !== trace.traceId) {
+      fetch(`/api/v1/traces/${l.traceId}`, { method: "GET" }).then((r) => {
+        if (r.ok) item.replaceChild(link(`/trace/${l.traceId}`, h("span", { class: "mono" }, `${l.traceId} / ${l.spanId}`)), item.firstChild);
+      }).catch(() => {});
+    }
+    return item;
+  });
+  clear(panel).append(...[
+    h("h2", { id: "detail-name" }, span.name),
+    h("dl", { class: "facts small" },
+      fact("Service", span.service, "detail-service"),
+      fact("Kind", span.kind, "detail-kind"),
+      fact("Span ID", span.spanId, "detail-span-id"),
+      fact("Parent", span.parentId || "(root)", "detail-parent"),
+      fact("Start", `+${formatDuration(span.start)}`, "detail-start"),
+      fact("Duration", formatDuration(span.duration), "detail-duration"),
+      fact("Self time", formatDuration(span.selfTime), "detail-self"),
+      fact("Status", span.statusMessage ? `${span.statusCode}: ${span.statusMessage}` : span.statusCode, "detail-status"),
+      span.critical ? fact("Critical path", "yes", "detail-critical") : null),
+    span.orphan ? h("p", { class: "warning" }, "Orphan: its parent is not in this trace.") : null,
+    span.skew ? h("p", { class: "warning" }, "Outside its parent's time: clock skew?") : null,
+    h("h3", {}, "Attributes"), kvTable(span.attributes, "detail-attributes"),
+    h("h3", {}, "Resource"), kvTable(span.resource, "detail-resource"),
+    h("h3", {}, `Events (${span.events.length})`),
+    span.events.length ? h("ul", { class: "events", id: "detail-events" }, span.events.map((e) => h("li", {}, h("strong", {}, e.name), ` +${formatDuration(e.time)}`, kvTable(e.attributes)))) : h("p", { class: "muted" }, "none"),
+    h("h3", {}, `Links (${span.links.length})`),
+    span.links.length ? h("ul", { class: "links", id: "detail-links" }, linkItems) : h("p", { class: "muted" }, "none"),
+    h("h3", {}, "Scope"),
+    h("p", { id: "detail-scope" }, span.scope.name ? `${span.scope.name}${span.scope.version ? ` ${span.scope.version}` : ""}` : "(none)"),
+    kvTable(span.scope.attributes),
+  ].filter(Boolean));
+}
+
+/** "Open file": show an OTLP/JSON trace from disk without storing it. */
+export async function openTraceFile(file) {
+  let doc;
+  try {
+    doc = JSON.parse(await file.text());
+  } catch (err) {
+    throw new Error(`${file.name}: not JSON (${err.message})`);
+  }
+  let trace;
+  try {
+    trace = buildTrace(doc);
+  } catch (err) {
+    throw new Error(`${file.name}: not an OTLP/JSON trace (${err.message})`);
+  }
+  window.clewLocalTrace = { doc, name: file.name, traceId: trace.traceId };
+  navigate(`/trace/${trace.traceId}#file`);
+}

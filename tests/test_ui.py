@@ -1,0 +1,321 @@
+"""The web UI in Debian's Chromium, driven by Playwright, against a real server holding known traces.
+
+Every test saves a screenshot under tests/output/ui/; with CLEW_UPDATE_SCREENSHOTS=1 the trace view
+and the service map also go to docs/screenshots/ for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import ServerProcess
+from tests.shop_data import A, B, C
+from tests.ui_data import XSS, E, F, G, all_docs
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+OUTPUT = Path(__file__).parent / "output" / "ui"
+DOCS = Path(__file__).parents[1] / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("ui") / "data").start()
+    try:
+        for doc in all_docs():
+            response = httpx.post(f"{proc.otlp_http_url}/v1/traces", json=doc, timeout=120)
+            assert response.status_code == 200 and response.json() == {}, response.text
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: apt-get install chromium (.ci/run does)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, ui_server: ServerProcess, request: pytest.FixtureRequest) -> Iterator[Page]:
+    # bypass_csp: Playwright evaluates its waits as strings; escaping is tested without the policy
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800}, accept_downloads=True, bypass_csp=True
+    )
+    pg = context.new_page()
+    errors: list[str] = []
+    external: list[str] = []
+    dialogs: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    base = ui_server.http_url
+
+    def on_request(r) -> None:
+        if not r.url.startswith((base, "data:", "blob:")):
+            external.append(r.url)
+
+    pg.on("request", on_request)
+    yield pg
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(OUTPUT / f"{request.node.name}.png"))
+    context.close()
+    assert not errors, errors
+    assert not external, f"requests left the server: {external}"
+    assert not dialogs, f"a dialog opened (script ran?): {dialogs}"
+
+
+def open_page(page: Page, server: ServerProcess, path: str) -> None:
+    page.goto(server.http_url + path)
+    page.wait_for_selector("body[data-ready]", timeout=30_000)
+
+
+def keep_for_readme(page: Page, name: str) -> None:
+    if os.environ.get("CLEW_UPDATE_SCREENSHOTS"):
+        DOCS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS / name))
+
+
+def rows(page: Page) -> list[str]:
+    return page.locator("#waterfall .span-row").evaluate_all("els => els.map(e => e.dataset.spanId)")
+
+
+def test_search_form_finds_traces_and_keeps_the_search_in_the_url(
+    page: Page, ui_server: ServerProcess
+) -> None:
+    open_page(page, ui_server, "/search")
+    expect(page.locator("#service option", has_text="frontend")).to_have_count(1)
+    page.select_option("#service", "frontend")
+    page.select_option("#lookback", "2h")
+    page.click("#find")
+    page.wait_for_selector(".result")
+    assert "service=frontend" in page.url and "lookback=2h" in page.url
+    assert page.locator(".result").evaluate_all("els => els.map(e => e.dataset.traceId)") == [C, A, B]
+    expect(page.locator("#scatter circle.dot")).to_have_count(3)
+    expect(page.locator("#scatter circle.dot-error")).to_have_count(1)
+    first = page.locator(".result").nth(1)
+    expect(first.locator(".root")).to_have_text("frontend: GET /checkout")
+    expect(first).to_contain_text("5 spans")
+    expect(first).to_contain_text("1 errors")
+    expect(first.locator(".chip")).to_have_count(2)
+    # the URL alone brings the same search back
+    page.reload()
+    page.wait_for_selector(".result")
+    expect(page.locator(".result")).to_have_count(3)
+    expect(page.locator("#service")).to_have_value("frontend")
+    # tags narrow it, logfmt in the box and JSON in the URL as Jaeger UI does
+    page.fill("#tags", "ratio=0.5")  # one span of the service has every tag, as in Jaeger
+    page.click("#find")
+    page.wait_for_function("document.querySelectorAll('.result').length === 1")
+    assert "tags=" in page.url
+    expect(page.locator(".result")).to_have_attribute("data-trace-id", B)
+    # a dot opens its trace
+    page.click(f"#scatter circle[data-trace-id='{B}']")
+    page.wait_for_selector("#trace-header")
+    assert page.url.endswith(f"/trace/{B}")
+
+
+def test_query_language_search_and_its_errors(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, "/search")
+    page.keyboard.press("/")  # focuses the query box
+    page.keyboard.type('{ service = "checkout" } | count() > 2')
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".result")
+    assert page.locator(".result").evaluate_all("els => els.map(e => e.dataset.traceId)") == [A]
+    assert "q=" in page.url
+    page.fill("#q", "{ name = }")
+    page.click("#find")
+    expect(page.locator("#search-error")).to_contain_text("column 10")
+
+
+def test_waterfall_shows_the_tree_and_the_critical_path(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, f"/trace/{A}")
+    assert rows(page) == [c * 16 for c in "12789"]
+    expect(page.locator("#fact-spans")).to_have_text("5")
+    expect(page.locator("#fact-errors")).to_have_text("1")
+    expect(page.locator("#fact-duration")).to_have_text("300.0ms")
+    expect(page.locator("#fact-depth")).to_have_text("4")
+    depths = page.locator("#waterfall .span-row").evaluate_all("els => els.map(e => Number(e.dataset.depth))")
+    assert depths == [0, 1, 2, 3, 3]
+    expect(page.locator(".span-row.error-row")).to_have_count(1)
+    expect(page.locator(f".span-row[data-span-id='{'7' * 16}'] .error-mark")).to_have_count(1)
+    page.click(f".span-row[data-span-id='{'7' * 16}']")
+    expect(page.locator("#detail-status")).to_have_text("error: card declined")
+    expect(page.locator("#detail-critical")).to_have_text("yes")
+    keep_for_readme(page, "trace.png")
+    # E: `read` runs inside `write`, so the consumer never waited for it
+    open_page(page, ui_server, f"/trace/{E}")
+    critical = page.locator(".span-row.critical").evaluate_all("els => els.map(e => e.dataset.spanId)")
+    assert critical == ["a" * 16, "b" * 16]
+    assert set(rows(page)) == {"a" * 16, "b" * 16, "d" * 16}
+    expect(page.locator(f".span-row[data-span-id='{'a' * 16}'] .event-tick")).to_have_count(2)
+
+
+def test_span_details_show_everything_as_text(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, f"/trace/{E}")
+    page.click(f".span-row[data-span-id='{'a' * 16}']")
+    detail = page.locator("#span-detail")
+    expect(detail.locator("#detail-name")).to_have_text("consume order")
+    expect(detail.locator("#detail-kind")).to_have_text("consumer")
+    expect(detail.locator("#detail-attributes")).to_contain_text(XSS)
+    expect(detail.locator("#detail-events")).to_contain_text(XSS)
+    expect(detail.locator("#detail-events")).to_contain_text("cache miss")
+    expect(detail.locator("#detail-resource")).to_contain_text("worker")
+    assert page.locator("img").count() == 0  # the attribute stayed text
+    # a link to a stored trace becomes clickable; one to a missing trace stays text
+    expect(detail.locator(f"#detail-links a[href='/trace/{A}']")).to_have_count(1)
+    expect(detail.locator("#detail-links a")).to_have_count(1)
+    expect(detail.locator("#detail-links")).to_contain_text("9" * 32)
+    # keyboard: down moves the selection
+    page.keyboard.press("ArrowDown")
+    expect(detail.locator("#detail-name")).to_have_text("write")
+    page.keyboard.press("ArrowUp")
+    expect(detail.locator("#detail-name")).to_have_text("consume order")
+    page.click(f"#detail-links a[href='/trace/{A}']")
+    page.wait_for_selector(f".span-row[data-span-id='{'7' * 16}']")
+
+
+def test_orphans_and_clock_skew_are_flagged(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, f"/trace/{F}")
+    expect(page.locator("#warnings")).to_contain_text("1 orphan span")
+    expect(page.locator("#warnings")).to_contain_text("clock skew")
+    page.click(f".span-row[data-span-id='{'d' * 16}']")
+    expect(page.locator("#span-detail")).to_contain_text("Orphan")
+
+
+def test_flame_graph_view(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, f"/trace/{A}")
+    page.click("#tab-flamegraph")
+    page.wait_for_selector("#flamegraph")
+    assert page.url.endswith(f"/trace/{A}?view=flamegraph")
+    blocks = page.locator(".flame-block")
+    expect(blocks).to_have_count(5)
+    widths = blocks.evaluate_all("els => els.map(e => parseFloat(e.style.width))")
+    assert widths[0] == pytest.approx(100) and widths[1] == pytest.approx(250 / 300 * 100)
+    page.click(f".flame-block[data-span-id='{'8' * 16}']")
+    expect(page.locator("#detail-name")).to_have_text("db.query")
+    expect(page.locator("#detail-self")).to_have_text("50.0ms")
+    page.click("#tab-waterfall")
+    page.wait_for_selector("#waterfall .span-row")
+
+
+def test_service_map_nodes_edges_and_click(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, "/dependencies")
+    page.wait_for_function("window.clewServiceMap && window.clewServiceMap.nodes().length > 0")
+    nodes = set(page.evaluate("window.clewServiceMap.nodes().map(n => n.data('service'))"))
+    assert {"frontend", "checkout", "worker", "orphans"} <= nodes
+    assert {f"big-{i}" for i in range(9)} <= nodes
+    edges = {
+        (e["source"], e["target"]): e["label"]
+        for e in page.evaluate("window.clewServiceMap.edges().map(e => e.data())")
+    }
+    assert edges[("n:frontend", "n:checkout")] == "2"
+    assert edges[("n:big-0", "n:big-1")] == "4"
+    assert not any("worker" in s or "worker" in t for s, t in edges)  # calls inside one service are not edges
+    sizes = dict(page.evaluate("window.clewServiceMap.nodes().map(n => [n.data('service'), n.data('size')])"))
+    assert sizes["big-8"] > sizes["frontend"]  # more spans, bigger node
+    colors = dict(
+        page.evaluate("window.clewServiceMap.nodes().map(n => [n.data('service'), n.data('color')])")
+    )
+    assert colors["checkout"] == "#d62728" and colors["frontend"] == "#2ca02c"  # 1 error in 4 spans
+    keep_for_readme(page, "service-map.png")
+    page.evaluate("window.clewServiceMap.$('#n\\\\:checkout').emit('tap')")
+    page.wait_for_selector(".result")
+    assert "service=checkout" in page.url
+
+
+def test_compare_two_traces_by_structure(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, "/search?service=frontend&lookback=2h")
+    page.wait_for_selector(".result")
+    page.check(f".result[data-trace-id='{A}'] input[type=checkbox]")
+    page.check(f".result[data-trace-id='{C}'] input[type=checkbox]")
+    page.click("#compare-selected")
+    page.wait_for_selector("#compare-table")
+    assert f"a={A}" in page.url and f"b={C}" in page.url
+    states = page.locator("#compare-table tbody tr").evaluate_all(
+        "els => els.map(e => [e.dataset.service + ' ' + e.dataset.name, e.dataset.state])"
+    )
+    assert ["frontend GET /checkout", "slower"] in states
+    assert sorted(name for name, state in states if state == "only-a") == [
+        "checkout POST /pay",
+        "checkout cache.get",
+        "checkout db.query",
+        "frontend HTTP POST",
+    ]
+    assert [name for name, state in states if state == "only-b"] == ["checkout POST /pay"]
+    expect(page.locator("#compare-summary")).to_contain_text("4 only in A, 1 only in B, 1 slower")
+
+
+def test_download_a_snapshot_and_open_it_again(page: Page, ui_server: ServerProcess, tmp_path: Path) -> None:
+    open_page(page, ui_server, f"/trace/{A}")
+    expect(page.locator("#permalink")).to_have_attribute("href", f"{ui_server.http_url}/trace/{A}")
+    with page.expect_download() as info:
+        page.click("#download-json")
+    saved = tmp_path / "trace.json"
+    info.value.save_as(saved)
+    doc = json.loads(saved.read_text())
+    assert sum(len(ss["spans"]) for rs in doc["resourceSpans"] for ss in rs["scopeSpans"]) == 5
+    # the same snapshot under a trace id the server has never seen: shown, not stored
+    other = "0123456789abcdef" * 2
+    text = saved.read_text().replace(A, other)
+    elsewhere = tmp_path / "from-another-clew.json"
+    elsewhere.write_text(text)
+    page.set_input_files("#open-file", str(elsewhere))
+    page.wait_for_selector("#file-banner")
+    assert page.url.endswith(f"/trace/{other}#file")
+    assert rows(page) == [c * 16 for c in "12789"]
+    expect(page.locator("#fact-trace-id")).to_have_text(other)
+    assert httpx.get(f"{ui_server.http_url}/api/v1/traces/{other}").status_code == 404
+    # the flame graph works on the file too
+    page.click("#tab-flamegraph")
+    expect(page.locator(".flame-block")).to_have_count(5)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a trace"}')
+    page.set_input_files("#open-file", str(bad))
+    expect(page.locator("#open-error")).to_contain_text("bad.json")
+
+
+def test_ten_thousand_spans_render_virtualised_and_collapse_by_service(
+    page: Page, ui_server: ServerProcess
+) -> None:
+    open_page(page, ui_server, f"/trace/{G}")
+    expect(page.locator("#fact-spans")).to_have_text("10000")
+    count = page.locator("#waterfall .span-row").count()
+    assert 10 < count < 200  # only what is on screen, and a little more
+    page.evaluate("document.getElementById('waterfall').scrollTop = 1e9")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#waterfall .span-row')].some(e => e.style.top === (9999 * 26) + 'px')"
+    )
+    page.select_option("#collapse-service", "big-1")
+    spacer = "document.querySelector('#waterfall .spacer').style.height"
+    assert page.evaluate(spacer) == f"{5 * 26}px"  # the root and its four big-1 children
+    page.click("#expand-all")
+    assert page.evaluate(spacer) == f"{10_000 * 26}px"
+
+
+def test_ui_pages_are_served_with_a_strict_content_policy(ui_server: ServerProcess) -> None:
+    for path in ("/", "/search", f"/trace/{A}", "/dependencies", "/compare"):
+        response = httpx.get(ui_server.http_url + path)
+        assert response.status_code == 200
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert '<main id="main">' in response.text
+    vendor = httpx.get(f"{ui_server.http_url}/static/vendor/cytoscape.min.js")
+    assert vendor.status_code == 200 and len(vendor.content) > 100_000
