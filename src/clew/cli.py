@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -46,8 +48,12 @@ def _port(name: str, default: int) -> click.Option:
 @_port("http-port", 16686)
 @click.option("--max-body-bytes", type=click.IntRange(1024), help="largest request body after decompression")
 @click.option("--max-queue-spans", type=click.IntRange(1), help="spans waiting for commit before 503s")
-def serve(config_file: Path | None, **flags: object) -> None:
+@click.option(
+    "--demo", is_flag=True, help="also run the demo shop and its load (`clew demo`), stopped with the server"
+)
+def serve(config_file: Path | None, demo: bool, **flags: object) -> None:
     """Receive spans (OTLP gRPC/HTTP, Zipkin) and store them under --data-dir."""
+    from clew.server import Ports
     from clew.server import serve as run
 
     try:
@@ -59,12 +65,28 @@ def serve(config_file: Path | None, **flags: object) -> None:
             f"warning: listening on {settings.host} exposes unauthenticated ingest to the network",
             err=True,
         )
+    children: list[subprocess.Popen[bytes]] = []
+
+    def start_demo(ports: Ports) -> None:
+        from clew.demo.runner import _die_with_parent
+
+        endpoint = f"http://127.0.0.1:{ports.otlp_http}"
+        cmd = [sys.executable, "-m", "clew.cli", "demo", "--endpoint", endpoint, "--duration", "0"]
+        children.append(subprocess.Popen(cmd, preexec_fn=_die_with_parent))
+
     try:
-        asyncio.run(run(settings))
+        asyncio.run(run(settings, start_demo if demo else None))
     except StoreError as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot listen: {exc}")
+    finally:
+        for child in children:
+            child.terminate()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 def _configured_data_dir() -> Path:
@@ -184,6 +206,46 @@ def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> N
         sys.exit(1)
     doc = to_otlp_json(to_traces_data(batch)) if fmt == "otlp" else {"data": to_jaeger_traces(batch)}
     click.echo(json.dumps(doc, indent=2))
+
+
+def _rate(name: str, default: float, what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        f"--{name}", type=click.FloatRange(0, 1), default=default, show_default=True, help=what
+    )
+
+
+@main.command()
+@click.option("--endpoint", help="clew's OTLP/HTTP endpoint (default http://127.0.0.1:4318, or clew.toml's)")
+@click.option("--rps", type=click.FloatRange(0.1, 500), default=5, show_default=True, help="flows a second")
+@click.option(
+    "--duration", type=click.FloatRange(0), default=0, help="seconds to run (default: until stopped)"
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-faults", is_flag=True, help="a healthy shop: every fault rate below set to 0")
+@_rate("slow-payment", 0.1, "share of payments with a latency spike")
+@_rate("payment-failure", 0.15, "share of payment calls failing with 503 (checkout retries with backoff)")
+@_rate("inventory-error", 0.02, "share of inventory reservations failing")
+@_rate("cache-miss", 0.3, "share of catalog reads missing the cache (SQLite query)")
+@_rate("canary-share", 0.2, "share of checkouts sent to the 1.5.0 canary (slower); 0 starts no canary")
+@_rate("dropped-propagation", 0.1, "share of checkouts whose audit call drops the trace context")
+def demo(
+    endpoint: str | None, rps: float, duration: float, seed: int, no_faults: bool, **rates: float
+) -> None:
+    """Run the demo shop (9 services as processes, traced with clew.instrument()) under load."""
+    from clew.demo.runner import run_demo
+    from clew.demo.shop import Faults
+
+    if endpoint is None:
+        try:
+            endpoint = f"http://127.0.0.1:{Settings.load().otlp_http_port}"
+        except ConfigError as exc:
+            _fail(str(exc))
+    faults = Faults.none() if no_faults else Faults(**rates)
+    try:
+        counts = run_demo(endpoint, rps, duration, faults, seed)
+    except RuntimeError as exc:
+        _fail(str(exc))
+    click.echo("flows: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
 
 
 def _default_url() -> str:

@@ -1,0 +1,1 @@
+"""The demo shop: a multi-service app traced with `clew.instrument()`, and its load generator."""

@@ -1,0 +1,37 @@
+"""One demo service in its own process: `python -m clew.demo.service NAME` with CLEW_DEMO_CONFIG set."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import uvicorn
+
+from clew.demo.shop import VERSIONS, ShopConfig
+
+
+def main() -> None:
+    name = sys.argv[1]
+    config = ShopConfig.from_json(os.environ["CLEW_DEMO_CONFIG"])
+    from clew import instrument
+
+    # before the app exists: the Starlette and sqlite3 instrumentations patch constructors
+    provider = instrument(
+        service_name="checkout" if name == "checkout-canary" else name,
+        service_version=VERSIONS.get(name, "1.4.2"),
+        environment="demo",
+        endpoint=config.endpoint,
+        resource_attributes={"clew.demo.run": config.run_id},
+        export_delay_ms=200,
+    )
+    from clew.demo.shop import build_app
+
+    app = build_app(name, config)
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=config.ports[name], log_level="warning", access_log=False)
+    finally:
+        provider.shutdown()  # flush what is still queued
+
+
+if __name__ == "__main__":
+    main()
