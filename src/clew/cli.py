@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -68,11 +69,11 @@ def serve(config_file: Path | None, demo: bool, **flags: object) -> None:
     children: list[subprocess.Popen[bytes]] = []
 
     def start_demo(ports: Ports) -> None:
-        from clew.demo.runner import _die_with_parent
-
         endpoint = f"http://127.0.0.1:{ports.otlp_http}"
         cmd = [sys.executable, "-m", "clew.cli", "demo", "--endpoint", endpoint, "--duration", "0"]
-        children.append(subprocess.Popen(cmd, preexec_fn=_die_with_parent))
+        # no preexec_fn here (a fork would run gRPC's fork handlers); the demo sets its own death signal
+        env = {**os.environ, "CLEW_DIE_WITH_PARENT": str(os.getpid())}
+        children.append(subprocess.Popen(cmd, env=env))
 
     try:
         asyncio.run(run(settings, start_demo if demo else None))
@@ -232,8 +233,11 @@ def demo(
     endpoint: str | None, rps: float, duration: float, seed: int, no_faults: bool, **rates: float
 ) -> None:
     """Run the demo shop (9 services as processes, traced with clew.instrument()) under load."""
-    from clew.demo.runner import run_demo
+    from clew.demo.runner import die_with, run_demo
     from clew.demo.shop import Faults
+
+    if os.environ.get("CLEW_DIE_WITH_PARENT"):
+        die_with(int(os.environ["CLEW_DIE_WITH_PARENT"]))
 
     if endpoint is None:
         try:

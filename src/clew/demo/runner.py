@@ -42,6 +42,13 @@ def _die_with_parent() -> None:
         pass
 
 
+def die_with(parent: int) -> None:
+    """The same, set by the child itself: for a parent that must not fork (a gRPC server)."""
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent was gone before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @dataclass
 class Shop:
     endpoint: str

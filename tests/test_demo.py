@@ -1,0 +1,195 @@
+"""`clew demo` against a real server: realistic multi-service traces with every fault visible in the
+stored data, and no demo process left behind however it is stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ServerProcess
+
+
+def demo_processes(endpoint_port: int) -> list[int]:
+    """Demo service processes sending to this server (found by the endpoint in their environment)."""
+    marker = f"127.0.0.1:{endpoint_port}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"clew.demo.service" in cmdline and marker in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def wait_until(predicate, timeout: float = 30, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def search(server: ServerProcess, q: str, limit: int = 100) -> list[dict]:
+    response = httpx.get(
+        f"{server.http_url}/api/v1/search", params={"q": q, "limit": limit, "spss": 20}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["traces"]
+
+
+def spans(server: ServerProcess, trace_id: str) -> list[dict]:
+    doc = httpx.get(f"{server.http_url}/api/v1/traces/{trace_id}", timeout=60).json()
+    out = []
+    for rs in doc["resourceSpans"]:
+        resource = {a["key"]: a["value"].get("stringValue") for a in rs["resource"]["attributes"]}
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                out.append({**s, "service": resource["service.name"], "resource": resource})
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("demo") / "data").start()
+    try:
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "clew.cli", "demo",
+                "--endpoint", server.otlp_http_url,
+                "--rps", "20", "--duration", "8", "--seed", "3",
+                # faults frequent enough that a short run shows each of them
+                "--payment-failure", "0.4", "--inventory-error", "0.25", "--canary-share", "0.4",
+                "--dropped-propagation", "0.5", "--slow-payment", "0.2",
+            ],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "clew demo stopped: all services ended" in result.stdout
+        assert not demo_processes(server.otlp_http_port)
+        # the services flushed on exit; give the writer a moment to commit the last batches
+        wait_until(lambda: len(search(server, '{ name = "send confirmation email" }')) > 0, 20)
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_checkout_trace_crosses_five_services_with_correct_parents(demo_server: ServerProcess) -> None:
+    checkouts = search(demo_server, '{ service = "frontend" && name = "POST /checkout" && status != error }')
+    assert checkouts, "no successful checkout stored"
+    trace = max(checkouts, key=lambda t: len(t["serviceStats"]))
+    assert {"frontend", "checkout", "cart", "payment", "inventory"} <= set(trace["serviceStats"])
+    by_id = {s["spanId"]: s for s in spans(demo_server, trace["traceID"])}
+    roots = [s for s in by_id.values() if not s.get("parentSpanId")]
+    assert [r["name"] for r in roots] == ["POST /checkout"] and roots[0]["service"] == "frontend"
+    for s in by_id.values():
+        if s.get("parentSpanId"):
+            assert s["parentSpanId"] in by_id, f"{s['service']} {s['name']} lost its parent"
+    # across process boundaries, every server span's parent is a client span of the calling service
+    calls = {
+        (by_id[s["parentSpanId"]]["service"], s["service"])
+        for s in by_id.values()
+        if s.get("kind") == 2 and s.get("parentSpanId")
+    }
+    assert {
+        ("frontend", "checkout"),
+        ("checkout", "cart"),
+        ("checkout", "payment"),
+        ("checkout", "inventory"),
+    } <= calls
+    for s in by_id.values():
+        if s.get("kind") == 2 and s.get("parentSpanId"):
+            assert by_id[s["parentSpanId"]]["kind"] == 3
+    # enrichment travels with baggage
+    assert any(
+        a["key"] == "user.id"
+        for s in by_id.values()
+        if s["service"] == "payment"
+        for a in s.get("attributes", [])
+    )
+
+
+def test_retries_errors_canary_cache_and_async_steps_are_stored(demo_server: ServerProcess) -> None:
+    retried = search(demo_server, "{ span.http.request.resend_count >= 1 }")
+    assert retried
+    payment_calls = [
+        s for s in spans(demo_server, retried[0]["traceID"]) if s["service"] == "payment" and s["kind"] == 2
+    ]
+    assert len(payment_calls) >= 2  # the first attempt and the retry, both under checkout
+    assert search(demo_server, '{ service = "inventory" && status = error }')
+    assert search(demo_server, '{ service = "payment" && span.payment.provider.slow = true }')
+    canary = search(demo_server, '{ service = "checkout" && resource.service.version = "1.5.0" }')
+    stable = search(demo_server, '{ service = "checkout" && resource.service.version = "1.4.2" }')
+    assert canary and stable
+    assert search(demo_server, '{ span.cache.hit = false } > { .db.system = "sqlite" }')
+    (email,) = search(demo_server, '{ name = "send confirmation email" }', limit=1)
+    (consumer,) = [s for s in spans(demo_server, email["traceID"]) if s["name"] == "send confirmation email"]
+    assert not consumer.get("parentSpanId")
+    (link,) = consumer["links"]
+    producer = {s["spanId"]: s for s in spans(demo_server, link["traceId"])}[link["spanId"]]
+    assert producer["service"] == "notifications" and producer["name"] == "POST /notify"
+
+
+def test_the_dropped_propagation_breaks_a_trace_in_two(demo_server: ServerProcess) -> None:
+    # the caller's side: a client span in the checkout trace with no server child
+    (caller_trace,) = search(demo_server, '{ span.demo.propagation = "dropped" }', limit=1)
+    caller_spans = spans(demo_server, caller_trace["traceID"])
+    (client,) = [s for s in caller_spans if s["name"] == "POST /audit"]
+    assert not any(s.get("parentSpanId") == client["spanId"] for s in caller_spans)
+    # the callee's side: a server span that starts a trace of its own
+    audits = search(demo_server, '{ service = "inventory" && name = "POST /audit" }')
+    assert audits
+    for t in audits:
+        assert t["rootServiceName"] == "inventory" and set(t["serviceStats"]) == {"inventory"}
+
+
+def _start_demo(endpoint: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clew.cli", "demo", "--endpoint", endpoint, "--rps", "5"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("clew demo running"), line
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_stopping_the_demo_stops_every_service(server: ServerProcess, sig: int) -> None:
+    proc = _start_demo(server.otlp_http_url)
+    try:
+        assert len(demo_processes(server.otlp_http_port)) == 9
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=60)
+        assert wait_until(lambda: not demo_processes(server.otlp_http_port), 30), (
+            "demo services outlived the runner"
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_serve_demo_runs_the_shop_with_the_server(data_dir: Path, sig: int) -> None:
+    server = ServerProcess(data_dir, extra_args=["--demo"]).start()
+    try:
+        assert wait_until(
+            lambda: "checkout" in httpx.get(f"{server.http_url}/api/services").json()["data"], 60
+        )
+        assert len(demo_processes(server.otlp_http_port)) == 9
+    finally:
+        server.stop(sig)
+    assert wait_until(lambda: not demo_processes(server.otlp_http_port), 30)
