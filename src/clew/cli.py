@@ -102,7 +102,11 @@ def _store(data_dir: Path) -> Store:
     from clew.store import open_embedded
 
     try:
-        return open_embedded(data_dir)
+        redaction = Settings.load().redaction  # `clew import` redacts as the server would
+    except ConfigError as exc:
+        _fail(str(exc))
+    try:
+        return open_embedded(data_dir, redaction)
     except StoreError as exc:
         _fail(str(exc))
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from clew.pipeline.redact import RedactionConfig, RedactionError
 
 DEFAULT_CONFIG_FILE = "clew.toml"
 
@@ -26,6 +28,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_queue_spans: int = 200_000
     max_batch_spans: int = 100_000
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)  # clew.toml [redaction] only
 
     @classmethod
     def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
@@ -36,17 +39,22 @@ class Settings:
                 doc = tomllib.loads(Path(path).read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-            settings = settings._with(doc.get("serve", doc), f"config file {path}")
+            section = doc.get("serve", {k: v for k, v in doc.items() if k != "redaction"})
+            settings = settings._with(section, f"config file {path}")
+            try:
+                settings = replace(settings, redaction=RedactionConfig.from_toml(doc.get("redaction", {})))
+            except RedactionError as exc:
+                raise ConfigError(f"config file {path}: {exc}") from exc
         env = {
             f.name: os.environ[f"CLEW_{f.name.upper()}"]
             for f in fields(cls)
-            if f"CLEW_{f.name.upper()}" in os.environ
+            if f"CLEW_{f.name.upper()}" in os.environ and f.name != "redaction"
         }
         settings = settings._with(env, "environment")
         return settings._with({k: v for k, v in flags.items() if v is not None}, "flags")
 
     def _with(self, values: dict[str, Any], source: str) -> Settings:
-        known = {f.name: f for f in fields(self)}
+        known = {f.name: f for f in fields(self) if f.name != "redaction"}
         changes: dict[str, Any] = {}
         for key, value in values.items():
             name = key.replace("-", "_")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from clew.model import COLUMNS, DEFAULT_TENANT, SPAN_SCHEMA, OtlpBatch, SpanBatch
+from clew.pipeline.redact import RedactionConfig, hash_key, transforms
 from clew.store.base import Connection, SearchRequest, SearchResult, TraceQuery
 from clew.store.dependencies import DependencyGraph
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
@@ -39,9 +40,16 @@ SELECT_COLUMNS = ", ".join(name for name, _, _ in COLUMNS)
 class ClickHouseStore:
     """Spans in one MergeTree table; every insert is one part, so a committed batch is all or nothing."""
 
-    def __init__(self, conn: Connection, database: str = "clew") -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        database: str = "clew",
+        redaction: RedactionConfig | None = None,
+        hash_key: tuple[int, int] = (0, 0),
+    ) -> None:
         self.conn = conn
         self.db = database
+        self._key_params = {"rk0": hash_key[0], "rk1": hash_key[1]}
         conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         columns = ",\n".join(f"    {name} {ch_type}" for name, ch_type, _ in COLUMNS)
         conn.command(SPANS_DDL.format(db=database, columns=columns, projection=TRACE_PROJECTION))
@@ -50,7 +58,7 @@ class ClickHouseStore:
         )
         schema = conn.format_schema("clew_otlp.proto", WIRE_PROTO)
         self._insert_settings = {**INSERT_SETTINGS, "format_schema": f"{schema}:{WIRE_MESSAGE}"}
-        self._insert_sql = insert_select(f"{database}.spans")
+        self._insert_sql = insert_select(f"{database}.spans", transforms(redaction or RedactionConfig()))
         self._graph = DependencyGraph(conn, database)
 
     def write(self, batch: OtlpBatch) -> None:
@@ -62,7 +70,7 @@ class ClickHouseStore:
                 STRUCTURE,
                 length_delimited(list(batch.payloads)),
                 self._insert_settings,
-                {"tenant": batch.tenant},
+                {"tenant": batch.tenant, **self._key_params},
             )
 
     def get_trace(self, trace_id: bytes, tenant: str = DEFAULT_TENANT) -> SpanBatch:
@@ -242,7 +250,8 @@ def _conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SPAN_SCHEMA)
 
 
-def open_embedded(data_dir: str | Path) -> ClickHouseStore:
+def open_embedded(data_dir: str | Path, redaction: RedactionConfig | None = None) -> ClickHouseStore:
     from clew.store.chdb_connection import ChdbConnection
 
-    return ClickHouseStore(ChdbConnection(data_dir))
+    connection = ChdbConnection(data_dir)
+    return ClickHouseStore(connection, redaction=redaction, hash_key=hash_key(Path(data_dir)))

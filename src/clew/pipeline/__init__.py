@@ -1,0 +1,1 @@
+"""Processors between the receivers and the store; each compiles to SQL the insert applies."""
