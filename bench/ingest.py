@@ -26,9 +26,14 @@ from workload import requests  # noqa: E402
 LISTENING = re.compile(r"clew listening .*otlp-http=(\d+)")
 
 
-def start_server(data_dir: str) -> tuple[subprocess.Popen[str], int]:
+def start_server(data_dir: str, pipeline: bool = True) -> tuple[subprocess.Popen[str], int]:
     cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", data_dir]
     cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0"]
+    if not pipeline:
+        config = os.path.join(os.path.dirname(data_dir), "no-pipeline.toml")
+        with open(config, "w") as f:
+            f.write("[redaction]\nenabled = false\n")
+        cmd += ["--config", config]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
@@ -74,13 +79,14 @@ def send_all(url: str, payloads: list[bytes], connections: int) -> tuple[float, 
     return time.perf_counter() - started, retries
 
 
-def ceiling(payloads: list[bytes], data_dir: str, group: int) -> float:
+def ceiling(payloads: list[bytes], data_dir: str, group: int, pipeline: bool = True) -> float:
     """Decode + append in-process, grouping requests per insert as the server's writer does."""
     from clew.model import OtlpBatch
+    from clew.pipeline.redact import RedactionConfig
     from clew.receivers.otlp import decode_protobuf
     from clew.store import open_embedded
 
-    store = open_embedded(data_dir)
+    store = open_embedded(data_dir, RedactionConfig(enabled=pipeline))
     started = time.perf_counter()
     for i in range(0, len(payloads), group):
         store.write(OtlpBatch.concat([decode_protobuf(p).batch for p in payloads[i : i + group]]))
@@ -96,39 +102,51 @@ def main() -> None:
     parser.add_argument("--connections", default="4,8,16", help="comma-separated K values, one run each")
     parser.add_argument("--group", type=int, default=16, help="requests per insert for the ceiling")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--pipeline", choices=["on", "off", "both"], default="on",
+        help="processors (redaction) on, off, or both in one run to print what they cost",
+    )  # fmt: skip
     args = parser.parse_args()
 
     payloads = list(requests(args.seed, args.spans, args.spans_per_request, time.time_ns()))
     total = args.spans
     print(f"workload: {total} spans in {len(payloads)} requests (seed {args.seed})")
     missing = False
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.pipeline]
+    rates: dict[tuple[bool, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ceil_elapsed = ceiling(payloads, os.path.join(tmp, "ceiling"), group=args.group)
-        ceil_rate = total / ceil_elapsed
-        print(
-            f"ceiling (parse + validate + engine insert in-process, {args.group} requests an insert, no HTTP): "
-            f"{ceil_rate:,.0f} spans/s"
-        )
-        for k in [int(x) for x in args.connections.split(",")]:
-            data_dir = os.path.join(tmp, f"served-{k}")
-            proc, port = start_server(data_dir)
-            try:
-                elapsed, retries = send_all(f"http://127.0.0.1:{port}/v1/traces", payloads, k)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=120)
-            from clew.store import open_embedded
-
-            store = open_embedded(data_dir)
-            stored = store.span_count()
-            store.close()
-            rate = total / elapsed
-            check = "all stored" if stored == total else f"MISSING {total - stored}"
+        for pipeline in modes:
+            label = "pipeline on" if pipeline else "pipeline off"
+            ceil_elapsed = ceiling(payloads, os.path.join(tmp, f"ceiling-{pipeline}"), args.group, pipeline)
+            ceil_rate = total / ceil_elapsed
             print(
-                f"K={k:<3} end to end: {rate:,.0f} spans/s accepted and committed "
-                f"({elapsed:.2f}s, {retries} 503 retries, {check}); ratio to ceiling {rate / ceil_rate:.2f}"
+                f"[{label}] ceiling (parse + validate + engine insert in-process, {args.group} requests an "
+                f"insert, no HTTP): {ceil_rate:,.0f} spans/s"
             )
-            missing = missing or stored != total
+            for k in [int(x) for x in args.connections.split(",")]:
+                data_dir = os.path.join(tmp, f"served-{pipeline}-{k}")
+                proc, port = start_server(data_dir, pipeline)
+                try:
+                    elapsed, retries = send_all(f"http://127.0.0.1:{port}/v1/traces", payloads, k)
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(timeout=120)
+                from clew.store import open_embedded
+
+                store = open_embedded(data_dir)
+                stored = store.span_count()
+                store.close()
+                rate = total / elapsed
+                rates[(pipeline, k)] = rate
+                check = "all stored" if stored == total else f"MISSING {total - stored}"
+                print(
+                    f"[{label}] K={k:<3} end to end: {rate:,.0f} spans/s accepted and committed "
+                    f"({elapsed:.2f}s, {retries} 503 retries, {check}); ratio to ceiling {rate / ceil_rate:.2f}"
+                )
+                missing = missing or stored != total
+    if args.pipeline == "both":
+        for k in [int(x) for x in args.connections.split(",")]:
+            print(f"K={k:<3} pipeline on / off: {rates[(True, k)] / rates[(False, k)]:.2f}")
     if missing:
         raise SystemExit(1)
 
