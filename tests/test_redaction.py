@@ -145,7 +145,7 @@ def test_secrets_never_reach_the_disk_or_the_apis(data_dir: Path) -> None:
     assert email.startswith("[email:") and len(email) == len("[email:]") + 16
     assert span["status"]["message"] == f"failed for {email}"  # keyed hash: equal values stay joinable
     assert span["events"][0]["name"] == f"mail sent to {email}"
-    assert span["name"] == "GET /reset?password=[REDACTED]"
+    assert span["name"] == "GET /reset"  # the name template cut the query string; redaction would mask it
 
 
 def test_rules_come_from_clew_toml(tmp_path: Path) -> None:

@@ -102,11 +102,11 @@ def _store(data_dir: Path) -> Store:
     from clew.store import open_embedded
 
     try:
-        redaction = Settings.load().redaction  # `clew import` redacts as the server would
+        settings = Settings.load()  # `clew import` processes spans as the server would
     except ConfigError as exc:
         _fail(str(exc))
     try:
-        return open_embedded(data_dir, redaction)
+        return open_embedded(data_dir, settings.redaction, settings.enrich)
     except StoreError as exc:
         _fail(str(exc))
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from clew.pipeline.enrich import EnrichConfig, EnrichError
 from clew.pipeline.redact import RedactionConfig, RedactionError
 
 DEFAULT_CONFIG_FILE = "clew.toml"
+TABLES = ("redaction", "enrich")  # settings that are whole tables of clew.toml, not single values
 
 
 class ConfigError(ValueError):
@@ -29,6 +31,7 @@ class Settings:
     max_queue_spans: int = 200_000
     max_batch_spans: int = 100_000
     redaction: RedactionConfig = field(default_factory=RedactionConfig)  # clew.toml [redaction] only
+    enrich: EnrichConfig = field(default_factory=EnrichConfig)  # clew.toml [enrich] only
 
     @classmethod
     def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
@@ -39,22 +42,26 @@ class Settings:
                 doc = tomllib.loads(Path(path).read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-            section = doc.get("serve", {k: v for k, v in doc.items() if k != "redaction"})
+            section = doc.get("serve", {k: v for k, v in doc.items() if k not in TABLES})
             settings = settings._with(section, f"config file {path}")
             try:
-                settings = replace(settings, redaction=RedactionConfig.from_toml(doc.get("redaction", {})))
-            except RedactionError as exc:
+                settings = replace(
+                    settings,
+                    redaction=RedactionConfig.from_toml(doc.get("redaction", {})),
+                    enrich=EnrichConfig.from_toml(doc.get("enrich", {})),
+                )
+            except (RedactionError, EnrichError) as exc:
                 raise ConfigError(f"config file {path}: {exc}") from exc
         env = {
             f.name: os.environ[f"CLEW_{f.name.upper()}"]
             for f in fields(cls)
-            if f"CLEW_{f.name.upper()}" in os.environ and f.name != "redaction"
+            if f"CLEW_{f.name.upper()}" in os.environ and f.name not in TABLES
         }
         settings = settings._with(env, "environment")
         return settings._with({k: v for k, v in flags.items() if v is not None}, "flags")
 
     def _with(self, values: dict[str, Any], source: str) -> Settings:
-        known = {f.name: f for f in fields(self) if f.name != "redaction"}
+        known = {f.name: f for f in fields(self) if f.name not in TABLES}
         changes: dict[str, Any] = {}
         for key, value in values.items():
             name = key.replace("-", "_")

@@ -76,7 +76,7 @@ class Ports:
 
 async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, commit everything accepted, close the store."""
-    store = open_embedded(settings.data_dir, settings.redaction)
+    store = open_embedded(settings.data_dir, settings.redaction, settings.enrich)
     writer = Writer(store, settings.max_queue_spans, settings.max_batch_spans)
     writer.start()
     try:

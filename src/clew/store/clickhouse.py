@@ -8,7 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from clew.model import COLUMNS, DEFAULT_TENANT, SPAN_SCHEMA, OtlpBatch, SpanBatch
-from clew.pipeline.redact import RedactionConfig, hash_key, transforms
+from clew.pipeline.enrich import EnrichConfig, compose
+from clew.pipeline.enrich import transforms as enrich_transforms
+from clew.pipeline.redact import RedactionConfig, hash_key
+from clew.pipeline.redact import transforms as redact_transforms
 from clew.store.base import Connection, SearchRequest, SearchResult, TraceQuery
 from clew.store.dependencies import DependencyGraph
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
@@ -46,6 +49,7 @@ class ClickHouseStore:
         database: str = "clew",
         redaction: RedactionConfig | None = None,
         hash_key: tuple[int, int] = (0, 0),
+        enrich: EnrichConfig | None = None,
     ) -> None:
         self.conn = conn
         self.db = database
@@ -58,7 +62,11 @@ class ClickHouseStore:
         )
         schema = conn.format_schema("clew_otlp.proto", WIRE_PROTO)
         self._insert_settings = {**INSERT_SETTINGS, "format_schema": f"{schema}:{WIRE_MESSAGE}"}
-        self._insert_sql = insert_select(f"{database}.spans", transforms(redaction or RedactionConfig()))
+        # the pipeline's processors, in order: enrichment and name templates, then redaction
+        pipeline = compose(
+            enrich_transforms(enrich or EnrichConfig()), redact_transforms(redaction or RedactionConfig())
+        )
+        self._insert_sql = insert_select(f"{database}.spans", pipeline)
         self._graph = DependencyGraph(conn, database)
 
     def write(self, batch: OtlpBatch) -> None:
@@ -250,8 +258,10 @@ def _conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SPAN_SCHEMA)
 
 
-def open_embedded(data_dir: str | Path, redaction: RedactionConfig | None = None) -> ClickHouseStore:
+def open_embedded(
+    data_dir: str | Path, redaction: RedactionConfig | None = None, enrich: EnrichConfig | None = None
+) -> ClickHouseStore:
     from clew.store.chdb_connection import ChdbConnection
 
     connection = ChdbConnection(data_dir)
-    return ClickHouseStore(connection, redaction=redaction, hash_key=hash_key(Path(data_dir)))
+    return ClickHouseStore(connection, redaction=redaction, hash_key=hash_key(Path(data_dir)), enrich=enrich)
