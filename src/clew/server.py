@@ -74,6 +74,17 @@ class Ports:
         )
 
 
+def writer_counters(writer: Writer) -> dict[str, tuple[str, float]]:
+    """clew's own figures on /metrics: (metric type, value)."""
+    return {
+        "clew_ingest_committed_spans": ("counter", writer.committed_spans),
+        "clew_ingest_failed_spans": ("counter", writer.failed_spans),
+        "clew_ingest_refused_spans": ("counter", writer.refused_spans),
+        "clew_ingest_inserts": ("counter", writer.inserts),
+        "clew_ingest_queued_spans": ("gauge", writer.pending_spans),
+    }
+
+
 async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, commit everything accepted, close the store."""
     store = open_embedded(settings.data_dir, settings.redaction, settings.enrich)
@@ -96,7 +107,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
             {
                 ports.otlp_http: otlp_http_app(writer.write, settings.max_body_bytes),
                 ports.zipkin: zipkin_app(writer.write, settings.max_body_bytes),
-                ports.http: http_app(store),
+                ports.http: http_app(store, lambda: writer_counters(writer)),
             }
         )
         config = uvicorn.Config(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 
 from clew.model import DEFAULT_TENANT, OtlpBatch, SpanBatch
 from clew.query.language import Query
+
+if TYPE_CHECKING:
+    from clew.store.red import RedMetrics
 
 
 class StoreError(RuntimeError):
@@ -101,6 +104,8 @@ class Connection(Protocol):
 
 
 class Store(Protocol):
+    red: RedMetrics  # span-derived RED metrics (store/red.py)
+
     def write(self, batch: OtlpBatch) -> None:
         """Commit the batch durably; returns only once it is on disk."""
         ...

@@ -59,6 +59,11 @@ class Writer:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="clew-writer", daemon=True)
         self._closed = False
+        # counters for /metrics: spans committed and failed, inserts made, spans refused when full
+        self.committed_spans = 0
+        self.failed_spans = 0
+        self.inserts = 0
+        self.refused_spans = 0
 
     @property
     def pending_spans(self) -> int:
@@ -77,6 +82,7 @@ class Writer:
                 raise Backpressure()
             # An oversized batch is still let in when nothing waits, or it could never be written.
             if self._pending and self._pending + n > self.max_queue_spans:
+                self.refused_spans += n
                 raise Backpressure()
             self._pending += n
         loop = asyncio.get_running_loop()
@@ -115,8 +121,11 @@ class Writer:
                 rows += len(nxt[0])
             errors = self._commit(items)
             self._last_commit = time.monotonic()
+            failed = sum(len(item[0]) for item, error in zip(items, errors, strict=True) if error is not None)
             with self._lock:
                 self._pending -= rows
+                self.committed_spans += rows - failed
+                self.failed_spans += failed
             for (_, loop, fut), error in zip(items, errors, strict=True):
                 try:
                     loop.call_soon_threadsafe(_settle, fut, error)
@@ -132,6 +141,7 @@ class Writer:
             by_tenant.setdefault(item[0].tenant, []).append(i)
         for indexes in by_tenant.values():
             try:
+                self.inserts += 1
                 self.store.write(OtlpBatch.concat([items[i][0] for i in indexes]))
                 continue
             except Exception as exc:
@@ -141,6 +151,7 @@ class Writer:
                     continue
             for i in indexes:
                 try:
+                    self.inserts += 1
                     self.store.write(items[i][0])
                 except Exception as exc:
                     log.error("commit of %d spans failed: %s", len(items[i][0]), exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clew.query.api import native_routes
 from clew.query.jaeger_api import jaeger_routes
+from clew.query.metrics_api import metrics_routes
 from clew.store.base import Store
 
 STATIC = Path(__file__).parent / "static"
@@ -48,7 +50,7 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def http_app(store: Store) -> Starlette:
+def http_app(store: Store, counters: Callable[[], dict[str, tuple[str, float]]] | None = None) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -59,6 +61,7 @@ def http_app(store: Store) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             *native_routes(store),
+            *metrics_routes(store, counters),
             *jaeger_routes(store),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             *(Route(path, ui) for path in UI_PATHS),
