@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tests.conftest import canonical_spans
+from tests.conftest import ServerProcess, canonical_spans
 
 OTLP_KIND = {SpanKind.SERVER: 2, SpanKind.CLIENT: 3, SpanKind.INTERNAL: 1, SpanKind.PRODUCER: 4}
 
@@ -75,7 +75,18 @@ def _post(server, body, headers=None) -> httpx.Response:
     )
 
 
-def test_zipkin_mapping_of_endpoints_shared_spans_and_64bit_ids(server):
+@pytest.fixture
+def server_keeping_ips(tmp_path):
+    """Endpoint addresses are what this test checks; the default redaction masks IP addresses."""
+    config = tmp_path / "clew.toml"
+    config.write_text('[redaction.detectors]\nip = "off"\n')
+    proc = ServerProcess(tmp_path / "data", extra_args=["--config", str(config)]).start()
+    yield proc
+    proc.stop()
+
+
+def test_zipkin_mapping_of_endpoints_shared_spans_and_64bit_ids(server_keeping_ips):
+    server = server_keeping_ips
     client = {
         "traceId": "5af7183fb1d4cf5f",
         "id": "352bff9a74ca9ad2",
