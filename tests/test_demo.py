@@ -155,6 +155,18 @@ def test_the_dropped_propagation_breaks_a_trace_in_two(demo_server: ServerProces
         assert t["rootServiceName"] == "inventory" and set(t["serviceStats"]) == {"inventory"}
 
 
+def test_completeness_finds_and_names_the_dropped_propagation(demo_server: ServerProcess) -> None:
+    report = httpx.get(f"{demo_server.http_url}/api/v1/completeness", timeout=60).json()
+    gaps = {(g["caller"], g["callee"]): g for g in report["propagationGaps"]}
+    assert ("checkout", "inventory") in gaps
+    assert gaps[("checkout", "inventory")]["count"] >= 1
+    example = gaps[("checkout", "inventory")]["examples"][0]
+    callee = spans(demo_server, example["calleeTrace"])
+    assert [s["name"] for s in callee] == ["POST /audit"]
+    inventory = next(s for s in report["services"] if s["service"] == "inventory")
+    assert 0 < inventory["brokenShare"] < 1
+
+
 def _start_demo(endpoint: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "clew.cli", "demo", "--endpoint", endpoint, "--rps", "5"],

@@ -155,6 +155,19 @@ def native_routes(store: Store) -> list[Route]:
             }
         )
 
+    async def completeness(request: Request) -> JSONResponse:
+        try:
+            end = _number(request, "end", time.time())
+            start = _number(request, "start", end - DEFAULT_SEARCH_WINDOW_S)
+        except BadParameter as exc:
+            return _error(400, str(exc))
+        if start > end:
+            return _error(400, "start must not be after end")
+        report = await asyncio.to_thread(
+            store.completeness.report, int(start * 10**9), int(end * 10**9), _tenant(request)
+        )
+        return JSONResponse(report)
+
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
 
@@ -162,6 +175,7 @@ def native_routes(store: Store) -> list[Route]:
         Route("/api/v1/traces/{trace_id}", get_trace),
         Route("/api/v1/search", search),
         Route("/api/v1/services/stats", service_stats),
+        Route("/api/v1/completeness", completeness),
         Route("/api/v1/openapi.json", openapi),
     ]
 
@@ -333,6 +347,24 @@ OPENAPI: dict[str, Any] = {
                                 }
                             }
                         },
+                    },
+                    "400": _ERROR,
+                },
+            }
+        },
+        "/api/v1/completeness": {
+            "get": {
+                "summary": "Incomplete traces: orphan spans, several roots, propagation gaps, clock skew",
+                "parameters": [
+                    _param("start", "query", "Unix seconds (default end - 1h)", {"type": "number"}),
+                    _param("end", "query", "Unix seconds (default now)", {"type": "number"}),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "per service the share of broken traces, and each kind of break "
+                        "with example trace ids",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     "400": _ERROR,
                 },

@@ -12,6 +12,7 @@ from clew.model import DEFAULT_TENANT, OtlpBatch, SpanBatch
 from clew.query.language import Query
 
 if TYPE_CHECKING:
+    from clew.store.completeness import Completeness
     from clew.store.red import RedMetrics
 
 
@@ -105,6 +106,7 @@ class Connection(Protocol):
 
 class Store(Protocol):
     red: RedMetrics  # span-derived RED metrics (store/red.py)
+    completeness: Completeness  # incomplete-trace detection (store/completeness.py)
 
     def write(self, batch: OtlpBatch) -> None:
         """Commit the batch durably; returns only once it is on disk."""

@@ -13,6 +13,7 @@ from clew.pipeline.enrich import transforms as enrich_transforms
 from clew.pipeline.redact import RedactionConfig, hash_key
 from clew.pipeline.redact import transforms as redact_transforms
 from clew.store.base import Connection, SearchRequest, SearchResult, TraceQuery
+from clew.store.completeness import Completeness
 from clew.store.dependencies import DependencyGraph
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
 from clew.store.red import RedMetrics
@@ -70,6 +71,7 @@ class ClickHouseStore:
         self._insert_sql = insert_select(f"{database}.spans", pipeline)
         self._graph = DependencyGraph(conn, database)
         self.red = RedMetrics(conn, database)
+        self.completeness = Completeness(conn, database)
 
     def write(self, batch: OtlpBatch) -> None:
         """One insert, so one part: the engine parses the requests and flattens them to rows."""

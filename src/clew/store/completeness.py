@@ -1,0 +1,160 @@
+"""Incomplete traces: what broke the thread between services, found in the stored spans.
+
+- orphan spans: a parent id that no stored span of the trace has (within an hour of the window);
+- traces with more than one root;
+- propagation gaps: a root server span that starts and ends inside a client span of another
+  service that has no child, which is what a call looks like when the trace context did not travel;
+- clock skew: a child starting before its parent or ending after it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from typing import Any
+
+from clew.model import DEFAULT_TENANT
+from clew.store.base import Connection
+
+HOUR = 3600 * 10**9
+EXAMPLES = 5
+SKEW_TOLERANCE = 10**6  # 1 ms: rounding in SDKs, not a broken clock
+MAX_CANDIDATES = 50_000
+
+
+class Completeness:
+    def __init__(self, conn: Connection, db: str) -> None:
+        self.conn, self.db = conn, db
+
+    def _window(self, alias: str = "") -> str:
+        p = f"{alias}." if alias else ""
+        return (
+            f"{p}tenant = {{tenant:String}} AND {p}start_time >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC') "
+            f"AND {p}start_time <= fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')"
+        )
+
+    def _around(self) -> str:
+        """The window widened by an hour each way: where parents and children may be."""
+        return (
+            "tenant = {tenant:String} AND start_time >= fromUnixTimestamp64Nano({start:Int64} - 3600000000000, 'UTC') "
+            "AND start_time <= fromUnixTimestamp64Nano({end:Int64} + 3600000000000, 'UTC')"
+        )
+
+    def report(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        params: dict[str, object] = {"tenant": tenant, "start": start, "end": end, "n": EXAMPLES}
+        q = self.conn.query
+        traces = q(
+            f"SELECT toString(service_name) AS s, uniqExact(trace_id) AS t FROM {self.db}.spans "
+            f"WHERE {self._window()} GROUP BY s ORDER BY s",
+            params,
+        ).to_pylist()
+        orphans = q(
+            "SELECT toString(c.service_name) AS service, count() AS spans, uniqExact(c.trace_id) AS traces, "
+            "groupUniqArray({n:UInt32})(lower(hex(c.trace_id))) AS examples FROM "
+            f"(SELECT trace_id, service_name, cityHash64(trace_id, parent_span_id) AS k FROM {self.db}.spans "
+            f"WHERE {self._window()} AND parent_span_id != '') AS c "
+            f"LEFT ANTI JOIN (SELECT cityHash64(trace_id, span_id) AS k FROM {self.db}.spans WHERE {self._around()}) AS p "
+            "ON c.k = p.k GROUP BY service ORDER BY service",
+            params,
+        ).to_pylist()
+        multi = q(
+            "SELECT count() AS traces, groupArray({n:UInt32})(t) AS examples FROM ("
+            f"SELECT lower(hex(trace_id)) AS t FROM {self.db}.spans WHERE {self._window()} "
+            "GROUP BY trace_id HAVING countIf(parent_span_id = '') > 1)",
+            params,
+        ).to_pylist()[0]
+        skew = q(
+            "SELECT toString(p.service_name) AS parent, toString(c.service_name) AS child, count() AS spans, "
+            "groupUniqArray({n:UInt32})(lower(hex(c.trace_id))) AS examples FROM "
+            "(SELECT cityHash64(trace_id, parent_span_id) AS k, trace_id, service_name, "
+            "toUnixTimestamp64Nano(start_time) AS s, toUnixTimestamp64Nano(start_time) + duration AS e "
+            f"FROM {self.db}.spans WHERE {self._window()} AND parent_span_id != '') AS c "
+            "INNER JOIN (SELECT cityHash64(trace_id, span_id) AS k, service_name, "
+            "toUnixTimestamp64Nano(start_time) AS s, toUnixTimestamp64Nano(start_time) + duration AS e "
+            f"FROM {self.db}.spans WHERE {self._around()}) AS p ON c.k = p.k "
+            "WHERE c.s < p.s - {tol:Int64} OR c.e > p.e + {tol:Int64} GROUP BY parent, child ORDER BY parent, child",
+            {**params, "tol": SKEW_TOLERANCE},
+        ).to_pylist()
+        gaps = self._gaps(params)
+        broken: dict[str, int] = defaultdict(int)
+        for row in orphans:
+            broken[row["service"]] += int(row["traces"])
+        for gap in gaps:
+            broken[gap["callee"]] += gap["count"]
+        return {
+            "start": start / 1e9,
+            "end": end / 1e9,
+            "services": [
+                {
+                    "service": row["s"],
+                    "traces": int(row["t"]),
+                    "brokenTraces": min(broken.get(row["s"], 0), int(row["t"])),
+                    "brokenShare": min(broken.get(row["s"], 0), int(row["t"])) / int(row["t"])
+                    if row["t"]
+                    else 0.0,
+                }
+                for row in traces
+            ],
+            "orphans": [
+                {
+                    "service": r["service"],
+                    "spans": int(r["spans"]),
+                    "traces": int(r["traces"]),
+                    "examples": sorted(r["examples"]),
+                }
+                for r in orphans
+            ],
+            "multipleRoots": {"traces": int(multi["traces"]), "examples": sorted(multi["examples"])},
+            "propagationGaps": gaps,
+            "clockSkew": [
+                {
+                    "parent": r["parent"],
+                    "child": r["child"],
+                    "spans": int(r["spans"]),
+                    "examples": sorted(r["examples"]),
+                }
+                for r in skew
+            ],
+        }
+
+    def _gaps(self, params: dict[str, object]) -> list[dict[str, Any]]:
+        """Root server spans inside a childless client span of another service, paired in time."""
+        clients = self.conn.query(
+            "SELECT toString(c.service_name) AS service, lower(hex(c.trace_id)) AS trace, "
+            "toUnixTimestamp64Nano(c.start_time) AS s, toUnixTimestamp64Nano(c.start_time) + c.duration AS e "
+            f"FROM (SELECT * FROM {self.db}.spans WHERE {self._window()} AND kind IN (3, 4)) AS c "
+            "LEFT ANTI JOIN (SELECT cityHash64(trace_id, parent_span_id) AS k FROM "
+            f"{self.db}.spans WHERE {self._around()} AND parent_span_id != '') AS ch "
+            "ON cityHash64(c.trace_id, c.span_id) = ch.k ORDER BY s LIMIT {limit:UInt32}",
+            {**params, "limit": MAX_CANDIDATES},
+        ).to_pylist()
+        roots = self.conn.query(
+            "SELECT toString(service_name) AS service, lower(hex(trace_id)) AS trace, "
+            "toUnixTimestamp64Nano(start_time) AS s, toUnixTimestamp64Nano(start_time) + duration AS e "
+            f"FROM {self.db}.spans WHERE {self._window()} AND kind IN (2, 5) AND parent_span_id = '' "
+            "ORDER BY s LIMIT {limit:UInt32}",
+            {**params, "limit": MAX_CANDIDATES},
+        ).to_pylist()
+        starts = [c["s"] for c in clients]
+        pairs: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        longest = max((c["e"] - c["s"] for c in clients), default=0)
+        for root in roots:
+            # clients that started before the root, no longer ago than the longest client span
+            lo = bisect.bisect_left(starts, root["s"] - longest)
+            hi = bisect.bisect_right(starts, root["s"])
+            best = None
+            for c in clients[lo:hi]:
+                if c["service"] != root["service"] and c["e"] >= root["e"] and c["trace"] != root["trace"]:
+                    if best is None or c["e"] - c["s"] < best["e"] - best["s"]:
+                        best = c
+            if best is not None:
+                pairs[(best["service"], root["service"])].append((best["trace"], root["trace"]))
+        return [
+            {
+                "caller": caller,
+                "callee": callee,
+                "count": len(found),
+                "examples": [{"callerTrace": a, "calleeTrace": b} for a, b in found[:EXAMPLES]],
+            }
+            for (caller, callee), found in sorted(pairs.items())
+        ]
