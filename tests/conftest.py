@@ -89,7 +89,11 @@ class ServerProcess:
             rest, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            rest, _ = self.proc.communicate()
+            try:  # bounded: a process it started may still hold the output pipe open
+                rest, _ = self.proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                rest = ""
+                self.proc.wait()
         self.output.append(rest or "")
         return self.proc.returncode
 

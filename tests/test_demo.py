@@ -179,12 +179,13 @@ def _start_demo(endpoint: str) -> subprocess.Popen[str]:
     return proc
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_stopping_the_demo_stops_every_service(server: ServerProcess, sig: int) -> None:
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGKILL], [signal.SIGTERM] * 5])
+def test_stopping_the_demo_stops_every_service(server: ServerProcess, signals: list[int]) -> None:
     proc = _start_demo(server.otlp_http_url)
     try:
         assert len(demo_processes(server.otlp_http_port)) == 9
-        os.kill(proc.pid, sig)
+        for sig in signals:  # repeated signals once deadlocked the runner's handler
+            os.kill(proc.pid, sig)
         proc.wait(timeout=60)
         assert wait_until(lambda: not demo_processes(server.otlp_http_port), 30), (
             "demo services outlived the runner"

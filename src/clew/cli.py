@@ -73,7 +73,9 @@ def serve(config_file: Path | None, demo: bool, **flags: object) -> None:
         cmd = [sys.executable, "-m", "clew.cli", "demo", "--endpoint", endpoint, "--duration", "0"]
         # no preexec_fn here (a fork would run gRPC's fork handlers); the demo sets its own death signal
         env = {**os.environ, "CLEW_DIE_WITH_PARENT": str(os.getpid())}
-        children.append(subprocess.Popen(cmd, env=env))
+        # its own output: holding the server's stdout would keep readers of it waiting after a stop
+        children.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        click.echo(f"clew demo started: spans to {endpoint}", err=True)
 
     try:
         asyncio.run(run(settings, start_demo if demo else None))

@@ -43,10 +43,16 @@ def _die_with_parent() -> None:
 
 
 def die_with(parent: int) -> None:
-    """The same, set by the child itself: for a parent that must not fork (a gRPC server)."""
+    """The same, set by the child itself: for a parent that must not fork (a gRPC server). A watchdog
+    thread backs it up: when the parent is gone, this process gets SIGTERM and stops its services."""
     _die_with_parent()
-    if os.getppid() != parent:  # the parent was gone before the signal was armed
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="clew-demo-watchdog", daemon=True).start()
 
 
 @dataclass
@@ -105,7 +111,9 @@ class LoadGenerator:
     def __init__(self, frontend: str, rps: float, seed: int = 0) -> None:
         self.frontend, self.rps = frontend, rps
         self.rng = random.Random(seed)
-        self.stopped = threading.Event()
+        # a plain flag, not an Event: it is set from a signal handler, where taking a lock can
+        # deadlock against the interrupted thread (seen: SIGTERM twice inside Event.set)
+        self.stopped = False
         self.counts: dict[str, int] = {name: 0 for name, _ in FLOWS}
         self.failures = 0
 
@@ -128,10 +136,11 @@ class LoadGenerator:
         names, weights = zip(*FLOWS, strict=True)
         with httpx.Client(timeout=15) as client, ThreadPoolExecutor(max_workers=16) as pool:
             next_at = time.monotonic()
-            while not self.stopped.is_set() and time.monotonic() < deadline:
+            while not self.stopped and time.monotonic() < deadline:
                 pool.submit(self.flow, client, self.rng.choices(names, weights)[0], self.rng.choice(USERS))
                 next_at += 1 / self.rps
-                self.stopped.wait(max(0.0, next_at - time.monotonic()))
+                while not self.stopped and time.monotonic() < next_at:
+                    time.sleep(min(0.05, max(0.0, next_at - time.monotonic())))
 
 
 def run_demo(
@@ -139,11 +148,12 @@ def run_demo(
 ) -> dict[str, int]:
     shop = Shop(endpoint=endpoint, faults=faults, seed=seed)
     load: LoadGenerator | None = None
+    stopping = False
 
     def stop(signum: int, frame: object) -> None:
         if load is not None:
-            load.stopped.set()
-        else:
+            load.stopped = True
+        elif not stopping:
             raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -161,6 +171,7 @@ def run_demo(
     except KeyboardInterrupt:
         return load.counts if load else {}
     finally:
+        stopping = True
         shop.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
