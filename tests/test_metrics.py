@@ -99,3 +99,39 @@ def test_metrics_api_refuses_bad_parameters(server: ServerProcess) -> None:
     ):
         response = httpx.get(f"{server.http_url}/api/v1/metrics", params=params, timeout=30)
         assert response.status_code == 400 and message in response.json()["error"]
+
+
+def test_jaeger_monitor_api_answers_from_the_same_minutes(server: ServerProcess) -> None:
+    url = f"{server.otlp_http_url}/v1/traces"
+    durations = [10, 20, 30, 40, 50, 60, 70, 80, 90, 3000]
+    assert (
+        httpx.post(url, json=spans("checkout", "POST /pay", durations, 2, 0x300), timeout=30).status_code
+        == 200
+    )
+    assert (
+        httpx.post(url, json=spans("checkout", "GET /cart", [5, 5], 0, 0x400), timeout=30).status_code == 200
+    )
+    params = {"service": "checkout", "endTs": NOW // 10**6 + 600_000, "lookback": 1_200_000, "step": 600_000}
+    calls = httpx.get(f"{server.http_url}/api/metrics/calls", params=params, timeout=30).json()
+    assert calls["name"] == "service_call_rate" and calls["type"] == "GAUGE"
+    (series,) = calls["metrics"]
+    assert series["labels"] == [{"name": "service_name", "value": "checkout"}]
+    assert sum(p["gaugeValue"]["doubleValue"] for p in series["metricPoints"]) * 600 == 12
+    errors = httpx.get(
+        f"{server.http_url}/api/metrics/errors", params={**params, "groupByOperation": "true"}, timeout=30
+    ).json()
+    assert errors["name"] == "service_operation_error_rate"
+    by_operation = {
+        next(label["value"] for label in m["labels"] if label["name"] == "operation"): m["metricPoints"]
+        for m in errors["metrics"]
+    }
+    assert [p["gaugeValue"]["doubleValue"] for p in by_operation["POST /pay"]] == [0.2]
+    assert [p["gaugeValue"]["doubleValue"] for p in by_operation["GET /cart"]] == [0.0]
+    latencies = httpx.get(
+        f"{server.http_url}/api/metrics/latencies", params={**params, "quantile": "0.5"}, timeout=30
+    ).json()
+    (series,) = latencies["metrics"]
+    (point,) = series["metricPoints"]
+    assert 5 <= point["gaugeValue"]["doubleValue"] <= 70  # ms
+    assert httpx.get(f"{server.http_url}/api/metrics/calls", timeout=30).status_code == 400
+    assert httpx.get(f"{server.http_url}/api/metrics/colour", params=params, timeout=30).status_code == 404

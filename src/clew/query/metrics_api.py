@@ -139,4 +139,74 @@ def metrics_routes(
             }
         )
 
-    return [Route("/metrics", prometheus), Route("/api/v1/metrics", timeline)]
+    async def jaeger_monitor(request: Request) -> JSONResponse:
+        """Jaeger's Monitor tab API (`/api/metrics/calls|errors|latencies`), from the same minutes."""
+        which = request.path_params["which"]
+        if which not in ("calls", "errors", "latencies"):
+            return JSONResponse(
+                {"errors": [{"code": 404, "msg": f"no metric {which!r}: calls, errors, latencies"}]}, 404
+            )
+        q = request.query_params
+        services = q.getlist("service")
+        if not services:
+            return JSONResponse(
+                {"errors": [{"code": 400, "msg": "please provide at least one service name"}]}, 400
+            )
+        try:
+            end_ms = int(q.get("endTs") or time.time() * 1000)
+            lookback_ms = int(q.get("lookback") or 3600_000)
+            step_ms = int(q.get("step") or 60_000)
+            quantile = float(q.get("quantile") or 0.95)
+        except ValueError:
+            return JSONResponse(
+                {"errors": [{"code": 400, "msg": "endTs, lookback, step are milliseconds"}]}, 400
+            )
+        step = max(60, (step_ms // 1000) // 60 * 60)  # minutes are the finest grain stored
+        kind_text = (q.get("spanKind") or "server").lower().removeprefix("span_kind_")
+        if kind_text not in KIND_NAMES:
+            return JSONResponse({"errors": [{"code": 400, "msg": f"unknown spanKind {kind_text!r}"}]}, 400)
+        by_operation = (q.get("groupByOperation") or "").lower() == "true"
+        rows = await asyncio.to_thread(
+            store.red.grouped,
+            (end_ms - lookback_ms) * 10**6,
+            end_ms * 10**6,
+            step,
+            services,
+            KIND_NAMES.index(kind_text),
+            by_operation,
+            quantile,
+            request.headers.get("x-scope-orgid") or DEFAULT_TENANT,
+        )
+        prefix = "service_operation" if by_operation else "service"
+        name, help_text = {
+            "calls": (f"{prefix}_call_rate", "calls/sec, grouped by service"),
+            "errors": (
+                f"{prefix}_error_rate",
+                "error rate, computed as a fraction of errors/sec over calls/sec",
+            ),
+            "latencies": (f"{prefix}_latencies", f"{quantile}th quantile latency, grouped by service"),
+        }[which]
+        series: dict[tuple[str, str], list[dict[str, object]]] = {}
+        for r in rows:
+            if which == "calls":
+                value = r["calls"] / step
+            elif which == "errors":
+                value = r["errors"] / r["calls"] if r["calls"] else 0.0
+            else:
+                value = r["latency"] / 1e6
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["time"]))
+            key = (str(r["service"]), str(r["operation"]))
+            series.setdefault(key, []).append({"gaugeValue": {"doubleValue": value}, "timestamp": stamp})
+        metrics = []
+        for (service, operation), points in series.items():
+            labels = [{"name": "service_name", "value": service}]
+            if by_operation:
+                labels.append({"name": "operation", "value": operation})
+            metrics.append({"labels": labels, "metricPoints": points})
+        return JSONResponse({"name": name, "type": "GAUGE", "help": help_text, "metrics": metrics})
+
+    return [
+        Route("/metrics", prometheus),
+        Route("/api/v1/metrics", timeline),
+        Route("/api/metrics/{which:str}", jaeger_monitor),
+    ]

@@ -176,3 +176,56 @@ class RedMetrics:
             Point(int(r["t"]), int(r["calls"]), int(r["errors"]), [float(x) for x in r["q"]])
             for r in table.to_pylist()
         ]
+
+    def grouped(
+        self,
+        start: int,
+        end: int,
+        step: int,
+        services: list[str],
+        kind: int | None,
+        by_operation: bool,
+        quantile: float,
+        tenant: str = DEFAULT_TENANT,
+    ) -> list[dict[str, object]]:
+        """Per service (and operation) and step: calls, errors and one latency quantile (ns)."""
+        where = [
+            "tenant = {tenant:String}",
+            "minute >= toDateTime({start:Int64}, 'UTC')",
+            "minute <= toDateTime({end:Int64}, 'UTC')",
+            "has({services:Array(String)}, toString(service))",
+        ]
+        params: dict[str, object] = {
+            "tenant": tenant,
+            "start": start // 10**9,
+            "end": end // 10**9,
+            "step": step,
+            "services": "["
+            + ",".join("'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'" for s in services)
+            + "]",
+        }
+        if kind is not None:
+            where.append("kind = {kind:UInt8}")
+            params["kind"] = kind
+        operation = "toString(operation)" if by_operation else "''"
+        table = self.conn.query(
+            f"SELECT toString(service) AS service, {operation} AS operation, "
+            "intDiv(toUnixTimestamp(minute), {step:UInt32}) * {step:UInt32} AS t, "
+            f"sum(calls) AS calls, sum(errors) AS errors, "
+            f"quantilesTDigestMerge({_Q})(digest) AS q "
+            f"FROM {self.db}.red_minutes WHERE {' AND '.join(where)} "
+            "GROUP BY service, operation, t ORDER BY service, operation, t",
+            params,
+        )
+        index = min(range(len(QUANTILES)), key=lambda i: abs(QUANTILES[i] - quantile))
+        return [
+            {
+                "service": r["service"],
+                "operation": r["operation"],
+                "time": int(r["t"]),
+                "calls": int(r["calls"]),
+                "errors": int(r["errors"]),
+                "latency": float(r["q"][index]),
+            }
+            for r in table.to_pylist()
+        ]
