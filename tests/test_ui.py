@@ -228,6 +228,15 @@ def test_service_map_nodes_edges_and_click(page: Page, ui_server: ServerProcess)
         for e in page.evaluate("window.clewServiceMap.edges().map(e => e.data())")
     }
     assert edges[("n:frontend", "n:checkout")] == "2"
+    assert ("n:checkout", "n:postgres") in edges  # the database the shop calls, never traced itself
+    virtual = dict(
+        page.evaluate("window.clewServiceMap.nodes().map(n => [n.data('service'), n.data('virtual')])")
+    )
+    assert virtual["postgres"] is True and virtual["checkout"] is False
+    failing = page.evaluate(
+        "window.clewServiceMap.edges().filter(e => e.data('errors') > 0).map(e => e.data('source'))"
+    )
+    assert failing == ["n:frontend"]  # frontend -> checkout carried the failed payment
     assert edges[("n:big-0", "n:big-1")] == "4"
     assert not any("worker" in s or "worker" in t for s, t in edges)  # calls inside one service are not edges
     sizes = dict(page.evaluate("window.clewServiceMap.nodes().map(n => [n.data('service'), n.data('size')])"))

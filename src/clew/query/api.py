@@ -168,6 +168,19 @@ def native_routes(store: Store) -> list[Route]:
         )
         return JSONResponse(report)
 
+    async def servicegraph(request: Request) -> JSONResponse:
+        try:
+            end = _number(request, "end", time.time())
+            start = _number(request, "start", end - DEFAULT_SEARCH_WINDOW_S)
+        except BadParameter as exc:
+            return _error(400, str(exc))
+        if start > end:
+            return _error(400, "start must not be after end")
+        graph = await asyncio.to_thread(
+            store.servicegraph.graph, int(start * 10**9), int(end * 10**9), _tenant(request)
+        )
+        return JSONResponse(graph)
+
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
 
@@ -176,6 +189,7 @@ def native_routes(store: Store) -> list[Route]:
         Route("/api/v1/search", search),
         Route("/api/v1/services/stats", service_stats),
         Route("/api/v1/completeness", completeness),
+        Route("/api/v1/servicegraph", servicegraph),
         Route("/api/v1/openapi.json", openapi),
     ]
 
@@ -364,6 +378,24 @@ OPENAPI: dict[str, Any] = {
                     "200": {
                         "description": "per service the share of broken traces, and each kind of break "
                         "with example trace ids",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
+                },
+            }
+        },
+        "/api/v1/servicegraph": {
+            "get": {
+                "summary": "Services and the calls between them, with errors and latency; uninstrumented "
+                "peers (databases, external APIs) as virtual nodes",
+                "parameters": [
+                    _param("start", "query", "Unix seconds (default end - 1h)", {"type": "number"}),
+                    _param("end", "query", "Unix seconds (default now)", {"type": "number"}),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "nodes and edges",
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     "400": _ERROR,

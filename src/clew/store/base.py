@@ -14,6 +14,7 @@ from clew.query.language import Query
 if TYPE_CHECKING:
     from clew.store.completeness import Completeness
     from clew.store.red import RedMetrics
+    from clew.store.servicegraph import ServiceGraph
 
 
 class StoreError(RuntimeError):
@@ -107,6 +108,7 @@ class Connection(Protocol):
 class Store(Protocol):
     red: RedMetrics  # span-derived RED metrics (store/red.py)
     completeness: Completeness  # incomplete-trace detection (store/completeness.py)
+    servicegraph: ServiceGraph  # edges with errors and latency, and uninstrumented peers
 
     def write(self, batch: OtlpBatch) -> None:
         """Commit the batch durably; returns only once it is on disk."""

@@ -18,6 +18,7 @@ from clew.store.dependencies import DependencyGraph
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
 from clew.store.red import RedMetrics
 from clew.store.search import Searcher, trace_ids_in
+from clew.store.servicegraph import ServiceGraph
 
 SPANS_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.spans (
@@ -72,6 +73,7 @@ class ClickHouseStore:
         self._graph = DependencyGraph(conn, database)
         self.red = RedMetrics(conn, database)
         self.completeness = Completeness(conn, database)
+        self.servicegraph = ServiceGraph(conn, database)
 
     def write(self, batch: OtlpBatch) -> None:
         """One insert, so one part: the engine parses the requests and flattens them to rows."""
