@@ -46,16 +46,21 @@ def _number(request: Request, name: str, default: float) -> float:
         raise BadParameter(f"{name} must be a number, got {text[:40]!r}") from None
 
 
+def time_range(request: Request) -> tuple[float, float]:
+    """`start`/`end` in Unix seconds, the last hour by default."""
+    end = _number(request, "end", time.time())
+    start = _number(request, "start", end - DEFAULT_SEARCH_WINDOW_S)
+    if start > end:
+        raise BadParameter("start must not be after end")
+    return start, end
+
+
 def search_request(request: Request) -> SearchRequest:
     """Parameters as Tempo's search takes them: `q`, `start`/`end` in Unix seconds, `limit`, `spss`."""
     q = request.query_params.get("q")
     if q is None:
         raise BadParameter("parameter 'q' is required, for example q={ status = error }")
-    now = time.time()
-    end = _number(request, "end", now)
-    start = _number(request, "start", end - DEFAULT_SEARCH_WINDOW_S)
-    if start > end:
-        raise BadParameter("start must not be after end")
+    start, end = time_range(request)
     limit = _number(request, "limit", DEFAULT_SEARCH_LIMIT)
     if not (1 <= limit <= MAX_SEARCH_LIMIT) or limit != int(limit):
         raise BadParameter(f"limit must be a whole number from 1 to {MAX_SEARCH_LIMIT}")
@@ -138,12 +143,9 @@ def native_routes(store: Store) -> list[Route]:
 
     async def service_stats(request: Request) -> JSONResponse:
         try:
-            end = _number(request, "end", time.time())
-            start = _number(request, "start", end - DEFAULT_SEARCH_WINDOW_S)
+            start, end = time_range(request)
         except BadParameter as exc:
             return _error(400, str(exc))
-        if start > end:
-            return _error(400, "start must not be after end")
         rows = await asyncio.to_thread(
             store.service_stats, int(start * 10**9), int(end * 10**9), _tenant(request)
         )
@@ -157,12 +159,9 @@ def native_routes(store: Store) -> list[Route]:
 
     async def completeness(request: Request) -> JSONResponse:
         try:
-            end = _number(request, "end", time.time())
-            start = _number(request, "start", end - DEFAULT_SEARCH_WINDOW_S)
+            start, end = time_range(request)
         except BadParameter as exc:
             return _error(400, str(exc))
-        if start > end:
-            return _error(400, "start must not be after end")
         report = await asyncio.to_thread(
             store.completeness.report, int(start * 10**9), int(end * 10**9), _tenant(request)
         )
@@ -170,12 +169,9 @@ def native_routes(store: Store) -> list[Route]:
 
     async def servicegraph(request: Request) -> JSONResponse:
         try:
-            end = _number(request, "end", time.time())
-            start = _number(request, "start", end - DEFAULT_SEARCH_WINDOW_S)
+            start, end = time_range(request)
         except BadParameter as exc:
             return _error(400, str(exc))
-        if start > end:
-            return _error(400, "start must not be after end")
         graph = await asyncio.to_thread(
             store.servicegraph.graph, int(start * 10**9), int(end * 10**9), _tenant(request)
         )
@@ -219,6 +215,29 @@ _ERROR = {
         }
     },
 }
+
+
+def _range_endpoint(summary: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An endpoint over `start`/`end` (Unix seconds) and the tenant header, answering JSON."""
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [
+                _param("start", "query", "Unix seconds (default end - 1h)", {"type": "number"}),
+                _param("end", "query", "Unix seconds (default now)", {"type": "number"}),
+                _TENANT_HEADER,
+            ],
+            "responses": {
+                "200": {
+                    "description": description,
+                    "content": {"application/json": {"schema": schema or {"type": "object"}}},
+                },
+                "400": _ERROR,
+            },
+        }
+    }
+
+
 _SPAN = {
     "type": "object",
     "properties": {
@@ -330,78 +349,35 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/api/v1/services/stats": {
-            "get": {
-                "summary": "Spans and errors per service in a time range (the service map's nodes)",
-                "parameters": [
-                    _param("start", "query", "Unix seconds (default end - 1h)", {"type": "number"}),
-                    _param("end", "query", "Unix seconds (default now)", {"type": "number"}),
-                    _TENANT_HEADER,
-                ],
-                "responses": {
-                    "200": {
-                        "description": "one entry per service",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "services": {
-                                            "type": "array",
-                                            "items": {
-                                                "type": "object",
-                                                "properties": {
-                                                    "service": {"type": "string"},
-                                                    "spans": {"type": "integer"},
-                                                    "errors": {"type": "integer"},
-                                                },
-                                            },
-                                        }
-                                    },
-                                }
-                            }
+        "/api/v1/services/stats": _range_endpoint(
+            "Spans and errors per service in a time range (the service map's nodes)",
+            "one entry per service",
+            {
+                "type": "object",
+                "properties": {
+                    "services": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "service": {"type": "string"},
+                                "spans": {"type": "integer"},
+                                "errors": {"type": "integer"},
+                            },
                         },
-                    },
-                    "400": _ERROR,
+                    }
                 },
-            }
-        },
-        "/api/v1/completeness": {
-            "get": {
-                "summary": "Incomplete traces: orphan spans, several roots, propagation gaps, clock skew",
-                "parameters": [
-                    _param("start", "query", "Unix seconds (default end - 1h)", {"type": "number"}),
-                    _param("end", "query", "Unix seconds (default now)", {"type": "number"}),
-                    _TENANT_HEADER,
-                ],
-                "responses": {
-                    "200": {
-                        "description": "per service the share of broken traces, and each kind of break "
-                        "with example trace ids",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "400": _ERROR,
-                },
-            }
-        },
-        "/api/v1/servicegraph": {
-            "get": {
-                "summary": "Services and the calls between them, with errors and latency; uninstrumented "
-                "peers (databases, external APIs) as virtual nodes",
-                "parameters": [
-                    _param("start", "query", "Unix seconds (default end - 1h)", {"type": "number"}),
-                    _param("end", "query", "Unix seconds (default now)", {"type": "number"}),
-                    _TENANT_HEADER,
-                ],
-                "responses": {
-                    "200": {
-                        "description": "nodes and edges",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    "400": _ERROR,
-                },
-            }
-        },
+            },
+        ),
+        "/api/v1/completeness": _range_endpoint(
+            "Incomplete traces: orphan spans, several roots, propagation gaps, clock skew",
+            "per service the share of broken traces, and each kind of break with example trace ids",
+        ),
+        "/api/v1/servicegraph": _range_endpoint(
+            "Services and the calls between them, with errors and latency; uninstrumented peers "
+            "(databases, external APIs) as virtual nodes",
+            "nodes and edges",
+        ),
         "/api/v1/openapi.json": {
             "get": {"summary": "This description", "responses": {"200": {"description": "OpenAPI 3.1"}}}
         },

@@ -87,6 +87,22 @@ class Point:
     quantiles: list[float]  # nanoseconds, for QUANTILES
 
 
+def _steps(
+    start: int, end: int, step: int, tenant: str, kind: int | None
+) -> tuple[list[str], dict[str, object]]:
+    """Conditions and parameters shared by the timelines: tenant, minutes in [start, end], span kind."""
+    where = [
+        "tenant = {tenant:String}",
+        "minute >= toDateTime({start:Int64}, 'UTC')",
+        "minute <= toDateTime({end:Int64}, 'UTC')",
+    ]
+    params: dict[str, object] = {"tenant": tenant, "start": start // 10**9, "end": end // 10**9, "step": step}
+    if kind is not None:
+        where.append("kind = {kind:UInt8}")
+        params["kind"] = kind
+    return where, params
+
+
 class RedMetrics:
     def __init__(self, conn: Connection, db: str) -> None:
         self.conn, self.db = conn, db
@@ -146,26 +162,13 @@ class RedMetrics:
         tenant: str = DEFAULT_TENANT,
     ) -> list[Point]:
         """Calls, errors and quantiles per `step` seconds (a multiple of a minute) in [start, end] ns."""
-        where = [
-            "tenant = {tenant:String}",
-            "minute >= toDateTime({start:Int64}, 'UTC')",
-            "minute <= toDateTime({end:Int64}, 'UTC')",
-        ]
-        params: dict[str, object] = {
-            "tenant": tenant,
-            "start": start // 10**9,
-            "end": end // 10**9,
-            "step": step,
-        }
+        where, params = _steps(start, end, step, tenant, kind)
         if service:
             where.append("service = {service:String}")
             params["service"] = service
         if operation:
             where.append("operation = {operation:String}")
             params["operation"] = operation
-        if kind is not None:
-            where.append("kind = {kind:UInt8}")
-            params["kind"] = kind
         table = self.conn.query(
             "SELECT intDiv(toUnixTimestamp(minute), {step:UInt32}) * {step:UInt32} AS t, "
             f"sum(calls) AS calls, sum(errors) AS errors, quantilesTDigestMerge({_Q})(digest) AS q "
@@ -189,24 +192,10 @@ class RedMetrics:
         tenant: str = DEFAULT_TENANT,
     ) -> list[dict[str, object]]:
         """Per service (and operation) and step: calls, errors and one latency quantile (ns)."""
-        where = [
-            "tenant = {tenant:String}",
-            "minute >= toDateTime({start:Int64}, 'UTC')",
-            "minute <= toDateTime({end:Int64}, 'UTC')",
-            "has({services:Array(String)}, toString(service))",
-        ]
-        params: dict[str, object] = {
-            "tenant": tenant,
-            "start": start // 10**9,
-            "end": end // 10**9,
-            "step": step,
-            "services": "["
-            + ",".join("'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'" for s in services)
-            + "]",
-        }
-        if kind is not None:
-            where.append("kind = {kind:UInt8}")
-            params["kind"] = kind
+        where, params = _steps(start, end, step, tenant, kind)
+        where.append("has({services:Array(String)}, toString(service))")
+        quoted = (s.replace("\\", "\\\\").replace("'", "\\'") for s in services)
+        params["services"] = "[" + ",".join(f"'{s}'" for s in quoted) + "]"  # an array travels as its text
         operation = "toString(operation)" if by_operation else "''"
         table = self.conn.query(
             f"SELECT toString(service) AS service, {operation} AS operation, "
