@@ -141,22 +141,6 @@ def native_routes(store: Store) -> list[Route]:
         result = await asyncio.to_thread(store.search, search_req)
         return JSONResponse(search_json(search_req, request.query_params["q"], result))
 
-    async def service_stats(request: Request) -> JSONResponse:
-        try:
-            start, end = time_range(request)
-        except BadParameter as exc:
-            return _error(400, str(exc))
-        rows = await asyncio.to_thread(
-            store.service_stats, int(start * 10**9), int(end * 10**9), _tenant(request)
-        )
-        return JSONResponse(
-            {
-                "start": start,
-                "end": end,
-                "services": [{"service": s, "spans": n, "errors": e} for s, n, e in rows],
-            }
-        )
-
     async def completeness(request: Request) -> JSONResponse:
         try:
             start, end = time_range(request)
@@ -183,7 +167,6 @@ def native_routes(store: Store) -> list[Route]:
     return [
         Route("/api/v1/traces/{trace_id}", get_trace),
         Route("/api/v1/search", search),
-        Route("/api/v1/services/stats", service_stats),
         Route("/api/v1/completeness", completeness),
         Route("/api/v1/servicegraph", servicegraph),
         Route("/api/v1/openapi.json", openapi),
@@ -217,7 +200,7 @@ _ERROR = {
 }
 
 
-def _range_endpoint(summary: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def _range_endpoint(summary: str, description: str) -> dict[str, Any]:
     """An endpoint over `start`/`end` (Unix seconds) and the tenant header, answering JSON."""
     return {
         "get": {
@@ -230,7 +213,7 @@ def _range_endpoint(summary: str, description: str, schema: dict[str, Any] | Non
             "responses": {
                 "200": {
                     "description": description,
-                    "content": {"application/json": {"schema": schema or {"type": "object"}}},
+                    "content": {"application/json": {"schema": {"type": "object"}}},
                 },
                 "400": _ERROR,
             },
@@ -349,26 +332,6 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
-        "/api/v1/services/stats": _range_endpoint(
-            "Spans and errors per service in a time range (the service map's nodes)",
-            "one entry per service",
-            {
-                "type": "object",
-                "properties": {
-                    "services": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "service": {"type": "string"},
-                                "spans": {"type": "integer"},
-                                "errors": {"type": "integer"},
-                            },
-                        },
-                    }
-                },
-            },
-        ),
         "/api/v1/completeness": _range_endpoint(
             "Incomplete traces: orphan spans, several roots, propagation gaps, clock skew",
             "per service the share of broken traces, and each kind of break with example trace ids",

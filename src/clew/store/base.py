@@ -131,10 +131,6 @@ class Store(Protocol):
         whose parent, in another service, started at most an hour before the child's hour."""
         ...
 
-    def service_stats(self, start: int, end: int, tenant: str = ...) -> list[tuple[str, int, int]]:
-        """(service, spans, error spans) for spans started in [start, end] nanoseconds."""
-        ...
-
     def services(self, tenant: str = ...) -> list[str]: ...
 
     def operations(

@@ -143,18 +143,6 @@ class ClickHouseStore:
     def dependencies(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> list[tuple[str, str, int]]:
         return self._graph.dependencies(start, end, tenant)
 
-    def service_stats(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> list[tuple[str, int, int]]:
-        table = self.conn.query(
-            "SELECT toString(service_name) AS s, count(), countIf(status_code = 2) "
-            f"FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
-            "AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
-            "AND start_time <= fromUnixTimestamp64Nano({end:Int64}, 'UTC') GROUP BY s ORDER BY s",
-            {"tenant": tenant, "start": start, "end": end},
-        )
-        return [
-            (str(s), int(n), int(e)) for s, n, e in zip(*(c.to_pylist() for c in table.columns), strict=True)
-        ]
-
     def services(self, tenant: str = DEFAULT_TENANT) -> list[str]:
         table = self.conn.query(
             f"SELECT DISTINCT service_name FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
