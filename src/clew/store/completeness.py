@@ -15,6 +15,7 @@ from typing import Any
 
 from clew.model import DEFAULT_TENANT
 from clew.store.base import Connection
+from clew.store.sql import AROUND, PARENT_KEY, SPAN_KEY, WINDOW, childless_clients
 
 HOUR = 3600 * 10**9
 EXAMPLES = 5
@@ -26,52 +27,38 @@ class Completeness:
     def __init__(self, conn: Connection, db: str) -> None:
         self.conn, self.db = conn, db
 
-    def _window(self, alias: str = "") -> str:
-        p = f"{alias}." if alias else ""
-        return (
-            f"{p}tenant = {{tenant:String}} AND {p}start_time >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC') "
-            f"AND {p}start_time <= fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')"
-        )
-
-    def _around(self) -> str:
-        """The window widened by an hour each way: where parents and children may be."""
-        return (
-            "tenant = {tenant:String} AND start_time >= fromUnixTimestamp64Nano({start:Int64} - 3600000000000, 'UTC') "
-            "AND start_time <= fromUnixTimestamp64Nano({end:Int64} + 3600000000000, 'UTC')"
-        )
-
     def report(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         params: dict[str, object] = {"tenant": tenant, "start": start, "end": end, "n": EXAMPLES}
         q = self.conn.query
         traces = q(
             f"SELECT toString(service_name) AS s, uniqExact(trace_id) AS t FROM {self.db}.spans "
-            f"WHERE {self._window()} GROUP BY s ORDER BY s",
+            f"WHERE {WINDOW} GROUP BY s ORDER BY s",
             params,
         ).to_pylist()
         orphans = q(
             "SELECT toString(c.service_name) AS service, count() AS spans, uniqExact(c.trace_id) AS traces, "
             "groupUniqArray({n:UInt32})(lower(hex(c.trace_id))) AS examples FROM "
-            f"(SELECT trace_id, service_name, cityHash64(trace_id, parent_span_id) AS k FROM {self.db}.spans "
-            f"WHERE {self._window()} AND parent_span_id != '') AS c "
-            f"LEFT ANTI JOIN (SELECT cityHash64(trace_id, span_id) AS k FROM {self.db}.spans WHERE {self._around()}) AS p "
+            f"(SELECT trace_id, service_name, {PARENT_KEY} AS k FROM {self.db}.spans "
+            f"WHERE {WINDOW} AND parent_span_id != '') AS c "
+            f"LEFT ANTI JOIN (SELECT {SPAN_KEY} AS k FROM {self.db}.spans WHERE {AROUND}) AS p "
             "ON c.k = p.k GROUP BY service ORDER BY service",
             params,
         ).to_pylist()
         multi = q(
             "SELECT count() AS traces, groupArray({n:UInt32})(t) AS examples FROM ("
-            f"SELECT lower(hex(trace_id)) AS t FROM {self.db}.spans WHERE {self._window()} "
+            f"SELECT lower(hex(trace_id)) AS t FROM {self.db}.spans WHERE {WINDOW} "
             "GROUP BY trace_id HAVING countIf(parent_span_id = '') > 1)",
             params,
         ).to_pylist()[0]
         skew = q(
             "SELECT toString(p.service_name) AS parent, toString(c.service_name) AS child, count() AS spans, "
             "groupUniqArray({n:UInt32})(lower(hex(c.trace_id))) AS examples FROM "
-            "(SELECT cityHash64(trace_id, parent_span_id) AS k, trace_id, service_name, "
+            f"(SELECT {PARENT_KEY} AS k, trace_id, service_name, "
             "toUnixTimestamp64Nano(start_time) AS s, toUnixTimestamp64Nano(start_time) + duration AS e "
-            f"FROM {self.db}.spans WHERE {self._window()} AND parent_span_id != '') AS c "
-            "INNER JOIN (SELECT cityHash64(trace_id, span_id) AS k, service_name, "
+            f"FROM {self.db}.spans WHERE {WINDOW} AND parent_span_id != '') AS c "
+            f"INNER JOIN (SELECT {SPAN_KEY} AS k, service_name, "
             "toUnixTimestamp64Nano(start_time) AS s, toUnixTimestamp64Nano(start_time) + duration AS e "
-            f"FROM {self.db}.spans WHERE {self._around()}) AS p ON c.k = p.k "
+            f"FROM {self.db}.spans WHERE {AROUND}) AS p ON c.k = p.k "
             "WHERE c.s < p.s - {tol:Int64} OR c.e > p.e + {tol:Int64} GROUP BY parent, child ORDER BY parent, child",
             {**params, "tol": SKEW_TOLERANCE},
         ).to_pylist()
@@ -122,16 +109,14 @@ class Completeness:
         clients = self.conn.query(
             "SELECT toString(c.service_name) AS service, lower(hex(c.trace_id)) AS trace, "
             "toUnixTimestamp64Nano(c.start_time) AS s, toUnixTimestamp64Nano(c.start_time) + c.duration AS e "
-            f"FROM (SELECT * FROM {self.db}.spans WHERE {self._window()} AND kind IN (3, 4)) AS c "
-            "LEFT ANTI JOIN (SELECT cityHash64(trace_id, parent_span_id) AS k FROM "
-            f"{self.db}.spans WHERE {self._around()} AND parent_span_id != '') AS ch "
-            "ON cityHash64(c.trace_id, c.span_id) = ch.k ORDER BY s LIMIT {limit:UInt32}",
+            f"FROM {childless_clients(self.db, 'trace_id, span_id, service_name, start_time, duration')} "
+            "ORDER BY s LIMIT {limit:UInt32}",
             {**params, "limit": MAX_CANDIDATES},
         ).to_pylist()
         roots = self.conn.query(
             "SELECT toString(service_name) AS service, lower(hex(trace_id)) AS trace, "
             "toUnixTimestamp64Nano(start_time) AS s, toUnixTimestamp64Nano(start_time) + duration AS e "
-            f"FROM {self.db}.spans WHERE {self._window()} AND kind IN (2, 5) AND parent_span_id = '' "
+            f"FROM {self.db}.spans WHERE {WINDOW} AND kind IN (2, 5) AND parent_span_id = '' "
             "ORDER BY s LIMIT {limit:UInt32}",
             {**params, "limit": MAX_CANDIDATES},
         ).to_pylist()

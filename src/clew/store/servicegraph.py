@@ -9,6 +9,7 @@ from typing import Any
 
 from clew.model import DEFAULT_TENANT
 from clew.store.base import Connection
+from clew.store.sql import AROUND, PARENT_KEY, SPAN_KEY, WINDOW, childless_clients
 
 PEER = (
     "multiIf(attributes_string['peer.service'] != '', attributes_string['peer.service'], "
@@ -23,39 +24,28 @@ class ServiceGraph:
         self.conn, self.db = conn, db
 
     def graph(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
-        window = (
-            "tenant = {tenant:String} AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
-            "AND start_time <= fromUnixTimestamp64Nano({end:Int64}, 'UTC')"
-        )
-        around = (
-            "tenant = {tenant:String} AND start_time >= fromUnixTimestamp64Nano({start:Int64} - 3600000000000, 'UTC') "
-            "AND start_time <= fromUnixTimestamp64Nano({end:Int64} + 3600000000000, 'UTC')"
-        )
         params = {"tenant": tenant, "start": start, "end": end}
         calls = self.conn.query(
             "SELECT toString(p.service_name) AS parent, toString(c.service_name) AS child, "
             "if(c.kind = 5 OR p.kind = 4, 'messaging', 'call') AS type, count() AS calls, "
             "countIf(c.status_code = 2) AS errors, quantiles(0.5, 0.95, 0.99)(c.duration) AS q FROM "
-            "(SELECT cityHash64(trace_id, parent_span_id) AS k, service_name, kind, status_code, duration "
-            f"FROM {self.db}.spans WHERE {window} AND parent_span_id != '') AS c "
-            f"INNER JOIN (SELECT cityHash64(trace_id, span_id) AS k, service_name, kind FROM {self.db}.spans "
-            f"WHERE {around}) AS p ON c.k = p.k "
+            f"(SELECT {PARENT_KEY} AS k, service_name, kind, status_code, duration "
+            f"FROM {self.db}.spans WHERE {WINDOW} AND parent_span_id != '') AS c "
+            f"INNER JOIN (SELECT {SPAN_KEY} AS k, service_name, kind FROM {self.db}.spans "
+            f"WHERE {AROUND}) AS p ON c.k = p.k "
             "WHERE p.service_name != c.service_name GROUP BY parent, child, type ORDER BY parent, child, type",
             params,
         ).to_pylist()
         peers = self.conn.query(
             f"SELECT toString(c.service_name) AS parent, c.peer AS child, 'peer' AS type, count() AS calls, "
             "countIf(c.status_code = 2) AS errors, quantiles(0.5, 0.95, 0.99)(c.duration) AS q FROM "
-            f"(SELECT trace_id, span_id, service_name, status_code, duration, {PEER} AS peer "
-            f"FROM {self.db}.spans WHERE {window} AND kind IN (3, 4)) AS c "
-            f"LEFT ANTI JOIN (SELECT cityHash64(trace_id, parent_span_id) AS k FROM {self.db}.spans "
-            f"WHERE {around} AND parent_span_id != '') AS ch ON cityHash64(c.trace_id, c.span_id) = ch.k "
+            f"{childless_clients(self.db, f'trace_id, span_id, service_name, status_code, duration, {PEER} AS peer')} "
             "WHERE c.peer != '' GROUP BY parent, child ORDER BY parent, child",
             params,
         ).to_pylist()
         nodes = self.conn.query(
             "SELECT toString(service_name) AS service, count() AS spans, countIf(status_code = 2) AS errors "
-            f"FROM {self.db}.spans WHERE {window} GROUP BY service ORDER BY service",
+            f"FROM {self.db}.spans WHERE {WINDOW} GROUP BY service ORDER BY service",
             params,
         ).to_pylist()
         instrumented = {n["service"] for n in nodes}

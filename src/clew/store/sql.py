@@ -1,0 +1,29 @@
+"""SQL pieces several store queries share: the time window, and the keys that join spans to parents."""
+
+from __future__ import annotations
+
+# A span's key equals the parent key of its children: the same bytes hash alike whether they sit in
+# `span_id` (FixedString) or `parent_span_id` (String). Two 64-bit keys keep hash joins small.
+SPAN_KEY = "cityHash64(trace_id, span_id)"
+PARENT_KEY = "cityHash64(trace_id, parent_span_id)"
+
+# spans of the tenant starting in [{start}, {end}] nanoseconds
+WINDOW = (
+    "tenant = {tenant:String} AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
+    "AND start_time <= fromUnixTimestamp64Nano({end:Int64}, 'UTC')"
+)
+# the window widened by an hour each way: where the parents and children of its spans may be
+AROUND = (
+    "tenant = {tenant:String} AND start_time >= fromUnixTimestamp64Nano({start:Int64} - 3600000000000, 'UTC') "
+    "AND start_time <= fromUnixTimestamp64Nano({end:Int64} + 3600000000000, 'UTC')"
+)
+
+
+def childless_clients(db: str, columns: str) -> str:
+    """Client and producer spans of the window that no stored span names as its parent: calls whose
+    callee is not traced, or did not receive the trace context. Selects `columns` as `c`."""
+    return (
+        f"(SELECT {columns} FROM {db}.spans WHERE {WINDOW} AND kind IN (3, 4)) AS c "
+        f"LEFT ANTI JOIN (SELECT {PARENT_KEY} AS k FROM {db}.spans WHERE {AROUND} AND parent_span_id != '') AS ch "
+        "ON cityHash64(c.trace_id, c.span_id) = ch.k"
+    )
