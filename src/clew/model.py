@@ -31,6 +31,10 @@ class StatusCode(enum.IntEnum):
     ERROR = 2
 
 
+# lower-case names as queries and APIs spell them -> wire values
+KIND_CODES = {k.name.lower(): k.value for k in SpanKind}
+STATUS_CODES = {s.name.lower(): s.value for s in StatusCode}
+
 DEFAULT_TENANT = "default"
 
 

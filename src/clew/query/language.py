@@ -23,6 +23,8 @@ from lark.exceptions import (
     VisitError,
 )
 
+from clew.model import KIND_CODES, STATUS_CODES
+
 GRAMMAR = r"""
 ?start: pipeline
 
@@ -89,8 +91,6 @@ _TERMINAL_TEXT = {
 Scope = Literal["intrinsic", "span", "resource", "any"]
 ValueKind = Literal["string", "int", "float", "bool", "duration", "status", "kind", "nil"]
 
-STATUS_VALUES = {"unset": 0, "ok": 1, "error": 2}
-KIND_VALUES = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 # intrinsic name -> its type; `span:` forms are Tempo's newer spelling of the same fields
 INTRINSICS: dict[str, ValueKind] = {
     "name": "string",
@@ -256,10 +256,10 @@ def _value(token: Token) -> Value:
         return Value("bool", text == "true")
     if text == "nil":
         return Value("nil", None)
-    if text in STATUS_VALUES:
-        return Value("status", STATUS_VALUES[text])
-    if text in KIND_VALUES:
-        return Value("kind", KIND_VALUES[text])
+    if text in STATUS_CODES:
+        return Value("status", STATUS_CODES[text])
+    if text in KIND_CODES:
+        return Value("kind", KIND_CODES[text])
     raise QuerySyntaxError(
         f'unknown value {text!r}: quote strings ("{text}"); keywords are true, false, nil, '
         "ok, error, unset and the span kinds",
@@ -295,7 +295,7 @@ def _check(field: Field, op: Token, value: Value) -> Value:
     expected = INTRINSICS[field.name]
     if expected in ("status", "kind"):
         if value.kind != expected or operator not in ("=", "!="):
-            choices = ", ".join(STATUS_VALUES if expected == "status" else KIND_VALUES)
+            choices = ", ".join(STATUS_CODES if expected == "status" else KIND_CODES)
             raise QuerySyntaxError(f"{field.name} compares with = or != to one of {choices}", pos)
     elif expected == "duration":
         if value.kind != "duration" or operator in _REGEX_OPS:

@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clew.model import DEFAULT_TENANT
+from clew.model import DEFAULT_TENANT, KIND_CODES, STATUS_CODES
 from clew.store.base import Store
 from clew.store.red import BOUNDS, QUANTILES, Series
 
-KIND_NAMES = ["unspecified", "internal", "server", "client", "producer", "consumer"]
-STATUS_NAMES = ["unset", "ok", "error"]
+KIND_NAMES = list(KIND_CODES)  # index = wire value
+STATUS_NAMES = list(STATUS_CODES)
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 ZERO_TRACE = bytes(16)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from clew.model import COLUMNS, DEFAULT_TENANT, SPAN_SCHEMA, OtlpBatch, SpanBatch
+from clew.model import COLUMNS, DEFAULT_TENANT, KIND_CODES, SPAN_SCHEMA, STATUS_CODES, OtlpBatch, SpanBatch
 from clew.pipeline.enrich import EnrichConfig, compose
 from clew.pipeline.enrich import transforms as enrich_transforms
 from clew.pipeline.redact import RedactionConfig, hash_key
@@ -187,8 +187,6 @@ class ClickHouseStore:
 
 
 _SCALAR_TYPES = "(1, 2, 3, 4)"  # string, bool, int, double: the AnyValue field numbers
-KIND_CODES = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
-STATUS_CODES = {"unset": 0, "ok": 1, "error": 2}
 
 
 def _maps_match(prefix: str, k: str, v: str) -> list[str]:
