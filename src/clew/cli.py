@@ -182,10 +182,7 @@ def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> N
         _fail("give --data-dir or --url, not both")
     if url:
         path = f"/api/v1/traces/{raw.hex()}" if fmt == "otlp" else f"/api/traces/{raw.hex()}"
-        try:
-            response = httpx.get(url.rstrip("/") + path, timeout=60)
-        except httpx.HTTPError as exc:
-            _fail(f"cannot reach {url}: {exc}")
+        response = _get(url, path)
         if response.status_code == 404:
             click.echo(f"trace {trace_id} not found at {url}", err=True)
             sys.exit(1)
