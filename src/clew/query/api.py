@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -120,6 +121,22 @@ def search_json(request: SearchRequest, q: str, result: SearchResult) -> dict[st
     }
 
 
+def _over_time_range(
+    compute: Callable[[int, int, str], dict[str, Any]],
+) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """An endpoint answering `compute(start_ns, end_ns, tenant)` as JSON for `start`/`end` in seconds."""
+
+    async def endpoint(request: Request) -> JSONResponse:
+        try:
+            start, end = time_range(request)
+        except BadParameter as exc:
+            return _error(400, str(exc))
+        answer = await asyncio.to_thread(compute, int(start * 10**9), int(end * 10**9), _tenant(request))
+        return JSONResponse(answer)
+
+    return endpoint
+
+
 def native_routes(store: Store) -> list[Route]:
     async def get_trace(request: Request) -> JSONResponse:
         text = request.path_params["trace_id"]
@@ -141,34 +158,14 @@ def native_routes(store: Store) -> list[Route]:
         result = await asyncio.to_thread(store.search, search_req)
         return JSONResponse(search_json(search_req, request.query_params["q"], result))
 
-    async def completeness(request: Request) -> JSONResponse:
-        try:
-            start, end = time_range(request)
-        except BadParameter as exc:
-            return _error(400, str(exc))
-        report = await asyncio.to_thread(
-            store.completeness.report, int(start * 10**9), int(end * 10**9), _tenant(request)
-        )
-        return JSONResponse(report)
-
-    async def servicegraph(request: Request) -> JSONResponse:
-        try:
-            start, end = time_range(request)
-        except BadParameter as exc:
-            return _error(400, str(exc))
-        graph = await asyncio.to_thread(
-            store.servicegraph.graph, int(start * 10**9), int(end * 10**9), _tenant(request)
-        )
-        return JSONResponse(graph)
-
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
 
     return [
         Route("/api/v1/traces/{trace_id}", get_trace),
         Route("/api/v1/search", search),
-        Route("/api/v1/completeness", completeness),
-        Route("/api/v1/servicegraph", servicegraph),
+        Route("/api/v1/completeness", _over_time_range(store.completeness.report)),
+        Route("/api/v1/servicegraph", _over_time_range(store.servicegraph.graph)),
         Route("/api/v1/openapi.json", openapi),
     ]
 
