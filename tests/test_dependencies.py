@@ -4,6 +4,7 @@ bucket that gains spans after it was computed is computed again."""
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -85,5 +86,37 @@ def test_hourly_buckets_match_the_direct_join_and_follow_late_spans(tmp_path):
         store.write(accept_request(traces(rng, 50, BASE + 2 * HOUR, 1)).batch)
         for start, end in windows:
             assert store.dependencies(start, end) == direct(store, start, end)
+    finally:
+        store.close()
+
+
+def test_computed_buckets_survive_a_restart_until_their_spans_change(tmp_path):
+    """A reopened store answers from the persisted buckets: only partial end buckets are joined."""
+    rng = random.Random(8)
+    store = open_embedded(tmp_path / "data")
+    try:
+        store.write(accept_request(traces(rng, 300, BASE, 4)).batch)
+        expected = store.dependencies(BASE, BASE + 4 * HOUR - 1)
+        assert store._graph.computed_buckets == 4 * HOUR // BUCKET
+    finally:
+        store.close()
+    store = open_embedded(tmp_path / "data")
+    try:
+        assert not store._graph._cache
+        assert store.dependencies(BASE, BASE + 4 * HOUR - 1) == expected
+        assert store._graph.computed_buckets == 0  # every bucket came from the table
+        # a window with partial ends joins just those two buckets
+        end = BASE + 2 * HOUR + BUCKET // 2
+        assert store.dependencies(BASE + 5, end) == direct(store, BASE + 5, end)
+        assert store._graph.computed_buckets == 2
+    finally:
+        store.close()
+    store = open_embedded(tmp_path / "data")
+    try:  # late spans change the counts the persisted buckets were computed from
+        store.write(accept_request(traces(rng, 60, BASE + HOUR, 1)).batch)
+        assert store.dependencies(BASE, BASE + 4 * HOUR - 1) == direct(store, BASE, BASE + 4 * HOUR - 1)
+        assert 0 < store._graph.computed_buckets < 4 * HOUR // BUCKET
+        store.purge(datetime.fromtimestamp((BASE + 10 * HOUR) / 1e9, UTC))
+        assert store.dependencies(BASE, BASE + 4 * HOUR - 1) == []
     finally:
         store.close()
