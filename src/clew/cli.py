@@ -279,12 +279,12 @@ def search(query: str, since: str, limit: int, url: str | None, as_json: bool) -
     """Find traces with the query language, e.g. clew search '{ status = error }' (docs/query-language.md)."""
     import time
 
-    from clew.query.jaeger_api import BadParameter, parse_duration
+    from clew.durations import DurationError, parse_duration
     from clew.terminal import search_table
 
     try:
         window = parse_duration(since, allow_days=True)
-    except BadParameter as exc:
+    except DurationError as exc:
         _fail(f"--since: {exc}")
     end = time.time()
     url = url or _default_url()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from clew.durations import DurationError, parse_duration
 from clew.model import parse_trace_id
 from clew.query.jaeger import KIND_NAMES, jaeger_id, to_jaeger_traces
 from clew.store.base import Store, TraceQuery
@@ -19,29 +19,10 @@ from clew.store.base import Store, TraceQuery
 DEFAULT_LIMIT = 100
 DEFAULT_LOOKBACK_NS = 3600 * 10**9  # Jaeger UI's "Last Hour"
 DEFAULT_DEPENDENCY_LOOKBACK_MS = 24 * 3600 * 1000
-_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-_UNITS_WITH_DAYS = {**_UNITS, "d": 24 * 3600 * 10**9}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
 
 
 class BadParameter(ValueError):
     pass
-
-
-def parse_duration(text: str, allow_days: bool = False) -> int:
-    """A Go duration (`1.5s`, `100ms`, `4500ns`, `1h30m`) in nanoseconds."""
-    units = _UNITS_WITH_DAYS if allow_days else _UNITS
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos or match.group(2) not in units:
-            break
-        total += float(match.group(1)) * units[match.group(2)]
-        pos = match.end()
-    if pos == 0 or pos != len(text):
-        raise BadParameter(
-            f"cannot parse duration {text!r}: use a number and a unit such as 250ms, 1.5s or 2h"
-        )
-    return int(total)
 
 
 def _envelope(data: Any, status: int = 200, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
@@ -147,7 +128,7 @@ def jaeger_routes(store: Store) -> list[Route]:
                 trace_ids = [t for t in ids if t is not None]
             else:
                 trace_ids = await asyncio.to_thread(store.find_traces, trace_query(request))
-        except BadParameter as exc:
+        except (BadParameter, DurationError) as exc:
             return _error(400, str(exc))
         if not trace_ids:
             return _envelope([])
@@ -169,7 +150,7 @@ def jaeger_routes(store: Store) -> list[Route]:
         try:
             end_ms = _int(request, "endTs") or time.time_ns() // 10**6
             lookback_ms = _int(request, "lookback") or DEFAULT_DEPENDENCY_LOOKBACK_MS
-        except BadParameter as exc:
+        except (BadParameter, DurationError) as exc:
             return _error(400, str(exc))
         end = end_ms * 10**6
         rows = await asyncio.to_thread(store.dependencies, end - lookback_ms * 10**6, end)

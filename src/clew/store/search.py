@@ -46,7 +46,7 @@ _MAP_SUFFIXES = ("string", "int", "float", "bool", "complex")
 
 
 @dataclass
-class _Params:
+class Params:
     """Query parameters by generated name, so no user text is ever part of the SQL."""
 
     values: dict[str, object] = field(default_factory=dict)
@@ -79,7 +79,7 @@ def _pattern(value: object) -> str:
     return f"^(?:{value})$"
 
 
-def _attribute_sql(prefix: str, cmp: Comparison, params: _Params) -> str:
+def _attribute_sql(prefix: str, cmp: Comparison, params: Params) -> str:
     key = params.add(cmp.field.name, "String")
     kind, value, op = cmp.value.kind, cmp.value.value, cmp.op
     if kind == "nil":
@@ -99,7 +99,7 @@ def _attribute_sql(prefix: str, cmp: Comparison, params: _Params) -> str:
     return f"({typed('int', params.add(value, int_type))} OR {typed('float', params.add(float(value), 'Float64'))})"  # type: ignore[arg-type]
 
 
-def _comparison_sql(cmp: Comparison, params: _Params) -> str:
+def _comparison_sql(cmp: Comparison, params: Params) -> str:
     f = cmp.field
     if f.scope == "intrinsic":
         column = _INTRINSIC_COLUMNS[f.name]
@@ -119,7 +119,7 @@ def _comparison_sql(cmp: Comparison, params: _Params) -> str:
     return f"({span} {joiner} {resource})"
 
 
-def condition_sql(cond: Condition | None, params: _Params) -> str:
+def condition_sql(cond: Condition | None, params: Params) -> str:
     if cond is None:
         return "1"
     if isinstance(cond, BoolOp):
@@ -136,7 +136,7 @@ def _necessary(expr: SpansetExpr, flags: list[str]) -> str:
     return f"({_necessary(expr.left, flags)} {joiner} {_necessary(expr.right, flags)})"
 
 
-def _value_sql(field_: Field, params: _Params) -> str:
+def _value_sql(field_: Field, params: Params) -> str:
     """A numeric input of an aggregate, NULL where the span has none."""
     if field_.scope == "intrinsic":
         return "toFloat64(duration)"
@@ -154,7 +154,7 @@ class Searcher:
 
     def __init__(self, conn: Connection, db: str, request: SearchRequest) -> None:
         self.conn, self.db, self.request = conn, db, request
-        self.params = _Params()
+        self.params = Params()
         query: Query = request.query
         self.flags = [condition_sql(f.condition, self.params) for f in query.filters]
         self.values = [
