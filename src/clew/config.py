@@ -10,9 +10,10 @@ from typing import Any
 
 from clew.pipeline.enrich import EnrichConfig, EnrichError
 from clew.pipeline.redact import RedactionConfig, RedactionError
+from clew.pipeline.sampling import SamplingConfig, SamplingError
 
 DEFAULT_CONFIG_FILE = "clew.toml"
-TABLES = ("redaction", "enrich")  # settings that are whole tables of clew.toml, not single values
+TABLES = ("redaction", "enrich", "sampling")  # settings that are whole tables of clew.toml, not single values
 
 
 class ConfigError(ValueError):
@@ -32,6 +33,7 @@ class Settings:
     max_batch_spans: int = 100_000
     redaction: RedactionConfig = field(default_factory=RedactionConfig)  # clew.toml [redaction] only
     enrich: EnrichConfig = field(default_factory=EnrichConfig)  # clew.toml [enrich] only
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # clew.toml [sampling] only
 
     @classmethod
     def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
@@ -49,8 +51,9 @@ class Settings:
                     settings,
                     redaction=RedactionConfig.from_toml(doc.get("redaction", {})),
                     enrich=EnrichConfig.from_toml(doc.get("enrich", {})),
+                    sampling=SamplingConfig.from_toml(doc.get("sampling", {})),
                 )
-            except (RedactionError, EnrichError) as exc:
+            except (RedactionError, EnrichError, SamplingError) as exc:
                 raise ConfigError(f"config file {path}: {exc}") from exc
         env = {
             f.name: os.environ[f"CLEW_{f.name.upper()}"]

@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -15,10 +16,13 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clew.config import Settings
+from clew.pipeline.sampling import Sampler, SamplingConfig
+from clew.query.metrics_api import label_text
 from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.receivers.zipkin import zipkin_app
-from clew.store import open_embedded
+from clew.store import Store, StoreError, open_embedded
+from clew.store.sampling import RetentionCounters
 from clew.store.writer import Writer
 from clew.web.app import http_app
 
@@ -85,11 +89,52 @@ def writer_counters(writer: Writer) -> dict[str, tuple[str, float]]:
     }
 
 
+def sampling_counters(sampler: Sampler | None, retention: RetentionCounters) -> dict[str, tuple[str, float]]:
+    out: dict[str, tuple[str, float]] = {
+        "clew_retention_runs": ("counter", retention.runs),
+        "clew_retention_deleted_spans": ("counter", retention.deleted_spans),
+    }
+    if sampler is not None:
+        c = sampler.counters
+        out |= {
+            "clew_sampling_ticks": ("counter", c.ticks),
+            "clew_sampling_spans_seen": ("counter", c.spans_seen),
+            "clew_sampling_traces_kept": ("counter", c.traces_kept),
+            "clew_sampling_traces_dropped": ("counter", c.traces_dropped),
+            "clew_sampling_traces_decided_early": ("counter", c.decided_early),
+            "clew_sampling_late_spans": ("counter", c.late_spans),
+            "clew_sampling_pending_traces": ("gauge", len(sampler.pending)),
+        }
+        for policy in sampler.config.policies:
+            kept = c.kept_by_policy.get(policy.name, 0)
+            out["clew_sampling_kept_by_policy" + label_text({"policy": policy.name})] = ("counter", kept)
+    return out
+
+
+async def housekeeping(store: Store, sampler: Sampler | None, config: SamplingConfig) -> None:
+    """Tail-sampling decisions every tick, the retention tiers every `retention_interval`."""
+    next_expiry = 0
+    while True:
+        try:
+            if sampler is not None:
+                await asyncio.to_thread(sampler.tick)
+            now = time.time_ns()
+            if now >= next_expiry:
+                full_fidelity = config.full_fidelity if config.enabled else None
+                await asyncio.to_thread(store.sampling.expire, now, full_fidelity, config.retention)
+                next_expiry = now + config.retention_interval
+        except StoreError as exc:  # the next round tries again; nothing decided is lost meanwhile
+            print(f"clew: sampling/retention: {exc}", file=sys.stderr, flush=True)
+        await asyncio.sleep(config.tick / 1e9)
+
+
 async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, commit everything accepted, close the store."""
-    store = open_embedded(settings.data_dir, settings.redaction, settings.enrich)
+    store = open_embedded(settings.data_dir, settings.redaction, settings.enrich, sampling=settings.sampling)
+    sampler = Sampler(store.sampling, settings.sampling) if settings.sampling.enabled else None
     writer = Writer(store, settings.max_queue_spans, settings.max_batch_spans)
     writer.start()
+    chores = asyncio.create_task(housekeeping(store, sampler, settings.sampling))
     try:
         grpc = grpc_server(writer.write, settings.max_body_bytes)
         grpc_host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -107,7 +152,10 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
             {
                 ports.otlp_http: otlp_http_app(writer.write, settings.max_body_bytes),
                 ports.zipkin: zipkin_app(writer.write, settings.max_body_bytes),
-                ports.http: http_app(store, lambda: writer_counters(writer)),
+                ports.http: http_app(
+                    store,
+                    lambda: writer_counters(writer) | sampling_counters(sampler, store.sampling.counters),
+                ),
             }
         )
         config = uvicorn.Config(
@@ -141,6 +189,9 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         announcer.cancel()
         await grpc.stop(grace=10)
     finally:
+        chores.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await chores
         writer.close()
         store.close()
     print("clew stopped: all accepted spans committed", file=sys.stderr, flush=True)

@@ -158,11 +158,28 @@ def native_routes(store: Store) -> list[Route]:
         result = await asyncio.to_thread(store.search, search_req)
         return JSONResponse(search_json(search_req, request.query_params["q"], result))
 
+    async def sampling(request: Request) -> JSONResponse:
+        text = request.path_params["trace_id"]
+        trace_id = parse_trace_id(text)
+        if trace_id is None:
+            return _error(400, f"trace id {text[:64]!r} is not up to 32 hex characters")
+        decision = await asyncio.to_thread(store.sampling.decision, trace_id, _tenant(request))
+        answer: dict[str, Any] = {"traceID": trace_id.hex(), "decided": decision is not None}
+        if decision is not None:
+            answer |= {
+                "kept": decision.kept,
+                "policies": decision.policies,
+                "decidedAt": decision.decided_at // 1000,
+                "spans": decision.spans,
+            }
+        return JSONResponse(answer)
+
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
 
     return [
         Route("/api/v1/traces/{trace_id}", get_trace),
+        Route("/api/v1/traces/{trace_id}/sampling", sampling),
         Route("/api/v1/search", search),
         Route("/api/v1/completeness", _over_time_range(store.completeness.report)),
         Route("/api/v1/servicegraph", _over_time_range(store.servicegraph.graph)),
@@ -326,6 +343,23 @@ OPENAPI: dict[str, Any] = {
                     },
                     "400": _ERROR,
                     "404": {"description": "no such trace", "content": _ERROR["content"]},
+                },
+            }
+        },
+        "/api/v1/traces/{traceID}/sampling": {
+            "get": {
+                "summary": "The tail-sampling decision for a trace: kept or not, and by which policies",
+                "parameters": [
+                    _param("traceID", "path", "up to 32 hex characters", {"type": "string"}, True),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "`decided` false while the trace is still pending; otherwise `kept`, "
+                        "`policies` (names from clew.toml), `decidedAt` (microseconds) and `spans`",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
                 },
             }
         },

@@ -25,7 +25,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _labels(pairs: dict[str, str]) -> str:
+def label_text(pairs: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items()) + "}"
 
 
@@ -53,7 +53,7 @@ def render(series_by_tenant: dict[str, list[Series]], counters: dict[str, tuple[
                 "status_code": STATUS_NAMES[s.status] if s.status < len(STATUS_NAMES) else str(s.status),
             }
             exemplar = _exemplar(s.last_error_trace, 1) if s.errors else _exemplar(s.slowest_trace, 1)
-            lines.append(f"clew_spanmetrics_calls_total{_labels(labels)} {s.calls}{exemplar}")
+            lines.append(f"clew_spanmetrics_calls_total{label_text(labels)} {s.calls}{exemplar}")
             slowest = s.slowest_duration / 1e9
             placed = False
             for bound, count in zip(BOUNDS, s.buckets, strict=True):
@@ -61,20 +61,25 @@ def render(series_by_tenant: dict[str, list[Series]], counters: dict[str, tuple[
                 if not placed and slowest <= bound:
                     ex, placed = _exemplar(s.slowest_trace, slowest), True
                 histogram.append(
-                    f"clew_spanmetrics_latency_seconds_bucket{_labels({**labels, 'le': f'{bound:g}'})} {count}{ex}"
+                    f"clew_spanmetrics_latency_seconds_bucket{label_text({**labels, 'le': f'{bound:g}'})} {count}{ex}"
                 )
             ex = "" if placed else _exemplar(s.slowest_trace, slowest)
             histogram.append(
-                f"clew_spanmetrics_latency_seconds_bucket{_labels({**labels, 'le': '+Inf'})} {s.calls}{ex}"
+                f"clew_spanmetrics_latency_seconds_bucket{label_text({**labels, 'le': '+Inf'})} {s.calls}{ex}"
             )
             histogram.append(
-                f"clew_spanmetrics_latency_seconds_sum{_labels(labels)} {s.duration_sum / 1e9:g}"
+                f"clew_spanmetrics_latency_seconds_sum{label_text(labels)} {s.duration_sum / 1e9:g}"
             )
-            histogram.append(f"clew_spanmetrics_latency_seconds_count{_labels(labels)} {s.calls}")
+            histogram.append(f"clew_spanmetrics_latency_seconds_count{label_text(labels)} {s.calls}")
     lines += histogram
-    for name, (kind, value) in counters.items():
+    typed: set[str] = set()
+    for key, (kind, value) in counters.items():  # key: a name, or a name with labels `name{a="b"}`
+        name, brace, rest = key.partition("{")
+        if name not in typed:
+            typed.add(name)
+            lines.append(f"# TYPE {name} {kind}")
         sample = f"{name}_total" if kind == "counter" else name
-        lines += [f"# TYPE {name} {kind}", f"{sample} {value:g}"]
+        lines.append(f"{sample}{brace}{rest} {value:g}")
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ from clew.query.language import Query
 if TYPE_CHECKING:
     from clew.store.completeness import Completeness
     from clew.store.red import RedMetrics
+    from clew.store.sampling import SamplingStore
     from clew.store.servicegraph import ServiceGraph
 
 
@@ -109,6 +110,11 @@ class Store(Protocol):
     red: RedMetrics  # span-derived RED metrics (store/red.py)
     completeness: Completeness  # incomplete-trace detection (store/completeness.py)
     servicegraph: ServiceGraph  # edges with errors and latency, and uninstrumented peers
+    sampling: SamplingStore  # tail-sampling decisions and the retention tiers
+
+    def received_until(self) -> int:
+        """Every span received at or before this time (ns, the store's clock) is committed or refused."""
+        ...
 
     def write(self, batch: OtlpBatch) -> None:
         """Commit the batch durably; returns only once it is on disk."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -12,28 +15,37 @@ from clew.pipeline.enrich import EnrichConfig, compose
 from clew.pipeline.enrich import transforms as enrich_transforms
 from clew.pipeline.redact import RedactionConfig, hash_key
 from clew.pipeline.redact import transforms as redact_transforms
+from clew.pipeline.sampling import SamplingConfig
 from clew.store.base import Connection, SearchRequest, SearchResult, TraceQuery
 from clew.store.completeness import Completeness
 from clew.store.dependencies import DependencyGraph
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
 from clew.store.red import RedMetrics
+from clew.store.sampling import SamplingStore
 from clew.store.search import Searcher, trace_ids_in
 from clew.store.servicegraph import ServiceGraph
 
 SPANS_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.spans (
 {columns},
+    {received},
     INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,
+    {received_index},
     {projection}
 ) ENGINE = MergeTree
 PARTITION BY toDate(start_time)
 ORDER BY (tenant, service_name, start_time)
-SETTINGS index_granularity = 1024
+SETTINGS index_granularity = 1024, lightweight_mutation_projection_mode = 'rebuild'
 """
 
 # Every span a second time, ordered by trace: a trace lookup reads one granule instead of one per
 # service the trace went through (bench/RESULTS.md). The bloom filter serves parts written before it.
 TRACE_PROJECTION = "PROJECTION by_trace (SELECT * ORDER BY trace_id)"
+
+# When clew committed the span (its clock, not the sender's): the sampler finds new spans by it and the
+# full-fidelity retention tier counts from it. Rows written before the column existed read their start.
+RECEIVED = "received_at DateTime64(9, 'UTC') DEFAULT start_time CODEC(Delta, ZSTD(1))"
+RECEIVED_INDEX = "INDEX idx_received received_at TYPE minmax GRANULARITY 1"
 
 # A request may carry spans from many days (imports, clock skew); never refuse it for that.
 INSERT_SETTINGS: dict[str, object] = {
@@ -53,15 +65,32 @@ class ClickHouseStore:
         redaction: RedactionConfig | None = None,
         hash_key: tuple[int, int] = (0, 0),
         enrich: EnrichConfig | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        sampling: SamplingConfig | None = None,
     ) -> None:
         self.conn = conn
         self.db = database
         self._key_params = {"rk0": hash_key[0], "rk1": hash_key[1]}
         conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         columns = ",\n".join(f"    {name} {ch_type}" for name, ch_type, _ in COLUMNS)
-        conn.command(SPANS_DDL.format(db=database, columns=columns, projection=TRACE_PROJECTION))
         conn.command(
-            f"ALTER TABLE {database}.spans ADD {TRACE_PROJECTION.replace('PROJECTION', 'PROJECTION IF NOT EXISTS', 1)}"
+            SPANS_DDL.format(
+                db=database,
+                columns=columns,
+                received=RECEIVED,
+                received_index=RECEIVED_INDEX,
+                projection=TRACE_PROJECTION,
+            )
+        )
+        for addition in (  # data directories from before each was added
+            TRACE_PROJECTION.replace("PROJECTION", "PROJECTION IF NOT EXISTS", 1),
+            f"COLUMN IF NOT EXISTS {RECEIVED}",
+            RECEIVED_INDEX.replace("INDEX", "INDEX IF NOT EXISTS", 1),
+        ):
+            conn.command(f"ALTER TABLE {database}.spans ADD {addition}")
+        # retention deletes rows (store/sampling.py); the trace projection of a touched part is rebuilt
+        conn.command(
+            f"ALTER TABLE {database}.spans MODIFY SETTING lightweight_mutation_projection_mode = 'rebuild'"
         )
         schema = conn.format_schema("clew_otlp.proto", WIRE_PROTO)
         self._insert_settings = {**INSERT_SETTINGS, "format_schema": f"{schema}:{WIRE_MESSAGE}"}
@@ -69,23 +98,48 @@ class ClickHouseStore:
         pipeline = compose(
             enrich_transforms(enrich or EnrichConfig()), redact_transforms(redaction or RedactionConfig())
         )
-        self._insert_sql = insert_select(f"{database}.spans", pipeline)
+        self._insert_sql = insert_select(
+            f"{database}.spans", pipeline, {"received_at": "fromUnixTimestamp64Nano({received:Int64}, 'UTC')"}
+        )
+        self._clock = clock
+        self._received_lock = threading.Lock()
+        self._last_received = 0
+        self._until = 0
+        self._inflight: set[int] = set()
         self._graph = DependencyGraph(conn, database)
         self.red = RedMetrics(conn, database)
         self.completeness = Completeness(conn, database)
         self.servicegraph = ServiceGraph(conn, database)
+        self.sampling = SamplingStore(
+            conn, database, self.received_until, (sampling or SamplingConfig()).policies
+        )
 
     def write(self, batch: OtlpBatch) -> None:
         """One insert, so one part: the engine parses the requests and flattens them to rows."""
-        if batch.spans:
+        if not batch.spans:
+            return
+        with self._received_lock:  # strictly increasing and after any `received_until` handed out
+            received = self._last_received = max(self._clock(), self._last_received + 1, self._until + 1)
+            self._inflight.add(received)
+        try:
             self.conn.insert_formatted(
                 self._insert_sql,
                 "Protobuf",
                 STRUCTURE,
                 length_delimited(list(batch.payloads)),
                 self._insert_settings,
-                {"tenant": batch.tenant, **self._key_params},
+                {"tenant": batch.tenant, "received": received, **self._key_params},
             )
+        finally:
+            with self._received_lock:
+                self._inflight.discard(received)
+
+    def received_until(self) -> int:
+        """Every span received at or before this time (ns, the store's clock) is committed or refused."""
+        with self._received_lock:
+            now = max(self._clock(), self._last_received)
+            self._until = max(self._until, min([now, *(r - 1 for r in self._inflight)]))
+            return self._until
 
     def get_trace(self, trace_id: bytes, tenant: str = DEFAULT_TENANT) -> SpanBatch:
         return self.get_traces([trace_id], tenant)
@@ -251,9 +305,20 @@ def _conform(table: pa.Table) -> pa.Table:
 
 
 def open_embedded(
-    data_dir: str | Path, redaction: RedactionConfig | None = None, enrich: EnrichConfig | None = None
+    data_dir: str | Path,
+    redaction: RedactionConfig | None = None,
+    enrich: EnrichConfig | None = None,
+    clock: Callable[[], int] = time.time_ns,
+    sampling: SamplingConfig | None = None,
 ) -> ClickHouseStore:
     from clew.store.chdb_connection import ChdbConnection
 
     connection = ChdbConnection(data_dir)
-    return ClickHouseStore(connection, redaction=redaction, hash_key=hash_key(Path(data_dir)), enrich=enrich)
+    return ClickHouseStore(
+        connection,
+        redaction=redaction,
+        hash_key=hash_key(Path(data_dir)),
+        enrich=enrich,
+        clock=clock,
+        sampling=sampling,
+    )

@@ -164,29 +164,38 @@ def _select_expressions() -> dict[str, str]:
     return exprs
 
 
-def insert_select(table: str, transforms: dict[str, str] | None = None) -> str:
+def insert_select(
+    table: str, transforms: dict[str, str] | None = None, constants: dict[str, str] | None = None
+) -> str:
     """`INSERT ... SELECT` over `{source}`: a table function reading length-delimited requests.
 
     `transforms` (column -> SQL over `{col}`, the column as parsed) are the pipeline's processors,
-    applied by an outer SELECT so that nothing unprocessed is ever written.
+    applied by an outer SELECT so that nothing unprocessed is ever written. `constants` (column -> SQL)
+    are the same for every row of the insert, such as the time it was received.
     """
     exprs = _select_expressions()
     names = [name for name, _, _ in COLUMNS]
     missing = [name for name in names if name not in exprs]
     if missing:  # pragma: no cover - a model change without its SQL
         raise RuntimeError(f"no insert expression for columns {missing}")
-    columns = ", ".join(names)
+    constants = constants or {}
+    columns = ", ".join([*names, *constants])
     source = (
         "FROM {source}\n"
         "ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.spans AS sp"
     )
     if not transforms:
-        select = ",\n  ".join(exprs[name] for name in names)
+        select = ",\n  ".join([*(exprs[name] for name in names), *constants.values()])
         return f"INSERT INTO {table} ({columns})\nSELECT\n  {select}\n{source}"
     inner = ",\n  ".join(f"{exprs[name]} AS c_{name}" for name in names)
     outer = ",\n  ".join(
-        transforms[name].replace("{col}", f"c_{name}") if name in transforms else f"c_{name}"
-        for name in names
+        [
+            *(
+                transforms[name].replace("{col}", f"c_{name}") if name in transforms else f"c_{name}"
+                for name in names
+            ),
+            *constants.values(),
+        ]
     )
     return f"INSERT INTO {table} ({columns})\nSELECT\n  {outer}\nFROM (SELECT\n  {inner}\n{source})"
 
