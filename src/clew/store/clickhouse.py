@@ -111,7 +111,7 @@ class ClickHouseStore:
         self.completeness = Completeness(conn, database)
         self.servicegraph = ServiceGraph(conn, database)
         self.sampling = SamplingStore(
-            conn, database, self.received_until, (sampling or SamplingConfig()).policies
+            conn, database, self.received_until, self._graph, (sampling or SamplingConfig()).policies
         )
 
     def write(self, batch: OtlpBatch) -> None:

@@ -9,6 +9,8 @@ the bucket is computed again). The partial buckets at both ends of a window are 
 
 Computed buckets are also written to a small table (`dependency_buckets`), so that a restart finds
 them instead of joining the whole day again on its first call (2.6 s at 10 M spans, bench/RESULTS.md).
+They also carry the calls of traces that sampling later removed: the retention computes the buckets of
+spans it is about to delete first (`keep`), and a bucket whose counts only fell stays valid.
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ def _edges_sql(db: str) -> str:
     )
 
 
+def _still_valid(computed_from: tuple[int, ...], counts: tuple[int, ...]) -> bool:
+    """A bucket holds while no span was added to it or to the hour before it. Spans that went since
+    (unsampled traces past the full-fidelity window) leave it valid: it counts them from before."""
+    return all(now <= then for now, then in zip(counts, computed_from, strict=True))
+
+
 def _runs(buckets: list[int]) -> list[list[int]]:
     """Consecutive buckets together: each run joins only the parents an hour before it."""
     runs: list[list[int]] = []
@@ -103,7 +111,7 @@ class DependencyGraph:
                     cached = self._cache.get((tenant, bucket))
                     if cached is not None:
                         self._cache.move_to_end((tenant, bucket))
-                if cached is not None and cached[0] == fingerprint:
+                if cached is not None and _still_valid(cached[0], fingerprint):
                     total.update(cached[1])
                     continue
                 fingerprints[bucket] = fingerprint
@@ -119,6 +127,24 @@ class DependencyGraph:
                 self._remember((tenant, bucket), (fingerprints[bucket], edges))
         self._persist(tenant, {b: (f, computed.get(b, {})) for b, f in fingerprints.items()})
         return sorted((p, c, n) for (p, c), n in total.items())
+
+    def keep(self, start: int, end: int, now: int, tenant: str) -> None:
+        """Compute the full buckets of children of spans that started in [start, end], before those
+        spans are deleted; buckets still filling (after `now`) are left to later calls."""
+        first = start // BUCKET * BUCKET
+        last = min(-(-(end + LOOKBACK) // BUCKET) * BUCKET, now // BUCKET * BUCKET) - 1
+        if last > first:
+            self.dependencies(first, last, tenant)
+
+    def drop_before(self, before: int) -> None:
+        """Buckets of spans past the long retention."""
+        with self._lock:
+            for key in [k for k in self._cache if k[1] + BUCKET <= before]:
+                del self._cache[key]
+        self.conn.command(
+            f"DELETE FROM {self.db}.dependency_buckets WHERE bucket + {{b:Int64}} <= {{before:Int64}}",
+            {"b": BUCKET, "before": before},
+        )
 
     def _load(self, tenant: str, buckets: list[int]) -> None:
         """Bring persisted buckets that this process does not hold into the in-memory cache."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from clew.pipeline.sampling import Decision, Policy, TraceState, flagged, span_filter
 from clew.query.language import BoolOp, Comparison, Field, Value
 from clew.store.base import Connection
+from clew.store.dependencies import DependencyGraph
 from clew.store.search import Params, condition_sql
 
 DECISIONS_DDL = """
@@ -97,9 +98,14 @@ class RetentionCounters:
 
 class SamplingStore:
     def __init__(
-        self, conn: Connection, db: str, received_until: Callable[[], int], policies: tuple[Policy, ...] = ()
+        self,
+        conn: Connection,
+        db: str,
+        received_until: Callable[[], int],
+        graph: DependencyGraph,
+        policies: tuple[Policy, ...] = (),
     ) -> None:
-        self.conn, self.db = conn, db
+        self.conn, self.db, self.graph = conn, db, graph
         self.received_until = received_until
         self.features = features(policies)
         self.counters = RetentionCounters()
@@ -203,14 +209,24 @@ class SamplingStore:
             if str(partition).isalnum():  # a day, 20261124; never text to splice otherwise
                 self.conn.command(f"ALTER TABLE {self.db}.spans DROP PARTITION ID '{partition}'")
         self._delete("received_at < fromUnixTimestamp64Nano({old:Int64}, 'UTC')", {"old": old})
+        self.graph.drop_before(old)
         if full_fidelity is not None:
             cut = now - full_fidelity
+            window = {"lo": self._cut, "cut": cut}
+            starts = self.conn.query(
+                f"SELECT toString(tenant), min({NS}(start_time)), max({NS}(start_time)) FROM {self.db}.spans "
+                "WHERE received_at >= fromUnixTimestamp64Nano({lo:Int64}, 'UTC') "
+                "AND received_at < fromUnixTimestamp64Nano({cut:Int64}, 'UTC') GROUP BY tenant",
+                window,
+            )
+            for tenant, first, last in zip(*(c.to_pylist() for c in starts.columns), strict=True):
+                self.graph.keep(first, last, now, tenant)  # calls between services outlive sampling
             self._delete(
                 "received_at >= fromUnixTimestamp64Nano({lo:Int64}, 'UTC') "
                 "AND received_at < fromUnixTimestamp64Nano({cut:Int64}, 'UTC') "
                 f"AND (tenant, trace_id) NOT IN (SELECT tenant, trace_id FROM {self.db}.sampling_decisions "
                 "WHERE kept)",
-                {"lo": self._cut, "cut": cut},
+                window,
             )
             self._cut = max(self._cut, cut)
             self.conn.command(
