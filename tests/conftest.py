@@ -189,3 +189,19 @@ def canonical_spans(doc: dict) -> dict[str, dict]:
             link["spanId"] = link["spanId"].lower()
         out[span["spanId"]] = {"resource": resource, "scope": scope, "span": span}
     return out
+
+
+def counters(http_url: str, expected: dict[str, float], timeout: float = 15) -> dict[str, float]:
+    """`/metrics` samples without labels, once those named in `expected` reach their values (the
+    server's housekeeping updates some every second); the last reading if they never do."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"{http_url}/metrics", timeout=30).text
+        values = {
+            s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels
+        }
+        if all(values.get(k) == v for k, v in expected.items()) or time.monotonic() > deadline:
+            return values
+        time.sleep(0.2)

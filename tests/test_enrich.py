@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from clew.pipeline.enrich import EnrichConfig, EnrichError
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, counters
 
 NOW = time.time_ns()
 NAMES = [
@@ -64,6 +64,8 @@ team = "payments"
         operations = httpx.get(f"{server.http_url}/api/services/users/operations", timeout=30).json()["data"]
         default_resource = resource_of(server, f"{1:032x}")
         acme_resource = resource_of(server, f"{1:032x}", "acme")
+        expected = {"clew_templates_spans_total": 2 * len(NAMES), "clew_templates_templated_names_total": 8}
+        values = counters(server.http_url, expected)
     finally:
         server.stop()
     assert operations == [
@@ -76,6 +78,7 @@ team = "payments"
     assert default_resource["deployment.environment"] == "staging" and "team" not in default_resource
     assert acme_resource["team"] == "payments"
     assert acme_resource["deployment.environment"] == "prod"  # what the span's resource says wins
+    assert {k: values.get(k) for k in expected} == expected  # all but GET /v2/users, twice
 
 
 def test_name_templates_can_be_switched_off(tmp_path: Path) -> None:

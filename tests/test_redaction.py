@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from clew.pipeline.redact import RedactionConfig, RedactionError
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, counters
 
 NOW = time.time_ns()
 TRACE = "ab" * 16
@@ -124,8 +124,12 @@ def test_secrets_never_reach_the_disk_or_the_apis(data_dir: Path) -> None:
             httpx.get(f"{server.http_url}/api/services/accounts/operations", timeout=30).text,
         ]
         doc = json.loads(answers[0])
+        spans = len(doc["resourceSpans"][0]["scopeSpans"][0]["spans"]) + 1  # and the Zipkin span
+        values = counters(server.http_url, {"clew_redaction_spans_total": spans})
     finally:
         server.stop()
+    assert values["clew_redaction_spans_total"] == spans
+    assert values["clew_redaction_redacted_spans_total"] == spans  # each of them carried a secret
     for secret in SECRETS:
         for answer in answers:
             assert secret not in answer, secret

@@ -112,12 +112,14 @@ def sampling_counters(sampler: Sampler | None, retention: RetentionCounters) -> 
 
 
 async def housekeeping(store: Store, sampler: Sampler | None, config: SamplingConfig) -> None:
-    """Tail-sampling decisions every tick, the retention tiers every `retention_interval`."""
+    """Tail-sampling decisions and processor counters every tick, the retention tiers every
+    `retention_interval`."""
     next_expiry = 0
     while True:
         try:
             if sampler is not None:
                 await asyncio.to_thread(sampler.tick)
+            await asyncio.to_thread(store.processed.scan)
             now = time.time_ns()
             if now >= next_expiry:
                 full_fidelity = config.full_fidelity if config.enabled else None
@@ -154,7 +156,11 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
                 ports.zipkin: zipkin_app(writer.write, settings.max_body_bytes),
                 ports.http: http_app(
                     store,
-                    lambda: writer_counters(writer) | sampling_counters(sampler, store.sampling.counters),
+                    lambda: (
+                        writer_counters(writer)
+                        | store.processed.metrics()
+                        | sampling_counters(sampler, store.sampling.counters)
+                    ),
                 ),
             }
         )

@@ -13,6 +13,7 @@ from clew.query.language import Query
 
 if TYPE_CHECKING:
     from clew.store.completeness import Completeness
+    from clew.store.processed import ProcessedScan
     from clew.store.red import RedMetrics
     from clew.store.sampling import SamplingStore
     from clew.store.servicegraph import ServiceGraph
@@ -111,6 +112,7 @@ class Store(Protocol):
     completeness: Completeness  # incomplete-trace detection (store/completeness.py)
     servicegraph: ServiceGraph  # edges with errors and latency, and uninstrumented peers
     sampling: SamplingStore  # tail-sampling decisions and the retention tiers
+    processed: ProcessedScan  # what redaction and name templates did, for /metrics
 
     def received_until(self) -> int:
         """Every span received at or before this time (ns, the store's clock) is committed or refused."""

@@ -20,6 +20,7 @@ from clew.store.base import Connection, SearchRequest, SearchResult, TraceQuery
 from clew.store.completeness import Completeness
 from clew.store.dependencies import DependencyGraph
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
+from clew.store.processed import ProcessedScan
 from clew.store.red import RedMetrics
 from clew.store.sampling import SamplingStore
 from clew.store.search import Searcher, trace_ids_in
@@ -110,6 +111,13 @@ class ClickHouseStore:
         self.red = RedMetrics(conn, database)
         self.completeness = Completeness(conn, database)
         self.servicegraph = ServiceGraph(conn, database)
+        self.processed = ProcessedScan(
+            conn,
+            database,
+            self.received_until,
+            (redaction or RedactionConfig()).enabled,
+            (enrich or EnrichConfig()).normalize_names,
+        )
         self.sampling = SamplingStore(
             conn, database, self.received_until, self._graph, (sampling or SamplingConfig()).policies
         )

@@ -197,18 +197,19 @@ class SamplingStore:
 
     def expire(self, now: int, full_fidelity: int | None, retention: int) -> int:
         """Apply both tiers at `now` (ns); `full_fidelity` None keeps every span until `retention`.
-        Returns the number of spans deleted."""
-        before = self._span_count()
+        Returns the number of spans deleted (spans arriving meanwhile are never among them)."""
+        deleted = 0
         old = now - retention
         expired = self.conn.query(
-            f"SELECT _partition_id FROM {self.db}.spans GROUP BY _partition_id "
+            f"SELECT _partition_id, count() FROM {self.db}.spans GROUP BY _partition_id "
             "HAVING max(received_at) < fromUnixTimestamp64Nano({old:Int64}, 'UTC')",
             {"old": old},
         )
-        for partition in expired.column(0).to_pylist():
+        for partition, rows in zip(*(c.to_pylist() for c in expired.columns), strict=True):
             if str(partition).isalnum():  # a day, 20261124; never text to splice otherwise
                 self.conn.command(f"ALTER TABLE {self.db}.spans DROP PARTITION ID '{partition}'")
-        self._delete("received_at < fromUnixTimestamp64Nano({old:Int64}, 'UTC')", {"old": old})
+                deleted += rows
+        deleted += self._delete("received_at < fromUnixTimestamp64Nano({old:Int64}, 'UTC')", {"old": old})
         self.graph.drop_before(old)
         if full_fidelity is not None:
             cut = now - full_fidelity
@@ -221,7 +222,7 @@ class SamplingStore:
             )
             for tenant, first, last in zip(*(c.to_pylist() for c in starts.columns), strict=True):
                 self.graph.keep(first, last, now, tenant)  # calls between services outlive sampling
-            self._delete(
+            deleted += self._delete(
                 "received_at >= fromUnixTimestamp64Nano({lo:Int64}, 'UTC') "
                 "AND received_at < fromUnixTimestamp64Nano({cut:Int64}, 'UTC') "
                 f"AND (tenant, trace_id) NOT IN (SELECT tenant, trace_id FROM {self.db}.sampling_decisions "
@@ -234,15 +235,14 @@ class SamplingStore:
                 "OR (NOT kept AND decided_at < fromUnixTimestamp64Nano({cut:Int64}, 'UTC'))",
                 {"old": old, "cut": cut},
             )
-        deleted = before - self._span_count()
         self.counters.runs += 1
         self.counters.deleted_spans += deleted
         return deleted
 
-    def _delete(self, where: str, params: dict[str, object]) -> None:
-        exists = self.conn.query(f"SELECT 1 FROM {self.db}.spans WHERE {where} LIMIT 1", params)
-        if exists.num_rows:  # a DELETE that matches nothing still visits every part
+    def _delete(self, where: str, params: dict[str, object]) -> int:
+        """Rows matching `where` cannot be written meanwhile (they were all received before a cut)."""
+        count = self.conn.query(f"SELECT count() FROM {self.db}.spans WHERE {where}", params)
+        rows = int(count.column(0)[0].as_py())
+        if rows:  # a DELETE that matches nothing still visits every part
             self.conn.command(f"DELETE FROM {self.db}.spans WHERE {where}", params)
-
-    def _span_count(self) -> int:
-        return int(self.conn.query(f"SELECT count() FROM {self.db}.spans").column(0)[0].as_py())
+        return rows
