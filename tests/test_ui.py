@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,6 +168,16 @@ def test_waterfall_shows_the_tree_and_the_critical_path(page: Page, ui_server: S
     assert critical == ["a" * 16, "b" * 16]
     assert set(rows(page)) == {"a" * 16, "b" * 16, "d" * 16}
     expect(page.locator(f".span-row[data-span-id='{'a' * 16}'] .event-tick")).to_have_count(2)
+
+
+def test_the_header_says_whether_tail_sampling_kept_the_trace(page: Page, ui_server: ServerProcess) -> None:
+    deadline = time.monotonic() + 30  # decided 10 s after its last span, on a tick of 1 s
+    while not (answer := httpx.get(f"{ui_server.http_url}/api/v1/traces/{A}/sampling").json())["decided"]:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.5)
+    assert answer["kept"] and answer["policies"][0] == "errors"  # (and "rare": every operation is, here)
+    open_page(page, ui_server, f"/trace/{A}")
+    expect(page.locator("#fact-sampling")).to_have_text("kept by " + ", ".join(answer["policies"]))
 
 
 def test_span_details_show_everything_as_text(page: Page, ui_server: ServerProcess) -> None:

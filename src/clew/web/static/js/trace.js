@@ -47,7 +47,9 @@ function showTrace(root, trace, doc, view, fromFile) {
       fact("Services", String(trace.services.length), "fact-services"),
       fact("Depth", String(trace.depth), "fact-depth"),
       fact("Spans", String(trace.spans.length), "fact-spans"),
-      fact("Errors", String(trace.errors), "fact-errors")));
+      fact("Errors", String(trace.errors), "fact-errors"),
+      fromFile ? null : fact("Sampling", "…", "fact-sampling")));
+  if (!fromFile) showSampling(header.querySelector("#fact-sampling"), trace.traceId);
   const permalink = `${location.origin}/trace/${trace.traceId}${view === "flamegraph" ? "?view=flamegraph" : ""}`;
   const download = h("a", { class: "button", id: "download-json", download: `trace-${trace.traceId}.json`, href: URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" })) }, "Download JSON");
   const collapseSelect = h("select", { id: "collapse-service", "aria-label": "Collapse by service" }, h("option", { value: "" }, "Collapse service…"), trace.services.map((s) => h("option", { value: s }, s)));
@@ -74,6 +76,19 @@ function showTrace(root, trace, doc, view, fromFile) {
     const wf = waterfall(main, trace, select);
     collapseSelect.addEventListener("change", () => { if (collapseSelect.value) wf.collapseService(collapseSelect.value); });
     expandAll.addEventListener("click", () => { collapseSelect.value = ""; wf.expandAll(); });
+  }
+}
+
+// The tail sampler's decision: every trace is kept in full for the first hour, then only if a policy
+// kept it (docs/sampling.md).
+async function showSampling(dd, traceId) {
+  try {
+    const d = await getJSON(`/api/v1/traces/${encodeURIComponent(traceId)}/sampling`);
+    dd.textContent = !d.decided ? "pending (every span is kept for the first hour)"
+      : d.kept ? `kept by ${d.policies.join(", ")}`
+      : "not kept: goes when the full-fidelity hour ends";
+  } catch (err) {
+    dd.textContent = "unknown";
   }
 }
 
