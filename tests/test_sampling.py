@@ -134,6 +134,14 @@ class Harness:
         response.raise_for_status()
         return {(d["parent"], d["child"]): d["callCount"] for d in response.json()["data"]}
 
+    @staticmethod
+    def hour_end(ns: int) -> int:
+        return (ns // (3600 * S) + 1) * 3600 * S
+
+    def past_full_fidelity(self) -> None:
+        """Move the clock to where every span received so far is past the full-fidelity window."""
+        self.clock.now = self.hour_end(self.clock.now) + self.config.full_fidelity
+
     def expire(self) -> int:
         return self.store.sampling.expire(self.clock.now, self.config.full_fidelity, self.config.retention)
 
@@ -211,11 +219,14 @@ def test_policies_decide_complete_traces_and_only_kept_ones_outlive_the_full_fid
         assert answer["policies"] == expected.get(trace_id, [])
     assert h.decision(failed)["spans"] == 2
 
-    # the full-fidelity window: every span stays queryable for an hour after it arrived
-    h.clock.advance(3570)
+    # the full-fidelity window: every span stays queryable for an hour after it arrived, and goes
+    # once the hour it arrived in ended an hour ago
+    h.clock.advance(3600 - 11)
     assert h.expire() == 0
     assert all(h.spans_stored(t) for t in plain)
-    h.clock.advance(30)
+    h.clock.now = h.hour_end(h.clock.now - 3600 * S) + 3600 * S - S
+    assert h.expire() == 0
+    h.clock.advance(1)
     assert h.expire() == len(plain) + 2  # the three plain traces and the slow GET's two spans
     assert [h.spans_stored(t) for t in plain] == [0, 0, 0]
     assert h.spans_stored(slow_get) == 0
@@ -281,7 +292,7 @@ def test_a_trace_waits_for_its_last_span_and_late_spans_follow_the_decision(make
     h.clock.advance(1)
     assert h.sampler.tick() == []
     assert h.sampler.counters.late_spans == 3
-    h.clock.advance(3600)
+    h.past_full_fidelity()
     h.expire()
     assert h.spans_stored(h.trace_id(root)) == 5
     assert h.spans_stored(h.trace_id(orphan)) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,10 +35,13 @@ CREATE TABLE IF NOT EXISTS {db}.spans (
     {received_index},
     {projection}
 ) ENGINE = MergeTree
-PARTITION BY toDate(start_time)
+PARTITION BY {partition}
 ORDER BY (tenant, service_name, start_time)
-SETTINGS index_granularity = 1024, lightweight_mutation_projection_mode = 'rebuild'
+SETTINGS index_granularity = 1024
 """
+# By day of start (time-range queries prune on it) and by the hour clew received the spans in: the
+# retention tiers then replace or drop whole partitions instead of deleting rows (store/sampling.py).
+PARTITION_KEY = "(toDate(start_time), toStartOfHour(received_at))"
 
 # Every span a second time, ordered by trace: a trace lookup reads one granule instead of one per
 # service the trace went through (bench/RESULTS.md). The bloom filter serves parts written before it.
@@ -81,6 +85,7 @@ class ClickHouseStore:
                 received=RECEIVED,
                 received_index=RECEIVED_INDEX,
                 projection=TRACE_PROJECTION,
+                partition=PARTITION_KEY,
             )
         )
         for addition in (  # data directories from before each was added
@@ -89,10 +94,6 @@ class ClickHouseStore:
             RECEIVED_INDEX.replace("INDEX", "INDEX IF NOT EXISTS", 1),
         ):
             conn.command(f"ALTER TABLE {database}.spans ADD {addition}")
-        # retention deletes rows (store/sampling.py); the trace projection of a touched part is rebuilt
-        conn.command(
-            f"ALTER TABLE {database}.spans MODIFY SETTING lightweight_mutation_projection_mode = 'rebuild'"
-        )
         schema = conn.format_schema("clew_otlp.proto", WIRE_PROTO)
         self._insert_settings = {**INSERT_SETTINGS, "format_schema": f"{schema}:{WIRE_MESSAGE}"}
         # the pipeline's processors, in order: enrichment and name templates, then redaction
@@ -118,8 +119,23 @@ class ClickHouseStore:
             (redaction or RedactionConfig()).enabled,
             (enrich or EnrichConfig()).normalize_names,
         )
+        key = (
+            conn.query(
+                "SELECT partition_key FROM system.tables WHERE database = {db:String} AND name = 'spans'",
+                {"db": database},
+            )
+            .column(0)[0]
+            .as_py()
+        )
+        hourly = key.replace(" ", "") == PARTITION_KEY.replace(" ", "")
+        if not hourly:  # pragma: no cover - data directories of earlier development versions
+            print(
+                f"clew: spans in {database} are partitioned by {key}, from before the retention tiers; "
+                "they stay until deleted. Export and re-import them to get tiered retention.",
+                file=sys.stderr,
+            )
         self.sampling = SamplingStore(
-            conn, database, self.received_until, self._graph, (sampling or SamplingConfig()).policies
+            conn, database, self.received_until, self._graph, (sampling or SamplingConfig()).policies, hourly
         )
 
     def write(self, batch: OtlpBatch) -> None:

@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS {db}.sampling_decisions (
 ) ENGINE = MergeTree
 ORDER BY (tenant, trace_id)
 """
+# partitions already reduced to their kept traces
+SWEPT_DDL = """
+CREATE TABLE IF NOT EXISTS {db}.retention_swept (partition_id String, swept_at DateTime64(9, 'UTC'))
+ENGINE = ReplacingMergeTree ORDER BY partition_id
+"""
 DECISION_ROW = (
     "tenant String, trace_id String, kept Bool, policies Array(String), decided_at Int64, spans UInt32"
 )
@@ -104,6 +109,7 @@ class SamplingStore:
         received_until: Callable[[], int],
         graph: DependencyGraph,
         policies: tuple[Policy, ...] = (),
+        hourly: bool = True,
     ) -> None:
         self.conn, self.db, self.graph = conn, db, graph
         self.received_until = received_until
@@ -111,6 +117,10 @@ class SamplingStore:
         self.counters = RetentionCounters()
         self._cut = 0  # spans received before this were already through the full-fidelity delete
         conn.command(DECISIONS_DDL.format(db=db))
+        conn.command(SWEPT_DDL.format(db=db))
+        # where a partition's kept rows are gathered before they replace it: the same structure
+        conn.command(f"CREATE TABLE IF NOT EXISTS {db}.spans_sweep AS {db}.spans")
+        self.hourly = hourly
 
     def trace_activity(
         self, since: int, until: int, now: int, only_undecided: bool
@@ -197,52 +207,82 @@ class SamplingStore:
 
     def expire(self, now: int, full_fidelity: int | None, retention: int) -> int:
         """Apply both tiers at `now` (ns); `full_fidelity` None keeps every span until `retention`.
-        Returns the number of spans deleted (spans arriving meanwhile are never among them)."""
+        Returns the number of spans deleted.
+
+        A partition holds the spans received in one hour (of one start day): once that hour ended
+        `retention` ago it is dropped; once it ended `full_fidelity` ago it is swept, i.e. replaced by
+        a copy of its rows of kept traces. So a span stays between one and two full-fidelity windows,
+        and no row is ever deleted one by one."""
+        if not self.hourly:
+            return 0
         deleted = 0
         old = now - retention
-        expired = self.conn.query(
-            f"SELECT _partition_id, count() FROM {self.db}.spans GROUP BY _partition_id "
-            "HAVING max(received_at) < fromUnixTimestamp64Nano({old:Int64}, 'UTC')",
-            {"old": old},
-        )
-        for partition, rows in zip(*(c.to_pylist() for c in expired.columns), strict=True):
-            if str(partition).isalnum():  # a day, 20261124; never text to splice otherwise
+        partitions = self._partitions()
+        for partition, hour_end, rows in partitions:
+            if hour_end <= old:
                 self.conn.command(f"ALTER TABLE {self.db}.spans DROP PARTITION ID '{partition}'")
+                self.conn.command(
+                    f"DELETE FROM {self.db}.retention_swept WHERE partition_id = {{p:String}}",
+                    {"p": partition},
+                )
                 deleted += rows
-        deleted += self._delete("received_at < fromUnixTimestamp64Nano({old:Int64}, 'UTC')", {"old": old})
         self.graph.drop_before(old)
         if full_fidelity is not None:
             cut = now - full_fidelity
-            window = {"lo": self._cut, "cut": cut}
-            starts = self.conn.query(
-                f"SELECT toString(tenant), min({NS}(start_time)), max({NS}(start_time)) FROM {self.db}.spans "
-                "WHERE received_at >= fromUnixTimestamp64Nano({lo:Int64}, 'UTC') "
-                "AND received_at < fromUnixTimestamp64Nano({cut:Int64}, 'UTC') GROUP BY tenant",
-                window,
-            )
-            for tenant, first, last in zip(*(c.to_pylist() for c in starts.columns), strict=True):
-                self.graph.keep(first, last, now, tenant)  # calls between services outlive sampling
-            deleted += self._delete(
-                "received_at >= fromUnixTimestamp64Nano({lo:Int64}, 'UTC') "
-                "AND received_at < fromUnixTimestamp64Nano({cut:Int64}, 'UTC') "
-                f"AND (tenant, trace_id) NOT IN (SELECT tenant, trace_id FROM {self.db}.sampling_decisions "
-                "WHERE kept)",
-                window,
-            )
-            self._cut = max(self._cut, cut)
+            swept = self._swept()
+            for partition, hour_end, rows in partitions:
+                if old < hour_end <= cut and partition not in swept:
+                    deleted += rows - self._sweep(partition, now)
             self.conn.command(
                 f"DELETE FROM {self.db}.sampling_decisions WHERE decided_at < fromUnixTimestamp64Nano({{old:Int64}}, 'UTC') "
                 "OR (NOT kept AND decided_at < fromUnixTimestamp64Nano({cut:Int64}, 'UTC'))",
-                {"old": old, "cut": cut},
+                {"old": old, "cut": cut - full_fidelity},  # an unkept decision lives while its spans may
             )
         self.counters.runs += 1
         self.counters.deleted_spans += deleted
         return deleted
 
-    def _delete(self, where: str, params: dict[str, object]) -> int:
-        """Rows matching `where` cannot be written meanwhile (they were all received before a cut)."""
-        count = self.conn.query(f"SELECT count() FROM {self.db}.spans WHERE {where}", params)
-        rows = int(count.column(0)[0].as_py())
-        if rows:  # a DELETE that matches nothing still visits every part
-            self.conn.command(f"DELETE FROM {self.db}.spans WHERE {where}", params)
-        return rows
+    def _partitions(self) -> list[tuple[str, int, int]]:
+        """(id, end of its received hour in ns, rows) of every partition of the spans table."""
+        table = self.conn.query(
+            "SELECT partition_id, sum(rows) FROM system.parts "
+            "WHERE database = {db:String} AND table = 'spans' AND active GROUP BY partition_id",
+            {"db": self.db},
+        )
+        out = []
+        for partition, rows in zip(*(c.to_pylist() for c in table.columns), strict=True):
+            day, _, hour = str(partition).partition("-")  # 20261124-1795564800: day, then hour start (s)
+            if day.isdigit() and hour.isdigit():  # never text to splice otherwise
+                out.append((str(partition), (int(hour) + 3600) * 10**9, int(rows)))
+        return out
+
+    def _swept(self) -> set[str]:
+        table = self.conn.query(f"SELECT partition_id FROM {self.db}.retention_swept")
+        return {str(p) for p in table.column(0).to_pylist()}
+
+    def _sweep(self, partition: str, now: int) -> int:
+        """Replace the partition by its rows of kept traces; returns how many rows it kept."""
+        where = f"_partition_id = '{partition}'"
+        starts = self.conn.query(
+            f"SELECT toString(tenant), min({NS}(start_time)), max({NS}(start_time)) FROM {self.db}.spans "
+            f"WHERE {where} GROUP BY tenant"
+        )
+        for tenant, first, last in zip(*(c.to_pylist() for c in starts.columns), strict=True):
+            self.graph.keep(first, last, now, tenant)  # calls between services outlive sampling
+        self.conn.command(f"TRUNCATE TABLE {self.db}.spans_sweep")
+        self.conn.command(
+            f"INSERT INTO {self.db}.spans_sweep SELECT * FROM {self.db}.spans WHERE {where} "
+            f"AND (tenant, trace_id) IN (SELECT tenant, trace_id FROM {self.db}.sampling_decisions WHERE kept)"
+        )
+        kept = int(self.conn.query(f"SELECT count() FROM {self.db}.spans_sweep").column(0)[0].as_py())
+        if kept:
+            self.conn.command(
+                f"ALTER TABLE {self.db}.spans REPLACE PARTITION ID '{partition}' FROM {self.db}.spans_sweep"
+            )
+        else:
+            self.conn.command(f"ALTER TABLE {self.db}.spans DROP PARTITION ID '{partition}'")
+        self.conn.command(f"TRUNCATE TABLE {self.db}.spans_sweep")
+        self.conn.command(
+            f"INSERT INTO {self.db}.retention_swept SELECT {{p:String}}, now64(9)", {"p": partition}
+        )
+        return kept
