@@ -11,6 +11,9 @@ import httpx
 import pytest
 
 from clew.pipeline.redact import RedactionConfig, RedactionError
+from clew.query.otlp import to_traces_data
+from clew.receivers.otlp import decode_json, to_otlp_json
+from clew.store import open_embedded
 from tests.conftest import ServerProcess, counters
 
 NOW = time.time_ns()
@@ -225,3 +228,105 @@ def test_a_bad_rules_file_stops_the_server_with_the_reason(tmp_path: Path) -> No
     )  # fmt: skip
     assert result.returncode != 0
     assert "deny_action must be one of drop, mask, hash" in result.stderr
+
+
+@pytest.mark.parametrize("action", ["drop", "mask"])
+def test_every_string_goes_back_to_its_own_place(tmp_path: Path, action: str) -> None:
+    """The detectors scrub all strings of a span in one array that is then cut back into names,
+    attribute maps, scope, event and link lists of varying sizes; nothing may shift."""
+
+    def attrs(*pairs: tuple[str, object]) -> list[dict]:
+        return [attr(k, v) for k, v in pairs]
+
+    spans = []
+    for i in range(3):  # spans of different shapes in one insert
+        events = [
+            {
+                "timeUnixNano": str(NOW),
+                "name": f"ev{i}a",
+                "attributes": attrs(("a", f"x{i}"), ("b", "bob@example.org")),
+            },
+            {"timeUnixNano": str(NOW), "name": f"ev{i}b to carol@example.org"},
+            {
+                "timeUnixNano": str(NOW),
+                "name": f"ev{i}c",
+                "attributes": attrs(("n", i), ("token", "t0ps3cret"), ("c", f"y{i}")),
+            },
+        ][: i + 1]
+        links = [
+            {"traceId": "11" * 16, "spanId": "22" * 8, "attributes": attrs(("d", f"z{i}"))},
+            {
+                "traceId": "33" * 16,
+                "spanId": "44" * 8,
+                "attributes": attrs(("e", "10.1.2.3"), ("f", f"keep{i}")),
+            },
+        ][: 2 - i % 2]
+        spans.append(
+            {
+                "traceId": TRACE,
+                "spanId": f"{i + 1:016x}",
+                "name": f"op{i}",
+                "startTimeUnixNano": str(NOW),
+                "endTimeUnixNano": str(NOW + 1000),
+                "status": {"message": f"st{i}"},
+                "attributes": attrs(
+                    *[(f"k{j}", f"v{i}.{j}") for j in range(i)], ("secret", "s3"), ("mail", "dan@example.org")
+                ),
+                "events": events,
+                "links": links,
+            }
+        )
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": attrs(("service.name", "svc"), ("r1", "res"), ("r.ip", "192.0.2.1"))
+                },
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "s", "attributes": attrs(("sc", "scoped"), ("cookie", "c"))},
+                        "spans": spans,
+                    }
+                ],
+            }
+        ]
+    }
+    config = RedactionConfig(
+        deny_action=action,
+        detectors={"url_password": "mask", "token": "mask", "email": "mask", "card": "mask", "ip": "mask"},
+    )
+    store = open_embedded(tmp_path / "data", config)
+    try:
+        store.write(decode_json(json.dumps(doc).encode()).batch)
+        got = to_otlp_json(to_traces_data(store.get_trace(bytes.fromhex(TRACE))))
+    finally:
+        store.close()
+    denied = "[REDACTED]" if action == "mask" else None
+
+    def values(items: list[dict]) -> dict:
+        return {a["key"]: next(iter(a["value"].values())) for a in items}
+
+    def expect(pairs: dict) -> dict:
+        return {k: v for k, v in pairs.items() if v is not None}
+
+    (rs,) = got["resourceSpans"]
+    assert values(rs["resource"]["attributes"]) == {
+        "service.name": "svc",
+        "r1": "res",
+        "r.ip": "[REDACTED:ip]",
+    }
+    (ss,) = rs["scopeSpans"]
+    assert values(ss["scope"]["attributes"]) == expect({"sc": "scoped", "cookie": denied})
+    for i, span in enumerate(sorted(ss["spans"], key=lambda s: s["name"])):
+        assert span["name"] == f"op{i}" and span["status"]["message"] == f"st{i}"
+        assert values(span["attributes"]) == expect(
+            {**{f"k{j}": f"v{i}.{j}" for j in range(i)}, "secret": denied, "mail": "[REDACTED:email]"}
+        )
+        events = [
+            (f"ev{i}a", {"a": f"x{i}", "b": "[REDACTED:email]"}),
+            (f"ev{i}b to [REDACTED:email]", {}),
+            (f"ev{i}c", expect({"n": str(i), "token": denied, "c": f"y{i}"})),
+        ][: i + 1]
+        assert [(e["name"], values(e.get("attributes", []))) for e in span.get("events", [])] == events
+        links = [{"d": f"z{i}"}, {"e": "[REDACTED:ip]", "f": f"keep{i}"}][: 2 - i % 2]
+        assert [values(link.get("attributes", [])) for link in span.get("links", [])] == links

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clew.pipeline.redact import _quote
+from clew.pipeline.transforms import Transforms
 
 # a path segment that is an id: digits, a UUID, or 16+ hex characters
 ID_SEGMENT = r"/(?:\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{16,})(/|$)"
@@ -50,30 +51,17 @@ def _map_literal(values: dict[str, str]) -> str:
     return f"map({pairs})"
 
 
-def transforms(config: EnrichConfig) -> dict[str, str]:
+def transforms(config: EnrichConfig) -> Transforms:
     out: dict[str, str] = {}
     if config.normalize_names:
         pattern, cut = _quote(ID_SEGMENT), _quote(r"\?.*$")
         # twice: a replaced segment consumes the slash the next one starts with (`/1/2`)
-        once = f"replaceRegexpAll(replaceRegexpOne({{col}}, {cut}, ''), {pattern}, '/{{id}}\\\\1')"
+        once = f"replaceRegexpAll(replaceRegexpOne({{in:name}}, {cut}, ''), {pattern}, '/{{id}}\\\\1')"
         out["name"] = f"replaceRegexpAll({once}, {pattern}, '/{{id}}\\\\1')"
     if config.resource:
-        expr = "{col}"
+        expr = "{in:resource_string}"
         for tenant, values in sorted(config.resource.items()):
             added = f"mapUpdate({_map_literal(values)}, {expr})"  # the span's own values win
             expr = added if tenant == "*" else f"if({{tenant:String}} = {_quote(tenant)}, {added}, {expr})"
         out["resource_string"] = expr
-    return out
-
-
-def compose(*stages: dict[str, str]) -> dict[str, str]:
-    """Transforms applied in order; each later one reads the earlier one's result through a lambda
-    variable, so neither expression is repeated."""
-    out: dict[str, str] = {}
-    for stage in stages:
-        for column, expr in stage.items():
-            if column in out:
-                out[column] = f"arrayMap(c_in -> {expr.replace('{col}', 'c_in')}, [{out[column]}])[1]"
-            else:
-                out[column] = expr
-    return out
+    return Transforms(out)

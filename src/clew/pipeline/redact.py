@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clew.pipeline.transforms import Transforms
+
 ACTIONS = ("drop", "mask", "hash")
 DEFAULT_DENY = (
     "password", "passwd", "pwd", "secret", "*secret*", "*password*", "*token*", "*api_key*", "*apikey*",
@@ -190,56 +192,125 @@ class Compiler:
             ]
         return "|".join(parts)
 
-    def _denied_value(self, v: str) -> str:
-        return "'[REDACTED]'" if self.config.deny_action == "mask" else _hashed("hash", v)
-
     def _any(self, v: str) -> str:
         return f"match({v}, {_quote(self._any_pattern())})"
 
-    def string_map(self, column: str) -> str:
-        body = f"if({self.allowed('k')}, v, {self.scrub('v')})"
-        if self.config.deny_action != "drop":
-            body = f"if({self.denied('k')}, {self._denied_value('v')}, {body})"
-            rebuilt = f"mapApply((k, v) -> (k, {body}), {column})"
-        else:
-            rebuilt = (
-                f"mapApply((k, v) -> (k, {body}), mapFilter((k, v) -> NOT {self.denied('k')}, {column}))"
-            )
-        # rebuilding a map costs more than looking at it: most maps need no change at all
-        needed = (
-            f"arrayExists(k -> {self.denied('k')}, mapKeys({column})) "
-            f"OR arrayExists(v -> {self._any('v')}, mapValues({column}))"
-        )
-        return f"if({needed}, {rebuilt}, {column})"
+    def _denied_value(self, v: str) -> str:
+        return "'[REDACTED]'" if self.config.deny_action == "mask" else _hashed("hash", v)
+
+    def scrub_flag(self, key: str, text_type: str | None = None) -> str:
+        """Whether a value goes through the detectors: a string whose key is not on the allow list."""
+        parts = [f"{text_type} = {STRING_TYPE}"] if text_type else []
+        if self.config.allow_keys:
+            parts.append(f"NOT {self.allowed(key)}")
+        return " AND ".join(parts) or "true"
+
+    def string_map(self, column: str, scrubbed: str) -> str:
+        """The map rebuilt from its keys and its `scrubbed` values, denied keys dropped or replaced."""
+        keys = f"mapKeys({column})"
+        if self.config.deny_action == "drop":
+            rebuilt = f"mapFromArrays({keys}, {scrubbed})"
+            return f"mapFilter((k, v) -> NOT {self.denied('k')}, {rebuilt})"
+        values = f"arrayMap((k, o, v) -> if({self.denied('k')}, {self._denied_value('o')}, v), {keys}, mapValues({column}), {scrubbed})"
+        return f"mapFromArrays({keys}, {values})"
 
     def other_map(self, column: str) -> str:
         """Numbers, booleans and complex values under a denied key are dropped whatever the action."""
-        filtered = f"mapFilter((k, v) -> NOT {self.denied('k')}, {column})"
-        return f"if(arrayExists(k -> {self.denied('k')}, mapKeys({column})), {filtered}, {column})"
+        return f"mapFilter((k, v) -> NOT {self.denied('k')}, {column})"
 
-    def attribute_list(self, column: str) -> str:
-        """(key, type, text) tuples of scopes, events and links."""
-        value = f"if(a.2 = {STRING_TYPE} AND NOT {self.allowed('a.1')}, {self.scrub('a.3')}, a.3)"
+    def attribute_list(self, column: str, scrubbed: str) -> str:
+        """(key, type, text) tuples of scopes, events and links, with their `scrubbed` texts."""
         if self.config.deny_action == "drop":
-            return f"arrayMap(a -> (a.1, a.2, {value}), arrayFilter(a -> NOT {self.denied('a.1')}, {column}))"
-        masked = (
-            f"if({self.denied('a.1')}, if(a.2 = {STRING_TYPE}, {self._denied_value('a.3')}, ''), {value})"
-        )
-        return f"arrayMap(a -> (a.1, a.2, {masked}), {column})"
+            rebuilt = f"arrayMap((a, t) -> (a.1, a.2, t), {column}, {scrubbed})"
+            return f"arrayFilter(a -> NOT {self.denied('a.1')}, {rebuilt})"
+        masked = f"if({self.denied('a.1')}, if(a.2 = {STRING_TYPE}, {self._denied_value('a.3')}, ''), t)"
+        return f"arrayMap((a, t) -> (a.1, a.2, {masked}), {column}, {scrubbed})"
 
 
-def transforms(config: RedactionConfig) -> dict[str, str]:
-    """Column -> SQL over the unredacted column of the same name (`{col}` in the expression)."""
+NEWLINE = "'\\n'"
+STRINGS = "clew_strings"  # every string of a row that the detectors look at
+SCRUBBED = "clew_scrubbed"  # ... after them, in one pass
+
+
+def _length_of(lists: str) -> str:
+    return f"arraySum(arrayMap(l -> length(l), {lists}))"
+
+
+def _nested(column: str, start: str, rebuild: Any) -> str:
+    """An array of attribute lists rebuilt from one slice of the scrubbed strings, list by list."""
+    lengths = f"arrayMap(l -> length(l), {column})"
+    starts = f"arrayMap((c, n) -> {start} + c - n, arrayCumSum({lengths}), {lengths})"
+    return f"arrayMap((list, o) -> {rebuild('list', f'arraySlice({SCRUBBED}, o, length(list))')}, {column}, {starts})"
+
+
+def transforms(config: RedactionConfig) -> Transforms:
+    """Every string a span carries (name, status message, string attributes of span, resource, scope,
+    events and links, event names) is gathered into one array and scrubbed by one detector chain,
+    then sliced back into its columns: the chain is large SQL, and the engine analyses it once per
+    insert instead of once per column (bench/RESULTS.md)."""
     if not config.enabled:
-        return {}
+        return Transforms({})
     c = Compiler(config)
-    out: dict[str, str] = {"name": c.scrub("{col}"), "status_message": c.scrub("{col}")}
+    texts = "arrayMap(a -> a.3, {list})"
+    flags = f"arrayMap(a -> {c.scrub_flag('a.1', 'a.2')}, {{list}})"
+    key_flags = f"arrayMap(k -> {c.scrub_flag('k')}, mapKeys({{map}}))"
+    events, links = "arrayFlatten({in:events_attributes})", "arrayFlatten({in:links_attributes})"
+    strings = [
+        "[{in:name}, {in:status_message}]",
+        "mapValues({in:attributes_string})",
+        "mapValues({in:resource_string})",
+        texts.format(list="{in:scope_attributes}"),
+        "{in:events_name}",
+        texts.format(list=events),
+        texts.format(list=links),
+    ]
+    scrub = [
+        "[true, true]",
+        key_flags.format(map="{in:attributes_string}"),
+        key_flags.format(map="{in:resource_string}"),
+        flags.format(list="{in:scope_attributes}"),
+        "arrayMap(n -> true, {in:events_name})",
+        flags.format(list=events),
+        flags.format(list=links),
+    ]
+    flat = f"arrayConcat({', '.join(strings)})"
+    if not any(mode != "off" for mode in config.detectors.values()):
+        chain = STRINGS
+    elif all(f == "true" for f in (c.scrub_flag("k"), c.scrub_flag("a.1"))):
+        chain = f"arrayMap(s -> {c.scrub('s')}, {STRINGS})"
+    else:
+        chain = f"arrayMap((s, f) -> if(f, {c.scrub('s')}, s), {STRINGS}, arrayConcat({', '.join(scrub)}))"
+    if chain != STRINGS:
+        # one regex over the row's strings joined decides whether the row needs the chain at all
+        # (a match across a joint only sends a row through the chain, which checks each string)
+        chain = f"if({c._any(f'arrayStringConcat({STRINGS}, {NEWLINE})')}, {chain}, {STRINGS})"
+    # where each part starts in the scrubbed array (1-based)
+    sizes = [
+        "length({in:attributes_string})",
+        "length({in:resource_string})",
+        "length({in:scope_attributes})",
+        "length({in:events_name})",
+        _length_of("{in:events_attributes}"),
+    ]
+    starts = ["3"]
+    for size in sizes:
+        starts.append(f"{starts[-1]} + {size}")
+    attrs, res, scope, names, event_attrs, link_attrs = starts
+
+    def part(start: str, size: str) -> str:
+        return f"arraySlice({SCRUBBED}, {start}, {size})"
+
+    out: dict[str, str] = {
+        "name": f"{SCRUBBED}[1]",
+        "status_message": f"{SCRUBBED}[2]",
+        "attributes_string": c.string_map("{in:attributes_string}", part(attrs, sizes[0])),
+        "resource_string": c.string_map("{in:resource_string}", part(res, sizes[1])),
+        "scope_attributes": c.attribute_list("{in:scope_attributes}", part(scope, sizes[2])),
+        "events_name": part(names, sizes[3]),
+        "events_attributes": _nested("{in:events_attributes}", event_attrs, c.attribute_list),
+        "links_attributes": _nested("{in:links_attributes}", link_attrs, c.attribute_list),
+    }
     for prefix in ("attributes", "resource"):
-        out[f"{prefix}_string"] = c.string_map("{col}")
         for suffix in ("int", "float", "bool", "complex"):
-            out[f"{prefix}_{suffix}"] = c.other_map("{col}")
-    out["scope_attributes"] = c.attribute_list("{col}")
-    out["events_name"] = f"arrayMap(n -> {c.scrub('n')}, {{col}})"
-    for column in ("events_attributes", "links_attributes"):
-        out[column] = f"arrayMap(list -> {c.attribute_list('list')}, {{col}})"
-    return out
+            out[f"{prefix}_{suffix}"] = c.other_map(f"{{in:{prefix}_{suffix}}}")
+    return Transforms(out, {STRINGS: flat, SCRUBBED: chain})

@@ -12,11 +12,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from clew.model import COLUMNS, DEFAULT_TENANT, KIND_CODES, SPAN_SCHEMA, STATUS_CODES, OtlpBatch, SpanBatch
-from clew.pipeline.enrich import EnrichConfig, compose
+from clew.pipeline.enrich import EnrichConfig
 from clew.pipeline.enrich import transforms as enrich_transforms
 from clew.pipeline.redact import RedactionConfig, hash_key
 from clew.pipeline.redact import transforms as redact_transforms
 from clew.pipeline.sampling import SamplingConfig
+from clew.pipeline.transforms import compose
 from clew.store.base import Connection, SearchRequest, SearchResult, TraceQuery
 from clew.store.completeness import Completeness
 from clew.store.dependencies import DependencyGraph

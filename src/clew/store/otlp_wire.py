@@ -12,6 +12,7 @@ against opentelemetry-proto's descriptors in the tests). ClickHouse cannot follo
 from __future__ import annotations
 
 from clew.model import COLUMNS
+from clew.pipeline.transforms import Transforms
 
 WIRE_PROTO = """syntax = "proto3";
 message Request { repeated ResourceSpans resource_spans = 1; }
@@ -165,13 +166,13 @@ def _select_expressions() -> dict[str, str]:
 
 
 def insert_select(
-    table: str, transforms: dict[str, str] | None = None, constants: dict[str, str] | None = None
+    table: str, transforms: Transforms | None = None, constants: dict[str, str] | None = None
 ) -> str:
     """`INSERT ... SELECT` over `{source}`: a table function reading length-delimited requests.
 
-    `transforms` (column -> SQL over `{col}`, the column as parsed) are the pipeline's processors,
-    applied by an outer SELECT so that nothing unprocessed is ever written. `constants` (column -> SQL)
-    are the same for every row of the insert, such as the time it was received.
+    `transforms` are the pipeline's processors (pipeline/transforms.py), applied by an outer SELECT
+    so that nothing unprocessed is ever written. `constants` (column -> SQL) are the same for every
+    row of the insert, such as the time it was received.
     """
     exprs = _select_expressions()
     names = [name for name, _, _ in COLUMNS]
@@ -184,20 +185,15 @@ def insert_select(
         "FROM {source}\n"
         "ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.spans AS sp"
     )
-    if not transforms:
+    if transforms is None or not transforms.columns:
         select = ",\n  ".join([*(exprs[name] for name in names), *constants.values()])
         return f"INSERT INTO {table} ({columns})\nSELECT\n  {select}\n{source}"
+    bound = transforms.resolve({name: f"c_{name}" for name in names})
     inner = ",\n  ".join(f"{exprs[name]} AS c_{name}" for name in names)
-    outer = ",\n  ".join(
-        [
-            *(
-                transforms[name].replace("{col}", f"c_{name}") if name in transforms else f"c_{name}"
-                for name in names
-            ),
-            *constants.values(),
-        ]
-    )
-    return f"INSERT INTO {table} ({columns})\nSELECT\n  {outer}\nFROM (SELECT\n  {inner}\n{source})"
+    outer = ",\n  ".join([*(bound.columns.get(name, f"c_{name}") for name in names), *constants.values()])
+    aliases = ",\n  ".join(f"{expr} AS {alias}" for alias, expr in bound.aliases.items())
+    with_ = f"WITH {aliases}\n" if aliases else ""
+    return f"INSERT INTO {table} ({columns})\n{with_}SELECT\n  {outer}\nFROM (SELECT\n  {inner}\n{source})"
 
 
 def length_delimited(bodies: list[bytes]) -> bytes:
