@@ -131,17 +131,19 @@ class Compiler:
     def _each_match(self, v: str, pattern: str, label: str, action: str, check: str | None = None) -> str:
         """Replace every match of `pattern` in `v`: masked, or hashed one by one (keyed), optionally
         only where `check` (SQL over `m`) holds."""
+        pat = _quote(pattern)
+        if action == "mask" and not check:
+            return f"replaceRegexpAll({v}, {pat}, '[REDACTED:{label}]')"
         replacement = f"'[REDACTED:{label}]'" if action == "mask" else _hashed(label, "m")
         step = f"replaceAll(acc, m, {replacement})"
         if check:
             step = f"if({check}, {step}, acc)"
-        pat = _quote(pattern)
         return f"if(match({v}, {pat}), arrayFold((acc, m) -> {step}, extractAll({v}, {pat}), {v}), {v})"
 
-    def scrub(self, v: str) -> str:
-        """Detectors in a chain. Each stage binds its input to a lambda variable
-        (`arrayMap(sN -> ..., [input])[1]`), so the SQL grows linearly with the stages instead of
-        repeating the input inside every stage."""
+    def scrub(self, s: str) -> str:
+        """The detectors over `s`, a lambda variable (it is read more than once). Detectors in a chain. A stage that reads its input more than once binds it to a lambda
+        variable (`arrayMap(sN -> ..., [input])[1]`), so the SQL grows linearly with the stages
+        instead of repeating the input inside every stage."""
         d = self.config.detectors
         stages: list[Any] = []
         if d["url_password"] != "off":
@@ -162,12 +164,13 @@ class Compiler:
             stages.append(lambda x: self._each_match(x, IPV4, "ip", d["ip"]))
             stages.append(lambda x: self._each_match(x, IPV6, "ip", d["ip"]))
         if not stages:
-            return v
-        out = "s"
+            return s
+        out = s
         for n, stage in enumerate(stages):
-            out = f"arrayMap(s{n} -> {stage(f's{n}')}, [{out}])[1]"
+            step = stage(f"s{n}")
+            out = stage(out) if step.count(f"s{n}") == 1 else f"arrayMap(s{n} -> {step}, [{out}])[1]"
         # one pass of one loose regex first: most values hold nothing to redact and skip the chain
-        return f"arrayMap(s -> if(match(s, {_quote(self._any_pattern())}), {out}, s), [{v}])[1]"
+        return f"if({self._any(s)}, {out}, {s})"
 
     def _any_pattern(self) -> str:
         """A looser pattern than the detectors, without word boundaries (which keep RE2 off its DFA):
