@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
 import httpx
 
@@ -99,6 +100,31 @@ def ceiling(payloads: list[bytes], data_dir: str, group: int, pipeline: bool = T
     return elapsed
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds the server process has used (Linux): less swayed by the neighbours than spans/s."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def served(payloads: list[bytes], data_dir: str, pipeline: bool, k: int) -> tuple[float, float, int, int]:
+    """One run against a fresh `clew serve`: seconds, server CPU seconds, 503 retries, spans stored."""
+    proc, port = start_server(data_dir, pipeline)
+    try:
+        cpu = server_cpu(proc.pid)
+        elapsed, retries = send_all(f"http://127.0.0.1:{port}/v1/traces", payloads, k)
+        cpu = server_cpu(proc.pid) - cpu
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    from clew.store import open_embedded
+
+    store = open_embedded(data_dir)
+    stored = store.span_count()
+    store.close()
+    return elapsed, cpu, retries, stored
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spans", type=int, default=300_000)
@@ -110,49 +136,71 @@ def main() -> None:
         "--pipeline", choices=["on", "off", "both"], default="on",
         help="processors (redaction, name templates, sampling) on, off, or both in one run to print what they cost",
     )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="with --pipeline both: rounds of one run each way, alternating which goes first",
+    )  # fmt: skip
     args = parser.parse_args()
 
     payloads = list(requests(args.seed, args.spans, args.spans_per_request, time.time_ns()))
     total = args.spans
     print(f"workload: {total} spans in {len(payloads)} requests (seed {args.seed})")
+    ks = [int(x) for x in args.connections.split(",")]
     missing = False
-    modes = {"on": [True], "off": [False], "both": [False, True]}[args.pipeline]
-    rates: dict[tuple[bool, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for pipeline in modes:
+        if args.pipeline == "both":
+            missing = compare(payloads, total, tmp, ks, args.rounds)
+        else:
+            pipeline = args.pipeline == "on"
             label = "pipeline on" if pipeline else "pipeline off"
-            ceil_elapsed = ceiling(payloads, os.path.join(tmp, f"ceiling-{pipeline}"), args.group, pipeline)
+            ceil_elapsed = ceiling(payloads, os.path.join(tmp, "ceiling"), args.group, pipeline)
             ceil_rate = total / ceil_elapsed
             print(
                 f"[{label}] ceiling (parse + validate + engine insert in-process, {args.group} requests an "
                 f"insert, no HTTP): {ceil_rate:,.0f} spans/s"
             )
-            for k in [int(x) for x in args.connections.split(",")]:
-                data_dir = os.path.join(tmp, f"served-{pipeline}-{k}")
-                proc, port = start_server(data_dir, pipeline)
-                try:
-                    elapsed, retries = send_all(f"http://127.0.0.1:{port}/v1/traces", payloads, k)
-                finally:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(timeout=120)
-                from clew.store import open_embedded
-
-                store = open_embedded(data_dir)
-                stored = store.span_count()
-                store.close()
+            for k in ks:
+                elapsed, cpu, retries, stored = served(
+                    payloads, os.path.join(tmp, f"served-{k}"), pipeline, k
+                )
                 rate = total / elapsed
-                rates[(pipeline, k)] = rate
                 check = "all stored" if stored == total else f"MISSING {total - stored}"
                 print(
                     f"[{label}] K={k:<3} end to end: {rate:,.0f} spans/s accepted and committed "
-                    f"({elapsed:.2f}s, {retries} 503 retries, {check}); ratio to ceiling {rate / ceil_rate:.2f}"
+                    f"({elapsed:.2f}s, {retries} 503 retries, {check}); ratio to ceiling {rate / ceil_rate:.2f}; "
+                    f"server CPU {cpu / total * 1e6:.1f} us a span"
                 )
                 missing = missing or stored != total
-    if args.pipeline == "both":
-        for k in [int(x) for x in args.connections.split(",")]:
-            print(f"K={k:<3} pipeline on / off: {rates[(True, k)] / rates[(False, k)]:.2f}")
     if missing:
         raise SystemExit(1)
+
+
+def compare(payloads: list[bytes], spans: int, tmp: str, ks: list[int], rounds: int) -> bool:
+    """What the processors cost: runs with them off and on, alternating which goes first in each
+    round (this machine's speed drifts between runs), as the ratio of throughputs and of server CPU."""
+    missing = False
+    for k in ks:
+        rate_ratios, cpu_ratios = [], []
+        for r in range(rounds):
+            results = {}
+            for pipeline in (False, True) if r % 2 == 0 else (True, False):
+                data_dir = os.path.join(tmp, f"k{k}-r{r}-{'on' if pipeline else 'off'}")
+                results[pipeline] = served(payloads, data_dir, pipeline, k)
+            (off_s, off_cpu, _, off_n), (on_s, on_cpu, _, on_n) = results[False], results[True]
+            rate_ratios.append(off_s / on_s)
+            cpu_ratios.append(off_cpu / on_cpu)
+            missing = missing or off_n != spans or on_n != spans
+            print(
+                f"K={k:<3} round {r + 1}: off {spans / off_s:,.0f} spans/s ({off_cpu / spans * 1e6:.1f} us CPU a span), "
+                f"on {spans / on_s:,.0f} spans/s ({on_cpu / spans * 1e6:.1f} us); on/off throughput "
+                f"{rate_ratios[-1]:.2f}, CPU off/on {cpu_ratios[-1]:.2f}"
+                + ("" if off_n == spans and on_n == spans else " MISSING SPANS")
+            )
+        print(
+            f"K={k:<3} pipeline on / off: throughput {median(rate_ratios):.2f}, server CPU {median(cpu_ratios):.2f} "
+            f"(medians of {rounds} rounds)"
+        )
+    return missing
 
 
 if __name__ == "__main__":
