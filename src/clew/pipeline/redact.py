@@ -233,6 +233,7 @@ class Compiler:
 NEWLINE = "'\\n'"
 STRINGS = "clew_strings"  # every string of a row that the detectors look at
 SCRUBBED = "clew_scrubbed"  # ... after them, in one pass
+STARTS = "clew_starts"  # where the parts of a span (attributes, resource, scope, ...) start in them
 
 
 def _length_of(lists: str) -> str:
@@ -295,10 +296,8 @@ def transforms(config: RedactionConfig) -> Transforms:
         "length({in:events_name})",
         _length_of("{in:events_attributes}"),
     ]
-    starts = ["3"]
-    for size in sizes:
-        starts.append(f"{starts[-1]} + {size}")
-    attrs, res, scope, names, event_attrs, link_attrs = starts
+    offsets = f"arrayCumSum([3, {', '.join(sizes)}])"
+    attrs, res, scope, names, event_attrs, link_attrs = (f"{STARTS}[{i}]" for i in range(1, 7))
 
     def part(start: str, size: str) -> str:
         return f"arraySlice({SCRUBBED}, {start}, {size})"
@@ -316,4 +315,4 @@ def transforms(config: RedactionConfig) -> Transforms:
     for prefix in ("attributes", "resource"):
         for suffix in ("int", "float", "bool", "complex"):
             out[f"{prefix}_{suffix}"] = c.other_map(f"{{in:{prefix}_{suffix}}}")
-    return Transforms(out, {STRINGS: flat, SCRUBBED: chain})
+    return Transforms(out, {STRINGS: flat, SCRUBBED: chain, STARTS: offsets})
