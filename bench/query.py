@@ -12,6 +12,11 @@ Then `clew serve` opens the data directory and the script times, over HTTP as a 
 trace by id (Jaeger and native API), a search with service + attribute + duration filters over the
 last hour (query language and Jaeger API), and /api/dependencies over 24 hours. Figures are printed;
 record them in bench/RESULTS.md.
+
+The spans are laid out as the default retention tiers leave them (store/clickhouse.py PARTITION_KEY):
+the last two hours in partitions by received hour, older ones settled in one partition per day, as
+if tail sampling had kept every trace. The server runs with tail sampling off, or the retention would
+reduce those hours to their sampled traces: the figures are for 10 M stored spans.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ DAY_NS = 86_400 * 10**9
 
 GENERATE = """
 INSERT INTO clew.spans (tenant, trace_id, span_id, parent_span_id, name, kind, start_time, duration,
-    status_code, status_message, service_name, resource_string, attributes_string, attributes_int)
+    status_code, status_message, service_name, resource_string, attributes_string, attributes_int, tier_hour)
 SELECT
     'default',
     toFixedString(unhex(concat(leftPad(hex(cityHash64(t, {seed:UInt64})), 16, '0'),
@@ -50,7 +55,10 @@ SELECT
     map('service.name', service, 'host.name', concat('host-', toString(t % 50))),
     map('http.method', ['GET', 'POST', 'PUT'][cityHash64(n, 5) % 3 + 1],
         'customer.tier', ['free', 'pro', 'enterprise'][cityHash64(n, 6) % 3 + 1]),
-    map('http.status_code', if(err, 500, 200))
+    map('http.status_code', if(err, 500, 200)),
+    -- the default retention tiers' steady state: the last two hours by received hour, the rest settled
+    if(t * {spacing:Int64} > 7200000000000, toDateTime(0, 'UTC'),
+       toStartOfHour(fromUnixTimestamp64Nano(toInt64({end:Int64} - t * {spacing:Int64}), 'UTC')))
 FROM (
     SELECT number AS n, intDiv(number, {trace_spans:UInt64}) + {first:UInt64} AS t,
            number % {trace_spans:UInt64} AS k,
@@ -149,7 +157,10 @@ def main() -> None:
     if took:
         print(f"workload: {args.spans:,} spans generated in {took:.1f} s ({args.spans / took:,.0f} spans/s)")
     traces = args.spans // TRACE_SPANS
-    server = ServerProcess(args.data_dir).start(timeout=300)
+    toml = args.data_dir.parent / f"{args.data_dir.name}-clew.toml"
+    toml.write_text("[sampling]\nenabled = false\n")
+    config = ["--config", str(toml)]
+    server = ServerProcess(args.data_dir, extra_args=config).start(timeout=300)
     try:
         with httpx.Client(base_url=server.http_url, timeout=120) as client:
             # warm-up: the first query loads marks and the primary index
@@ -214,7 +225,7 @@ def main() -> None:
     finally:
         server.stop()
     # the buckets computed above are persisted: a restarted server must not join the day again
-    server = ServerProcess(args.data_dir).start(timeout=300)
+    server = ServerProcess(args.data_dir, extra_args=config).start(timeout=300)
     try:
         with httpx.Client(base_url=server.http_url, timeout=120) as client:
             ms, answer = dependencies(client, end)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,7 @@ from clew.pipeline.sampling import Policy, Sampler, SamplingConfig, probabilisti
 from clew.receivers.otlp_http import otlp_http_app
 from clew.server import bind, sampling_counters, writer_counters
 from clew.store import open_embedded
+from clew.store.sampling import SamplingStore
 from clew.store.writer import Writer
 from clew.web.app import http_app
 
@@ -134,6 +136,17 @@ class Harness:
         response.raise_for_status()
         return {(d["parent"], d["child"]): d["callCount"] for d in response.json()["data"]}
 
+    def partitions(self) -> dict[str, int]:
+        table = self.store.conn.query(
+            "SELECT partition_id, sum(rows) FROM system.parts WHERE database = 'clew' AND table = 'spans' "
+            "AND active GROUP BY partition_id"
+        )
+        return {str(p): int(n) for p, n in zip(*(c.to_pylist() for c in table.columns), strict=True)}
+
+    @staticmethod
+    def day_end(ns: int) -> int:
+        return (ns // (86400 * S) + 1) * 86400 * S
+
     @staticmethod
     def hour_end(ns: int) -> int:
         return (ns // (3600 * S) + 1) * 3600 * S
@@ -232,6 +245,9 @@ def test_policies_decide_complete_traces_and_only_kept_ones_outlive_the_full_fid
     assert h.spans_stored(slow_get) == 0
     assert h.spans_stored(failed) == 2 and h.spans_stored(slow_post) == 2
     assert h.spans_stored(slow) == 1 and h.spans_stored(vip) == 1
+    # the kept rows moved to their start day's settled partition; the swept hour is gone
+    day = datetime.fromtimestamp((h.clock.now - 2 * 3600 * S) / S, UTC).strftime("%Y%m%d")
+    assert h.partitions() == {f"{day}-0": 6}
     # calls between services still count the dropped trace's call: the retention computed the
     # dependency buckets of the spans it deleted first (nothing asked for them before)
     assert h.dependencies() == {("frontend", "payments"): 1, ("frontend", "checkout"): 2}
@@ -253,8 +269,10 @@ def test_policies_decide_complete_traces_and_only_kept_ones_outlive_the_full_fid
     assert families["clew_sampling_traces_dropped"].samples[0].value == 4
     assert families["clew_retention_deleted_spans"].samples[0].value == 5
 
-    # the long retention: after seven days, sampled traces go too
-    h.clock.advance(7 * 86400)
+    # the long retention: sampled traces go too, with their settled day once it ended seven days ago
+    h.clock.now = h.day_end(h.clock.now - 2 * 3600 * S) + 7 * 86400 * S - S
+    assert h.expire() == 0 and h.spans_stored(failed) == 2
+    h.clock.advance(1)
     assert h.expire() == 6
     assert h.spans_stored(failed) == 0
     assert h.decision(failed) == {"traceID": failed, "decided": False}
@@ -367,3 +385,41 @@ def test_sampling_settings_are_checked():
     for text, message in bad.items():
         with pytest.raises(ConfigError, match=re.escape(message)):
             load(text)
+
+
+def test_a_sweep_cut_off_between_its_steps_loses_and_doubles_nothing(make):
+    """The kept rows of a swept hour wait in `spans_sweep` between the drop of the hour and their
+    move to the settled partition; a restart finishes the move, or starts over if nothing was dropped."""
+    h = make(policies=(Policy("errors", "errors"),))
+    kept = h.trace_id(h.span("web", "GET /", 10, error=True))
+    dropped = h.trace_id(h.span("web", "GET /", 10))
+    h.clock.advance(11)
+    assert len(h.sampler.tick()) == 2
+    h.past_full_fidelity()
+    sampling = h.store.sampling
+
+    def cut_off() -> None:
+        raise RuntimeError("power cut")
+
+    sampling._move_swept = cut_off  # the hour is dropped, its kept rows not moved yet
+    with pytest.raises(RuntimeError):
+        h.expire()
+    assert h.spans_stored(kept) == 0  # only in spans_sweep now
+    SamplingStore(h.store.conn, "clew", h.store.received_until, h.store._graph, (), True)  # a restart
+    del sampling._move_swept  # power is back
+    assert h.spans_stored(kept) == 1 and h.spans_stored(dropped) == 0
+    assert sum(h.partitions().values()) == 1
+
+    # cut off before the drop: the copy is thrown away and the hour is swept again, once
+    late = h.trace_id(h.span("web", "GET /late", 10, error=True))
+    h.clock.advance(11)
+    h.sampler.tick()
+    h.past_full_fidelity()
+    h.store.conn.command(
+        "INSERT INTO clew.spans_sweep SELECT * REPLACE (toDateTime(0, 'UTC') AS tier_hour) FROM clew.spans "
+        "WHERE tier_hour > 0"
+    )
+    SamplingStore(h.store.conn, "clew", h.store.received_until, h.store._graph, (), True)
+    assert h.expire() == 0
+    assert h.spans_stored(late) == 1 and h.spans_stored(kept) == 1
+    assert h.partitions() == {next(iter(h.partitions())): 2}

@@ -32,6 +32,7 @@ SPANS_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.spans (
 {columns},
     {received},
+    {tier},
     INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,
     {received_index},
     {projection}
@@ -40,9 +41,13 @@ PARTITION BY {partition}
 ORDER BY (tenant, service_name, start_time)
 SETTINGS index_granularity = 1024
 """
-# By day of start (time-range queries prune on it) and by the hour clew received the spans in: the
-# retention tiers then replace or drop whole partitions instead of deleting rows (store/sampling.py).
-PARTITION_KEY = "(toDate(start_time), toStartOfHour(received_at))"
+# By day of start (time-range queries prune on it) and by retention tier: the hour clew received the
+# spans in while they are in the full-fidelity tier, 0 once that hour was swept down to its sampled
+# traces (or when tail sampling is off). The tiers then drop or move whole partitions instead of
+# deleting rows (store/sampling.py), and the settled data of a day is one partition, so a trace
+# lookup reads a handful of parts, not one per hour (bench/RESULTS.md).
+PARTITION_KEY = "(toDate(start_time), tier_hour)"
+TIER = "tier_hour DateTime('UTC') DEFAULT toStartOfHour(received_at)"
 
 # Every span a second time, ordered by trace: a trace lookup reads one granule instead of one per
 # service the trace went through (bench/RESULTS.md). The bloom filter serves parts written before it.
@@ -85,6 +90,7 @@ class ClickHouseStore:
                 columns=columns,
                 received=RECEIVED,
                 received_index=RECEIVED_INDEX,
+                tier=TIER,
                 projection=TRACE_PROJECTION,
                 partition=PARTITION_KEY,
             )
@@ -92,6 +98,7 @@ class ClickHouseStore:
         for addition in (  # data directories from before each was added
             TRACE_PROJECTION.replace("PROJECTION", "PROJECTION IF NOT EXISTS", 1),
             f"COLUMN IF NOT EXISTS {RECEIVED}",
+            f"COLUMN IF NOT EXISTS {TIER}",
             RECEIVED_INDEX.replace("INDEX", "INDEX IF NOT EXISTS", 1),
         ):
             conn.command(f"ALTER TABLE {database}.spans ADD {addition}")
@@ -101,8 +108,11 @@ class ClickHouseStore:
         pipeline = compose(
             enrich_transforms(enrich or EnrichConfig()), redact_transforms(redaction or RedactionConfig())
         )
+        received = "fromUnixTimestamp64Nano({received:Int64}, 'UTC')"
+        sampled = (sampling or SamplingConfig()).enabled  # without tail sampling nothing is swept
+        tier = f"toStartOfHour({received})" if sampled else "toDateTime(0, 'UTC')"
         self._insert_sql = insert_select(
-            f"{database}.spans", pipeline, {"received_at": "fromUnixTimestamp64Nano({received:Int64}, 'UTC')"}
+            f"{database}.spans", pipeline, {"received_at": received, "tier_hour": tier}
         )
         self._clock = clock
         self._received_lock = threading.Lock()
@@ -131,7 +141,7 @@ class ClickHouseStore:
         hourly = key.replace(" ", "") == PARTITION_KEY.replace(" ", "")
         if not hourly:  # pragma: no cover - data directories of earlier development versions
             print(
-                f"clew: spans in {database} are partitioned by {key}, from before the retention tiers; "
+                f"clew: spans in {database} are partitioned by {key}, from before the current retention tiers; "
                 "they stay until deleted. Export and re-import them to get tiered retention.",
                 file=sys.stderr,
             )

@@ -2,9 +2,10 @@
 spans, the decisions, and the two retention tiers.
 
 Tiers: a span is deleted once it was received longer than `full_fidelity` ago unless a decision kept
-its trace; every span goes once received longer than `retention` ago. Deletes are lightweight (a row
-mask, the trace projection rebuilt for the touched parts); a day in which every span has expired goes
-as a whole partition.
+its trace; every span goes once received (or, when kept, started) longer than `retention` ago. Rows
+are never deleted one by one (a lightweight delete rewrites the trace projection of every part it
+touches): spans are partitioned by the hour they were received in while at full fidelity, and a
+swept hour's kept rows move to their day's settled partition (store/clickhouse.py PARTITION_KEY).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from clew.pipeline.sampling import Decision, Policy, TraceState, flagged, span_filter
 from clew.query.language import BoolOp, Comparison, Field, Value
@@ -29,11 +31,6 @@ CREATE TABLE IF NOT EXISTS {db}.sampling_decisions (
     spans UInt32
 ) ENGINE = MergeTree
 ORDER BY (tenant, trace_id)
-"""
-# partitions already reduced to their kept traces
-SWEPT_DDL = """
-CREATE TABLE IF NOT EXISTS {db}.retention_swept (partition_id String, swept_at DateTime64(9, 'UTC'))
-ENGINE = ReplacingMergeTree ORDER BY partition_id
 """
 DECISION_ROW = (
     "tenant String, trace_id String, kept Bool, policies Array(String), decided_at Int64, spans UInt32"
@@ -117,10 +114,11 @@ class SamplingStore:
         self.counters = RetentionCounters()
         self._cut = 0  # spans received before this were already through the full-fidelity delete
         conn.command(DECISIONS_DDL.format(db=db))
-        conn.command(SWEPT_DDL.format(db=db))
-        # where a partition's kept rows are gathered before they replace it: the same structure
+        # where a partition's kept rows are gathered before they move: the same structure
         conn.command(f"CREATE TABLE IF NOT EXISTS {db}.spans_sweep AS {db}.spans")
         self.hourly = hourly
+        if hourly:
+            self._recover()
 
     def trace_activity(
         self, since: int, until: int, now: int, only_undecided: bool
@@ -209,29 +207,25 @@ class SamplingStore:
         """Apply both tiers at `now` (ns); `full_fidelity` None keeps every span until `retention`.
         Returns the number of spans deleted.
 
-        A partition holds the spans received in one hour (of one start day): once that hour ended
-        `retention` ago it is dropped; once it ended `full_fidelity` ago it is swept, i.e. replaced by
-        a copy of its rows of kept traces. So a span stays between one and two full-fidelity windows,
-        and no row is ever deleted one by one."""
+        A full-fidelity partition holds the spans received in one hour (of one start day): once that
+        hour ended `full_fidelity` ago it is swept: its rows of kept traces move to the day's settled
+        partition and it is dropped. So a span stays between one and two full-fidelity windows, and
+        no row is ever deleted one by one. A full-fidelity partition goes once its hour ended
+        `retention` ago, a settled one once its day did."""
         if not self.hourly:
             return 0
         deleted = 0
         old = now - retention
         partitions = self._partitions()
-        for partition, hour_end, rows in partitions:
-            if hour_end <= old:
+        for partition, end, _hourly, rows in partitions:
+            if end <= old:
                 self.conn.command(f"ALTER TABLE {self.db}.spans DROP PARTITION ID '{partition}'")
-                self.conn.command(
-                    f"DELETE FROM {self.db}.retention_swept WHERE partition_id = {{p:String}}",
-                    {"p": partition},
-                )
                 deleted += rows
         self.graph.drop_before(old)
         if full_fidelity is not None:
             cut = now - full_fidelity
-            swept = self._swept()
-            for partition, hour_end, rows in partitions:
-                if old < hour_end <= cut and partition not in swept:
+            for partition, end, hourly, rows in partitions:
+                if hourly and old < end <= cut:
                     deleted += rows - self._sweep(partition, now)
             self.conn.command(
                 f"DELETE FROM {self.db}.sampling_decisions WHERE decided_at < fromUnixTimestamp64Nano({{old:Int64}}, 'UTC') "
@@ -242,8 +236,9 @@ class SamplingStore:
         self.counters.deleted_spans += deleted
         return deleted
 
-    def _partitions(self) -> list[tuple[str, int, int]]:
-        """(id, end of its received hour in ns, rows) of every partition of the spans table."""
+    def _partitions(self) -> list[tuple[str, int, bool, int]]:
+        """(id, end of its hour or of its day in ns, whether it is a full-fidelity hour, rows) of every
+        partition of the spans table."""
         table = self.conn.query(
             "SELECT partition_id, sum(rows) FROM system.parts "
             "WHERE database = {db:String} AND table = 'spans' AND active GROUP BY partition_id",
@@ -252,16 +247,23 @@ class SamplingStore:
         out = []
         for partition, rows in zip(*(c.to_pylist() for c in table.columns), strict=True):
             day, _, hour = str(partition).partition("-")  # 20261124-1795564800: day, then hour start (s)
-            if day.isdigit() and hour.isdigit():  # never text to splice otherwise
-                out.append((str(partition), (int(hour) + 3600) * 10**9, int(rows)))
+            if not (len(day) == 8 and day.isdigit() and hour.isdigit()):  # never text to splice otherwise
+                continue
+            if int(hour):
+                out.append((str(partition), (int(hour) + 3600) * 10**9, True, int(rows)))
+            else:  # settled: 20261124-0
+                start = datetime(int(day[:4]), int(day[4:6]), int(day[6:]), tzinfo=UTC)
+                out.append(
+                    (str(partition), int((start + timedelta(days=1)).timestamp()) * 10**9, False, int(rows))
+                )
         return out
 
-    def _swept(self) -> set[str]:
-        table = self.conn.query(f"SELECT partition_id FROM {self.db}.retention_swept")
-        return {str(p) for p in table.column(0).to_pylist()}
-
     def _sweep(self, partition: str, now: int) -> int:
-        """Replace the partition by its rows of kept traces; returns how many rows it kept."""
+        """Move the partition's rows of kept traces to their day's settled partition and drop it;
+        returns how many rows it kept.
+
+        The rows wait in `spans_sweep` between the drop and the move (one atomic step), so a crash
+        in between loses nothing: `_recover` finishes the move at the next start."""
         where = f"_partition_id = '{partition}'"
         starts = self.conn.query(
             f"SELECT toString(tenant), min({NS}(start_time)), max({NS}(start_time)) FROM {self.db}.spans "
@@ -271,18 +273,40 @@ class SamplingStore:
             self.graph.keep(first, last, now, tenant)  # calls between services outlive sampling
         self.conn.command(f"TRUNCATE TABLE {self.db}.spans_sweep")
         self.conn.command(
-            f"INSERT INTO {self.db}.spans_sweep SELECT * FROM {self.db}.spans WHERE {where} "
+            f"INSERT INTO {self.db}.spans_sweep SELECT * REPLACE (toDateTime(0, 'UTC') AS tier_hour) "
+            f"FROM {self.db}.spans WHERE {where} "
             f"AND (tenant, trace_id) IN (SELECT tenant, trace_id FROM {self.db}.sampling_decisions WHERE kept)"
         )
         kept = int(self.conn.query(f"SELECT count() FROM {self.db}.spans_sweep").column(0)[0].as_py())
-        if kept:
-            self.conn.command(
-                f"ALTER TABLE {self.db}.spans REPLACE PARTITION ID '{partition}' FROM {self.db}.spans_sweep"
-            )
-        else:
-            self.conn.command(f"ALTER TABLE {self.db}.spans DROP PARTITION ID '{partition}'")
-        self.conn.command(f"TRUNCATE TABLE {self.db}.spans_sweep")
-        self.conn.command(
-            f"INSERT INTO {self.db}.retention_swept SELECT {{p:String}}, now64(9)", {"p": partition}
-        )
+        self.conn.command(f"ALTER TABLE {self.db}.spans DROP PARTITION ID '{partition}'")
+        self._move_swept()
         return kept
+
+    def _move_swept(self) -> None:
+        settled = self.conn.query(
+            "SELECT DISTINCT partition_id FROM system.parts "
+            "WHERE database = {db:String} AND table = 'spans_sweep' AND active",
+            {"db": self.db},
+        )
+        for partition in settled.column(0).to_pylist():
+            if str(partition).replace("-", "").isdigit():
+                self.conn.command(
+                    f"ALTER TABLE {self.db}.spans_sweep MOVE PARTITION ID '{partition}' TO TABLE {self.db}.spans"
+                )
+
+    def _recover(self) -> None:
+        """Rows left in `spans_sweep` by a sweep that stopped: if their partition was already dropped,
+        they are the only copy and move on; if not, the sweep starts over next time."""
+        probe = self.conn.query(f"SELECT hex(trace_id), hex(span_id) FROM {self.db}.spans_sweep LIMIT 1")
+        if probe.num_rows == 0:
+            return
+        trace_id, span_id = probe.column(0)[0].as_py(), probe.column(1)[0].as_py()
+        still = self.conn.query(
+            f"SELECT count() FROM {self.db}.spans "
+            "WHERE trace_id = toFixedString(unhex({t:String}), 16) AND hex(span_id) = {s:String}",
+            {"t": trace_id, "s": span_id},
+        )
+        if int(still.column(0)[0].as_py()):
+            self.conn.command(f"TRUNCATE TABLE {self.db}.spans_sweep")
+        else:
+            self._move_swept()
