@@ -423,3 +423,16 @@ def test_a_sweep_cut_off_between_its_steps_loses_and_doubles_nothing(make):
     assert h.expire() == 0
     assert h.spans_stored(late) == 1 and h.spans_stored(kept) == 1
     assert h.partitions() == {next(iter(h.partitions())): 2}
+
+
+def test_without_tail_sampling_spans_settle_at_once_and_stay_until_the_long_retention(make):
+    h = make(enabled=False)
+    trace_id = h.trace_id(h.span("web", "GET /", 10))
+    day = datetime.fromtimestamp((h.clock.now - 60 * S) / S, UTC).strftime("%Y%m%d")
+    assert h.partitions() == {f"{day}-0": 1}  # nothing will be swept, so nothing waits by the hour
+    h.past_full_fidelity()
+    h.clock.advance(86400)
+    assert h.store.sampling.expire(h.clock.now, None, h.config.retention) == 0
+    assert h.spans_stored(trace_id) == 1
+    h.clock.advance(7 * 86400)
+    assert h.store.sampling.expire(h.clock.now, None, h.config.retention) == 1
