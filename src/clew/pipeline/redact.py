@@ -208,14 +208,31 @@ class Compiler:
             parts.append(f"NOT {self.allowed(key)}")
         return " AND ".join(parts) or "true"
 
+    def map_texts(self, column: str) -> str:
+        """A string map's values as the detectors see them: '' for allowed keys (restored after)."""
+        if not self.config.allow_keys:
+            return f"mapValues({column})"
+        return (
+            f"arrayMap((k, v) -> if({self.scrub_flag('k')}, v, ''), mapKeys({column}), mapValues({column}))"
+        )
+
+    def list_texts(self, column: str) -> str:
+        """An attribute list's texts as the detectors see them: '' for numbers, booleans, complex
+        values (their text must stay parseable) and allowed keys."""
+        return f"arrayMap(a -> if({self.scrub_flag('a.1', 'a.2')}, a.3, ''), {column})"
+
     def string_map(self, column: str, scrubbed: str) -> str:
         """The map rebuilt from its keys and its `scrubbed` values, denied keys dropped or replaced."""
         keys = f"mapKeys({column})"
+        value = f"if({self.scrub_flag('k')}, v, o)" if self.config.allow_keys else "v"
+        if self.config.deny_action != "drop":
+            value = f"if({self.denied('k')}, {self._denied_value('o')}, {value})"
+        if value != "v":
+            scrubbed = f"arrayMap((k, o, v) -> {value}, {keys}, mapValues({column}), {scrubbed})"
+        rebuilt = f"mapFromArrays({keys}, {scrubbed})"
         if self.config.deny_action == "drop":
-            rebuilt = f"mapFromArrays({keys}, {scrubbed})"
             return f"mapFilter((k, v) -> NOT {self.denied('k')}, {rebuilt})"
-        values = f"arrayMap((k, o, v) -> if({self.denied('k')}, {self._denied_value('o')}, v), {keys}, mapValues({column}), {scrubbed})"
-        return f"mapFromArrays({keys}, {values})"
+        return rebuilt
 
     def other_map(self, column: str) -> str:
         """Numbers, booleans and complex values under a denied key are dropped whatever the action."""
@@ -223,10 +240,11 @@ class Compiler:
 
     def attribute_list(self, column: str, scrubbed: str) -> str:
         """(key, type, text) tuples of scopes, events and links, with their `scrubbed` texts."""
+        text = f"if({self.scrub_flag('a.1', 'a.2')}, t, a.3)"
         if self.config.deny_action == "drop":
-            rebuilt = f"arrayMap((a, t) -> (a.1, a.2, t), {column}, {scrubbed})"
+            rebuilt = f"arrayMap((a, t) -> (a.1, a.2, {text}), {column}, {scrubbed})"
             return f"arrayFilter(a -> NOT {self.denied('a.1')}, {rebuilt})"
-        masked = f"if({self.denied('a.1')}, if(a.2 = {STRING_TYPE}, {self._denied_value('a.3')}, ''), t)"
+        masked = f"if({self.denied('a.1')}, if(a.2 = {STRING_TYPE}, {self._denied_value('a.3')}, ''), {text})"
         return f"arrayMap((a, t) -> (a.1, a.2, {masked}), {column}, {scrubbed})"
 
 
@@ -255,39 +273,24 @@ def transforms(config: RedactionConfig) -> Transforms:
     if not config.enabled:
         return Transforms({})
     c = Compiler(config)
-    texts = "arrayMap(a -> a.3, {list})"
-    flags = f"arrayMap(a -> {c.scrub_flag('a.1', 'a.2')}, {{list}})"
-    key_flags = f"arrayMap(k -> {c.scrub_flag('k')}, mapKeys({{map}}))"
     events, links = "arrayFlatten({in:events_attributes})", "arrayFlatten({in:links_attributes})"
     strings = [
         "[{in:name}, {in:status_message}]",
-        "mapValues({in:attributes_string})",
-        "mapValues({in:resource_string})",
-        texts.format(list="{in:scope_attributes}"),
+        c.map_texts("{in:attributes_string}"),
+        c.map_texts("{in:resource_string}"),
+        c.list_texts("{in:scope_attributes}"),
         "{in:events_name}",
-        texts.format(list=events),
-        texts.format(list=links),
-    ]
-    scrub = [
-        "[true, true]",
-        key_flags.format(map="{in:attributes_string}"),
-        key_flags.format(map="{in:resource_string}"),
-        flags.format(list="{in:scope_attributes}"),
-        "arrayMap(n -> true, {in:events_name})",
-        flags.format(list=events),
-        flags.format(list=links),
+        c.list_texts(events),
+        c.list_texts(links),
     ]
     flat = f"arrayConcat({', '.join(strings)})"
-    if not any(mode != "off" for mode in config.detectors.values()):
-        chain = STRINGS
-    elif all(f == "true" for f in (c.scrub_flag("k"), c.scrub_flag("a.1"))):
-        chain = f"arrayMap(s -> {c.scrub('s')}, {STRINGS})"
-    else:
-        chain = f"arrayMap((s, f) -> if(f, {c.scrub('s')}, s), {STRINGS}, arrayConcat({', '.join(scrub)}))"
-    if chain != STRINGS:
+    if any(mode != "off" for mode in config.detectors.values()):
         # one regex over the row's strings joined decides whether the row needs the chain at all
         # (a match across a joint only sends a row through the chain, which checks each string)
-        chain = f"if({c._any(f'arrayStringConcat({STRINGS}, {NEWLINE})')}, {chain}, {STRINGS})"
+        gate = c._any(f"arrayStringConcat({STRINGS}, {NEWLINE})")
+        chain = f"if({gate}, arrayMap(s -> {c.scrub('s')}, {STRINGS}), {STRINGS})"
+    else:
+        chain = STRINGS
     # where each part starts in the scrubbed array (1-based)
     sizes = [
         "length({in:attributes_string})",
