@@ -57,7 +57,8 @@ SELECT
         'customer.tier', ['free', 'pro', 'enterprise'][cityHash64(n, 6) % 3 + 1]),
     map('http.status_code', if(err, 500, 200)),
     -- the default retention tiers' steady state: the last two hours by received hour, the rest settled
-    if(t * {spacing:Int64} > 7200000000000, toDateTime(0, 'UTC'),
+    if(t * {spacing:Int64} > 7200000000000,
+       toStartOfDay(fromUnixTimestamp64Nano(toInt64({end:Int64} - t * {spacing:Int64}), 'UTC')) + 1,
        toStartOfHour(fromUnixTimestamp64Nano(toInt64({end:Int64} - t * {spacing:Int64}), 'UTC')))
 FROM (
     SELECT number AS n, intDiv(number, {trace_spans:UInt64}) + {first:UInt64} AS t,

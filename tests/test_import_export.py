@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
+from clew.store import open_embedded
 from tests.conftest import CONFORMANCE, ServerProcess, canonical_spans, spans_of
 
 JAEGER = CONFORMANCE / "jaeger"
@@ -45,6 +47,16 @@ def test_otlp_files_roundtrip_and_jaeger_json_reimports(tmp_path):
     assert clew("import", str(tmp_path / "trace.jaeger.json"), "--data-dir", str(again_dir)).returncode == 0
     again = clew("export", "0000000000000011", "--format", "jaeger", "--data-dir", str(again_dir))
     assert json.loads(again.stdout) == doc  # Jaeger -> OTLP -> Jaeger changes nothing
+
+    # no sampler decided them (no server ran): the full-fidelity tier must not sweep them away later
+    store = open_embedded(data)
+    try:
+        stored = store.span_count()
+        later = time.time_ns() + 3 * 3600 * 10**9
+        assert store.sampling.expire(later, 3600 * 10**9, 7 * 86400 * 10**9) == 0
+        assert store.span_count() == stored > 0
+    finally:
+        store.close()
 
 
 def test_jaeger_api_example_imports_with_its_meaning(tmp_path):

@@ -33,7 +33,7 @@ from clew.pipeline.sampling import Policy, Sampler, SamplingConfig, probabilisti
 from clew.receivers.otlp_http import otlp_http_app
 from clew.server import bind, sampling_counters, writer_counters
 from clew.store import open_embedded
-from clew.store.sampling import SamplingStore
+from clew.store.sampling import SETTLED, SamplingStore
 from clew.store.writer import Writer
 from clew.web.app import http_app
 
@@ -144,6 +144,12 @@ class Harness:
         return {str(p): int(n) for p, n in zip(*(c.to_pylist() for c in table.columns), strict=True)}
 
     @staticmethod
+    def settled(received: int) -> str:
+        """The settled partition of spans that started and were received on the day of `received`."""
+        day = received // (86400 * S) * 86400
+        return f"{datetime.fromtimestamp(day, UTC):%Y%m%d}-{day + 1}"
+
+    @staticmethod
     def day_end(ns: int) -> int:
         return (ns // (86400 * S) + 1) * 86400 * S
 
@@ -246,8 +252,7 @@ def test_policies_decide_complete_traces_and_only_kept_ones_outlive_the_full_fid
     assert h.spans_stored(failed) == 2 and h.spans_stored(slow_post) == 2
     assert h.spans_stored(slow) == 1 and h.spans_stored(vip) == 1
     # the kept rows moved to their start day's settled partition; the swept hour is gone
-    day = datetime.fromtimestamp((h.clock.now - 2 * 3600 * S) / S, UTC).strftime("%Y%m%d")
-    assert h.partitions() == {f"{day}-0": 6}
+    assert h.partitions() == {h.settled(h.clock.now - 2 * 3600 * S): 6}
     # calls between services still count the dropped trace's call: the retention computed the
     # dependency buckets of the spans it deleted first (nothing asked for them before)
     assert h.dependencies() == {("frontend", "payments"): 1, ("frontend", "checkout"): 2}
@@ -416,8 +421,8 @@ def test_a_sweep_cut_off_between_its_steps_loses_and_doubles_nothing(make):
     h.sampler.tick()
     h.past_full_fidelity()
     h.store.conn.command(
-        "INSERT INTO clew.spans_sweep SELECT * REPLACE (toDateTime(0, 'UTC') AS tier_hour) FROM clew.spans "
-        "WHERE tier_hour > 0"
+        f"INSERT INTO clew.spans_sweep SELECT * REPLACE ({SETTLED} AS tier_hour) FROM clew.spans "
+        "WHERE toMinute(tier_hour) = 0 AND toSecond(tier_hour) = 0"
     )
     SamplingStore(h.store.conn, "clew", h.store.received_until, h.store._graph, (), True)
     assert h.expire() == 0
@@ -428,11 +433,17 @@ def test_a_sweep_cut_off_between_its_steps_loses_and_doubles_nothing(make):
 def test_without_tail_sampling_spans_settle_at_once_and_stay_until_the_long_retention(make):
     h = make(enabled=False)
     trace_id = h.trace_id(h.span("web", "GET /", 10))
-    day = datetime.fromtimestamp((h.clock.now - 60 * S) / S, UTC).strftime("%Y%m%d")
-    assert h.partitions() == {f"{day}-0": 1}  # nothing will be swept, so nothing waits by the hour
+    # nothing will be swept, so nothing waits in a partition by the hour
+    assert h.partitions() == {h.settled(h.clock.now): 1}
+    # an old trace imported now lives as long as one that just happened: retention counts from arrival
+    month_ago = h.clock.now - 30 * 86400 * S
+    old = h.tracer("web").start_span("GET /archive", start_time=month_ago)
+    old.end(end_time=month_ago + 10 * MS)
+    assert h.store.sampling.expire(h.clock.now, None, h.config.retention) == 0
+    assert h.spans_stored(h.trace_id(old)) == 1
     h.past_full_fidelity()
     h.clock.advance(86400)
     assert h.store.sampling.expire(h.clock.now, None, h.config.retention) == 0
-    assert h.spans_stored(trace_id) == 1
+    assert h.spans_stored(trace_id) == 1 and h.spans_stored(h.trace_id(old)) == 1
     h.clock.advance(7 * 86400)
-    assert h.store.sampling.expire(h.clock.now, None, h.config.retention) == 1
+    assert h.store.sampling.expire(h.clock.now, None, h.config.retention) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -107,8 +108,10 @@ def _store(data_dir: Path) -> Store:
         settings = Settings.load()  # `clew import` processes spans as the server would
     except ConfigError as exc:
         _fail(str(exc))
+    # no sampler runs without the server to decide these spans: they are stored settled, as kept
+    offline = dataclasses.replace(settings.sampling, enabled=False)
     try:
-        return open_embedded(data_dir, settings.redaction, settings.enrich)
+        return open_embedded(data_dir, settings.redaction, settings.enrich, sampling=offline)
     except StoreError as exc:
         _fail(str(exc))
 

@@ -24,7 +24,7 @@ from clew.store.dependencies import DependencyGraph
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
 from clew.store.processed import ProcessedScan
 from clew.store.red import RedMetrics
-from clew.store.sampling import SamplingStore
+from clew.store.sampling import SETTLED, SamplingStore
 from clew.store.search import Searcher, trace_ids_in
 from clew.store.servicegraph import ServiceGraph
 
@@ -42,10 +42,11 @@ ORDER BY (tenant, service_name, start_time)
 SETTINGS index_granularity = 1024
 """
 # By day of start (time-range queries prune on it) and by retention tier: the hour clew received the
-# spans in while they are in the full-fidelity tier, 0 once that hour was swept down to its sampled
-# traces (or when tail sampling is off). The tiers then drop or move whole partitions instead of
-# deleting rows (store/sampling.py), and the settled data of a day is one partition, so a trace
-# lookup reads a handful of parts, not one per hour (bench/RESULTS.md).
+# spans in while they are in the full-fidelity tier; once that hour was swept down to its sampled
+# traces (or at once when tail sampling is off), the day clew received them in plus one second
+# (store/sampling.py `SETTLED`; no hour starts at :00:01). The tiers then drop or move whole
+# partitions instead of deleting rows (store/sampling.py), and the settled data of a day is one
+# partition, so a trace lookup reads a handful of parts, not one per hour (bench/RESULTS.md).
 PARTITION_KEY = "(toDate(start_time), tier_hour)"
 TIER = "tier_hour DateTime('UTC') DEFAULT toStartOfHour(received_at)"
 
@@ -110,7 +111,7 @@ class ClickHouseStore:
         )
         received = "fromUnixTimestamp64Nano({received:Int64}, 'UTC')"
         sampled = (sampling or SamplingConfig()).enabled  # without tail sampling nothing is swept
-        tier = f"toStartOfHour({received})" if sampled else "toDateTime(0, 'UTC')"
+        tier = f"toStartOfHour({received})" if sampled else SETTLED.replace("received_at", received)
         self._insert_sql = insert_select(
             f"{database}.spans", pipeline, {"received_at": received, "tier_hour": tier}
         )

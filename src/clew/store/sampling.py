@@ -2,10 +2,11 @@
 spans, the decisions, and the two retention tiers.
 
 Tiers: a span is deleted once it was received longer than `full_fidelity` ago unless a decision kept
-its trace; every span goes once received (or, when kept, started) longer than `retention` ago. Rows
+its trace; every span goes once received longer than `retention` ago (a kept one: once its received
+day ended `retention` ago). Rows
 are never deleted one by one (a lightweight delete rewrites the trace projection of every part it
 touches): spans are partitioned by the hour they were received in while at full fidelity, and a
-swept hour's kept rows move to their day's settled partition (store/clickhouse.py PARTITION_KEY).
+swept hour's kept rows move to a settled partition per received day (store/clickhouse.py PARTITION_KEY).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 from clew.pipeline.sampling import Decision, Policy, TraceState, flagged, span_filter
 from clew.query.language import BoolOp, Comparison, Field, Value
@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS {db}.sampling_decisions (
 ) ENGINE = MergeTree
 ORDER BY (tenant, trace_id)
 """
+# `tier_hour` of settled spans: the day they were received in, plus a second to tell it from an hour
+SETTLED = "toStartOfDay(received_at) + 1"
 DECISION_ROW = (
     "tenant String, trace_id String, kept Bool, policies Array(String), decided_at Int64, spans UInt32"
 )
@@ -211,7 +213,7 @@ class SamplingStore:
         hour ended `full_fidelity` ago it is swept: its rows of kept traces move to the day's settled
         partition and it is dropped. So a span stays between one and two full-fidelity windows, and
         no row is ever deleted one by one. A full-fidelity partition goes once its hour ended
-        `retention` ago, a settled one once its day did."""
+        `retention` ago, a settled one once its received day did."""
         if not self.hourly:
             return 0
         deleted = 0
@@ -249,17 +251,15 @@ class SamplingStore:
             day, _, hour = str(partition).partition("-")  # 20261124-1795564800: day, then hour start (s)
             if not (len(day) == 8 and day.isdigit() and hour.isdigit()):  # never text to splice otherwise
                 continue
-            if int(hour):
+            if int(hour) % 3600 == 0:
                 out.append((str(partition), (int(hour) + 3600) * 10**9, True, int(rows)))
-            else:  # settled: 20261124-0
-                start = datetime(int(day[:4]), int(day[4:6]), int(day[6:]), tzinfo=UTC)
-                out.append(
-                    (str(partition), int((start + timedelta(days=1)).timestamp()) * 10**9, False, int(rows))
-                )
+            else:  # settled: the received day's start + 1 s
+                out.append((str(partition), (int(hour) - 1 + 86400) * 10**9, False, int(rows)))
         return out
 
     def _sweep(self, partition: str, now: int) -> int:
-        """Move the partition's rows of kept traces to their day's settled partition and drop it;
+        """Move the partition's rows of kept traces to their settled partition (same start day, by
+        received day) and drop it;
         returns how many rows it kept.
 
         The rows wait in `spans_sweep` between the drop and the move (one atomic step), so a crash
@@ -273,7 +273,7 @@ class SamplingStore:
             self.graph.keep(first, last, now, tenant)  # calls between services outlive sampling
         self.conn.command(f"TRUNCATE TABLE {self.db}.spans_sweep")
         self.conn.command(
-            f"INSERT INTO {self.db}.spans_sweep SELECT * REPLACE (toDateTime(0, 'UTC') AS tier_hour) "
+            f"INSERT INTO {self.db}.spans_sweep SELECT * REPLACE ({SETTLED} AS tier_hour) "
             f"FROM {self.db}.spans WHERE {where} "
             f"AND (tenant, trace_id) IN (SELECT tenant, trace_id FROM {self.db}.sampling_decisions WHERE kept)"
         )
