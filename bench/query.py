@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from clew.store.sampling import SETTLED  # noqa: E402
 from tests.conftest import ServerProcess  # noqa: E402
 
 SERVICES = 20
@@ -57,8 +58,7 @@ SELECT
         'customer.tier', ['free', 'pro', 'enterprise'][cityHash64(n, 6) % 3 + 1]),
     map('http.status_code', if(err, 500, 200)),
     -- the default retention tiers' steady state: the last two hours by received hour, the rest settled
-    if(t * {spacing:Int64} > 7200000000000,
-       toStartOfDay(fromUnixTimestamp64Nano(toInt64({end:Int64} - t * {spacing:Int64}), 'UTC')) + 1,
+    if(t * {spacing:Int64} > 7200000000000, SETTLED_TIER,
        toStartOfHour(fromUnixTimestamp64Nano(toInt64({end:Int64} - t * {spacing:Int64}), 'UTC')))
 FROM (
     SELECT number AS n, intDiv(number, {trace_spans:UInt64}) + {first:UInt64} AS t,
@@ -67,7 +67,12 @@ FROM (
            cityHash64(n, 3) % 50 = 0 AS err
     FROM numbers({count:UInt64})
 )
-"""
+""".replace(  # spans received when they started, settled as the store settles them
+    "SETTLED_TIER",
+    SETTLED.replace(
+        "received_at", "fromUnixTimestamp64Nano(toInt64({end:Int64} - t * {spacing:Int64}), 'UTC')"
+    ),
+)
 
 
 def generate(data_dir: Path, spans: int, seed: int, samples: int) -> tuple[int, float, list[str]]:

@@ -141,9 +141,10 @@ class Compiler:
         return f"if(match({v}, {pat}), arrayFold((acc, m) -> {step}, extractAll({v}, {pat}), {v}), {v})"
 
     def scrub(self, s: str) -> str:
-        """The detectors over `s`, a lambda variable (it is read more than once). Detectors in a chain. A stage that reads its input more than once binds it to a lambda
-        variable (`arrayMap(sN -> ..., [input])[1]`), so the SQL grows linearly with the stages
-        instead of repeating the input inside every stage."""
+        """The detectors in a chain over `s`, a lambda variable (it is read more than once). A stage
+        that reads its input more than once binds it to a lambda variable
+        (`arrayMap(sN -> ..., [input])[1]`), so the SQL grows linearly with the stages instead of
+        repeating the input inside every stage."""
         d = self.config.detectors
         stages: list[Any] = []
         if d["url_password"] != "off":
@@ -170,7 +171,7 @@ class Compiler:
             step = stage(f"s{n}")
             out = stage(out) if step.count(f"s{n}") == 1 else f"arrayMap(s{n} -> {step}, [{out}])[1]"
         # one pass of one loose regex first: most values hold nothing to redact and skip the chain
-        return f"if({self._any(s)}, {out}, {s})"
+        return f"if({self.suspicious(s)}, {out}, {s})"
 
     def _any_pattern(self) -> str:
         """A looser pattern than the detectors, without word boundaries (which keep RE2 off its DFA):
@@ -195,7 +196,8 @@ class Compiler:
             ]
         return "|".join(parts)
 
-    def _any(self, v: str) -> str:
+    def suspicious(self, v: str) -> str:
+        """Whether `v` may hold anything a detector would replace (the loose pattern above)."""
         return f"match({v}, {_quote(self._any_pattern())})"
 
     def _denied_value(self, v: str) -> str:
@@ -224,10 +226,11 @@ class Compiler:
     def string_map(self, column: str, scrubbed: str) -> str:
         """The map rebuilt from its keys and its `scrubbed` values, denied keys dropped or replaced."""
         keys = f"mapKeys({column})"
-        value = f"if({self.scrub_flag('k')}, v, o)" if self.config.allow_keys else "v"
-        if self.config.deny_action != "drop":
-            value = f"if({self.denied('k')}, {self._denied_value('o')}, {value})"
-        if value != "v":
+        if self.config.allow_keys or self.config.deny_action != "drop":
+            # `o` the value as sent: allowed keys keep it, denied ones are masked or hashed from it
+            value = f"if({self.scrub_flag('k')}, v, o)" if self.config.allow_keys else "v"
+            if self.config.deny_action != "drop":
+                value = f"if({self.denied('k')}, {self._denied_value('o')}, {value})"
             scrubbed = f"arrayMap((k, o, v) -> {value}, {keys}, mapValues({column}), {scrubbed})"
         rebuilt = f"mapFromArrays({keys}, {scrubbed})"
         if self.config.deny_action == "drop":
@@ -254,13 +257,13 @@ SCRUBBED = "clew_scrubbed"  # ... after them, in one pass
 STARTS = "clew_starts"  # where the parts of a span (attributes, resource, scope, ...) start in them
 
 
-def _length_of(lists: str) -> str:
-    return f"arraySum(arrayMap(l -> length(l), {lists}))"
+def _lengths(lists: str) -> str:
+    return f"arrayMap(l -> length(l), {lists})"
 
 
 def _nested(column: str, start: str, rebuild: Any) -> str:
     """An array of attribute lists rebuilt from one slice of the scrubbed strings, list by list."""
-    lengths = f"arrayMap(l -> length(l), {column})"
+    lengths = _lengths(column)
     starts = f"arrayMap((c, n) -> {start} + c - n, arrayCumSum({lengths}), {lengths})"
     return f"arrayMap((list, o) -> {rebuild('list', f'arraySlice({SCRUBBED}, o, length(list))')}, {column}, {starts})"
 
@@ -287,7 +290,7 @@ def transforms(config: RedactionConfig) -> Transforms:
     if any(mode != "off" for mode in config.detectors.values()):
         # one regex over the row's strings joined decides whether the row needs the chain at all
         # (a match across a joint only sends a row through the chain, which checks each string)
-        gate = c._any(f"arrayStringConcat({STRINGS}, {NEWLINE})")
+        gate = c.suspicious(f"arrayStringConcat({STRINGS}, {NEWLINE})")
         chain = f"if({gate}, arrayMap(s -> {c.scrub('s')}, {STRINGS}), {STRINGS})"
     else:
         chain = STRINGS
@@ -297,7 +300,7 @@ def transforms(config: RedactionConfig) -> Transforms:
         "length({in:resource_string})",
         "length({in:scope_attributes})",
         "length({in:events_name})",
-        _length_of("{in:events_attributes}"),
+        f"arraySum({_lengths('{in:events_attributes}')})",
     ]
     offsets = f"arrayCumSum([3, {', '.join(sizes)}])"
     attrs, res, scope, names, event_attrs, link_attrs = (f"{STARTS}[{i}]" for i in range(1, 7))

@@ -3,10 +3,10 @@ spans, the decisions, and the two retention tiers.
 
 Tiers: a span is deleted once it was received longer than `full_fidelity` ago unless a decision kept
 its trace; every span goes once received longer than `retention` ago (a kept one: once its received
-day ended `retention` ago). Rows
-are never deleted one by one (a lightweight delete rewrites the trace projection of every part it
-touches): spans are partitioned by the hour they were received in while at full fidelity, and a
-swept hour's kept rows move to a settled partition per received day (store/clickhouse.py PARTITION_KEY).
+day ended `retention` ago). Rows are never deleted one by one (a lightweight delete rewrites the
+trace projection of every part it touches): spans are partitioned by the hour they were received in
+while at full fidelity, and a swept hour's kept rows move to a settled partition per received day
+(store/clickhouse.py PARTITION_KEY).
 """
 
 from __future__ import annotations
@@ -114,7 +114,6 @@ class SamplingStore:
         self.received_until = received_until
         self.features = features(policies)
         self.counters = RetentionCounters()
-        self._cut = 0  # spans received before this were already through the full-fidelity delete
         conn.command(DECISIONS_DDL.format(db=db))
         # where a partition's kept rows are gathered before they move: the same structure
         conn.command(f"CREATE TABLE IF NOT EXISTS {db}.spans_sweep AS {db}.spans")
@@ -210,7 +209,7 @@ class SamplingStore:
         Returns the number of spans deleted.
 
         A full-fidelity partition holds the spans received in one hour (of one start day): once that
-        hour ended `full_fidelity` ago it is swept: its rows of kept traces move to the day's settled
+        hour ended `full_fidelity` ago it is swept: its rows of kept traces move to a settled
         partition and it is dropped. So a span stays between one and two full-fidelity windows, and
         no row is ever deleted one by one. A full-fidelity partition goes once its hour ended
         `retention` ago, a settled one once its received day did."""
@@ -259,8 +258,7 @@ class SamplingStore:
 
     def _sweep(self, partition: str, now: int) -> int:
         """Move the partition's rows of kept traces to their settled partition (same start day, by
-        received day) and drop it;
-        returns how many rows it kept.
+        received day) and drop it; returns how many rows it kept.
 
         The rows wait in `spans_sweep` between the drop and the move (one atomic step), so a crash
         in between loses nothing: `_recover` finishes the move at the next start."""
