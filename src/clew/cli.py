@@ -10,13 +10,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 import httpx
 
-from clew.config import ConfigError, Settings
-from clew.store.base import Store, StoreError
+from clew.config import Settings
+from clew.core.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from clew.assembly import Assembly
 
 
 def _fail(message: str) -> NoReturn:
@@ -101,8 +104,8 @@ def _configured_data_dir() -> Path:
         _fail(str(exc))
 
 
-def _store(data_dir: Path) -> Store:
-    from clew.store import open_embedded
+def _store(data_dir: Path) -> Assembly:
+    from clew.assembly import open_embedded
 
     try:
         settings = Settings.load()  # `clew import` processes spans as the server would
@@ -111,7 +114,7 @@ def _store(data_dir: Path) -> Store:
     # no sampler runs without the server to decide these spans: they are stored settled, as kept
     offline = dataclasses.replace(settings.sampling, enabled=False)
     try:
-        return open_embedded(data_dir, settings.redaction, settings.enrich, sampling=offline)
+        return open_embedded(data_dir, settings, sampling=offline)
     except StoreError as exc:
         _fail(str(exc))
 
@@ -163,7 +166,7 @@ def import_files(files: tuple[Path, ...], data_dir: Path | None, url: str | None
     store = _store(data_dir or _configured_data_dir())
     try:
         for path, batch in accepted:
-            store.write(batch)
+            store.writer.write(batch)
             click.echo(f"{path}: {len(batch)} spans imported")
     finally:
         store.close()
@@ -176,7 +179,7 @@ def import_files(files: tuple[Path, ...], data_dir: Path | None, url: str | None
 @click.option("--url", help="ask a running server's http port instead, e.g. http://127.0.0.1:16686")
 def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> None:
     """Print one trace as OTLP/JSON (one resourceSpans document) or as Jaeger's API JSON."""
-    from clew.model import parse_trace_id
+    from clew.core.model import parse_trace_id
 
     raw = parse_trace_id(trace_id)
     if raw is None:
@@ -196,8 +199,8 @@ def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> N
             doc = {"data": doc["data"]}
         click.echo(json.dumps(doc, indent=2))
         return
-    from clew.query.jaeger import to_jaeger_traces
-    from clew.query.otlp import to_traces_data
+    from clew.api.jaeger_model import to_jaeger_traces
+    from clew.core.otlp import to_traces_data
     from clew.receivers.otlp import to_otlp_json
 
     directory = data_dir or _configured_data_dir()
@@ -205,7 +208,7 @@ def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> N
         _fail(f"data directory {directory} does not exist")
     store = _store(directory)
     try:
-        batch = store.get_trace(raw)
+        batch = store.reader.get_trace(raw)
     finally:
         store.close()
     if not len(batch):
@@ -282,7 +285,7 @@ def search(query: str, since: str, limit: int, url: str | None, as_json: bool) -
     """Find traces with the query language, e.g. clew search '{ status = error }' (docs/query-language.md)."""
     import time
 
-    from clew.durations import DurationError, parse_duration
+    from clew.core.durations import DurationError, parse_duration
     from clew.terminal import search_table
 
     try:
@@ -312,7 +315,7 @@ def search(query: str, since: str, limit: int, url: str | None, as_json: bool) -
 @click.option("--url", help="the server's http port (default http://127.0.0.1:16686, or clew.toml's)")
 def trace(trace_id: str, url: str | None) -> None:
     """Show one trace as a waterfall: span tree, services, offsets, durations; errors marked with !."""
-    from clew.model import parse_trace_id
+    from clew.core.model import parse_trace_id
     from clew.terminal import waterfall
 
     raw = parse_trace_id(trace_id)

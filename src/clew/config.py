@@ -8,16 +8,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from clew.pipeline.enrich import EnrichConfig, EnrichError
-from clew.pipeline.redact import RedactionConfig, RedactionError
-from clew.pipeline.sampling import SamplingConfig, SamplingError
+from clew.components.enrichment import EnrichConfig, EnrichError
+from clew.components.redaction import RedactionConfig, RedactionError
+from clew.components.retention import RetentionConfig
+from clew.components.sampling import SamplingConfig
+from clew.core.errors import ConfigError
+
+__all__ = ["ConfigError", "Settings"]
 
 DEFAULT_CONFIG_FILE = "clew.toml"
-TABLES = ("redaction", "enrich", "sampling")  # settings that are whole tables of clew.toml, not single values
-
-
-class ConfigError(ValueError):
-    pass
+# settings that are whole tables of clew.toml (each a component's config), not single values
+TABLES = ("redaction", "enrich", "sampling", "retention")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Settings:
     redaction: RedactionConfig = field(default_factory=RedactionConfig)  # clew.toml [redaction] only
     enrich: EnrichConfig = field(default_factory=EnrichConfig)  # clew.toml [enrich] only
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # clew.toml [sampling] only
+    retention: RetentionConfig = field(default_factory=RetentionConfig)  # [retention] (and [sampling])
 
     @classmethod
     def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
@@ -47,13 +49,19 @@ class Settings:
             section = doc.get("serve", {k: v for k, v in doc.items() if k not in TABLES})
             settings = settings._with(section, f"config file {path}")
             try:
+                sampling = SamplingConfig.from_toml(doc.get("sampling", {}))
                 settings = replace(
                     settings,
                     redaction=RedactionConfig.from_toml(doc.get("redaction", {})),
                     enrich=EnrichConfig.from_toml(doc.get("enrich", {})),
-                    sampling=SamplingConfig.from_toml(doc.get("sampling", {})),
+                    sampling=sampling,
+                    retention=RetentionConfig.from_toml(
+                        doc.get("retention", {}),
+                        doc.get("sampling", {}),
+                        sampling.full_fidelity if sampling.enabled else None,
+                    ),
                 )
-            except (RedactionError, EnrichError, SamplingError) as exc:
+            except (RedactionError, EnrichError, ConfigError) as exc:
                 raise ConfigError(f"config file {path}: {exc}") from exc
         env = {
             f.name: os.environ[f"CLEW_{f.name.upper()}"]

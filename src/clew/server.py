@@ -13,18 +13,30 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from clew.api.jaeger import jaeger_routes
+from clew.api.native import native_routes
+from clew.assembly import Assembly, assemble, every
+from clew.components.base import Component
 from clew.config import Settings
-from clew.pipeline.sampling import Sampler, SamplingConfig
-from clew.query.metrics_api import label_text
+from clew.core.errors import ClewError
+from clew.core.language import QuerySyntaxError
+from clew.core.telemetry import OPENMETRICS, Metric, Sample, render
+from clew.gateway.errors import Problem, handlers
+from clew.gateway.identity import IdentityMiddleware
+from clew.ingest.writer import TELEMETRY as INGEST_TELEMETRY
+from clew.ingest.writer import Writer, writer_metrics
 from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.receivers.zipkin import zipkin_app
-from clew.store import Store, StoreError, open_embedded
-from clew.store.sampling import RetentionCounters
-from clew.store.writer import Writer
-from clew.web.app import http_app
+from clew.store.traces import TraceReader
+from clew.web.app import SecurityHeaders, ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -78,65 +90,86 @@ class Ports:
         )
 
 
-def writer_counters(writer: Writer) -> dict[str, tuple[str, float]]:
-    """clew's own figures on /metrics: (metric type, value)."""
-    return {
-        "clew_ingest_committed_spans": ("counter", writer.committed_spans),
-        "clew_ingest_failed_spans": ("counter", writer.failed_spans),
-        "clew_ingest_refused_spans": ("counter", writer.refused_spans),
-        "clew_ingest_inserts": ("counter", writer.inserts),
-        "clew_ingest_queued_spans": ("gauge", writer.pending_spans),
-    }
+def _http_problem(request: Request, problem: Problem, exc: ClewError) -> Response:
+    """Native endpoints answer `{"error": ...}` (with where a query failed to parse); Jaeger's answer
+    in its envelope, as Jaeger UI and Grafana read them."""
+    headers = dict(problem.headers)
+    path = request.url.path
+    if path.startswith("/api/") and not path.startswith("/api/v1/"):
+        errors = [{"code": problem.status, "msg": problem.message}]
+        body = {"data": None, "total": 0, "limit": 0, "offset": 0, "errors": errors}
+        return JSONResponse(body, problem.status, headers=headers)
+    extra: dict[str, object] = {}
+    if isinstance(exc, QuerySyntaxError):
+        extra = {"position": exc.position, "expected": exc.expected}
+    return JSONResponse({"error": problem.message, **extra}, problem.status, headers=headers)
 
 
-def sampling_counters(sampler: Sampler | None, retention: RetentionCounters) -> dict[str, tuple[str, float]]:
-    out: dict[str, tuple[str, float]] = {
-        "clew_retention_runs": ("counter", retention.runs),
-        "clew_retention_deleted_spans": ("counter", retention.deleted_spans),
-    }
-    if sampler is not None:
-        c = sampler.counters
-        out |= {
-            "clew_sampling_ticks": ("counter", c.ticks),
-            "clew_sampling_spans_seen": ("counter", c.spans_seen),
-            "clew_sampling_traces_kept": ("counter", c.traces_kept),
-            "clew_sampling_traces_dropped": ("counter", c.traces_dropped),
-            "clew_sampling_traces_decided_early": ("counter", c.decided_early),
-            "clew_sampling_late_spans": ("counter", c.late_spans),
-            "clew_sampling_pending_traces": ("gauge", len(sampler.pending)),
-        }
-        for policy in sampler.config.policies:
-            kept = c.kept_by_policy.get(policy.name, 0)
-            out["clew_sampling_kept_by_policy" + label_text({"policy": policy.name})] = ("counter", kept)
-    return out
+def http_app(
+    reader: TraceReader,
+    routes: list[BaseRoute],
+    telemetry: list[Metric],
+    metrics: Callable[[], list[Sample]],
+) -> Starlette:
+    """The http port (16686): health, the native and Jaeger APIs, the components' routes, `/metrics`
+    rendered from the declared telemetry, and the UI."""
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def prometheus(request: Request) -> Response:
+        samples = await asyncio.to_thread(metrics)
+        return Response(render(telemetry, samples), media_type=OPENMETRICS)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/metrics", prometheus),
+            *native_routes(reader),
+            *jaeger_routes(reader),
+            *routes,
+            *ui_routes(),
+        ],
+        middleware=[Middleware(SecurityHeaders), Middleware(IdentityMiddleware)],
+        exception_handlers=handlers(_http_problem),
+    )
 
 
-async def housekeeping(store: Store, sampler: Sampler | None, config: SamplingConfig) -> None:
-    """Tail-sampling decisions and processor counters every tick, the retention tiers every
-    `retention_interval`."""
-    next_expiry = 0
+def assembly_http_app(assembly: Assembly, writer: Writer | None = None) -> Starlette:
+    """`http_app` over an assembly's reader and components (and the ingest writer's counters)."""
+    telemetry = [*(INGEST_TELEMETRY if writer is not None else ()), *assembly.telemetry()]
+
+    def metrics() -> list[Sample]:
+        return [*(writer_metrics(writer) if writer is not None else ()), *assembly.metrics()]
+
+    return http_app(assembly.reader, assembly.routes(), telemetry, metrics)
+
+
+async def housekeeping(
+    components: list[tuple[Component, int]], clock: Callable[[], int] = time.time_ns
+) -> None:
+    """Every component's periodic work, each at its own interval, one at a time off the loop."""
+    due = {id(c): 0 for c, _ in components}
+    step = min((interval for _, interval in components), default=10**9)
     while True:
-        try:
-            if sampler is not None:
-                await asyncio.to_thread(sampler.tick)
-            await asyncio.to_thread(store.processed.scan)
-            now = time.time_ns()
-            if now >= next_expiry:
-                full_fidelity = config.full_fidelity if config.enabled else None
-                await asyncio.to_thread(store.sampling.expire, now, full_fidelity, config.retention)
-                next_expiry = now + config.retention_interval
-        except StoreError as exc:  # the next round tries again; nothing decided is lost meanwhile
-            print(f"clew: sampling/retention: {exc}", file=sys.stderr, flush=True)
-        await asyncio.sleep(config.tick / 1e9)
+        for component, interval in components:
+            now = clock()
+            if now < due[id(component)]:
+                continue
+            due[id(component)] = now + interval
+            try:
+                await asyncio.to_thread(component.tick, now)
+            except ClewError as exc:  # the next round tries again; nothing decided is lost meanwhile
+                log.warning("%s: %s", component.name, exc)
+        await asyncio.sleep(step / 1e9)
 
 
 async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, commit everything accepted, close the store."""
-    store = open_embedded(settings.data_dir, settings.redaction, settings.enrich, sampling=settings.sampling)
-    sampler = Sampler(store.sampling, settings.sampling) if settings.sampling.enabled else None
-    writer = Writer(store, settings.max_queue_spans, settings.max_batch_spans)
+    assembly = assemble(settings)
+    writer = Writer(assembly.writer, settings.max_queue_spans, settings.max_batch_spans)
     writer.start()
-    chores = asyncio.create_task(housekeeping(store, sampler, settings.sampling))
+    chores = asyncio.create_task(housekeeping(every(assembly.components)))
     try:
         grpc = grpc_server(writer.write, settings.max_body_bytes)
         grpc_host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -154,14 +187,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
             {
                 ports.otlp_http: otlp_http_app(writer.write, settings.max_body_bytes),
                 ports.zipkin: zipkin_app(writer.write, settings.max_body_bytes),
-                ports.http: http_app(
-                    store,
-                    lambda: (
-                        writer_counters(writer)
-                        | store.processed.metrics()
-                        | sampling_counters(sampler, store.sampling.counters)
-                    ),
-                ),
+                ports.http: assembly_http_app(assembly, writer),
             }
         )
         config = uvicorn.Config(
@@ -199,5 +225,5 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         with contextlib.suppress(asyncio.CancelledError):
             await chores
         writer.close()
-        store.close()
+        assembly.close()
     print("clew stopped: all accepted spans committed", file=sys.stderr, flush=True)

@@ -6,12 +6,7 @@ import zlib
 
 from starlette.requests import Request
 
-
-class HTTPProblem(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+from clew.core.errors import BadRequest, TooLarge, UnsupportedMedia
 
 
 def media_type(request: Request) -> str:
@@ -19,13 +14,13 @@ def media_type(request: Request) -> str:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The decoded body, or `HTTPProblem` 413 past `limit` bytes (gzip bombs stop at the limit)."""
+    """The decoded body, or `TooLarge` past `limit` bytes (gzip bombs stop at the limit)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPProblem(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+        raise TooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity", "gzip", "x-gzip"):
-        raise HTTPProblem(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
+        raise UnsupportedMedia(f"unsupported Content-Encoding {encoding!r}: use gzip or none")
     gzip = encoding in ("gzip", "x-gzip")
     inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
     parts: list[bytes] = []
@@ -35,15 +30,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             try:
                 chunk = inflate.decompress(chunk, limit + 1 - size)
             except zlib.error as exc:
-                raise HTTPProblem(400, f"invalid gzip body: {exc}") from exc
+                raise BadRequest(f"invalid gzip body: {exc}") from exc
             # Output left unread because of the cap means the body is over the limit.
             if inflate.unconsumed_tail:
-                raise HTTPProblem(413, f"decompressed body is over the limit of {limit} bytes")
+                raise TooLarge(f"decompressed body is over the limit of {limit} bytes")
         size += len(chunk)
         if size > limit:
-            raise HTTPProblem(413, f"request body is over the limit of {limit} bytes")
+            raise TooLarge(f"request body is over the limit of {limit} bytes")
         parts.append(chunk)
     if inflate is not None:
         if not inflate.eof:
-            raise HTTPProblem(400, "invalid gzip body: truncated stream")
+            raise BadRequest("invalid gzip body: truncated stream")
     return b"".join(parts)

@@ -8,7 +8,6 @@ columns. Invalid spans are removed one by one and counted, as OTLP's `partial_su
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,15 +18,23 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from clew.model import DEFAULT_TENANT, OtlpBatch
+from clew.core.errors import BadRequest
+from clew.core.model import DEFAULT_TENANT, OtlpBatch
+from clew.core.otlp import convert_ids, to_otlp_json
+
+__all__ = [
+    "BadRequest",
+    "Decoded",
+    "accept_request",
+    "decode_json",
+    "decode_protobuf",
+    "parse_json_request",
+    "to_otlp_json",
+]
 
 _Z16 = bytes(16)
 _Z8 = bytes(8)
 _MAX_NS = (1 << 63) - 1  # DateTime64(9) holds signed nanoseconds
-
-
-class BadRequest(ValueError):
-    """The body as a whole cannot be decoded: answered with 400 and the reason."""
 
 
 @dataclass(slots=True)
@@ -96,26 +103,6 @@ def decode_protobuf(body: bytes, tenant: str = DEFAULT_TENANT) -> Decoded:
 
 # --- OTLP/JSON ---------------------------------------------------------------------------------
 
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
-
-
-def _convert_ids(doc: dict[str, Any], convert: Any, where: str = "") -> None:
-    """Apply `convert` to every id field of a TracesData-shaped document, in place."""
-    for ri, rs in enumerate(doc.get("resourceSpans") or []):
-        for si, ss in enumerate((rs or {}).get("scopeSpans") or []):
-            for pi, span in enumerate((ss or {}).get("spans") or []):
-                path = f"{where}resourceSpans[{ri}].scopeSpans[{si}].spans[{pi}]"
-                if not isinstance(span, dict):
-                    continue
-                for key in _ID_FIELDS:
-                    if key in span:
-                        span[key] = convert(span[key], f"{path}.{key}")
-                for li, link in enumerate(span.get("links") or []):
-                    if isinstance(link, dict):
-                        for key in ("traceId", "spanId"):
-                            if key in link:
-                                link[key] = convert(link[key], f"{path}.links[{li}].{key}")
-
 
 def _hex_to_b64(value: Any, path: str) -> str:
     if not isinstance(value, str):
@@ -124,13 +111,6 @@ def _hex_to_b64(value: Any, path: str) -> str:
         return base64.b64encode(bytes.fromhex(value)).decode()
     except ValueError as exc:
         raise BadRequest(f"{path}: not a hex string: {value[:40]!r}") from exc
-
-
-def _b64_to_hex(value: str, path: str) -> str:
-    try:
-        return base64.b64decode(value).hex()
-    except binascii.Error:  # pragma: no cover - produced by protobuf itself
-        return value
 
 
 def parse_json_request(body: bytes) -> ExportTraceServiceRequest:
@@ -142,7 +122,7 @@ def parse_json_request(body: bytes) -> ExportTraceServiceRequest:
     if not isinstance(doc, dict):
         raise BadRequest("invalid OTLP/JSON: the body must be a JSON object with resourceSpans")
     try:
-        _convert_ids(doc, _hex_to_b64)
+        convert_ids(doc, _hex_to_b64)
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except BadRequest:
         raise
@@ -152,10 +132,3 @@ def parse_json_request(body: bytes) -> ExportTraceServiceRequest:
 
 def decode_json(body: bytes, tenant: str = DEFAULT_TENANT) -> Decoded:
     return accept_request(parse_json_request(body), tenant)
-
-
-def to_otlp_json(message: Any) -> dict[str, Any]:
-    """A TracesData/Export message as an OTLP/JSON document (hex ids, enums as integers)."""
-    doc = json_format.MessageToDict(message, use_integers_for_enums=True)
-    _convert_ids(doc, _b64_to_hex)
-    return doc

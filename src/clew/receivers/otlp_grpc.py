@@ -9,30 +9,23 @@ from __future__ import annotations
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from clew.model import DEFAULT_TENANT
+from clew.core.errors import ClewError
+from clew.gateway.errors import abort
+from clew.gateway.identity import IdentityInterceptor, grpc_caller
 from clew.receivers import Sink
-from clew.receivers.otlp import BadRequest, decode_protobuf
-from clew.store.base import StoreError
-from clew.store.writer import Backpressure
+from clew.receivers.otlp import decode_protobuf
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
 def trace_service_handler(sink: Sink) -> grpc.GenericRpcHandler:
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        tenant = DEFAULT_TENANT
-        for key, value in context.invocation_metadata() or ():
-            if key == "x-scope-orgid" and value:
-                tenant = str(value)
         try:
-            decoded = decode_protobuf(request, tenant)
+            decoded = decode_protobuf(request, grpc_caller(context).tenant)
             await sink(decoded.batch)
-        except BadRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Backpressure as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except StoreError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"storage unavailable: {exc}")
+        except ClewError as exc:
+            await abort(context, exc)
+            raise  # abort raises; this only tells the type checker
         response = ExportTraceServiceResponse()
         if decoded.rejected:
             response.partial_success.rejected_spans = decoded.rejected
@@ -46,10 +39,11 @@ def trace_service_handler(sink: Sink) -> grpc.GenericRpcHandler:
 
 def grpc_server(sink: Sink, max_message_bytes: int) -> grpc.aio.Server:
     server = grpc.aio.server(
+        interceptors=[IdentityInterceptor()],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     server.add_generic_rpc_handlers((trace_service_handler(sink),))
     return server

@@ -18,16 +18,19 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clew.model import DEFAULT_TENANT, SpanKind, StatusCode
+from clew.core.errors import BadRequest, ClewError, UnsupportedMedia
+from clew.core.identity import caller_of
+from clew.core.model import DEFAULT_TENANT, SpanKind, StatusCode
+from clew.gateway.errors import Problem, handlers
+from clew.gateway.identity import IdentityMiddleware
 from clew.receivers import Sink
-from clew.receivers.http_body import HTTPProblem, media_type, read_body
-from clew.receivers.otlp import BadRequest, Decoded, accept_request
-from clew.store.base import StoreError
-from clew.store.writer import Backpressure
+from clew.receivers.http_body import media_type, read_body
+from clew.receivers.otlp import Decoded, accept_request
 
 _KINDS = {
     "CLIENT": SpanKind.CLIENT,
@@ -148,27 +151,26 @@ def decode_zipkin(body: bytes, tenant: str = DEFAULT_TENANT) -> Decoded:
     return accept_request(zipkin_to_otlp(doc), tenant)
 
 
+def _problem(request: Request, problem: Problem, exc: ClewError) -> Response:
+    return JSONResponse({"error": problem.message}, problem.status, headers=dict(problem.headers))
+
+
 def zipkin_app(sink: Sink, max_body_bytes: int) -> Starlette:
     async def post_spans(request: Request) -> Response:
         ctype = media_type(request)
         if ctype not in ("application/json", ""):
-            return JSONResponse({"error": f"unsupported Content-Type {ctype!r}: send application/json"}, 415)
-        try:
-            body = await read_body(request, max_body_bytes)
-            decoded = decode_zipkin(body, request.headers.get("x-scope-orgid") or DEFAULT_TENANT)
-            await sink(decoded.batch)
-        except HTTPProblem as exc:
-            return JSONResponse({"error": exc.reason}, exc.status)
-        except BadRequest as exc:
-            return JSONResponse({"error": str(exc)}, 400)
-        except Backpressure as exc:
-            return JSONResponse({"error": str(exc)}, 503, headers={"Retry-After": str(exc.retry_after)})
-        except StoreError as exc:
-            return JSONResponse({"error": f"storage unavailable: {exc}"}, 503, headers={"Retry-After": "1"})
+            raise UnsupportedMedia(f"unsupported Content-Type {ctype!r}: send application/json")
+        body = await read_body(request, max_body_bytes)
+        decoded = decode_zipkin(body, caller_of(request.scope).tenant)
+        await sink(decoded.batch)
         if decoded.rejected:
             return JSONResponse(
                 {"rejectedSpans": decoded.rejected, "errorMessage": decoded.error_message}, 202
             )
         return Response(status_code=202)
 
-    return Starlette(routes=[Route("/api/v2/spans", post_spans, methods=["POST"])])
+    return Starlette(
+        routes=[Route("/api/v2/spans", post_spans, methods=["POST"])],
+        middleware=[Middleware(IdentityMiddleware)],
+        exception_handlers=handlers(_problem),
+    )

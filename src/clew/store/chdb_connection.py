@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from clew.store.base import StoreError
+from clew.core.errors import StoreError
 
 
 def _quote(text: str) -> str:

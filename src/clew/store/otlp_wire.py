@@ -11,8 +11,8 @@ against opentelemetry-proto's descriptors in the tests). ClickHouse cannot follo
 
 from __future__ import annotations
 
-from clew.model import COLUMNS
-from clew.pipeline.transforms import Transforms
+from clew.core.model import COLUMNS
+from clew.store.transforms import Transforms
 
 WIRE_PROTO = """syntax = "proto3";
 message Request { repeated ResourceSpans resource_spans = 1; }
@@ -170,7 +170,7 @@ def insert_select(
 ) -> str:
     """`INSERT ... SELECT` over `{source}`: a table function reading length-delimited requests.
 
-    `transforms` are the pipeline's processors (pipeline/transforms.py), applied by an outer SELECT
+    `transforms` are the components' processors (store/transforms.py), applied by an outer SELECT
     so that nothing unprocessed is ever written. `constants` (column -> SQL) are the same for every
     row of the insert, such as the time it was received.
     """
@@ -179,13 +179,15 @@ def insert_select(
     missing = [name for name in names if name not in exprs]
     if missing:  # pragma: no cover - a model change without its SQL
         raise RuntimeError(f"no insert expression for columns {missing}")
-    constants = constants or {}
+    transforms = transforms or Transforms({})
+    # columns a stage fills that the parse does not produce (the retention tier) are set per insert
+    constants = {**(constants or {}), **{k: v for k, v in transforms.columns.items() if k not in exprs}}
     columns = ", ".join([*names, *constants])
     source = (
         "FROM {source}\n"
         "ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.spans AS sp"
     )
-    if transforms is None or not transforms.columns:
+    if not any(name in transforms.columns for name in names):
         select = ",\n  ".join([*(exprs[name] for name in names), *constants.values()])
         return f"INSERT INTO {table} ({columns})\nSELECT\n  {select}\n{source}"
     bound = transforms.resolve({name: f"c_{name}" for name in names})

@@ -1,5 +1,5 @@
 """Query-language searches on ClickHouse: spanset filters become SQL with parameters, the rest is
-evaluated per trace on the flags that SQL computes (query/language.py).
+evaluated per trace on the flags that SQL computes (core/language.py).
 
 Three statements: candidate traces (a span matching some filter starts in the time range, and the
 trace holds what the query needs at least), the spans of a page of candidates with a flag per filter,
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from clew.query.language import (
+from clew.core.language import (
     BoolOp,
     Comparison,
     Condition,
@@ -25,13 +25,52 @@ from clew.query.language import (
     TraceSpans,
     evaluate,
 )
-from clew.store.base import (
-    Connection,
-    MatchedSpan,
-    SearchRequest,
-    SearchResult,
-    TraceSummary,
-)
+from clew.core.model import DEFAULT_TENANT
+from clew.store.connection import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """A query-language search: traces with a matching span starting in [start, end] nanoseconds."""
+
+    query: Query
+    start: int
+    end: int
+    limit: int = 20
+    spans_per_trace: int = 3
+    tenant: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedSpan:
+    span_id: bytes
+    service: str
+    name: str
+    start: int
+    duration: int
+    status_code: int
+
+
+@dataclass(slots=True)
+class TraceSummary:
+    trace_id: bytes
+    root_service: str
+    root_name: str
+    start: int
+    duration: int
+    span_count: int
+    error_count: int
+    services: dict[str, tuple[int, int]]  # service -> (spans, errors)
+    matched: int = 0
+    spans: list[MatchedSpan] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SearchResult:
+    traces: list[TraceSummary]
+    inspected_traces: int
+    complete: bool  # False when the search stopped before it had looked at every candidate trace
+
 
 MAX_INSPECTED_TRACES = 20_000
 _INTRINSIC_COLUMNS = {

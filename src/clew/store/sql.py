@@ -27,3 +27,9 @@ def childless_clients(db: str, columns: str) -> str:
         f"LEFT ANTI JOIN (SELECT {PARENT_KEY} AS k FROM {db}.spans WHERE {AROUND} AND parent_span_id != '') AS ch "
         "ON cityHash64(c.trace_id, c.span_id) = ch.k"
     )
+
+
+def quote(text: str) -> str:
+    """A ClickHouse string literal, for SQL that must be literal text (regexes the engine compiles
+    once per insert); user values travel as query parameters instead."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

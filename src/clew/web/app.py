@@ -1,22 +1,15 @@
-"""The application on the http port (16686): the web UI, the native API and Jaeger's API."""
+"""The web UI: one HTML shell for every UI address, static files, and the security headers of the
+http port (the server mounts these beside the APIs)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
-from starlette.routing import Mount, Route
+from starlette.responses import FileResponse
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from clew.query.api import native_routes
-from clew.query.jaeger_api import jaeger_routes
-from clew.query.metrics_api import metrics_routes
-from clew.store.base import Store
 
 STATIC = Path(__file__).parent / "static"
 # Everything the UI loads comes from clew itself: no fonts, scripts or calls to other hosts, and no
@@ -50,21 +43,13 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def http_app(store: Store, counters: Callable[[], dict[str, tuple[str, float]]] | None = None) -> Starlette:
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+async def _ui(request: Request) -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    async def ui(request: Request) -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            *native_routes(store),
-            *metrics_routes(store, counters),
-            *jaeger_routes(store),
-            Mount("/static", StaticFiles(directory=STATIC), name="static"),
-            *(Route(path, ui) for path in UI_PATHS),
-        ],
-        middleware=[Middleware(SecurityHeaders)],
-    )
+def ui_routes() -> list[BaseRoute]:
+    """The UI shell at Jaeger UI's addresses, and its static files."""
+    return [
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        *(Route(path, _ui) for path in UI_PATHS),
+    ]

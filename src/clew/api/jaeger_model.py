@@ -1,0 +1,149 @@
+"""Stored spans as Jaeger's query API shows them (the JSON that Jaeger UI and Grafana read).
+
+OTLP fields without a Jaeger slot become tags the way Jaeger's own OTLP translator does it:
+`span.kind`, `otel.status_code`, `otel.status_description`, `error`, `otel.scope.name`,
+`otel.scope.version`, `w3c.tracestate`. Parents are CHILD_OF references; links are FOLLOWS_FROM
+(CHILD_OF when the link carries `opentracing.ref_type=child_of`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from google.protobuf import json_format
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from clew.core.attributes import attribute_list_to_keyvalues, typed_maps_to_keyvalues
+from clew.core.model import RESOURCE_COLUMNS, SpanBatch
+from clew.core.otlp import nanos
+
+KIND_NAMES = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+_TYPED = ("string", "int", "float", "bool", "complex")
+_JS_SAFE = 2**53 - 1
+
+
+def jaeger_id(raw: bytes) -> str:
+    """Lower-case hex; 64-bit ids (high half zero) print with 16 digits, as Jaeger prints them."""
+    if len(raw) == 16 and raw[:8] == bytes(8):
+        return raw[8:].hex()
+    return raw.hex()
+
+
+def _tag(key: str, value: AnyValue) -> dict[str, Any]:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return {"key": key, "type": "string", "value": value.string_value}
+    if kind == "bool_value":
+        return {"key": key, "type": "bool", "value": value.bool_value}
+    if kind == "int_value":
+        v = value.int_value
+        return {"key": key, "type": "int64", "value": v if abs(v) <= _JS_SAFE else str(v)}
+    if kind == "double_value":
+        return {"key": key, "type": "float64", "value": value.double_value}
+    if kind == "bytes_value":
+        return {"key": key, "type": "binary", "value": base64.b64encode(value.bytes_value).decode()}
+    if kind is None:
+        return {"key": key, "type": "string", "value": ""}
+    # arrays and key-value lists: their OTLP/JSON text, as Jaeger renders them
+    return {"key": key, "type": "string", "value": json.dumps(json_format.MessageToDict(value))}
+
+
+def _tags(kvs: list[KeyValue]) -> list[dict[str, Any]]:
+    return [_tag(kv.key, kv.value) for kv in kvs]
+
+
+def _string_tag(key: str, value: str) -> dict[str, Any]:
+    return {"key": key, "type": "string", "value": value}
+
+
+def to_jaeger_traces(batch: SpanBatch) -> list[dict[str, Any]]:
+    """One Jaeger trace per trace id in the batch, in order of first appearance."""
+    traces: dict[bytes, dict[str, Any]] = {}
+    processes: dict[bytes, dict[Any, str]] = {}
+    seen: dict[bytes, set[bytes]] = {}
+    for row in batch.table.to_pylist():
+        trace_id: bytes = row["trace_id"]
+        trace = traces.get(trace_id)
+        if trace is None:
+            trace = traces[trace_id] = {
+                "traceID": jaeger_id(trace_id),
+                "spans": [],
+                "processes": {},
+                "warnings": None,
+            }
+            processes[trace_id] = {}
+            seen[trace_id] = set()
+        if row["span_id"] in seen[trace_id]:  # a duplicate span id: keep the first
+            continue
+        seen[trace_id].add(row["span_id"])
+        process_key = tuple(
+            tuple(map(tuple, row[c])) if isinstance(row[c], list) else row[c] for c in RESOURCE_COLUMNS
+        )
+        pid = processes[trace_id].get(process_key)
+        if pid is None:
+            pid = processes[trace_id][process_key] = f"p{len(processes[trace_id]) + 1}"
+            resource = typed_maps_to_keyvalues(*(row[f"resource_{t}"] for t in _TYPED))
+            trace["processes"][pid] = {
+                "serviceName": row["service_name"],
+                "tags": _tags([kv for kv in resource if kv.key != "service.name"]),
+            }
+        trace["spans"].append(_span(row, pid))
+    return list(traces.values())
+
+
+def _span(row: dict[str, Any], pid: str) -> dict[str, Any]:
+    trace_hex = jaeger_id(row["trace_id"])
+    references = []
+    if row["parent_span_id"]:
+        references.append(
+            {"refType": "CHILD_OF", "traceID": trace_hex, "spanID": row["parent_span_id"].hex()}
+        )
+    for tid, sid, attrs in zip(
+        row["links_trace_id"], row["links_span_id"], row["links_attributes"], strict=True
+    ):
+        child_of = any(a["key"] == "opentracing.ref_type" and a["value"] == b"child_of" for a in attrs)
+        references.append(
+            {
+                "refType": "CHILD_OF" if child_of else "FOLLOWS_FROM",
+                "traceID": jaeger_id(tid),
+                "spanID": sid.hex(),
+            }
+        )
+    tags = _tags(typed_maps_to_keyvalues(*(row[f"attributes_{t}"] for t in _TYPED)))
+    if row["kind"] in KIND_NAMES:
+        tags.append(_string_tag("span.kind", KIND_NAMES[row["kind"]]))
+    if row["status_code"]:
+        tags.append(_string_tag("otel.status_code", STATUS_NAMES.get(row["status_code"], "UNSET")))
+        if row["status_code"] == 2:
+            tags.append({"key": "error", "type": "bool", "value": True})
+    if row["status_message"]:
+        tags.append(_string_tag("otel.status_description", row["status_message"]))
+    if row["scope_name"]:
+        tags.append(_string_tag("otel.scope.name", row["scope_name"]))
+    if row["scope_version"]:
+        tags.append(_string_tag("otel.scope.version", row["scope_version"]))
+    tags += _tags(attribute_list_to_keyvalues(row["scope_attributes"]))
+    if row["trace_state"]:
+        tags.append(_string_tag("w3c.tracestate", row["trace_state"]))
+    logs = []
+    for t, name, attrs in zip(row["events_time"], row["events_name"], row["events_attributes"], strict=True):
+        fields = [_string_tag("event", name)] if name else []
+        logs.append(
+            {"timestamp": nanos(t) // 1000, "fields": fields + _tags(attribute_list_to_keyvalues(attrs))}
+        )
+    return {
+        "traceID": trace_hex,
+        "spanID": row["span_id"].hex(),
+        "operationName": row["name"],
+        "references": references,
+        "flags": row["flags"] & 0xFF,
+        "startTime": nanos(row["start_time"]) // 1000,
+        "duration": row["duration"] // 1000,
+        "tags": tags,
+        "logs": logs,
+        "processID": pid,
+        "warnings": None,
+    }

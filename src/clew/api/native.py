@@ -1,0 +1,303 @@
+"""clew's native HTTP API (`/api/v1/...`): traces as OTLP/JSON and query-language search."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from clew.components.http import number, tenant, time_range, trace_id_param
+from clew.core.errors import BadRequest, NotFound
+from clew.core.language import parse
+from clew.core.model import StatusCode
+from clew.core.otlp import to_otlp_json, to_traces_data
+from clew.store.traces import SearchRequest, SearchResult, TraceReader, TraceSummary
+
+DEFAULT_SEARCH_LIMIT = 20  # Tempo's default
+MAX_SEARCH_LIMIT = 1000
+DEFAULT_SEARCH_WINDOW_S = 3600
+MAX_SPANS_PER_TRACE = 100
+_STATUS_NAMES = {s.value: s.name.lower() for s in StatusCode}
+
+
+def search_request(request: Request) -> SearchRequest:
+    """Parameters as Tempo's search takes them: `q`, `start`/`end` in Unix seconds, `limit`, `spss`."""
+    q = request.query_params.get("q")
+    if q is None:
+        raise BadRequest("parameter 'q' is required, for example q={ status = error }")
+    start, end = time_range(request)
+    limit = number(request, "limit", DEFAULT_SEARCH_LIMIT)
+    if not (1 <= limit <= MAX_SEARCH_LIMIT) or limit != int(limit):
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_SEARCH_LIMIT}")
+    spss = number(request, "spss", 3)
+    if not (1 <= spss <= MAX_SPANS_PER_TRACE) or spss != int(spss):
+        raise BadRequest(f"spss must be a whole number from 1 to {MAX_SPANS_PER_TRACE}")
+    return SearchRequest(
+        query=parse(q),
+        start=int(start * 10**9),
+        end=int(end * 10**9),
+        limit=int(limit),
+        spans_per_trace=int(spss),
+        tenant=tenant(request),
+    )
+
+
+def summary_json(summary: TraceSummary) -> dict[str, Any]:
+    """One search hit, with Tempo's field names where Tempo has one."""
+    return {
+        "traceID": summary.trace_id.hex(),
+        "rootServiceName": summary.root_service,
+        "rootTraceName": summary.root_name,
+        "startTimeUnixNano": str(summary.start),
+        "durationMs": summary.duration // 10**6,
+        "durationNanos": str(summary.duration),
+        "spanCount": summary.span_count,
+        "errorCount": summary.error_count,
+        "serviceStats": {
+            service: {"spanCount": spans, "errorCount": errors}
+            for service, (spans, errors) in summary.services.items()
+        },
+        "spanSet": {
+            "matched": summary.matched,
+            "spans": [
+                {
+                    "spanID": span.span_id.hex(),
+                    "service": span.service,
+                    "name": span.name,
+                    "startTimeUnixNano": str(span.start),
+                    "durationNanos": str(span.duration),
+                    "status": _STATUS_NAMES.get(span.status_code, "unset"),
+                }
+                for span in summary.spans
+            ],
+        },
+    }
+
+
+def search_json(request: SearchRequest, q: str, result: SearchResult) -> dict[str, Any]:
+    return {
+        "traces": [summary_json(t) for t in result.traces],
+        "metrics": {"inspectedTraces": result.inspected_traces, "completed": result.complete},
+        "query": q,
+        "start": request.start / 10**9,
+        "end": request.end / 10**9,
+        "limit": request.limit,
+    }
+
+
+def native_routes(reader: TraceReader) -> list[Route]:
+    async def get_trace(request: Request) -> JSONResponse:
+        trace_id = trace_id_param(request)
+        batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request))
+        if not len(batch):
+            raise NotFound(f"trace {trace_id.hex()} not found")
+        return JSONResponse(to_otlp_json(to_traces_data(batch)))
+
+    async def search(request: Request) -> JSONResponse:
+        search_req = search_request(request)
+        result = await asyncio.to_thread(reader.search, search_req)
+        return JSONResponse(search_json(search_req, request.query_params["q"], result))
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(OPENAPI)
+
+    return [
+        Route("/api/v1/traces/{trace_id}", get_trace),
+        Route("/api/v1/search", search),
+        Route("/api/v1/openapi.json", openapi),
+    ]
+
+
+def _param(
+    name: str, where: str, description: str, schema: dict[str, Any], required: bool = False
+) -> dict[str, Any]:
+    return {"name": name, "in": where, "description": description, "required": required, "schema": schema}
+
+
+_TENANT_HEADER = _param(
+    "X-Scope-OrgID", "header", "tenant to read (default `default`), as given on ingest", {"type": "string"}
+)
+_ERROR = {
+    "description": "bad request: the reason, and for a syntax error the 1-based column and what was expected",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "position": {"type": "integer"},
+                    "expected": {"type": "array", "items": {"type": "string"}},
+                },
+            }
+        }
+    },
+}
+
+
+def _range_endpoint(summary: str, description: str) -> dict[str, Any]:
+    """An endpoint over `start`/`end` (Unix seconds) and the tenant header, answering JSON."""
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [
+                _param("start", "query", "Unix seconds (default end - 1h)", {"type": "number"}),
+                _param("end", "query", "Unix seconds (default now)", {"type": "number"}),
+                _TENANT_HEADER,
+            ],
+            "responses": {
+                "200": {
+                    "description": description,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "400": _ERROR,
+            },
+        }
+    }
+
+
+_SPAN = {
+    "type": "object",
+    "properties": {
+        "spanID": {"type": "string"},
+        "service": {"type": "string"},
+        "name": {"type": "string"},
+        "startTimeUnixNano": {"type": "string"},
+        "durationNanos": {"type": "string"},
+        "status": {"type": "string", "enum": ["unset", "ok", "error"]},
+    },
+}
+_SUMMARY = {
+    "type": "object",
+    "properties": {
+        "traceID": {"type": "string", "description": "32 hex characters"},
+        "rootServiceName": {"type": "string"},
+        "rootTraceName": {"type": "string"},
+        "startTimeUnixNano": {"type": "string"},
+        "durationMs": {"type": "integer"},
+        "durationNanos": {"type": "string"},
+        "spanCount": {"type": "integer"},
+        "errorCount": {"type": "integer"},
+        "serviceStats": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"spanCount": {"type": "integer"}, "errorCount": {"type": "integer"}},
+            },
+        },
+        "spanSet": {
+            "type": "object",
+            "properties": {"matched": {"type": "integer"}, "spans": {"type": "array", "items": _SPAN}},
+        },
+    },
+}
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "clew native API",
+        "version": "1",
+        "description": "Traces as OTLP/JSON and search with clew's query language (docs/query-language.md). "
+        "The Jaeger-compatible API lives under /api/ beside it.",
+    },
+    "paths": {
+        "/api/v1/search": {
+            "get": {
+                "summary": "Traces matching a query, the most recent first",
+                "parameters": [
+                    _param("q", "query", "the query, e.g. `{ status = error }`", {"type": "string"}, True),
+                    _param("start", "query", "Unix seconds (default end - 1h)", {"type": "number"}),
+                    _param("end", "query", "Unix seconds (default now)", {"type": "number"}),
+                    _param(
+                        "limit",
+                        "query",
+                        f"most traces to return (default {DEFAULT_SEARCH_LIMIT})",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH_LIMIT},
+                    ),
+                    _param(
+                        "spss",
+                        "query",
+                        "most matching spans listed per trace (default 3)",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_SPANS_PER_TRACE},
+                    ),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "matching traces",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "traces": {"type": "array", "items": _SUMMARY},
+                                        "metrics": {
+                                            "type": "object",
+                                            "properties": {
+                                                "inspectedTraces": {"type": "integer"},
+                                                "completed": {"type": "boolean"},
+                                            },
+                                        },
+                                        "query": {"type": "string"},
+                                        "start": {"type": "number"},
+                                        "end": {"type": "number"},
+                                        "limit": {"type": "integer"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": _ERROR,
+                },
+            }
+        },
+        "/api/v1/traces/{traceID}": {
+            "get": {
+                "summary": "One trace as OTLP/JSON (a TracesData document)",
+                "parameters": [
+                    _param("traceID", "path", "up to 32 hex characters", {"type": "string"}, True),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the trace",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
+                    "404": {"description": "no such trace", "content": _ERROR["content"]},
+                },
+            }
+        },
+        "/api/v1/traces/{traceID}/sampling": {
+            "get": {
+                "summary": "The tail-sampling decision for a trace: kept or not, and by which policies",
+                "parameters": [
+                    _param("traceID", "path", "up to 32 hex characters", {"type": "string"}, True),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "`decided` false while the trace is still pending; otherwise `kept`, "
+                        "`policies` (names from clew.toml), `decidedAt` (microseconds) and `spans`",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
+                },
+            }
+        },
+        "/api/v1/completeness": _range_endpoint(
+            "Incomplete traces: orphan spans, several roots, propagation gaps, clock skew",
+            "per service the share of broken traces, and each kind of break with example trace ids",
+        ),
+        "/api/v1/servicegraph": _range_endpoint(
+            "Services and the calls between them, with errors and latency; uninstrumented peers "
+            "(databases, external APIs) as virtual nodes",
+            "nodes and edges",
+        ),
+        "/api/v1/openapi.json": {
+            "get": {"summary": "This description", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+        },
+    },
+}

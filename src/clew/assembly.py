@@ -1,0 +1,134 @@
+"""The composition root: from `Settings` to a running set of parts. It opens the engine, builds the
+components the configuration enables, applies their migrations, composes their insert stages into
+the span writer and collects their routes, periodic work and metrics. Nothing else wires components
+to each other."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+from starlette.routing import BaseRoute
+
+from clew.components.base import Component, Context
+from clew.components.completeness import Completeness
+from clew.components.dependencies import Dependencies
+from clew.components.enrichment import Enrichment
+from clew.components.red import Red
+from clew.components.redaction import Redaction
+from clew.components.retention import Retention
+from clew.components.sampling import Sampling
+from clew.components.servicegraph import ServiceGraph
+from clew.config import Settings
+from clew.core.telemetry import Metric, Sample
+from clew.store.connection import Connection
+from clew.store.migrations import migrate
+from clew.store.schema import MIGRATIONS as SPANS_MIGRATIONS
+from clew.store.spans import ClickHouseSpanWriter
+from clew.store.traces import ClickHouseTraceReader
+from clew.store.transforms import compose
+
+C = TypeVar("C")
+DATABASE = "clew"
+
+
+@dataclass
+class Assembly:
+    conn: Connection
+    writer: ClickHouseSpanWriter
+    reader: ClickHouseTraceReader
+    components: list[Component]
+
+    def component(self, kind: type[C]) -> C:
+        """The one component of this kind (tests and tools reach a component's logic this way)."""
+        found = [c for c in self.components if isinstance(c, kind)]
+        if len(found) != 1:
+            raise LookupError(f"{len(found)} components of kind {kind.__name__}")
+        return found[0]
+
+    def routes(self) -> list[BaseRoute]:
+        return [route for c in self.components for route in c.routes()]
+
+    def telemetry(self) -> list[Metric]:
+        return [m for c in self.components for m in c.telemetry]
+
+    def metrics(self) -> Iterable[Sample]:
+        for c in self.components:
+            yield from c.metrics()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def components(settings: Settings, ctx: Context, state_dir: Path | None) -> list[Component]:
+    """The components `settings` enable, in the order their insert stages apply."""
+    dependencies = Dependencies(ctx)
+    sampling = Sampling(ctx, settings.sampling)
+    retention = Retention(
+        ctx, settings.retention, sampling if settings.sampling.enabled else None, watchers=[dependencies]
+    )
+    return [
+        Enrichment(ctx, settings.enrich),  # names templated before redaction sees them
+        Redaction(ctx, settings.redaction, state_dir),
+        retention,
+        Red(ctx),
+        dependencies,
+        ServiceGraph(ctx),
+        Completeness(ctx),
+        sampling,
+    ]
+
+
+def assemble(
+    settings: Settings,
+    conn: Connection | None = None,
+    clock: Callable[[], int] = time.time_ns,
+    state_dir: Path | None = None,
+) -> Assembly:
+    """Open the store of `settings` (the embedded engine in `data_dir` unless `conn` is given) with
+    every enabled component built, migrated and started."""
+    if conn is None:
+        from clew.store.chdb_connection import ChdbConnection
+
+        conn = ChdbConnection(settings.data_dir)
+        state_dir = state_dir or settings.data_dir
+    writer: list[ClickHouseSpanWriter] = []  # set below: components are built before the writer
+
+    def received_until() -> int:
+        return writer[0].received_until()
+
+    ctx = Context(conn, DATABASE, clock, received_until)
+    parts = components(settings, ctx, state_dir)
+    try:
+        migrate(conn, DATABASE, [*SPANS_MIGRATIONS, *(m for c in parts for m in c.migrations())])
+        stages = [stage for c in parts if (stage := c.insert_stage()) is not None]
+        writer.append(ClickHouseSpanWriter(conn, DATABASE, compose(*stages), clock))
+        for c in parts:
+            c.start()
+    except BaseException:
+        conn.close()
+        raise
+    return Assembly(conn, writer[0], ClickHouseTraceReader(conn, DATABASE), parts)
+
+
+def open_embedded(
+    data_dir: str | Path,
+    settings: Settings | None = None,
+    clock: Callable[[], int] = time.time_ns,
+    **configs: object,
+) -> Assembly:
+    """The embedded store of `data_dir` with `settings` (defaults) and any component configs
+    replaced by keyword (`redaction=`, `enrich=`, `sampling=`, `retention=`)."""
+    settings = replace(settings or Settings(), data_dir=Path(data_dir), **configs)  # type: ignore[arg-type]
+    if "sampling" in configs and "retention" not in configs:
+        full_fidelity = settings.sampling.full_fidelity if settings.sampling.enabled else None
+        settings = replace(settings, retention=replace(settings.retention, full_fidelity=full_fidelity))
+    return assemble(settings, clock=clock)
+
+
+def every(components: Sequence[Component]) -> list[tuple[Component, int]]:
+    """The components with periodic work, and how often (ns)."""
+    return [(c, c.interval) for c in components if c.interval is not None]

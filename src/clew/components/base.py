@@ -1,0 +1,105 @@
+"""What a component is: the protocol the assembly drives, and a base class with empty defaults."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from starlette.routing import BaseRoute
+
+from clew.core.telemetry import Metric, Sample
+from clew.store.connection import Connection
+from clew.store.migrations import Migration
+from clew.store.transforms import Transforms
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every component is built with: the engine, the database, and the store's clock."""
+
+    conn: Connection
+    db: str = "clew"
+    clock: Callable[[], int] = time.time_ns
+    # every span received at or before this time (ns) is committed or refused (the span writer's)
+    received_until: Callable[[], int] = field(default=time.time_ns)
+
+
+class Component(Protocol):
+    """One feature. The assembly applies every component's `migrations()` in order, composes their
+    `insert_stage()`s into the insert, calls `start()`, serves their `routes()`, calls `tick(now)`
+    every `interval` nanoseconds (None: never) and renders `metrics()` under the declared
+    `telemetry` on `/metrics`."""
+
+    name: str
+    telemetry: Sequence[Metric]
+    interval: int | None
+
+    def migrations(self) -> Sequence[Migration]: ...
+
+    def insert_stage(self) -> Transforms | None: ...
+
+    def start(self) -> None: ...
+
+    def routes(self) -> Sequence[BaseRoute]: ...
+
+    def tick(self, now: int) -> None: ...
+
+    def metrics(self) -> Iterable[Sample]: ...
+
+
+class BaseComponent:
+    """Defaults for the parts a component does not have."""
+
+    name = "component"
+    telemetry: Sequence[Metric] = ()
+    interval: int | None = None
+
+    def migrations(self) -> Sequence[Migration]:
+        return ()
+
+    def insert_stage(self) -> Transforms | None:
+        return None
+
+    def start(self) -> None:
+        return None
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return ()
+
+    def tick(self, now: int) -> None:
+        return None
+
+    def metrics(self) -> Iterable[Sample]:
+        return ()
+
+
+class ReceivedWindow:
+    """The spans received since the last call, as (since, until] in the store's clock: what a
+    component that counts from stored rows scans next. It starts at the present, since what was
+    stored before this process started was counted then."""
+
+    def __init__(self, received_until: Callable[[], int]) -> None:
+        self.received_until = received_until
+        self.since: int | None = None
+
+    def start(self) -> None:
+        self.since = self.received_until()
+
+    def advance(self) -> tuple[int, int] | None:
+        if self.since is None:
+            self.start()
+        assert self.since is not None
+        until = self.received_until()
+        if until <= self.since:
+            return None
+        window, self.since = (self.since, until), until
+        return window
+
+
+# spans received in (since, until]: the `received_at` index makes this a small read
+RECEIVED_IN = (
+    "received_at > fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
+    "AND received_at <= fromUnixTimestamp64Nano({until:Int64}, 'UTC')"
+)

@@ -1,0 +1,62 @@
+"""Redaction before anything is stored: deny-listed keys and value detectors, compiled into the
+insert's SQL (detectors.py), so no unredacted span is ever written. Its work is counted afterwards
+from the marks its replacements leave in the rows (a dropped attribute leaves none, so it is not
+counted)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from clew.components.base import RECEIVED_IN, BaseComponent, Context, ReceivedWindow
+from clew.components.redaction.detectors import RedactionConfig, RedactionError, hash_key, transforms
+from clew.core.telemetry import Metric, Sample
+from clew.store.transforms import Transforms
+
+__all__ = ["Redaction", "RedactionConfig", "RedactionError", "hash_key"]
+
+# every replacement detectors.py writes starts with one of these
+MARKS = ["[REDACTED", "[email:", "[card:", "[ip:", "[token:", "[hash:"]
+MARKED = (
+    "multiSearchAny(concat(name, '\\n', status_message, '\\n', arrayStringConcat(mapValues(attributes_string), "
+    "'\\n'), '\\n', arrayStringConcat(mapValues(resource_string), '\\n')), {marks:Array(String)})"
+)
+SPANS = Metric("clew_redaction_spans", "counter", "Spans that went through redaction.")
+REDACTED = Metric(
+    "clew_redaction_redacted_spans", "counter", "Spans that came out of redaction with a value replaced."
+)
+SECOND = 10**9
+
+
+class Redaction(BaseComponent):
+    name = "redaction"
+    telemetry = (SPANS, REDACTED)
+    interval = SECOND
+
+    def __init__(self, ctx: Context, config: RedactionConfig, key_dir: Path | None) -> None:
+        self.conn, self.db, self.config = ctx.conn, ctx.db, config
+        # keyed hashes need a key kept with the data; without a directory (a server store) it is fixed
+        self.key = hash_key(key_dir) if key_dir is not None and config.enabled else (0, 0)
+        self.window = ReceivedWindow(ctx.received_until)
+        self.spans = self.redacted = 0
+
+    def insert_stage(self) -> Transforms | None:
+        return transforms(self.config, self.key) if self.config.enabled else None
+
+    def start(self) -> None:
+        self.window.start()
+
+    def tick(self, now: int) -> None:
+        window = self.window.advance()
+        if window is None or not self.config.enabled:
+            return
+        table = self.conn.query(
+            f"SELECT count(), countIf({MARKED}) FROM {self.db}.spans WHERE {RECEIVED_IN}",
+            {"since": window[0], "until": window[1], "marks": "[" + ",".join(f"'{m}'" for m in MARKS) + "]"},
+        )
+        spans, redacted = (int(c[0].as_py()) for c in table.columns)
+        self.spans += spans
+        self.redacted += redacted
+
+    def metrics(self) -> Iterable[Sample]:
+        return [Sample(SPANS, self.spans), Sample(REDACTED, self.redacted)]

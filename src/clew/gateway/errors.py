@@ -1,0 +1,78 @@
+"""One mapping from domain errors (`clew.core.errors`) to HTTP statuses and gRPC codes. Each HTTP
+surface only chooses the shape of its error body (OTLP's `google.rpc.Status`, Jaeger's envelope,
+`{"error": ...}`); the status, the reason and `Retry-After` come from here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import grpc
+from starlette.requests import Request
+from starlette.responses import Response
+
+from clew.core.errors import (
+    Backpressure,
+    BadRequest,
+    ClewError,
+    NotFound,
+    StoreError,
+    TooLarge,
+    UnsupportedMedia,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    status: int
+    code: grpc.StatusCode
+    message: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+# most specific first
+_TABLE: list[tuple[type[ClewError], int, grpc.StatusCode]] = [
+    (TooLarge, 413, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (UnsupportedMedia, 415, grpc.StatusCode.INVALID_ARGUMENT),
+    (BadRequest, 400, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, 404, grpc.StatusCode.NOT_FOUND),
+    (Backpressure, 503, grpc.StatusCode.UNAVAILABLE),
+    (StoreError, 503, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def problem(exc: ClewError) -> Problem:
+    status, code = next(
+        ((s, c) for kind, s, c in _TABLE if isinstance(exc, kind)), (500, grpc.StatusCode.INTERNAL)
+    )
+    headers: dict[str, str] = {}
+    message = exc.message
+    if isinstance(exc, Backpressure):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, StoreError):
+        headers["Retry-After"] = "1"
+        message = f"storage unavailable: {exc.message}"
+        log.warning("storage unavailable: %s", exc.message)
+    return Problem(status, code, message, headers)
+
+
+Render = Callable[[Request, Problem, ClewError], Response]
+
+
+def handlers(render: Render) -> dict[type[Exception] | int, Callable[[Request, Exception], Response]]:
+    """Starlette `exception_handlers` answering every domain error through `render`."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ClewError)
+        return render(request, problem(exc), exc)
+
+    return {ClewError: handle}
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], exc: ClewError) -> None:
+    """End a gRPC call with the code and reason of `exc`."""
+    p = problem(exc)
+    await context.abort(p.code, p.message)

@@ -1,0 +1,93 @@
+"""The span writer role: one `INSERT ... SELECT` per batch, with the processors' SQL inside it, and
+the store's clock for when spans were received."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from clew.core.model import OtlpBatch
+from clew.store.connection import Connection
+from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
+from clew.store.transforms import Transforms
+
+# A request may carry spans from many days (imports, clock skew); never refuse it for that.
+INSERT_SETTINGS: dict[str, object] = {
+    "max_partitions_per_insert_block": 0,
+    "input_format_protobuf_oneof_presence": 1,
+}
+# the receive time of a batch, as the insert's SQL reads it (a parameter per insert)
+RECEIVED_SQL = "fromUnixTimestamp64Nano({received:Int64}, 'UTC')"
+
+
+class SpanWriter(Protocol):
+    def write(self, batch: OtlpBatch) -> None:
+        """Commit the batch durably; returns only once it is on disk."""
+        ...
+
+    def received_until(self) -> int:
+        """Every span received at or before this time (ns, the store's clock) is committed or refused."""
+        ...
+
+
+class ClickHouseSpanWriter:
+    """Spans in one MergeTree table; every insert is one part, so a committed batch is all or nothing.
+
+    `stage` is what the components compiled into the insert (enrichment, redaction, the retention
+    tier), composed in order; its parameters travel with every insert."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        db: str = "clew",
+        stage: Transforms | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.conn, self.db = conn, db
+        stage = stage or Transforms({})
+        schema = conn.format_schema("clew_otlp.proto", WIRE_PROTO)
+        self._insert_settings = {**INSERT_SETTINGS, "format_schema": f"{schema}:{WIRE_MESSAGE}"}
+        self._insert_sql = insert_select(f"{db}.spans", stage, {"received_at": RECEIVED_SQL})
+        self._params = dict(stage.params)
+        self._clock = clock
+        self._received_lock = threading.Lock()
+        self._last_received = 0
+        self._until = 0
+        self._inflight: set[int] = set()
+
+    def write(self, batch: OtlpBatch) -> None:
+        """One insert, so one part: the engine parses the requests and flattens them to rows."""
+        if not batch.spans:
+            return
+        with self._received_lock:  # strictly increasing and after any `received_until` handed out
+            received = self._last_received = max(self._clock(), self._last_received + 1, self._until + 1)
+            self._inflight.add(received)
+        try:
+            self.conn.insert_formatted(
+                self._insert_sql,
+                "Protobuf",
+                STRUCTURE,
+                length_delimited(list(batch.payloads)),
+                self._insert_settings,
+                {**self._params, "tenant": batch.tenant, "received": received},
+            )
+        finally:
+            with self._received_lock:
+                self._inflight.discard(received)
+
+    def received_until(self) -> int:
+        with self._received_lock:
+            now = max(self._clock(), self._last_received)
+            self._until = max(self._until, min([now, *(r - 1 for r in self._inflight)]))
+            return self._until
+
+    def purge(self, before: datetime) -> None:
+        """Drop spans that started before `before` (a maintenance step; retention drops partitions)."""
+        self.conn.command(
+            f"ALTER TABLE {self.db}.spans DELETE WHERE start_time < fromUnixTimestamp64Nano({{ns:Int64}}) "
+            "SETTINGS mutations_sync = 1",
+            {"ns": int(before.timestamp() * 1_000_000_000)},
+        )
