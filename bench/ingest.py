@@ -85,16 +85,18 @@ def send_all(url: str, payloads: list[bytes], connections: int) -> tuple[float, 
 
 def ceiling(payloads: list[bytes], data_dir: str, group: int, pipeline: bool = True) -> float:
     """Decode + append in-process, grouping requests per insert as the server's writer does."""
-    from clew.model import OtlpBatch
-    from clew.pipeline.enrich import EnrichConfig
-    from clew.pipeline.redact import RedactionConfig
+    from clew.assembly import open_embedded
+    from clew.components.enrichment import EnrichConfig
+    from clew.components.redaction import RedactionConfig
+    from clew.core.model import OtlpBatch
     from clew.receivers.otlp import decode_protobuf
-    from clew.store import open_embedded
 
-    store = open_embedded(data_dir, RedactionConfig(enabled=pipeline), EnrichConfig(normalize_names=pipeline))
+    store = open_embedded(
+        data_dir, redaction=RedactionConfig(enabled=pipeline), enrich=EnrichConfig(normalize_names=pipeline)
+    )
     started = time.perf_counter()
     for i in range(0, len(payloads), group):
-        store.write(OtlpBatch.concat([decode_protobuf(p).batch for p in payloads[i : i + group]]))
+        store.writer.write(OtlpBatch.concat([decode_protobuf(p).batch for p in payloads[i : i + group]]))
     elapsed = time.perf_counter() - started
     store.close()
     return elapsed
@@ -117,10 +119,10 @@ def served(payloads: list[bytes], data_dir: str, pipeline: bool, k: int) -> tupl
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
-    from clew.store import open_embedded
+    from clew.assembly import open_embedded
 
     store = open_embedded(data_dir)
-    stored = store.span_count()
+    stored = store.reader.span_count()
     store.close()
     return elapsed, cpu, retries, stored
 

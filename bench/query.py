@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clew.store.sampling import SETTLED  # noqa: E402
+from clew.store.schema import SETTLED  # noqa: E402
 from tests.conftest import ServerProcess  # noqa: E402
 
 SERVICES = 20
@@ -80,7 +80,7 @@ def generate(data_dir: Path, spans: int, seed: int, samples: int) -> tuple[int, 
 
     Returns the workload's end (ns), the seconds generation took, and `samples` trace ids to look up.
     """
-    from clew.store import open_embedded
+    from clew.assembly import open_embedded
 
     marker = data_dir / "bench-workload.json"
     if marker.exists():
@@ -96,7 +96,7 @@ def generate(data_dir: Path, spans: int, seed: int, samples: int) -> tuple[int, 
     chunk = 1_000_000
     for first in range(0, spans, chunk):
         count = min(chunk, spans - first)
-        store.conn.command(  # type: ignore[attr-defined]
+        store.conn.command(
             GENERATE,
             {
                 "seed": seed,
@@ -111,10 +111,10 @@ def generate(data_dir: Path, spans: int, seed: int, samples: int) -> tuple[int, 
         print(f"  generated {first + count:,} spans", file=sys.stderr)
     took = time.perf_counter() - began
     # settle the parts as background merges would, so queries are not timed against a merge in flight
-    store.conn.command("OPTIMIZE TABLE clew.spans FINAL")  # type: ignore[attr-defined]
-    assert store.span_count() == spans
+    store.conn.command("OPTIMIZE TABLE clew.spans FINAL")
+    assert store.reader.span_count() == spans
     ids = (
-        store.conn.query(  # type: ignore[attr-defined]
+        store.conn.query(
             "SELECT lower(hex(trace_id)) FROM clew.spans WHERE parent_span_id = '' "
             "ORDER BY cityHash64(trace_id, {seed:UInt64}) LIMIT {n:UInt32}",
             {"seed": seed, "n": samples},

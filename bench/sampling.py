@@ -20,10 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workload import requests  # noqa: E402
 
-from clew.model import OtlpBatch  # noqa: E402
-from clew.pipeline.sampling import Sampler, SamplingConfig  # noqa: E402
+from clew.assembly import open_embedded  # noqa: E402
+from clew.components.enrichment import Enrichment  # noqa: E402
+from clew.components.redaction import Redaction  # noqa: E402
+from clew.components.retention import Retention  # noqa: E402
+from clew.components.sampling import Sampling, SamplingConfig  # noqa: E402
+from clew.core.model import OtlpBatch  # noqa: E402
 from clew.receivers.otlp import decode_protobuf  # noqa: E402
-from clew.store import open_embedded  # noqa: E402
 
 
 class Clock:
@@ -49,18 +52,20 @@ def main() -> None:
     config = SamplingConfig()
     with tempfile.TemporaryDirectory() as tmp:
         store = open_embedded(tmp, sampling=config, clock=clock)
-        sampler = Sampler(store.sampling, config, clock)
+        sampler = store.component(Sampling).sampler
+        counters = [store.component(Redaction), store.component(Enrichment)]
         insert = tick = scan = 0.0
         for batch in batches:
             began = time.perf_counter()
-            store.write(batch)
+            store.writer.write(batch)
             insert += time.perf_counter() - began
             clock.now += 10**9
             began = time.perf_counter()
             sampler.tick()
             tick += time.perf_counter() - began
             began = time.perf_counter()
-            store.processed.scan()
+            for component in counters:
+                component.tick(clock.now)
             scan += time.perf_counter() - began
         clock.now += config.decision_wait + 10**9
         sampler.tick()  # the last traces
@@ -74,11 +79,11 @@ def main() -> None:
         )
         clock.now = (clock.now // 3_600_000_000_000 + 1) * 3_600_000_000_000 + config.full_fidelity
         began = time.perf_counter()
-        deleted = store.sampling.expire(clock.now, config.full_fidelity, config.retention)
+        deleted = store.component(Retention).expire(clock.now)
         took = time.perf_counter() - began
         print(
             f"retention sweep:       {took:6.2f} s for {args.spans:,} spans "
-            f"({args.spans / took:,.0f} spans/s; {deleted:,} deleted, {store.span_count():,} kept)"
+            f"({args.spans / took:,.0f} spans/s; {deleted:,} deleted, {store.reader.span_count():,} kept)"
         )
         store.close()
 

@@ -14,12 +14,12 @@ import httpx
 import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from clew.model import OtlpBatch
+from clew.assembly import open_embedded
+from clew.core.model import OtlpBatch
+from clew.ingest.writer import Writer
 from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.server import bind
-from clew.store import open_embedded
-from clew.store.writer import Writer
 
 
 class GatedStore:
@@ -31,7 +31,7 @@ class GatedStore:
     def write(self, batch: OtlpBatch) -> None:
         self.entered.set()
         self.gate.wait(timeout=60)
-        self.inner.write(batch)
+        self.inner.writer.write(batch)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
@@ -100,5 +100,5 @@ def test_full_queue_answers_retry_later(tmp_path):
     finally:
         writer.close()
     assert writer.pending_spans == 0
-    assert store.span_count() == 75
+    assert store.reader.span_count() == 75
     store.close()

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from clew.assembly import open_embedded
+from clew.components.dependencies import BUCKET, LOOKBACK, Dependencies
 from clew.receivers.otlp import accept_request
-from clew.store import open_embedded
-from clew.store.dependencies import BUCKET, LOOKBACK
 
 HOUR = 3600 * 10**9
 BASE = 1_780_000_000 * 10**9 // HOUR * HOUR  # an hour boundary
@@ -49,6 +49,10 @@ def traces(rng: random.Random, count: int, first: int, span_hours: float) -> Exp
     return request
 
 
+def deps(store) -> Dependencies:
+    return store.component(Dependencies)
+
+
 def direct(store, start: int, end: int) -> list[tuple[str, str, int]]:
     """The definition, as one plain join: child in [start, end], parent from an hour before its bucket."""
     table = store.conn.query(
@@ -70,22 +74,22 @@ def test_hourly_buckets_match_the_direct_join_and_follow_late_spans(tmp_path):
     rng = random.Random(5)
     store = open_embedded(tmp_path / "data")
     try:
-        store.write(accept_request(traces(rng, 400, BASE, 6)).batch)
+        store.writer.write(accept_request(traces(rng, 400, BASE, 6)).batch)
         windows = [
             (BASE, BASE + 6 * HOUR),
             (BASE + HOUR // 3, BASE + 5 * HOUR + HOUR // 2),
             (BASE + 2 * HOUR + 5, BASE + 2 * HOUR + HOUR // 2),
         ]
         for start, end in windows:
-            first = store.dependencies(start, end)
+            first = deps(store).dependencies(start, end)
             assert first == direct(store, start, end)
             assert sum(n for _, _, n in first) > 50
-            assert store._graph._cache  # full buckets were kept
-            assert store.dependencies(start, end) == first  # from the cached buckets now
+            assert deps(store).graph._cache  # full buckets were kept
+            assert deps(store).dependencies(start, end) == first  # from the cached buckets now
         # late spans land in an hour that is cached: its bucket is computed again
-        store.write(accept_request(traces(rng, 50, BASE + 2 * HOUR, 1)).batch)
+        store.writer.write(accept_request(traces(rng, 50, BASE + 2 * HOUR, 1)).batch)
         for start, end in windows:
-            assert store.dependencies(start, end) == direct(store, start, end)
+            assert deps(store).dependencies(start, end) == direct(store, start, end)
     finally:
         store.close()
 
@@ -95,28 +99,28 @@ def test_computed_buckets_survive_a_restart_until_their_spans_change(tmp_path):
     rng = random.Random(8)
     store = open_embedded(tmp_path / "data")
     try:
-        store.write(accept_request(traces(rng, 300, BASE, 4)).batch)
-        expected = store.dependencies(BASE, BASE + 4 * HOUR - 1)
-        assert store._graph.computed_buckets == 4 * HOUR // BUCKET
+        store.writer.write(accept_request(traces(rng, 300, BASE, 4)).batch)
+        expected = deps(store).dependencies(BASE, BASE + 4 * HOUR - 1)
+        assert deps(store).graph.computed_buckets == 4 * HOUR // BUCKET
     finally:
         store.close()
     store = open_embedded(tmp_path / "data")
     try:
-        assert not store._graph._cache
-        assert store.dependencies(BASE, BASE + 4 * HOUR - 1) == expected
-        assert store._graph.computed_buckets == 0  # every bucket came from the table
+        assert not deps(store).graph._cache
+        assert deps(store).dependencies(BASE, BASE + 4 * HOUR - 1) == expected
+        assert deps(store).graph.computed_buckets == 0  # every bucket came from the table
         # a window with partial ends joins just those two buckets
         end = BASE + 2 * HOUR + BUCKET // 2
-        assert store.dependencies(BASE + 5, end) == direct(store, BASE + 5, end)
-        assert store._graph.computed_buckets == 2
+        assert deps(store).dependencies(BASE + 5, end) == direct(store, BASE + 5, end)
+        assert deps(store).graph.computed_buckets == 2
     finally:
         store.close()
     store = open_embedded(tmp_path / "data")
     try:  # late spans change the counts the persisted buckets were computed from
-        store.write(accept_request(traces(rng, 60, BASE + HOUR, 1)).batch)
-        assert store.dependencies(BASE, BASE + 4 * HOUR - 1) == direct(store, BASE, BASE + 4 * HOUR - 1)
-        assert 0 < store._graph.computed_buckets < 4 * HOUR // BUCKET
-        store.purge(datetime.fromtimestamp((BASE + 10 * HOUR) / 1e9, UTC))
-        assert store.dependencies(BASE, BASE + 4 * HOUR - 1) == []
+        store.writer.write(accept_request(traces(rng, 60, BASE + HOUR, 1)).batch)
+        assert deps(store).dependencies(BASE, BASE + 4 * HOUR - 1) == direct(store, BASE, BASE + 4 * HOUR - 1)
+        assert 0 < deps(store).graph.computed_buckets < 4 * HOUR // BUCKET
+        store.writer.purge(datetime.fromtimestamp((BASE + 10 * HOUR) / 1e9, UTC))
+        assert deps(store).dependencies(BASE, BASE + 4 * HOUR - 1) == []
     finally:
         store.close()

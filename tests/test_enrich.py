@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clew.pipeline.enrich import EnrichConfig, EnrichError
+from clew.components.enrichment import EnrichConfig, EnrichError
 from tests.conftest import ServerProcess, counters
 
 NOW = time.time_ns()

@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 
-from clew.store import open_embedded
+from clew.assembly import open_embedded
+from clew.components.retention import Retention
 from tests.conftest import CONFORMANCE, ServerProcess, canonical_spans, spans_of
 
 JAEGER = CONFORMANCE / "jaeger"
@@ -51,10 +52,10 @@ def test_otlp_files_roundtrip_and_jaeger_json_reimports(tmp_path):
     # no sampler decided them (no server ran): the full-fidelity tier must not sweep them away later
     store = open_embedded(data)
     try:
-        stored = store.span_count()
+        stored = store.reader.span_count()
         later = time.time_ns() + 3 * 3600 * 10**9
-        assert store.sampling.expire(later, 3600 * 10**9, 7 * 86400 * 10**9) == 0
-        assert store.span_count() == stored > 0
+        assert store.component(Retention).expire(later) == 0  # full fidelity 1 h, retention 7 days
+        assert store.reader.span_count() == stored > 0
     finally:
         store.close()
 

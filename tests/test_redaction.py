@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clew.pipeline.redact import RedactionConfig, RedactionError
-from clew.query.otlp import to_traces_data
+from clew.assembly import open_embedded
+from clew.components.redaction import RedactionConfig, RedactionError
+from clew.core.otlp import to_traces_data
 from clew.receivers.otlp import decode_json, to_otlp_json
-from clew.store import open_embedded
 from tests.conftest import ServerProcess, counters
 
 NOW = time.time_ns()
@@ -295,10 +295,10 @@ def test_every_string_goes_back_to_its_own_place(tmp_path: Path, action: str) ->
         deny_action=action,
         detectors={"url_password": "mask", "token": "mask", "email": "mask", "card": "mask", "ip": "mask"},
     )
-    store = open_embedded(tmp_path / "data", config)
+    store = open_embedded(tmp_path / "data", redaction=config)
     try:
-        store.write(decode_json(json.dumps(doc).encode()).batch)
-        got = to_otlp_json(to_traces_data(store.get_trace(bytes.fromhex(TRACE))))
+        store.writer.write(decode_json(json.dumps(doc).encode()).batch)
+        got = to_otlp_json(to_traces_data(store.reader.get_trace(bytes.fromhex(TRACE))))
     finally:
         store.close()
     denied = "[REDACTED]" if action == "mask" else None

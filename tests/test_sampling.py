@@ -28,14 +28,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from clew.assembly import open_embedded
+from clew.components.retention import Retention
+from clew.components.sampling import Sampler, Sampling, SamplingConfig, probabilistic
+from clew.components.sampling import policy as Policy
 from clew.config import ConfigError, Settings
-from clew.pipeline.sampling import Policy, Sampler, SamplingConfig, probabilistic
+from clew.ingest.writer import Writer
 from clew.receivers.otlp_http import otlp_http_app
-from clew.server import bind, sampling_counters, writer_counters
-from clew.store import open_embedded
-from clew.store.sampling import SETTLED, SamplingStore
-from clew.store.writer import Writer
-from clew.web.app import http_app
+from clew.server import assembly_http_app, bind
+from clew.store.schema import SETTLED
 
 S = 10**9
 MS = 10**6
@@ -59,18 +60,14 @@ class Harness:
         self.clock = Clock()
         self.config = config
         self.store = open_embedded(tmp_path / "data", sampling=config, clock=self.clock)
-        self.sampler = Sampler(self.store.sampling, config, self.clock)
-        self.writer = Writer(self.store)
+        self.sampling = self.store.component(Sampling)
+        self.retention = self.store.component(Retention)
+        self.sampler = self.sampling.sampler
+        self.writer = Writer(self.store.writer)
         self.writer.start()
-
-        def counters() -> dict[str, tuple[str, float]]:
-            return writer_counters(self.writer) | sampling_counters(
-                self.sampler, self.store.sampling.counters
-            )
-
         self._servers = [
             uvicorn.Server(uvicorn.Config(otlp_http_app(self.writer.write, 1 << 22), log_level="warning")),
-            uvicorn.Server(uvicorn.Config(http_app(self.store, counters), log_level="warning")),
+            uvicorn.Server(uvicorn.Config(assembly_http_app(self.store, self.writer), log_level="warning")),
         ]
         self._sockets = [bind("127.0.0.1", 0), bind("127.0.0.1", 0)]
         self.otlp_url = f"http://127.0.0.1:{self._sockets[0].getsockname()[1]}/v1/traces"
@@ -162,7 +159,7 @@ class Harness:
         self.clock.now = self.hour_end(self.clock.now) + self.config.full_fidelity
 
     def expire(self) -> int:
-        return self.store.sampling.expire(self.clock.now, self.config.full_fidelity, self.config.retention)
+        return self.retention.expire(self.clock.now)
 
     def close(self) -> None:
         for provider in self.providers.values():
@@ -354,7 +351,7 @@ def test_a_restarted_sampler_decides_pending_traces_once(make):
     pending = h.trace_id(h.span("web", "GET /b", 5, error=True))
     h.clock.advance(1)
     h.sampler.tick()
-    restarted = Sampler(h.store.sampling, h.config, h.clock)  # in-memory state gone, as after a restart
+    restarted = Sampler(h.sampling.queries, h.config, h.clock)  # in-memory state gone, as after a restart
     h.clock.advance(11)
     [decision] = restarted.tick()
     assert decision.trace_id.hex() == pending and decision.kept
@@ -401,7 +398,7 @@ def test_a_sweep_cut_off_between_its_steps_loses_and_doubles_nothing(make):
     h.clock.advance(11)
     assert len(h.sampler.tick()) == 2
     h.past_full_fidelity()
-    sampling = h.store.sampling
+    sampling = h.retention
 
     def cut_off() -> None:
         raise RuntimeError("power cut")
@@ -410,8 +407,8 @@ def test_a_sweep_cut_off_between_its_steps_loses_and_doubles_nothing(make):
     with pytest.raises(RuntimeError):
         h.expire()
     assert h.spans_stored(kept) == 0  # only in spans_sweep now
-    SamplingStore(h.store.conn, "clew", h.store.received_until, h.store._graph, (), True)  # a restart
     del sampling._move_swept  # power is back
+    h.retention.start()  # a restart
     assert h.spans_stored(kept) == 1 and h.spans_stored(dropped) == 0
     assert sum(h.partitions().values()) == 1
 
@@ -424,7 +421,7 @@ def test_a_sweep_cut_off_between_its_steps_loses_and_doubles_nothing(make):
         f"INSERT INTO clew.spans_sweep SELECT * REPLACE ({SETTLED} AS tier_hour) FROM clew.spans "
         "WHERE toMinute(tier_hour) = 0 AND toSecond(tier_hour) = 0"
     )
-    SamplingStore(h.store.conn, "clew", h.store.received_until, h.store._graph, (), True)
+    h.retention.start()  # a restart
     assert h.expire() == 0
     assert h.spans_stored(late) == 1 and h.spans_stored(kept) == 1
     assert h.partitions() == {next(iter(h.partitions())): 2}
@@ -439,11 +436,11 @@ def test_without_tail_sampling_spans_settle_at_once_and_stay_until_the_long_rete
     month_ago = h.clock.now - 30 * 86400 * S
     old = h.tracer("web").start_span("GET /archive", start_time=month_ago)
     old.end(end_time=month_ago + 10 * MS)
-    assert h.store.sampling.expire(h.clock.now, None, h.config.retention) == 0
+    assert h.retention.expire(h.clock.now) == 0
     assert h.spans_stored(h.trace_id(old)) == 1
     h.past_full_fidelity()
     h.clock.advance(86400)
-    assert h.store.sampling.expire(h.clock.now, None, h.config.retention) == 0
+    assert h.retention.expire(h.clock.now) == 0
     assert h.spans_stored(trace_id) == 1 and h.spans_stored(h.trace_id(old)) == 1
     h.clock.advance(7 * 86400)
-    assert h.store.sampling.expire(h.clock.now, None, h.config.retention) == 2
+    assert h.retention.expire(h.clock.now) == 2

@@ -8,9 +8,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from clew.query.otlp import to_traces_data
+from clew.assembly import open_embedded
+from clew.core.otlp import to_traces_data
 from clew.receivers.otlp import accept_request, to_otlp_json
-from clew.store import open_embedded
 from tests.conftest import canonical_spans
 
 
@@ -102,12 +102,12 @@ def test_every_field_survives_the_store(tmp_path):
     assert decoded.rejected == 0 and len(decoded.batch) == 4
     store = open_embedded(tmp_path / "data")
     try:
-        store.write(decoded.batch)
-        batch = store.get_trace(bytes.fromhex("0123456789abcdef0123456789abcdef"))
-        assert store.services() == ["api", "db"]
-        assert store.operations("api") == [("api work", 3)]
-        assert store.operations("api", kind=2) == []
-        assert store.span_count() == 4
+        store.writer.write(decoded.batch)
+        batch = store.reader.get_trace(bytes.fromhex("0123456789abcdef0123456789abcdef"))
+        assert store.reader.services() == ["api", "db"]
+        assert store.reader.operations("api") == [("api work", 3)]
+        assert store.reader.operations("api", kind=2) == []
+        assert store.reader.span_count() == 4
     finally:
         store.close()
     sent = to_otlp_json(TracesData(resource_spans=request.resource_spans))
@@ -129,8 +129,8 @@ def test_zero_parent_means_root_and_types_are_kept(tmp_path):
             ss.spans[0].parent_span_id = bytes(8)
     store = open_embedded(tmp_path / "data")
     try:
-        store.write(accept_request(request).batch)
-        table = store.get_trace(bytes.fromhex("0123456789abcdef0123456789abcdef")).table
+        store.writer.write(accept_request(request).batch)
+        table = store.reader.get_trace(bytes.fromhex("0123456789abcdef0123456789abcdef")).table
     finally:
         store.close()
     assert set(table.column("parent_span_id").to_pylist()) == {b""}
@@ -158,9 +158,11 @@ def test_trace_ids_ending_in_zero_bytes_are_found(tmp_path):
         )
     store = open_embedded(tmp_path / "data")
     try:
-        store.write(accept_request(request).batch)
+        store.writer.write(accept_request(request).batch)
         for trace_id in ids:
-            assert store.get_trace(trace_id).table.column("name").to_pylist() == [f"s{ids.index(trace_id)}"]
-        assert len(store.get_traces(ids)) == 3
+            assert store.reader.get_trace(trace_id).table.column("name").to_pylist() == [
+                f"s{ids.index(trace_id)}"
+            ]
+        assert len(store.reader.get_traces(ids)) == 3
     finally:
         store.close()

@@ -122,7 +122,7 @@ def open_embedded(
 ) -> Assembly:
     """The embedded store of `data_dir` with `settings` (defaults) and any component configs
     replaced by keyword (`redaction=`, `enrich=`, `sampling=`, `retention=`)."""
-    settings = replace(settings or Settings(), data_dir=Path(data_dir), **configs)  # type: ignore[arg-type]
+    settings = replace(settings or Settings(), data_dir=Path(data_dir), **configs)  # type: ignore[arg-type]  # each a Settings field, checked by replace()
     if "sampling" in configs and "retention" not in configs:
         full_fidelity = settings.sampling.full_fidelity if settings.sampling.enabled else None
         settings = replace(settings, retention=replace(settings.retention, full_fidelity=full_fidelity))

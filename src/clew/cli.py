@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 import httpx
+from click.decorators import FC
 
 from clew.config import Settings
 from clew.core.errors import ConfigError, StoreError
@@ -32,7 +33,7 @@ def main() -> None:
     """clew: a distributed tracing backend (OTLP and Zipkin in, ClickHouse's engine underneath)."""
 
 
-def _port(name: str, default: int) -> click.Option:
+def _port(name: str, default: int) -> Callable[[FC], FC]:
     return click.option(
         f"--{name}",
         type=click.IntRange(0, 65535),
@@ -268,9 +269,9 @@ def _default_url() -> str:
         _fail(str(exc))
 
 
-def _get(url: str, path: str, params: dict[str, object] | None = None) -> httpx.Response:
+def _get(url: str, path: str, params: dict[str, str | int | float] | None = None) -> httpx.Response:
     try:
-        return httpx.get(url.rstrip("/") + path, params=params, timeout=60)  # type: ignore[arg-type]
+        return httpx.get(url.rstrip("/") + path, params=params, timeout=60)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc} (is `clew serve` running? give its http port with --url)")
 

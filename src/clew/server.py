@@ -49,7 +49,7 @@ class PortRouter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope.get("server") or (None, None)
-        app = self.apps.get(server[1])
+        app = self.apps.get(server[1]) if isinstance(server[1], int) else None
         if app is None:
             return
         await app(scope, receive, send)

@@ -32,9 +32,14 @@ class Component(Protocol):
     every `interval` nanoseconds (None: never) and renders `metrics()` under the declared
     `telemetry` on `/metrics`."""
 
-    name: str
-    telemetry: Sequence[Metric]
-    interval: int | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def telemetry(self) -> Sequence[Metric]: ...
+
+    @property
+    def interval(self) -> int | None: ...
 
     def migrations(self) -> Sequence[Migration]: ...
 

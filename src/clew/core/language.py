@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import (
@@ -233,7 +233,8 @@ def _field(token: Token) -> Field:
     scope, _, key = text.partition(".")
     if key.startswith('"'):
         key = _unquote(key)
-    return Field({"span": "span", "resource": "resource", "": "any"}[scope], key)  # type: ignore[arg-type]
+    scopes: dict[str, Scope] = {"span": "span", "resource": "resource", "": "any"}
+    return Field(scopes[scope], key)
 
 
 def parse_duration_literal(text: str) -> int:
@@ -306,7 +307,7 @@ def _check(field: Field, op: Token, value: Value) -> Value:
     return value
 
 
-class _ToAst(Transformer):  # type: ignore[type-arg]
+class _ToAst(Transformer[Token, object]):
     def __init__(self) -> None:
         super().__init__()
         self.filters: list[SpansetFilter] = []
@@ -326,24 +327,24 @@ class _ToAst(Transformer):  # type: ignore[type-arg]
         return items[1]
 
     def cond_and(self, items: list[object]) -> Condition:
-        return self._fold(items, BoolOp)  # type: ignore[return-value]
+        return self._fold(items, BoolOp)  # type: ignore[return-value]  # the grammar folds conditions only
 
     def cond_or(self, items: list[object]) -> Condition:
-        return self._fold(items, BoolOp)  # type: ignore[return-value]
+        return self._fold(items, BoolOp)  # type: ignore[return-value]  # the grammar folds conditions only
 
     def spanset_filter(self, items: list[object]) -> SpansetFilter:
-        result = SpansetFilter(len(self.filters), items[1])  # type: ignore[arg-type]
+        result = SpansetFilter(len(self.filters), items[1])  # type: ignore[arg-type]  # "{" condition "}"
         self.filters.append(result)
         return result
 
     def spanset_or(self, items: list[object]) -> SpansetExpr:
-        return self._fold(items, SpansetOp)  # type: ignore[return-value]
+        return self._fold(items, SpansetOp)  # type: ignore[return-value]  # the grammar folds spansets only
 
     def spanset_and(self, items: list[object]) -> SpansetExpr:
-        return self._fold(items, SpansetOp)  # type: ignore[return-value]
+        return self._fold(items, SpansetOp)  # type: ignore[return-value]  # the grammar folds spansets only
 
     def structural(self, items: list[object]) -> SpansetExpr:
-        return self._fold(items, SpansetOp)  # type: ignore[return-value]
+        return self._fold(items, SpansetOp)  # type: ignore[return-value]  # the grammar folds spansets only
 
     def aggregate(self, items: list[object]) -> Aggregate:
         fn, _, arg, _, op, raw = items
@@ -351,7 +352,7 @@ class _ToAst(Transformer):  # type: ignore[type-arg]
         f = _field(arg) if isinstance(arg, Token) else None
         if str(fn) == "count":
             if f is not None:
-                raise QuerySyntaxError("count() takes no argument", arg.start_pos)  # type: ignore[union-attr]
+                raise QuerySyntaxError("count() takes no argument", getattr(arg, "start_pos", None))
         elif f is None:
             raise QuerySyntaxError(f"{fn}() needs a field, such as {fn}(duration)", fn.start_pos)
         elif f.scope == "intrinsic" and f.name != "duration":
@@ -361,11 +362,11 @@ class _ToAst(Transformer):  # type: ignore[type-arg]
         value = _value(raw)
         if value.kind not in ("int", "float", "duration"):
             raise QuerySyntaxError("aggregates compare with a number or a duration", raw.start_pos)
-        return Aggregate(str(fn), f, str(op), float(value.value))  # type: ignore[arg-type]
+        return Aggregate(str(fn), f, str(op), float(value.value))  # type: ignore[arg-type]  # numeric, checked above
 
     def pipeline(self, items: list[object]) -> Query:
         stages = tuple(item for item in items[1:] if isinstance(item, Aggregate))
-        return Query(items[0], stages, tuple(self.filters))  # type: ignore[arg-type]
+        return Query(items[0], stages, tuple(self.filters))  # type: ignore[arg-type]  # a spanset expression
 
     @staticmethod
     def _fold(items: list[object], node: type) -> object:
@@ -407,7 +408,7 @@ def parse(text: str) -> Query:
     except UnexpectedCharacters as exc:
         expected = _expected_text(set(exc.allowed or ()))
         raise QuerySyntaxError(
-            f"unexpected character {text[exc.pos_in_stream]!r} at column {exc.column}"
+            f"unexpected character {text[exc.pos_in_stream or 0]!r} at column {exc.column}"
             + (f": expected {' or '.join(expected)}" if expected else ""),
             exc.column,
             expected,
@@ -415,7 +416,7 @@ def parse(text: str) -> Query:
     except UnexpectedInput as exc:  # pragma: no cover - lark's remaining cases
         raise QuerySyntaxError(f"syntax error at column {exc.column}", exc.column) from None
     try:
-        return _ToAst().transform(tree)  # type: ignore[no-any-return]
+        return cast(Query, _ToAst().transform(tree))  # the grammar's start rule makes a Query
     except VisitError as exc:
         cause = exc.orig_exc
         if isinstance(cause, QuerySyntaxError):

@@ -136,7 +136,7 @@ class SpanBatch:
     table: pa.Table
 
     def __len__(self) -> int:
-        return self.table.num_rows
+        return int(self.table.num_rows)
 
 
 def parse_trace_id(text: str) -> bytes | None:

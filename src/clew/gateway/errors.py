@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ExceptionHandler
 
 from clew.core.errors import (
     Backpressure,
@@ -62,7 +64,7 @@ def problem(exc: ClewError) -> Problem:
 Render = Callable[[Request, Problem, ClewError], Response]
 
 
-def handlers(render: Render) -> dict[type[Exception] | int, Callable[[Request, Exception], Response]]:
+def handlers(render: Render) -> Mapping[Any, ExceptionHandler]:
     """Starlette `exception_handlers` answering every domain error through `render`."""
 
     async def handle(request: Request, exc: Exception) -> Response:
@@ -72,7 +74,7 @@ def handlers(render: Render) -> dict[type[Exception] | int, Callable[[Request, E
     return {ClewError: handle}
 
 
-async def abort(context: grpc.aio.ServicerContext[object, object], exc: ClewError) -> None:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: ClewError) -> None:
     """End a gRPC call with the code and reason of `exc`."""
     p = problem(exc)
     await context.abort(p.code, p.message)

@@ -5,6 +5,7 @@ belongs here and nowhere else."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -26,34 +27,38 @@ class IdentityMiddleware:
         await self.app(scope, receive, send)
 
 
-def grpc_caller(context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-    """The caller the interceptor resolved for this call."""
-    caller = getattr(context, "clew_caller", None)
-    if isinstance(caller, Caller):
-        return caller
-    return resolve((k, str(v)) for k, v in context.invocation_metadata() or ())
+_GRPC_CALLER: ContextVar[Caller] = ContextVar("clew_grpc_caller")
+
+
+def grpc_caller() -> Caller:
+    """The caller the interceptor resolved for the call being handled (a handler served without the
+    interceptor is a wiring bug)."""
+    caller = _GRPC_CALLER.get(None)
+    if caller is None:
+        raise RuntimeError("no caller for this call: the identity interceptor is not installed")
+    return caller
 
 
 class IdentityInterceptor(grpc.aio.ServerInterceptor):
     """Resolves the caller from each call's metadata; handlers read it with `grpc_caller`.
 
-    gRPC's interceptor sees the metadata but not the handler's context, so it wraps unary handlers
-    to stamp the context they receive."""
+    gRPC's interceptor sees the metadata but not the handler's call, so it wraps unary handlers to
+    set the caller for the task that runs them."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         metadata = handler_call_details.invocation_metadata or ()
         caller = resolve((k, v if isinstance(v, str) else v.decode("latin-1")) for k, v in metadata)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
+        inner: Any = handler.unary_unary  # typed for the sync server; aio's handlers are coroutines
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            context.clew_caller = caller  # type: ignore[attr-defined]  # the context has no slot for it
+            _GRPC_CALLER.set(caller)  # the handler runs in this task, so it sees this value
             return await inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(

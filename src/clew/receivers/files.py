@@ -15,13 +15,14 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
+from clew.core.model import SpanKind, StatusCode
 from clew.receivers.otlp import BadRequest, parse_json_request
 from clew.receivers.zipkin import zipkin_to_otlp
 
-_KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
-_STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+_KINDS = {k.name.lower(): Span.SpanKind.Value(f"SPAN_KIND_{k.name}") for k in SpanKind if k.value}
+_STATUS = {s.name: Status.StatusCode.Value(f"STATUS_CODE_{s.name}") for s in StatusCode}
 
 
 def detect(doc: Any) -> str:
@@ -61,7 +62,8 @@ def read_file(path: Path) -> ExportTraceServiceRequest:
 
 
 def _value(tag: dict[str, Any]) -> AnyValue:
-    kind, value = tag.get("type", "string"), tag.get("value")
+    kind: Any = tag.get("type", "string")
+    value: Any = tag.get("value")
     if kind == "bool":
         return AnyValue(bool_value=bool(value))
     if kind == "int64":
@@ -101,14 +103,14 @@ def jaeger_to_otlp(trace: dict[str, Any], request: ExportTraceServiceRequest) ->
         for tag in js.get("tags") or []:
             key = tag["key"]
             if key == "span.kind" and tag["value"] in _KINDS:
-                span.kind = _KINDS[tag["value"]]  # type: ignore[assignment]
+                span.kind = _KINDS[tag["value"]]
             elif key == "otel.status_code" and tag["value"] in _STATUS:
-                span.status.code = _STATUS[tag["value"]]  # type: ignore[assignment]
+                span.status.code = _STATUS[tag["value"]]
             elif key == "otel.status_description":
                 span.status.message = str(tag["value"])
             elif key == "error" and tag.get("type") == "bool":
                 if tag["value"]:
-                    span.status.code = 2  # type: ignore[assignment]
+                    span.status.code = Status.STATUS_CODE_ERROR
             elif key == "otel.scope.name":
                 scope_name = str(tag["value"])
             elif key == "otel.scope.version":

@@ -77,10 +77,10 @@ def accept_request(req: ExportTraceServiceRequest, tenant: str = DEFAULT_TENANT)
     spans = 0
     for rs in req.resource_spans:
         for ss in rs.scope_spans:
-            invalid = [sp for sp in ss.spans if invalid_reason(sp) is not None]
-            if invalid:
-                keep = [sp for sp in ss.spans if invalid_reason(sp) is None]
-                reasons.update(invalid_reason(sp) for sp in invalid)
+            why = [invalid_reason(sp) for sp in ss.spans]
+            if any(why):
+                keep = [sp for sp, reason in zip(ss.spans, why, strict=True) if reason is None]
+                reasons.update(reason for reason in why if reason is not None)
                 del ss.spans[:]
                 ss.spans.extend(keep)
             spans += len(ss.spans)

@@ -19,9 +19,9 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
 def trace_service_handler(sink: Sink) -> grpc.GenericRpcHandler:
-    async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def export(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         try:
-            decoded = decode_protobuf(request, grpc_caller(context).tenant)
+            decoded = decode_protobuf(request, grpc_caller().tenant)
             await sink(decoded.batch)
         except ClewError as exc:
             await abort(context, exc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from clew.core.errors import BadRequest, ClewError, UnsupportedMedia
 from clew.core.identity import caller_of
-from clew.core.model import DEFAULT_TENANT, SpanKind, StatusCode
+from clew.core.model import DEFAULT_TENANT, SpanKind
 from clew.gateway.errors import Problem, handlers
 from clew.gateway.identity import IdentityMiddleware
 from clew.receivers import Sink
@@ -98,7 +98,7 @@ def _to_span(z: Any, i: int) -> tuple[str, Span]:
     attrs += _endpoint_attrs(z.get("remoteEndpoint"), "peer", f"{where}.remoteEndpoint")
     status = Status()
     if "error" in tags:
-        status.code = StatusCode.ERROR
+        status.code = Status.STATUS_CODE_ERROR
         message = str(tags["error"])
         status.message = "" if message.lower() in ("", "true") else message
     if z.get("shared") and kind == SpanKind.SERVER and span_id:
@@ -110,7 +110,7 @@ def _to_span(z: Any, i: int) -> tuple[str, Span]:
         span_id=span_id,
         parent_span_id=parent,
         name=str(z.get("name") or ""),
-        kind=kind,
+        kind=cast("Span.SpanKind.ValueType", int(kind)),
         start_time_unix_nano=start,
         end_time_unix_nano=start + duration,
         attributes=attrs,

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from clew.components.base import BaseComponent, Context
 from clew.components.http import int_param, jaeger_envelope, tenant
+from clew.core.model import DEFAULT_TENANT
 from clew.store.connection import Connection
 from clew.store.migrations import Migration, steps
 
@@ -260,7 +261,7 @@ class Dependencies(BaseComponent):
     def migrations(self) -> Sequence[Migration]:
         return MIGRATIONS
 
-    def dependencies(self, start: int, end: int, tenant: str) -> list[tuple[str, str, int]]:
+    def dependencies(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> list[tuple[str, str, int]]:
         """(parent service, child service, calls) for child spans started in [start, end] nanoseconds
         whose parent, in another service, started at most an hour before the child's bucket."""
         return self.graph.dependencies(start, end, tenant)

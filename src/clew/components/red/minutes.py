@@ -88,6 +88,18 @@ class Point:
     quantiles: list[float]  # nanoseconds, for QUANTILES
 
 
+@dataclass(frozen=True, slots=True)
+class GroupedPoint:
+    """One step of one service (and operation, or ''): Jaeger Monitor's series."""
+
+    service: str
+    operation: str
+    time: int  # seconds
+    calls: int
+    errors: int
+    latency: float  # ns, the quantile asked for
+
+
 def _steps(
     start: int, end: int, step: int, tenant: str, kind: int | None
 ) -> tuple[list[str], dict[str, object]]:
@@ -192,7 +204,7 @@ class RedMetrics:
         by_operation: bool,
         quantile: float,
         tenant: str = DEFAULT_TENANT,
-    ) -> list[dict[str, object]]:
+    ) -> list[GroupedPoint]:
         """Per service (and operation) and step: calls, errors and one latency quantile (ns)."""
         where, params = _steps(start, end, step, tenant, kind)
         where.append("has({services:Array(String)}, toString(service))")
@@ -210,13 +222,13 @@ class RedMetrics:
         )
         index = min(range(len(QUANTILES)), key=lambda i: abs(QUANTILES[i] - quantile))
         return [
-            {
-                "service": r["service"],
-                "operation": r["operation"],
-                "time": int(r["t"]),
-                "calls": int(r["calls"]),
-                "errors": int(r["errors"]),
-                "latency": float(r["q"][index]),
-            }
+            GroupedPoint(
+                str(r["service"]),
+                str(r["operation"]),
+                int(r["t"]),
+                int(r["calls"]),
+                int(r["errors"]),
+                float(r["q"][index]),
+            )
             for r in table.to_pylist()
         ]

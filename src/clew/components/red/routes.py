@@ -109,13 +109,13 @@ def red_routes(red: RedMetrics) -> list[Route]:
         series: dict[tuple[str, str], list[dict[str, object]]] = {}
         for r in rows:
             if which == "calls":
-                value = r["calls"] / step
+                value = r.calls / step
             elif which == "errors":
-                value = r["errors"] / r["calls"] if r["calls"] else 0.0
+                value = r.errors / r.calls if r.calls else 0.0
             else:
-                value = r["latency"] / 1e6
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["time"]))
-            key = (str(r["service"]), str(r["operation"]))
+                value = r.latency / 1e6
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r.time))
+            key = (r.service, r.operation)
             series.setdefault(key, []).append({"gaugeValue": {"doubleValue": value}, "timestamp": stamp})
         metrics = []
         for (service, operation), points in series.items():

@@ -198,10 +198,10 @@ class Retention(BaseComponent):
             f"FROM {self.db}.spans WHERE {where} "
             f"AND (tenant, trace_id) IN ({kept})"
         )
-        kept = int(self.conn.query(f"SELECT count() FROM {self.db}.spans_sweep").column(0)[0].as_py())
+        count = int(self.conn.query(f"SELECT count() FROM {self.db}.spans_sweep").column(0)[0].as_py())
         self.conn.command(f"ALTER TABLE {self.db}.spans DROP PARTITION ID '{partition}'")
         self._move_swept()
-        return kept
+        return count
 
     def _move_swept(self) -> None:
         settled = self.conn.query(

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from clew.core.durations import DurationError, parse_duration
 from clew.core.errors import BadRequest, ConfigError
-from clew.core.language import BoolOp, Comparison, Field, SpansetFilter, Value, parse
+from clew.core.language import BoolOp, Comparison, Field, SpansetFilter, Value, ValueKind, parse
 from clew.store.search import Params, condition_sql
 
 SECOND = 10**9
@@ -193,7 +193,7 @@ class Attribute(SamplingPolicy):
             return Comparison(attribute, "=~", Value("string", self.pattern))
         conditions: list[BoolOp | Comparison] = []
         for v in self.values:
-            kind = (
+            kind: ValueKind = (
                 "string"
                 if isinstance(v, str)
                 else "bool"
@@ -400,4 +400,5 @@ def policy(name: str, type: str, **values: Any) -> SamplingPolicy:
     kind = KINDS.get(type)
     if kind is None:
         raise SamplingError(f"type must be one of {', '.join(POLICY_TYPES)}, got {type!r}")
-    return kind(name, **values)
+    build: Callable[..., SamplingPolicy] = kind  # each kind's own fields, as its dataclass declares them
+    return build(name, **values)

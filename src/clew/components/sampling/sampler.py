@@ -5,6 +5,7 @@ too old (`max_age`). Only per-trace sums live here, never spans; the decisions g
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -105,8 +106,7 @@ class Sampler:
         decisions = []
         for key in sorted(complete, key=lambda k: self.pending[k].first):
             state = self.pending.pop(key)
-            flags = state.flags
-            trace = Candidate(key[1], state, now, lambda p, f=flags: f[self._flag_of[id(p)]], self._bucket)
+            trace = Candidate(key[1], state, now, functools.partial(self._flag, state), self._bucket)
             kept = tuple(p.name for p in config.policies if p.keeps(trace))
             decisions.append(Decision(key[0], key[1], bool(kept), kept, now, state.spans))
             self._decided[key] = now
@@ -120,6 +120,9 @@ class Sampler:
         while self._decided and next(iter(self._decided.values())) < horizon:
             self._decided.popitem(last=False)
         return decisions
+
+    def _flag(self, state: TraceState, policy: SamplingPolicy) -> int:
+        return state.flags[self._flag_of[id(policy)]]
 
     def _bucket(self, policy: SamplingPolicy, key: str, rate: float) -> TokenBucket:
         return self._buckets.setdefault((id(policy), key), TokenBucket(rate))
