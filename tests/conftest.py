@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from clew.store.connection import Connection
 from tests.shop_data import shop
 
 LISTENING = re.compile(r"clew listening otlp-grpc=(\d+) otlp-http=(\d+) zipkin=(\d+) http=(\d+)")
@@ -105,6 +106,17 @@ class ServerProcess:
 STORE_CONNECTIONS: dict[str, Callable[[Path], list[str]]] = {
     "embedded": lambda directory: [],
 }
+
+
+def _embedded(directory: Path) -> Connection:
+    from clew.store.chdb_connection import ChdbConnection
+
+    return ChdbConnection(directory / "data")
+
+
+# Storage backends the storage conformance suite (test_storage_conformance.py) runs on: name -> a
+# fresh `Connection` in an empty directory. The ClickHouse server joins with the scale-out issue.
+STORAGE_BACKENDS: dict[str, Callable[[Path], Connection]] = {"embedded": _embedded}
 
 
 @pytest.fixture(scope="module", params=sorted(STORE_CONNECTIONS))

@@ -1,0 +1,146 @@
+"""The storage conformance suite: what every `Connection` must do for clew's storage roles, written once
+and run on each backend in `STORAGE_BACKENDS` (the embedded engine now; a ClickHouse server joins the
+table with the scale-out issue). Like Jaeger's storage integration tests: a span writer and a trace
+reader over the same fixtures, plus the schema's migrations.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clew.core.errors import StoreError
+from clew.core.language import parse
+from clew.core.otlp import to_otlp_json, to_traces_data
+from clew.receivers.otlp import decode_json
+from clew.store.connection import Connection
+from clew.store.migrations import Migration, applied, migrate, steps
+from clew.store.schema import MIGRATIONS
+from clew.store.spans import ClickHouseSpanWriter
+from clew.store.traces import ClickHouseTraceReader, SearchRequest, TraceQuery
+from tests.conftest import STORAGE_BACKENDS, canonical_spans
+from tests.shop_data import NOW, A, B, C, D, shop
+
+DB = "clew"
+HOUR = 3600 * 10**9
+
+
+class Store:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        migrate(conn, DB, MIGRATIONS)
+        self.writer = ClickHouseSpanWriter(conn, DB)
+        self.reader = ClickHouseTraceReader(conn, DB)
+
+
+@pytest.fixture(params=sorted(STORAGE_BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Connection]:
+    conn = STORAGE_BACKENDS[request.param](tmp_path)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def store(backend: Connection) -> Store:
+    s = Store(backend)
+    s.writer.write(decode_json(json.dumps(shop()).encode()).batch)
+    s.writer.write(decode_json(json.dumps(shop()).encode(), tenant="other").batch)
+    return s
+
+
+def test_a_trace_reads_back_as_it_was_written(store: Store):
+    sent = canonical_spans(shop())
+    for trace_id in (A, B, C, D):
+        got = canonical_spans(to_otlp_json(to_traces_data(store.reader.get_trace(bytes.fromhex(trace_id)))))
+        assert got == {k: v for k, v in sent.items() if v["span"]["traceId"] == trace_id}
+    assert len(store.reader.get_traces([bytes.fromhex(t) for t in (A, C)])) == 7
+    assert len(store.reader.get_trace(bytes(15) + b"\1")) == 0
+
+
+def test_tenants_do_not_see_each_other(store: Store, backend: Connection):
+    assert store.reader.span_count() == 20
+    assert store.reader.span_count("other") == 10
+    assert len(store.reader.get_trace(bytes.fromhex(A), "nobody")) == 0
+    assert store.reader.services("nobody") == []
+    query = TraceQuery(service="frontend", start_min=NOW - 4 * HOUR, start_max=NOW, tenant="nobody")
+    assert store.reader.find_traces(query) == []
+
+
+def test_services_and_operations(store: Store):
+    assert store.reader.services() == ["checkout", "frontend"]
+    assert store.reader.operations("checkout") == [("POST /pay", 2), ("cache.get", 3), ("db.query", 3)]
+    assert store.reader.operations("checkout", kind=3) == [("cache.get", 3), ("db.query", 3)]
+
+
+def test_find_traces_by_jaeger_search(store: Store):
+    def find(**kw: object) -> list[str]:
+        query = TraceQuery(service="checkout", start_min=NOW - 4 * HOUR, start_max=NOW, **kw)  # type: ignore[arg-type]
+        return [t.hex() for t in store.reader.find_traces(query)]
+
+    assert find() == [C, A]  # most recent first
+    assert find(tags={"http.status_code": "500"}) == [A]
+    assert find(tags={"resource.deployment.environment": "prod"}) == [C]
+    assert find(operation="db.query") == [A]
+    assert find(duration_min=1000 * 10**6) == [C]
+    assert find(limit=1) == [C]
+
+
+def test_query_language_search(store: Store):
+    result = store.reader.search(SearchRequest(parse("{ status = error }"), NOW - 4 * HOUR, NOW))
+    assert [t.trace_id.hex() for t in result.traces] == [A]
+    [a] = result.traces
+    assert (a.root_service, a.root_name, a.span_count, a.error_count) == ("frontend", "GET /checkout", 5, 1)
+    assert a.services == {"frontend": (2, 0), "checkout": (3, 1)}
+    slow = store.reader.search(SearchRequest(parse("{ duration > 1s }"), NOW - 4 * HOUR, NOW))
+    assert [t.trace_id.hex() for t in slow.traces] == [C]
+
+
+def test_received_until_covers_every_committed_write(backend: Connection):
+    clock = iter(range(1000, 10**6, 1000))
+    s = Store(backend)
+    writer = ClickHouseSpanWriter(backend, DB, clock=lambda: next(clock))
+    marks = []
+    for _ in range(3):
+        writer.write(decode_json(json.dumps(shop()).encode()).batch)
+        marks.append(writer.received_until())
+    assert marks == sorted(marks) and len(set(marks)) == 3
+    received = backend.query(f"SELECT max(toUnixTimestamp64Nano(received_at)) FROM {DB}.spans")
+    assert int(received.column(0)[0].as_py()) <= marks[-1]
+    assert s.reader.span_count() == 30
+
+
+def test_concurrent_writes_are_all_stored(backend: Connection):
+    s = Store(backend)
+    batch = decode_json(json.dumps(shop()).encode()).batch
+    threads = [threading.Thread(target=s.writer.write, args=(batch,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert s.reader.span_count() == 40
+
+
+def test_migrations_apply_once_in_order_and_are_recorded(backend: Connection):
+    assert len(migrate(backend, DB, MIGRATIONS)) == len(MIGRATIONS)
+    assert applied(backend, DB) == {"spans": len(MIGRATIONS)}
+    assert migrate(backend, DB, MIGRATIONS) == []  # a restart applies nothing
+    extra = steps(
+        "probe",
+        ("a table", ["CREATE TABLE {db}.probe (x UInt8) ENGINE = MergeTree ORDER BY x"]),
+        ("a column", ["ALTER TABLE {db}.probe ADD COLUMN y UInt8"]),
+    )
+    assert [m.version for m in migrate(backend, DB, [*MIGRATIONS, extra[0]])] == [1]
+    assert [m.name for m in migrate(backend, DB, [*MIGRATIONS, *extra])] == ["a column"]
+    columns = backend.query(f"SELECT name FROM system.columns WHERE database = '{DB}' AND table = 'probe'")
+    assert columns.column(0).to_pylist() == ["x", "y"]
+    # a data directory written by a newer clew is refused, not run on an unknown schema
+    with pytest.raises(StoreError, match="newer than this clew knows"):
+        migrate(backend, DB, [*MIGRATIONS, extra[0]])
+    with pytest.raises(ValueError, match="numbered 1..n"):
+        migrate(backend, DB, [Migration("gap", 2, "two", ())])
