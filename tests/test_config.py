@@ -44,3 +44,26 @@ def test_listening_sockets_disable_nagle() -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         sock.close()
+
+
+def test_retention_has_its_own_table_and_reads_the_first_documented_keys(tmp_path):
+    day = 86400 * 10**9
+    config = tmp_path / "clew.toml"
+
+    def load(text: str) -> Settings:
+        config.write_text(text)
+        return Settings.load(config)
+
+    assert load('[retention]\nperiod = "3d"\ninterval = "30s"\n').retention.period == 3 * day
+    assert load('[retention]\ninterval = "30s"\n').retention.interval == 30 * 10**9
+    assert load('[sampling]\nretention = "2d"\n').retention.period == 2 * day  # where it was documented
+    both = load('[sampling]\nretention = "2d"\n[retention]\nperiod = "5d"\n')
+    assert both.retention.period == 5 * day
+    assert load("[sampling]\nenabled = false\n").retention.full_fidelity is None  # nothing swept early
+    assert load('[sampling]\nfull_fidelity = "2h"\n').retention.full_fidelity == 2 * 3600 * 10**9
+    with pytest.raises(ConfigError, match="unknown setting 'keep'"):
+        load('[retention]\nkeep = "1d"\n')
+    with pytest.raises(ConfigError, match="full_fidelity must not be longer than retention"):
+        load('[sampling]\nfull_fidelity = "2d"\nmax_age = "5m"\n[retention]\nperiod = "1d"\n')
+    with pytest.raises(ConfigError, match=r"\[retention\] period: cannot parse duration"):
+        load('[retention]\nperiod = "forever"\n')

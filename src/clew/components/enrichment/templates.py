@@ -1,4 +1,4 @@
-"""Enrichment and normalisation, applied by the insert like redaction (pipeline/redact.py).
+"""Enrichment and normalisation, applied by the insert like redaction (components/redaction/).
 
 - Static resource attributes by tenant (`deployment.environment` for the tenant `prod`, say), added
   when the span's resource does not already carry them.

@@ -35,7 +35,7 @@ MIGRATIONS = steps("sampling", ("sampling decisions", [DECISIONS_DDL]))
 
 @dataclass(frozen=True, slots=True)
 class Features:
-    """`countIf` per flagged policy (pipeline/sampling.py `flagged`), with their parameters; rare
+    """`countIf` per flagged policy (policies.py `flagged`), with their parameters; rare
     operations are a parameter computed at each scan."""
 
     flags: list[str]

@@ -27,7 +27,7 @@ class Decision:
 
 
 class ActivitySource(Protocol):
-    """The store as the sampler sees it (store/sampling.py)."""
+    """The store as the sampler sees it (queries.py)."""
 
     def received_until(self) -> int: ...
 
