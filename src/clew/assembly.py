@@ -63,7 +63,7 @@ class Assembly:
         self.conn.close()
 
 
-def components(settings: Settings, ctx: Context, state_dir: Path | None) -> list[Component]:
+def components(settings: Settings, ctx: Context, state_dir: Path) -> list[Component]:
     """The components `settings` enable, in the order their insert stages apply."""
     dependencies = Dependencies(ctx)
     sampling = Sampling(ctx, settings.sampling)
@@ -89,19 +89,19 @@ def assemble(
     state_dir: Path | None = None,
 ) -> Assembly:
     """Open the store of `settings` (the embedded engine in `data_dir` unless `conn` is given) with
-    every enabled component built, migrated and started."""
+    every enabled component built, migrated and started. Files clew keeps itself (the redaction
+    hash key) go to `state_dir`, the data directory by default."""
     if conn is None:
         from clew.store.chdb_connection import ChdbConnection
 
         conn = ChdbConnection(settings.data_dir)
-        state_dir = state_dir or settings.data_dir
     writer: list[ClickHouseSpanWriter] = []  # set below: components are built before the writer
 
     def received_until() -> int:
         return writer[0].received_until()
 
     ctx = Context(conn, DATABASE, clock, received_until)
-    parts = components(settings, ctx, state_dir)
+    parts = components(settings, ctx, state_dir or settings.data_dir)
     try:
         migrate(conn, DATABASE, [*SPANS_MIGRATIONS, *(m for c in parts for m in c.migrations())])
         stages = [stage for c in parts if (stage := c.insert_stage()) is not None]

@@ -161,6 +161,8 @@ async def housekeeping(
                 await asyncio.to_thread(component.tick, now)
             except ClewError as exc:  # the next round tries again; nothing decided is lost meanwhile
                 log.warning("%s: %s", component.name, exc)
+            except Exception:  # a bug in one component must not stop the others' periodic work
+                log.exception("%s: periodic work failed", component.name)
         await asyncio.sleep(step / 1e9)
 
 

@@ -80,31 +80,40 @@ class BaseComponent:
         return ()
 
 
-class ReceivedWindow:
-    """The spans received since the last call, as (since, until] in the store's clock: what a
-    component that counts from stored rows scans next. It starts at the present, since what was
-    stored before this process started was counted then."""
-
-    def __init__(self, received_until: Callable[[], int]) -> None:
-        self.received_until = received_until
-        self.since: int | None = None
-
-    def start(self) -> None:
-        self.since = self.received_until()
-
-    def advance(self) -> tuple[int, int] | None:
-        if self.since is None:
-            self.start()
-        assert self.since is not None
-        until = self.received_until()
-        if until <= self.since:
-            return None
-        window, self.since = (self.since, until), until
-        return window
-
-
 # spans received in (since, until]: the `received_at` index makes this a small read
 RECEIVED_IN = (
     "received_at > fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
     "AND received_at <= fromUnixTimestamp64Nano({until:Int64}, 'UTC')"
 )
+
+
+class MarkCounter:
+    """How a processor compiled into the insert learns what it did: the engine reports no per-row
+    figures for an INSERT ... SELECT, so each tick counts, among the spans received since the last
+    one, all of them and those bearing the processor's mark (`marked`, SQL over a span's columns).
+    It starts at the present: what was stored before this process started was counted then."""
+
+    def __init__(self, ctx: Context, marked: str, params: dict[str, object] | None = None) -> None:
+        self.conn, self.db, self.received_until = ctx.conn, ctx.db, ctx.received_until
+        self.marked, self.params = marked, params or {}
+        self.since: int | None = None
+        self.spans = self.matched = 0
+
+    def start(self) -> None:
+        self.since = self.received_until()
+
+    def count(self) -> None:
+        if self.since is None:
+            self.start()
+        assert self.since is not None
+        until = self.received_until()
+        if until <= self.since:
+            return
+        table = self.conn.query(
+            f"SELECT count(), countIf({self.marked}) FROM {self.db}.spans WHERE {RECEIVED_IN}",
+            {**self.params, "since": self.since, "until": until},
+        )
+        self.since = until
+        spans, matched = (int(c[0].as_py()) for c in table.columns)
+        self.spans += spans
+        self.matched += matched

@@ -242,12 +242,6 @@ class DependencyGraph:
             while len(self._cache) > MAX_CACHED_BUCKETS:
                 self._cache.popitem(last=False)
 
-    def forget(self) -> None:
-        """After a purge: counts may come back to the same numbers with other spans."""
-        with self._lock:
-            self._cache.clear()
-        self.conn.command(f"TRUNCATE TABLE IF EXISTS {self.db}.dependency_buckets")
-
 
 class Dependencies(BaseComponent):
     """Jaeger's `/api/dependencies` (parent/child call counts), from the cached buckets; the

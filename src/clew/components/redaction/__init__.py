@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from clew.components.base import RECEIVED_IN, BaseComponent, Context, ReceivedWindow
+from clew.components.base import BaseComponent, Context, MarkCounter
 from clew.components.redaction.detectors import RedactionConfig, RedactionError, hash_key, transforms
 from clew.core.telemetry import Metric, Sample
 from clew.store.transforms import Transforms
@@ -33,30 +33,22 @@ class Redaction(BaseComponent):
     telemetry = (SPANS, REDACTED)
     interval = SECOND
 
-    def __init__(self, ctx: Context, config: RedactionConfig, key_dir: Path | None) -> None:
-        self.conn, self.db, self.config = ctx.conn, ctx.db, config
-        # keyed hashes need a key kept with the data; without a directory (a server store) it is fixed
-        self.key = hash_key(key_dir) if key_dir is not None and config.enabled else (0, 0)
-        self.window = ReceivedWindow(ctx.received_until)
-        self.spans = self.redacted = 0
+    def __init__(self, ctx: Context, config: RedactionConfig, key_dir: Path) -> None:
+        self.config = config
+        # keyed hashes need a key kept beside the data, so equal values hash equal across restarts
+        self.key = hash_key(key_dir) if config.enabled else (0, 0)
+        marks = "[" + ",".join(f"'{m}'" for m in MARKS) + "]"
+        self.counter = MarkCounter(ctx, MARKED, {"marks": marks})
 
     def insert_stage(self) -> Transforms | None:
         return transforms(self.config, self.key) if self.config.enabled else None
 
     def start(self) -> None:
-        self.window.start()
+        self.counter.start()
 
     def tick(self, now: int) -> None:
-        window = self.window.advance()
-        if window is None or not self.config.enabled:
-            return
-        table = self.conn.query(
-            f"SELECT count(), countIf({MARKED}) FROM {self.db}.spans WHERE {RECEIVED_IN}",
-            {"since": window[0], "until": window[1], "marks": "[" + ",".join(f"'{m}'" for m in MARKS) + "]"},
-        )
-        spans, redacted = (int(c[0].as_py()) for c in table.columns)
-        self.spans += spans
-        self.redacted += redacted
+        if self.config.enabled:
+            self.counter.count()
 
     def metrics(self) -> Iterable[Sample]:
-        return [Sample(SPANS, self.spans), Sample(REDACTED, self.redacted)]
+        return [Sample(SPANS, self.counter.spans), Sample(REDACTED, self.counter.matched)]
