@@ -87,6 +87,11 @@ RECEIVED_IN = (
 )
 
 
+# how often the processors' counters scan the new rows: a scan holds the engine between inserts, and
+# counters need not be fresher than a scrape (bench/RESULTS.md, 2026-11-30)
+COUNT_EVERY = 5 * 10**9
+
+
 class MarkCounter:
     """How a processor compiled into the insert learns what it did: the engine reports no per-row
     figures for an INSERT ... SELECT, so each tick counts, among the spans received since the last

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from clew.components.base import BaseComponent, Context, MarkCounter
+from clew.components.base import COUNT_EVERY, BaseComponent, Context, MarkCounter
 from clew.components.enrichment.templates import EnrichConfig, EnrichError, transforms
 from clew.core.telemetry import Metric, Sample
 from clew.store.transforms import Transforms
@@ -14,13 +14,12 @@ __all__ = ["EnrichConfig", "EnrichError", "Enrichment"]
 
 SPANS = Metric("clew_templates_spans", "counter", "Spans that went through span-name templates.")
 TEMPLATED = Metric("clew_templates_templated_names", "counter", "Spans whose name became a template.")
-SECOND = 10**9
 
 
 class Enrichment(BaseComponent):
     name = "enrichment"
     telemetry = (SPANS, TEMPLATED)
-    interval = SECOND
+    interval = COUNT_EVERY
 
     def __init__(self, ctx: Context, config: EnrichConfig) -> None:
         self.config = config

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from clew.components.base import BaseComponent, Context, MarkCounter
+from clew.components.base import COUNT_EVERY, BaseComponent, Context, MarkCounter
 from clew.components.redaction.detectors import RedactionConfig, RedactionError, hash_key, transforms
 from clew.core.telemetry import Metric, Sample
 from clew.store.transforms import Transforms
@@ -25,13 +25,12 @@ SPANS = Metric("clew_redaction_spans", "counter", "Spans that went through redac
 REDACTED = Metric(
     "clew_redaction_redacted_spans", "counter", "Spans that came out of redaction with a value replaced."
 )
-SECOND = 10**9
 
 
 class Redaction(BaseComponent):
     name = "redaction"
     telemetry = (SPANS, REDACTED)
-    interval = SECOND
+    interval = COUNT_EVERY
 
     def __init__(self, ctx: Context, config: RedactionConfig, key_dir: Path) -> None:
         self.config = config
