@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,3 +145,36 @@ def test_migrations_apply_once_in_order_and_are_recorded(backend: Connection):
         migrate(backend, DB, [*MIGRATIONS, extra[0]])
     with pytest.raises(ValueError, match="numbered 1..n"):
         migrate(backend, DB, [Migration("gap", 2, "two", ())])
+
+
+def test_a_slow_read_holds_up_neither_writes_nor_other_reads(backend: Connection):
+    """Ordering of completions, not times: a 2-second read is still running when a write and another
+    read, issued after it started, have both returned."""
+    s = Store(backend)
+    batch = decode_json(json.dumps(shop()).encode()).batch
+    done: list[str] = []
+    slow = threading.Thread(target=lambda: (backend.query("SELECT sleep(2)"), done.append("slow read")))
+    slow.start()
+    time.sleep(0.3)  # the slow read is in the engine by now
+    s.writer.write(batch)
+    done.append("write")
+    assert s.reader.span_count() == 10
+    done.append("read")
+    slow.join()
+    assert done == ["write", "read", "slow read"]
+
+
+def test_a_slow_write_does_not_hold_up_reads(backend: Connection):
+    s = Store(backend)
+    s.writer.write(decode_json(json.dumps(shop()).encode()).batch)
+    backend.command(f"CREATE TABLE {DB}.slow (x UInt8) ENGINE = MergeTree ORDER BY x")
+    done: list[str] = []
+    slow = threading.Thread(
+        target=lambda: (backend.command(f"INSERT INTO {DB}.slow SELECT sleep(2)"), done.append("slow write"))
+    )
+    slow.start()
+    time.sleep(0.3)
+    assert len(s.reader.get_trace(bytes.fromhex(A))) == 5
+    done.append("read")
+    slow.join()
+    assert done == ["read", "slow write"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
 import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,45 +26,66 @@ def _settings_clause(settings: dict[str, object]) -> str:
     )
 
 
-class ChdbConnection:
-    """One chdb session per process: whoever opens it owns the data directory until `close()`."""
+class _Session:
+    """One chdb session and the lock that keeps it to one statement at a time: a session keeps query
+    parameters as session state, so concurrent statements on it would see each other's."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, path: Path) -> None:
         from chdb import session  # imported lazily: loading the engine takes a moment
 
+        self.session = session.Session(str(path))
+        self.lock = threading.Lock()
+
+    def run(self, sql: str, fmt: str, params: dict[str, object] | None) -> Any:
+        with self.lock:
+            try:
+                return self.session.query(sql, fmt, params=params or None)
+            except Exception as exc:  # chdb raises RuntimeError with ClickHouse's text
+                raise StoreError(str(exc)) from exc
+
+
+class ChdbConnection:
+    """The engine in this process, with its data in a directory that this process owns until
+    `close()`.
+
+    Writes (inserts, DDL, the retention's partition moves) go through one session; reads take one of
+    `readers` more sessions on the same directory, so a slow query never waits behind an insert nor
+    holds one up, and reads run in parallel (chdb runs statements of different sessions at once, and
+    each sees the others' writes as soon as they return)."""
+
+    def __init__(self, data_dir: str | Path, readers: int = 2) -> None:
         self.path = Path(data_dir).resolve()
         self.path.mkdir(parents=True, exist_ok=True)
         try:
-            self._session = session.Session(str(self.path))
-            self._session.query("SELECT 1")
-        except Exception as exc:  # chdb raises RuntimeError with ClickHouse's text
+            self._writer = _Session(self.path)
+            self._writer.run("SELECT 1", "CSV", None)
+            sessions = [_Session(self.path) for _ in range(readers)]
+        except Exception as exc:
             raise StoreError(
                 f"cannot open data directory {self.path}: {exc}. "
                 "Is a clew server running on it? Stop it, or talk to it with --url."
             ) from exc
+        self._readers: queue.SimpleQueue[_Session] = queue.SimpleQueue()
+        for reader in sessions:
+            self._readers.put(reader)
+        self._all = [self._writer, *sessions]
         # Batches reach the engine as files it reads with file(); memory-backed where there is one.
         shm = Path("/dev/shm")
         self._spool = Path(tempfile.mkdtemp(prefix="clew-ingest-", dir=shm if shm.is_dir() else None))
-        # One statement at a time: a chdb session keeps query parameters as session state, so
-        # concurrent statements would see each other's parameters.
-        self._lock = threading.Lock()
         self._closed = False
 
     def query(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
-        with self._lock:
-            self._check()
-            try:
-                return self._session.query(sql, "ArrowTable", params=params or None)
-            except Exception as exc:
-                raise StoreError(str(exc)) from exc
+        self._check()
+        reader = self._readers.get()
+        try:
+            table: pa.Table = reader.run(sql, "ArrowTable", params)
+            return table
+        finally:
+            self._readers.put(reader)
 
     def command(self, sql: str, params: dict[str, object] | None = None) -> None:
-        with self._lock:
-            self._check()
-            try:
-                self._session.query(sql, "CSV", params=params or None)
-            except Exception as exc:
-                raise StoreError(str(exc)) from exc
+        self._check()
+        self._writer.run(sql, "CSV", params)
 
     def format_schema(self, name: str, text: str) -> str:
         directory = self.path / "format_schemas"
@@ -81,13 +104,13 @@ class ChdbConnection:
         settings: dict[str, object],
         params: dict[str, object],
     ) -> None:
-        with self._lock:
-            self._check()
+        self._check()
+        with self._writer.lock:  # one spool file at a time, and the insert that reads it
             spool = self._spool / "batch.bin"
             spool.write_bytes(data)
             source = f"file({_quote(str(spool))}, {_quote(fmt)}, {_quote(structure)})"
             try:
-                self._session.query(
+                self._writer.session.query(
                     sql.replace("{source}", source) + _settings_clause(settings), "CSV", params=params or None
                 )
             except Exception as exc:
@@ -96,11 +119,13 @@ class ChdbConnection:
                 spool.unlink(missing_ok=True)
 
     def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._session.close()
-                shutil.rmtree(self._spool, ignore_errors=True)
+        if self._closed:
+            return
+        self._closed = True
+        for s in self._all:
+            with s.lock:  # after the statement it runs, if any
+                s.session.close()
+        shutil.rmtree(self._spool, ignore_errors=True)
 
     def _check(self) -> None:
         if self._closed:
