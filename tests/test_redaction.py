@@ -14,6 +14,7 @@ from clew.assembly import open_embedded
 from clew.components.redaction import RedactionConfig, RedactionError
 from clew.core.otlp import to_traces_data
 from clew.receivers.otlp import decode_json, to_otlp_json
+from tests.chfiles import readable_bytes
 from tests.conftest import ServerProcess, counters
 
 NOW = time.time_ns()
@@ -99,7 +100,8 @@ def leaky_trace() -> dict:
 
 
 def all_bytes(directory: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in directory.rglob("*") if p.is_file())
+    """Every byte under `directory`, column files decompressed (tests/chfiles.py)."""
+    return readable_bytes(directory)
 
 
 def test_secrets_never_reach_the_disk_or_the_apis(data_dir: Path) -> None:

@@ -45,16 +45,22 @@ def _typed_maps(prefix: str) -> list[tuple[str, str, pa.DataType]]:
     """
     key = "String"
     return [
-        (f"{prefix}_string", f"Map({key}, String)", pa.map_(pa.string(), pa.string())),
-        (f"{prefix}_int", f"Map({key}, Int64)", pa.map_(pa.string(), pa.int64())),
-        (f"{prefix}_float", f"Map({key}, Float64)", pa.map_(pa.string(), pa.float64())),
+        (f"{prefix}_string", f"Map({key}, String) {TEXT}", pa.map_(pa.string(), pa.string())),
+        (f"{prefix}_int", f"Map({key}, Int64) {TEXT}", pa.map_(pa.string(), pa.int64())),
+        (f"{prefix}_float", f"Map({key}, Float64) {TEXT}", pa.map_(pa.string(), pa.float64())),
         (f"{prefix}_bool", f"Map({key}, Bool)", pa.map_(pa.string(), pa.bool_())),
         # arrays, key-value lists and bytes: a tag letter and the serialized message (see attributes.py)
-        (f"{prefix}_complex", f"Map({key}, String)", pa.map_(pa.string(), pa.binary())),
+        (f"{prefix}_complex", f"Map({key}, String) {TEXT}", pa.map_(pa.string(), pa.binary())),
     ]
 
 
 LC = "LowCardinality(String)"
+# Codecs, chosen by measurement (bench/storage.py, bench/RESULTS.md 2026-11-30): text and attribute
+# maps repeat keys and values across the spans of a trace and its neighbours, which ZSTD at level 3
+# finds and LZ4 (the default) and ZSTD(1) mostly do not (tracegen-shaped attribute maps: 8.5 B a
+# span with LZ4, 22.7 with ZSTD(1), 4.1 with ZSTD(3)); trace and parent ids repeat within a trace.
+TEXT = "CODEC(ZSTD(3))"
+IDS = "CODEC(ZSTD(1))"
 # Attribute lists of scopes, events and links: (key, AnyValue field number, value as text). Searchable
 # as text, as Jaeger's tag search compares; typed again on the way out (attributes.py).
 ATTRIBUTE_LIST = "Array(Tuple(key String, type UInt8, value String))"
@@ -64,24 +70,24 @@ TS = pa.timestamp("ns", tz="UTC")
 # (column, ClickHouse type, Arrow type)
 COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("tenant", LC, pa.string()),
-    ("trace_id", "FixedString(16)", pa.binary(16)),
-    ("span_id", "FixedString(8)", pa.binary(8)),
-    ("parent_span_id", "String", pa.binary()),
+    ("trace_id", f"FixedString(16) {IDS}", pa.binary(16)),
+    ("span_id", "FixedString(8)", pa.binary(8)),  # random: nothing to gain
+    ("parent_span_id", f"String {IDS}", pa.binary()),
     ("trace_state", "String", pa.string()),
     ("flags", "UInt32", pa.uint32()),
-    ("name", LC, pa.string()),
+    ("name", f"{LC} {TEXT}", pa.string()),
     ("kind", "UInt8", pa.uint8()),
     ("start_time", "DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1))", TS),
     ("duration", "UInt64 CODEC(ZSTD(1))", pa.uint64()),
     ("status_code", "UInt8", pa.uint8()),
-    ("status_message", "String", pa.string()),
+    ("status_message", f"String {TEXT}", pa.string()),
     ("service_name", LC, pa.string()),
     *_typed_maps("resource"),
     ("resource_dropped", "UInt32", pa.uint32()),
     ("resource_schema_url", LC, pa.string()),
     ("scope_name", LC, pa.string()),
     ("scope_version", LC, pa.string()),
-    ("scope_attributes", ATTRIBUTE_LIST, pa.list_(ATTRIBUTE)),
+    ("scope_attributes", f"{ATTRIBUTE_LIST} {TEXT}", pa.list_(ATTRIBUTE)),
     ("scope_dropped", "UInt32", pa.uint32()),
     ("scope_schema_url", LC, pa.string()),
     *_typed_maps("attributes"),
@@ -89,13 +95,13 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("dropped_events", "UInt32", pa.uint32()),
     ("dropped_links", "UInt32", pa.uint32()),
     ("events_time", "Array(DateTime64(9, 'UTC'))", pa.list_(TS)),
-    ("events_name", "Array(String)", pa.list_(pa.string())),
-    ("events_attributes", f"Array({ATTRIBUTE_LIST})", pa.list_(pa.list_(ATTRIBUTE))),
+    ("events_name", f"Array(String) {TEXT}", pa.list_(pa.string())),
+    ("events_attributes", f"Array({ATTRIBUTE_LIST}) {TEXT}", pa.list_(pa.list_(ATTRIBUTE))),
     ("events_dropped", "Array(UInt32)", pa.list_(pa.uint32())),
     ("links_trace_id", "Array(String)", pa.list_(pa.binary())),
     ("links_span_id", "Array(String)", pa.list_(pa.binary())),
     ("links_trace_state", "Array(String)", pa.list_(pa.string())),
-    ("links_attributes", f"Array({ATTRIBUTE_LIST})", pa.list_(pa.list_(ATTRIBUTE))),
+    ("links_attributes", f"Array({ATTRIBUTE_LIST}) {TEXT}", pa.list_(pa.list_(ATTRIBUTE))),
     ("links_dropped", "Array(UInt32)", pa.list_(pa.uint32())),
     ("links_flags", "Array(UInt32)", pa.list_(pa.uint32())),
 ]

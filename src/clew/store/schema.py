@@ -12,32 +12,40 @@ from clew.store.migrations import Migration, steps
 log = logging.getLogger(__name__)
 
 SPANS_DDL = """
-CREATE TABLE IF NOT EXISTS {{db}}.spans (
+CREATE TABLE IF NOT EXISTS {{db}}.{{table}} (
 {columns},
     {received},
     {tier},
-    INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,
-    {received_index},
-    {projection}
+    {received_index}
 ) ENGINE = MergeTree
 PARTITION BY {partition}
-ORDER BY (tenant, service_name, start_time)
+ORDER BY {order}
 SETTINGS index_granularity = 1024
 """
+# Spans sorted by hour of start, then by trace: the spans of a trace lie together, so a lookup reads one
+# granule of each column per part whatever services the trace crossed, with no second copy of the
+# rows (the `SELECT *` projection this replaced was half the bytes on disk), and time-range queries
+# still narrow by hour through the primary key (bench/RESULTS.md 2026-11-30).
+ORDER_KEY = "(tenant, toStartOfHour(start_time), trace_id)"
 # By day of start (time-range queries prune on it) and by retention tier: the hour clew received the
 # spans in while they are in the full-fidelity tier; once that hour was swept down to its sampled
 # traces (or at once when tail sampling is off), the day clew received them in plus one second
 # (`SETTLED`; no hour starts at :00:01). The retention component then drops or moves whole
 # partitions instead of deleting rows, and the settled data of a day is one partition, so a trace
 # lookup reads a handful of parts, not one per hour (bench/RESULTS.md).
-PARTITION_KEY = "(toDate(start_time), tier_hour)"
+# The day of start is clamped to [received - 8 days, received + 1 day]: a request of spans from 2,000
+# different days would otherwise create 2,000 partitions (and parts) in one insert. Clamping moves
+# such spans into a bounded set of partitions and changes nothing else: their times are kept, and
+# queries still find them (each part's min/max of start_time prunes, not the partition name).
+# (written as the engine normalises it, so that `system.tables` reads back the same text)
+START_DAY = (
+    "toDate(least(greatest(start_time, received_at - toIntervalDay(8)), received_at + toIntervalDay(1)))"
+)
+PARTITION_KEY = f"({START_DAY}, tier_hour)"
+MAX_PARTITIONS_PER_INSERT = 10  # the days START_DAY admits, times one tier
 TIER = "tier_hour DateTime('UTC') DEFAULT toStartOfHour(received_at)"
 # `tier_hour` of settled spans: the day they were received in, plus a second to tell it from an hour
 SETTLED = "toStartOfDay(received_at) + 1"
-
-# Every span a second time, ordered by trace: a trace lookup reads one granule instead of one per
-# service the trace went through (bench/RESULTS.md). The bloom filter serves parts written before it.
-TRACE_PROJECTION = "PROJECTION by_trace (SELECT * ORDER BY trace_id)"
 
 # When clew committed the span (its clock, not the sender's): the sampler finds new spans by it and the
 # full-fidelity retention tier counts from it. Rows written before the column existed read their start.
@@ -47,31 +55,71 @@ RECEIVED_INDEX = "INDEX idx_received received_at TYPE minmax GRANULARITY 1"
 SELECT_COLUMNS = ", ".join(name for name, _, _ in COLUMNS)
 
 
-def _spans_ddl() -> str:
+def spans_ddl(table: str = "spans") -> str:
+    """The current layout of the spans table (with `{db}` left for the migration to fill)."""
     return SPANS_DDL.format(
         columns=",\n".join(f"    {name} {ch_type}" for name, ch_type, _ in COLUMNS),
         received=RECEIVED,
         received_index=RECEIVED_INDEX,
         tier=TIER,
-        projection=TRACE_PROJECTION,
         partition=PARTITION_KEY,
+        order=ORDER_KEY,
+    ).replace("{table}", table)
+
+
+# The layout of the first data directories: ordered by service and start, with a second, trace-ordered
+# copy of every row (a projection) for lookups and a bloom filter on trace ids. Migration 3 rebuilds it.
+_V1_PROJECTION = "PROJECTION by_trace (SELECT * ORDER BY trace_id)"
+_V1_DDL = (
+    spans_ddl()
+    .replace(f"ORDER BY {ORDER_KEY}", "ORDER BY (tenant, service_name, start_time)")
+    .replace(f"PARTITION BY {PARTITION_KEY}", "PARTITION BY (toDate(start_time), tier_hour)")
+    .replace(
+        RECEIVED_INDEX,
+        f"INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,\n    {RECEIVED_INDEX},\n    {_V1_PROJECTION}",
     )
+)
+
+
+def _rebuild(conn: Connection, db: str) -> None:
+    """Copy the spans into a table of the current layout and swap the two (`EXCHANGE` is atomic, and
+    the RED view follows the name). A rebuild cut off before the swap starts over; after it, the
+    old copy is just dropped."""
+    if _layout_is_current(conn, db):
+        return
+    conn.command(f"DROP TABLE IF EXISTS {db}.spans_rebuild")
+    conn.command(spans_ddl("spans_rebuild").replace("{db}", db))
+    rows = int(conn.query(f"SELECT count() FROM {db}.spans").column(0)[0].as_py())
+    if rows:
+        log.warning("schema: rebuilding %s.spans (%d spans) in the trace-ordered layout, once", db, rows)
+    conn.command(f"INSERT INTO {db}.spans_rebuild SELECT * FROM {db}.spans")
+    conn.command(f"EXCHANGE TABLES {db}.spans AND {db}.spans_rebuild")
+    conn.command(f"DROP TABLE {db}.spans_rebuild")
+
+
+def _layout_is_current(conn: Connection, db: str) -> bool:
+    row = conn.query(
+        "SELECT sorting_key, partition_key FROM system.tables WHERE database = {db:String} AND name = 'spans'",
+        {"db": db},
+    ).to_pylist()[0]
+    return (row["sorting_key"], row["partition_key"]) == (ORDER_KEY[1:-1], PARTITION_KEY)
 
 
 MIGRATIONS: list[Migration] = steps(
     "spans",
-    ("spans table", [_spans_ddl()]),
+    ("spans table", [_V1_DDL]),
     (
         # data directories from before each of these existed (and before migrations were recorded)
         "trace projection, received time, retention tier",
         [
             "ALTER TABLE {db}.spans ADD "
-            + TRACE_PROJECTION.replace("PROJECTION", "PROJECTION IF NOT EXISTS", 1),
+            + _V1_PROJECTION.replace("PROJECTION", "PROJECTION IF NOT EXISTS", 1),
             f"ALTER TABLE {{db}}.spans ADD COLUMN IF NOT EXISTS {RECEIVED}",
             f"ALTER TABLE {{db}}.spans ADD COLUMN IF NOT EXISTS {TIER}",
             "ALTER TABLE {db}.spans ADD " + RECEIVED_INDEX.replace("INDEX", "INDEX IF NOT EXISTS", 1),
         ],
     ),
+    ("trace-ordered layout, measured codecs, bounded partitions", [_rebuild]),
 )
 
 
@@ -86,7 +134,7 @@ def tiered(conn: Connection, db: str) -> bool:
         .column(0)[0]
         .as_py()
     )
-    if str(key).replace(" ", "") == PARTITION_KEY.replace(" ", ""):
+    if key == PARTITION_KEY:
         return True
     log.warning(  # pragma: no cover - data directories of earlier development versions
         "spans in %s are partitioned by %s, from before the current retention tiers; they stay until "

@@ -29,6 +29,18 @@ MIGRATIONS = steps(
     # where a partition's kept rows are gathered before they move: the same structure as spans
     "retention",
     ("sweep table", ["CREATE TABLE IF NOT EXISTS {db}.spans_sweep AS {db}.spans"]),
+    (
+        # partitions move only between tables of one layout: follow the spans table's rebuild, keeping
+        # any rows a cut-off sweep left (`start()` then finishes or discards them, as always)
+        "sweep table in the spans table's layout",
+        [
+            "DROP TABLE IF EXISTS {db}.spans_sweep_next",
+            "CREATE TABLE {db}.spans_sweep_next AS {db}.spans",
+            "INSERT INTO {db}.spans_sweep_next SELECT * FROM {db}.spans_sweep",
+            "DROP TABLE {db}.spans_sweep",
+            "RENAME TABLE {db}.spans_sweep_next TO {db}.spans_sweep",
+        ],
+    ),
 )
 RUNS = Metric("clew_retention_runs", "counter", "Rounds of the retention.")
 DELETED = Metric(

@@ -1,0 +1,131 @@
+"""The spans table's layout: trace-ordered with no second copy of the rows, a bounded number of
+partitions per insert whatever the spans' dates, and data directories of the first layout rebuilt
+into it once, with everything they held."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from clew.assembly import open_embedded
+from clew.components.red import MIGRATIONS as RED_MIGRATIONS
+from clew.components.retention import MIGRATIONS as RETENTION_MIGRATIONS
+from clew.receivers.otlp import accept_request, decode_json
+from clew.store.chdb_connection import ChdbConnection
+from clew.store.migrations import applied, migrate
+from clew.store.schema import MAX_PARTITIONS_PER_INSERT, MIGRATIONS, ORDER_KEY, PARTITION_KEY
+from clew.store.spans import ClickHouseSpanWriter
+from tests.shop_data import A, shop
+
+DAY = 86400 * 10**9
+
+
+def _files(directory: Path) -> int:
+    return sum(1 for p in directory.rglob("*") if p.is_file())
+
+
+def _partitions(store, table: str = "spans") -> dict[str, int]:
+    rows = store.conn.query(
+        "SELECT partition_id, sum(rows) FROM system.parts WHERE database = 'clew' AND table = {t:String} "
+        "AND active GROUP BY partition_id",
+        {"t": table},
+    )
+    return dict(zip(*(c.to_pylist() for c in rows.columns), strict=True))
+
+
+def test_spans_from_two_thousand_days_make_a_bounded_number_of_parts(tmp_path):
+    """The request that once wrote 72,053 files and held every other client for 9 s: each span on
+    its own day, 2,000 days back. They are stored with their times, in at most ten partitions."""
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    now = time.time_ns()
+    for i in range(2000):
+        start = now - i * DAY
+        spans.add(
+            trace_id=(i + 1).to_bytes(16, "big"),
+            span_id=(i + 1).to_bytes(8, "big"),
+            name="old",
+            start_time_unix_nano=start,
+            end_time_unix_nano=start + 1000,
+        )
+    spans.add(  # and one from a clock a year ahead
+        trace_id=(9999).to_bytes(16, "big"),
+        span_id=(9999).to_bytes(8, "big"),
+        name="future",
+        start_time_unix_nano=now + 365 * DAY,
+        end_time_unix_nano=now + 365 * DAY + 1000,
+    )
+    store = open_embedded(tmp_path / "data")
+    try:
+        before = _files(tmp_path / "data")
+        store.writer.write(accept_request(request).batch)
+        assert len(_partitions(store)) <= MAX_PARTITIONS_PER_INSERT
+        assert _files(tmp_path / "data") - before < 1000  # one compact part per partition
+        assert store.reader.span_count() == 2001
+        for i in (0, 1, 17, 1999):
+            [start] = (
+                store.reader.get_trace((i + 1).to_bytes(16, "big")).table.column("start_time").to_pylist()
+            )
+            assert start.timestamp() * 10**9 // 10**6 == (now - i * DAY) // 10**6  # times kept as sent
+        assert len(store.reader.get_trace((9999).to_bytes(16, "big"))) == 1
+    finally:
+        store.close()
+
+
+def test_the_layout_keeps_one_copy_of_each_span_ordered_by_trace(tmp_path):
+    store = open_embedded(tmp_path / "data")
+    try:
+        table = store.conn.query(
+            "SELECT sorting_key, partition_key FROM system.tables WHERE database = 'clew' AND name = 'spans'"
+        ).to_pylist()[0]
+        assert (table["sorting_key"], table["partition_key"]) == (ORDER_KEY[1:-1], PARTITION_KEY)
+        store.writer.write(decode_json(json.dumps(shop()).encode()).batch)
+        projections = store.conn.query(
+            "SELECT count() FROM system.projection_parts WHERE database = 'clew' AND table = 'spans'"
+        )
+        assert projections.column(0)[0].as_py() == 0
+    finally:
+        store.close()
+
+
+def test_a_data_directory_of_the_first_layout_is_rebuilt_once_with_all_it_held(tmp_path):
+    data = tmp_path / "data"
+    conn = ChdbConnection(data)
+    try:  # a directory as the first layout left it: service-ordered, with the trace projection
+        migrate(conn, "clew", [*MIGRATIONS[:2], *RED_MIGRATIONS[:2], *RETENTION_MIGRATIONS[:1]])
+        ClickHouseSpanWriter(conn).write(decode_json(json.dumps(shop()).encode()).batch)
+        conn.command("INSERT INTO clew.spans_sweep SELECT * FROM clew.spans WHERE name = 'db.query'")
+        old = conn.query("SELECT sorting_key FROM system.tables WHERE database = 'clew' AND name = 'spans'")
+        assert old.column(0)[0].as_py() == "tenant, service_name, start_time"
+    finally:
+        conn.close()
+
+    store = open_embedded(data)
+    try:
+        assert applied(store.conn, "clew")["spans"] == len(MIGRATIONS)
+        assert store.reader.span_count() == 10
+        assert len(store.reader.get_trace(bytes.fromhex(A))) == 5
+        layouts = store.conn.query(
+            "SELECT name, sorting_key, partition_key FROM system.tables WHERE database = 'clew' "
+            "AND name IN ('spans', 'spans_sweep') ORDER BY name"
+        ).to_pylist()
+        assert [(t["sorting_key"], t["partition_key"]) for t in layouts] == [
+            (ORDER_KEY[1:-1], PARTITION_KEY)
+        ] * 2
+        # the RED view follows the rebuilt table: new spans are counted on top of the old ones
+        calls = "SELECT sum(calls) FROM clew.red_minutes"
+        assert store.conn.query(calls).column(0)[0].as_py() == 10
+        store.writer.write(decode_json(json.dumps(shop()).encode(), tenant="t2").batch)
+        assert store.conn.query(calls).column(0)[0].as_py() == 20
+        # the row a cut-off sweep had left was still in the store, so the restart discarded its copy
+        assert sum(_partitions(store, "spans_sweep").values()) == 0
+    finally:
+        store.close()
+    store = open_embedded(data)  # and the next start changes nothing
+    try:
+        assert store.reader.span_count() == 20
+    finally:
+        store.close()
