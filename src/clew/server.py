@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -30,8 +31,10 @@ from clew.core.language import QuerySyntaxError
 from clew.core.telemetry import OPENMETRICS, Metric, Sample, render
 from clew.gateway.errors import Problem, handlers
 from clew.gateway.identity import IdentityMiddleware
+from clew.ingest.logged import LoggedWriter
+from clew.ingest.wal import Wal, default_dir
 from clew.ingest.writer import TELEMETRY as INGEST_TELEMETRY
-from clew.ingest.writer import Writer, writer_metrics
+from clew.ingest.writer import IngestStats, Writer, writer_metrics
 from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.receivers.zipkin import zipkin_app
@@ -110,12 +113,13 @@ def http_app(
     routes: list[BaseRoute],
     telemetry: list[Metric],
     metrics: Callable[[], list[Sample]],
+    health: Callable[[], dict[str, object]] | None = None,
 ) -> Starlette:
     """The http port (16686): health, the native and Jaeger APIs, the components' routes, `/metrics`
     rendered from the declared telemetry, and the UI."""
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", **(health() if health is not None else {})})
 
     async def prometheus(request: Request) -> Response:
         samples = await asyncio.to_thread(metrics)
@@ -135,14 +139,42 @@ def http_app(
     )
 
 
-def assembly_http_app(assembly: Assembly, writer: Writer | None = None) -> Starlette:
+def assembly_http_app(assembly: Assembly, writer: IngestStats | None = None) -> Starlette:
     """`http_app` over an assembly's reader and components (and the ingest writer's counters)."""
     telemetry = [*(INGEST_TELEMETRY if writer is not None else ()), *assembly.telemetry()]
 
     def metrics() -> list[Sample]:
         return [*(writer_metrics(writer) if writer is not None else ()), *assembly.metrics()]
 
-    return http_app(assembly.reader, assembly.routes(), telemetry, metrics)
+    def health() -> dict[str, object]:
+        """How far the committer is behind: acknowledged spans not yet queryable, and the age of
+        the oldest (`/healthz`)."""
+        if not isinstance(writer, LoggedWriter):
+            return {}
+        spans, age = writer.lag()
+        return {"ingest": {"uncommittedSpans": spans, "oldestUncommittedMs": round(age * 1000, 1)}}
+
+    return http_app(assembly.reader, assembly.routes(), telemetry, metrics, health)
+
+
+def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWriter:
+    """The sink of the receivers: commits before answering, or with `wal_dir` set, the write-ahead
+    log and its committer ("auto": memory-backed, beside nothing on disk)."""
+    if settings.wal_dir == "auto":
+        directory = default_dir(settings.data_dir)
+    elif settings.wal_dir:
+        directory = Path(settings.wal_dir)
+    else:
+        directory = None
+    if directory is None:
+        return Writer(assembly.writer, settings.max_queue_spans, settings.max_batch_spans)
+    return LoggedWriter(
+        assembly.writer,
+        Wal(directory),
+        settings.max_queue_spans,
+        settings.commit_interval_ms / 1000,
+        settings.commit_spans,
+    )
 
 
 async def housekeeping(
@@ -169,7 +201,9 @@ async def housekeeping(
 async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, commit everything accepted, close the store."""
     assembly = assemble(settings)
-    writer = Writer(assembly.writer, settings.max_queue_spans, settings.max_batch_spans)
+    writer = ingest_writer(settings, assembly)
+    if isinstance(writer, LoggedWriter):  # what a killed run acknowledged, before anything new
+        await asyncio.to_thread(writer.replay)
     writer.start()
     chores = asyncio.create_task(housekeeping(every(assembly.components)))
     try:

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Protocol
 
 from clew.core.errors import Backpressure
 from clew.core.model import OtlpBatch
@@ -161,11 +162,25 @@ FAILED = Metric(
 )
 REFUSED = Metric("clew_ingest_refused_spans", "counter", "Spans refused because the write queue was full.")
 INSERTS = Metric("clew_ingest_inserts", "counter", "Inserts made (one part each).")
-QUEUED = Metric("clew_ingest_queued_spans", "gauge", "Spans waiting in the write queue.")
+QUEUED = Metric(
+    "clew_ingest_queued_spans", "gauge", "Spans accepted and not yet committed (the write queue or the log)."
+)
 TELEMETRY = (COMMITTED, FAILED, REFUSED, INSERTS, QUEUED)
 
 
-def writer_metrics(writer: Writer) -> list[Sample]:
+class IngestStats(Protocol):
+    """What both ingest sinks count (this module's `Writer`, logged.py's `LoggedWriter`)."""
+
+    committed_spans: int
+    failed_spans: int
+    refused_spans: int
+    inserts: int
+
+    @property
+    def pending_spans(self) -> int: ...
+
+
+def writer_metrics(writer: IngestStats) -> list[Sample]:
     return [
         Sample(COMMITTED, writer.committed_spans),
         Sample(FAILED, writer.failed_spans),

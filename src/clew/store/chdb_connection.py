@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import tempfile
@@ -71,7 +72,9 @@ class ChdbConnection:
         self._all = [self._writer, *sessions]
         # Batches reach the engine as files it reads with file(); memory-backed where there is one.
         shm = Path("/dev/shm")
-        self._spool = Path(tempfile.mkdtemp(prefix="clew-ingest-", dir=shm if shm.is_dir() else None))
+        spools = shm if shm.is_dir() else Path(tempfile.gettempdir())
+        _remove_stale_spools(spools)
+        self._spool = Path(tempfile.mkdtemp(prefix=f"clew-ingest-{os.getpid()}-", dir=spools))
         self._closed = False
 
     def query(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
@@ -130,3 +133,19 @@ class ChdbConnection:
     def _check(self) -> None:
         if self._closed:
             raise StoreError("the store is closed")
+
+
+def _remove_stale_spools(directory: Path) -> None:
+    """Spool directories of processes that are gone: a process killed during an insert leaves its
+    last batch there, unredacted; the next process to open a store removes it."""
+    for spool in directory.glob("clew-ingest-*"):
+        pid = spool.name.removeprefix("clew-ingest-").split("-", 1)[0]
+        if not pid.isdigit():  # from before spools carried their process id
+            shutil.rmtree(spool, ignore_errors=True)
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(spool, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass

@@ -20,7 +20,7 @@ CREATE TABLE IF NOT EXISTS {{db}}.{{table}} (
 ) ENGINE = MergeTree
 PARTITION BY {partition}
 ORDER BY {order}
-SETTINGS index_granularity = 1024
+SETTINGS index_granularity = 1024, non_replicated_deduplication_window = {window}
 """
 # Spans sorted by hour of start, then by trace: the spans of a trace lie together, so a lookup reads one
 # granule of each column per part whatever services the trace crossed, with no second copy of the
@@ -52,6 +52,10 @@ SETTLED = "toStartOfDay(received_at) + 1"
 RECEIVED = "received_at DateTime64(9, 'UTC') DEFAULT start_time CODEC(Delta, ZSTD(1))"
 RECEIVED_INDEX = "INDEX idx_received received_at TYPE minmax GRANULARITY 1"
 
+# How many recent inserts the engine remembers by token: a replayed log segment within that many
+# inserts of its first commit is recognised (ingest/wal.py).
+DEDUPLICATION_WINDOW = 1000
+
 SELECT_COLUMNS = ", ".join(name for name, _, _ in COLUMNS)
 
 
@@ -64,6 +68,7 @@ def spans_ddl(table: str = "spans") -> str:
         tier=TIER,
         partition=PARTITION_KEY,
         order=ORDER_KEY,
+        window=DEDUPLICATION_WINDOW,
     ).replace("{table}", table)
 
 
@@ -120,6 +125,12 @@ MIGRATIONS: list[Migration] = steps(
         ],
     ),
     ("trace-ordered layout, measured codecs, bounded partitions", [_rebuild]),
+    (
+        "deduplication of replayed inserts",
+        [
+            f"ALTER TABLE {{db}}.spans MODIFY SETTING non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+        ],
+    ),
 )
 
 

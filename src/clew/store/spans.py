@@ -24,8 +24,9 @@ RECEIVED_SQL = "fromUnixTimestamp64Nano({received:Int64}, 'UTC')"
 
 
 class SpanWriter(Protocol):
-    def write(self, batch: OtlpBatch) -> None:
-        """Commit the batch durably; returns only once it is on disk."""
+    def write(self, batch: OtlpBatch, token: str | None = None) -> None:
+        """Commit the batch; returns only once it is in a written part. An insert with a `token`
+        the engine has seen recently is dropped: replaying a log writes each span once."""
         ...
 
     def received_until(self) -> int:
@@ -58,8 +59,8 @@ class ClickHouseSpanWriter:
         self._until = 0
         self._inflight: set[int] = set()
 
-    def write(self, batch: OtlpBatch) -> None:
-        """One insert, so one part: the engine parses the requests and flattens them to rows."""
+    def write(self, batch: OtlpBatch, token: str | None = None) -> None:
+        """One insert, so one part per partition: the engine parses the requests and flattens them."""
         if not batch.spans:
             return
         with self._received_lock:  # strictly increasing and after any `received_until` handed out
@@ -71,7 +72,7 @@ class ClickHouseSpanWriter:
                 "Protobuf",
                 STRUCTURE,
                 length_delimited(list(batch.payloads)),
-                self._insert_settings,
+                {**self._insert_settings, **_dedup(token)},
                 {**self._params, "tenant": batch.tenant, "received": received},
             )
         finally:
@@ -91,3 +92,12 @@ class ClickHouseSpanWriter:
             "SETTINGS mutations_sync = 1",
             {"ns": int(before.timestamp() * 1_000_000_000)},
         )
+
+
+def _dedup(token: str | None) -> dict[str, object]:
+    """Insert settings: with a token, the engine drops a repeat of the insert (and of what its views
+    derived from it) within the table's deduplication window; without one, never (two requests may
+    carry the same spans)."""
+    if token is None:
+        return {"insert_deduplicate": 0}
+    return {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}

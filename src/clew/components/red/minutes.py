@@ -131,6 +131,11 @@ MIGRATIONS = steps(
             ),
         ),
     ),
+    (
+        # what the view derived from a replayed insert is dropped with it (ingest/wal.py)
+        "deduplication of replayed inserts",
+        ["ALTER TABLE {db}.red_minutes MODIFY SETTING non_replicated_deduplication_window = 1000"],
+    ),
 )
 
 

@@ -1,0 +1,182 @@
+"""Acknowledge from the write-ahead log, commit in large inserts.
+
+`write` appends the request to the log (ingest/wal.py) and returns: the client is answered as soon
+as its spans would survive `kill -9`. A committer thread seals the open segment every
+`commit_interval` seconds, or as soon as it holds `commit_spans`, and inserts it, one insert per
+tenant, named by a token from the segment's name; then it removes the segment. At start-up, segments
+left by a previous run are committed first, with the same tokens, so what was inserted before a
+crash is not inserted again. One insert every half second instead of one per group of requests is
+what the engine is fast at: the SQL of the insert (parse, processors) is analysed once per insert.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from clew.core.errors import Backpressure
+from clew.core.model import OtlpBatch
+from clew.ingest.wal import Segment, Wal
+from clew.store.spans import SpanWriter
+
+log = logging.getLogger(__name__)
+
+
+class LoggedWriter:
+    """The ingest sink: same interface and counters as `Writer`, acknowledging from the log."""
+
+    def __init__(
+        self,
+        store: SpanWriter,
+        wal: Wal,
+        max_queue_spans: int = 200_000,
+        commit_interval: float = 0.5,
+        commit_spans: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.wal = store, wal
+        self.max_queue_spans = max_queue_spans
+        self.commit_interval, self.commit_spans = commit_interval, commit_spans
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._uncommitted = 0  # acknowledged spans not yet in the store (open and sealed segments)
+        self._oldest: float | None = None  # when the oldest of them was acknowledged
+        self._thread = threading.Thread(target=self._run, name="clew-committer", daemon=True)
+        self.committed_spans = 0
+        self.failed_spans = 0
+        self.inserts = 0
+        self.refused_spans = 0
+        self.replayed_spans = 0
+
+    @property
+    def pending_spans(self) -> int:
+        return self._uncommitted
+
+    def lag(self) -> tuple[int, float]:
+        """Acknowledged spans not yet committed, and for how long the oldest has waited (s)."""
+        with self._lock:
+            oldest = self._oldest
+            return self._uncommitted, (self.clock() - oldest) if oldest is not None else 0.0
+
+    def replay(self) -> int:
+        """Commit what a previous run left in the log; before the receivers open."""
+        spans = 0
+        for segment in self.wal.leftovers():
+            with self._lock:
+                self._uncommitted += segment.spans
+            self._commit(segment)
+            spans += segment.spans
+        self.replayed_spans += spans
+        if spans:
+            log.warning("ingest: committed %d spans a previous run had acknowledged", spans)
+        return spans
+
+    def start(self) -> None:
+        self._thread.start()
+
+    async def write(self, batch: OtlpBatch) -> None:
+        """Return once `batch` is in the log; raise `Backpressure` when the log holds too much."""
+        n = len(batch)
+        if n == 0:
+            return
+        with self._lock:
+            if self._closed:
+                raise Backpressure()
+            # an oversized batch is still let in when nothing waits, or it could never be written
+            if self._uncommitted and self._uncommitted + n > self.max_queue_spans:
+                self.refused_spans += n
+                raise Backpressure()
+            now = self.clock()
+            self.wal.append(batch, now)
+            self._uncommitted += n
+            if self._oldest is None:
+                self._oldest = now
+        if self.wal.pending()[0] >= self.commit_spans:
+            self._wake.set()
+
+    def close(self) -> None:
+        """Commit everything acknowledged, then stop."""
+        with self._lock:
+            self._closed = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        else:  # never started: commit here
+            self._drain()
+        self.wal.close()
+
+    def _run(self) -> None:
+        while True:
+            closed = self._closed
+            spans, opened = self.wal.pending()
+            due = opened is not None and (
+                spans >= self.commit_spans or self.clock() - opened >= self.commit_interval
+            )
+            if due or closed:
+                self._drain()
+            if closed:
+                return
+            wait = (
+                self.commit_interval
+                if opened is None
+                else max(0.0, opened + self.commit_interval - self.clock())
+            )
+            self._wake.wait(timeout=wait)
+            self._wake.clear()
+
+    def _drain(self) -> None:
+        segment = self.wal.seal()
+        if segment is not None:
+            self._commit(segment)
+
+    def _commit(self, segment: Segment) -> None:
+        """Insert a segment, one insert per tenant; retried until the store takes it (acknowledged
+        spans wait in the log meanwhile, and backpressure holds new ones off when it is full)."""
+        by_tenant: dict[str, list[OtlpBatch]] = {}
+        for batch in segment.batches:
+            by_tenant.setdefault(batch.tenant, []).append(batch)
+        for tenant, batches in by_tenant.items():
+            token = f"{segment.name}:{tenant}"
+            delay = 0.1
+            while True:
+                try:
+                    self.inserts += 1
+                    self.store.write(OtlpBatch.concat(batches), token)
+                    break
+                except Exception as exc:
+                    if len(batches) > 1 and self._one_by_one(batches, token):
+                        break
+                    log.error("commit of %d spans failed, retrying: %s", sum(len(b) for b in batches), exc)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+        self.wal.trim(segment)
+        with self._lock:
+            self._uncommitted -= segment.spans
+            self.committed_spans += segment.spans
+            opened = self.wal.pending()[1]
+            self._oldest = opened if self._uncommitted else None
+
+    def _one_by_one(self, batches: list[OtlpBatch], token: str) -> bool:
+        """After a failed group insert: each request alone (each with its own token, so a retry
+        repeats none). If some are stored and others fail, the store works and those requests are
+        what it cannot take: they are dropped, counted and logged, instead of holding up every
+        request after them. If every one fails, the store is down: False, and the group waits."""
+        failed: list[tuple[OtlpBatch, Exception]] = []
+        for i, batch in enumerate(batches):
+            try:
+                self.inserts += 1
+                self.store.write(batch, f"{token}:{i}")
+            except Exception as exc:
+                failed.append((batch, exc))
+        if len(failed) == len(batches):
+            return False
+        for batch, error in failed:
+            log.error("a request of %d spans could not be stored and was dropped: %s", len(batch), error)
+            with self._lock:
+                self.failed_spans += len(batch)
+                self.committed_spans -= len(batch)
+        return True

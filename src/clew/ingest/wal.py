@@ -1,0 +1,136 @@
+"""The write-ahead log: requests are acknowledged once appended here, and committed to the store later
+in large inserts (ingest/writer.py).
+
+Segments live in a memory-backed directory (/dev/shm): they survive `kill -9` of the server (the
+kernel keeps the pages) but never reach the disk, so the unredacted requests they hold are never at
+rest; redaction runs when a segment is committed. A power loss loses what was not committed yet, as
+it loses ClickHouse's unsynced parts. A segment is named by the run that wrote it and a sequence
+number, which also names its inserts (deduplication tokens): a segment replayed after a crash that
+had already been inserted is dropped by the engine, so every span is stored exactly once.
+
+Record: u32 length of what follows, u16 tenant length, tenant, u32 spans, payload (one serialized
+ExportTraceServiceRequest). A record cut short by a kill was never acknowledged; replay skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clew.core.model import OtlpBatch
+
+SHM = Path("/dev/shm")
+_HEAD = struct.Struct("<IH")
+_SPANS = struct.Struct("<I")
+
+
+def default_dir(data_dir: Path) -> Path | None:
+    """The log of a data directory, memory-backed; None where there is no such filesystem."""
+    if not SHM.is_dir():
+        return None
+    digest = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return SHM / f"clew-wal-{digest}"
+
+
+@dataclass
+class Segment:
+    path: Path
+    batches: list[OtlpBatch] = field(default_factory=list)
+    spans: int = 0
+    opened: float = 0.0  # monotonic time of its first record
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def encode(batch: OtlpBatch) -> bytes:
+    tenant = batch.tenant.encode()
+    out = bytearray()
+    for i, payload in enumerate(batch.payloads):
+        spans = batch.spans if i == 0 else 0
+        body = tenant + _SPANS.pack(spans) + payload
+        out += _HEAD.pack(len(body), len(tenant)) + body
+    return bytes(out)
+
+
+def decode(data: bytes) -> list[OtlpBatch]:
+    """The complete records of a segment file, in order; a torn tail is left out."""
+    out, at = [], 0
+    while at + _HEAD.size <= len(data):
+        length, tenant_len = _HEAD.unpack_from(data, at)
+        body = data[at + _HEAD.size : at + _HEAD.size + length]
+        if len(body) < length or length < tenant_len + _SPANS.size:
+            break
+        tenant = body[:tenant_len].decode()
+        (spans,) = _SPANS.unpack_from(body, tenant_len)
+        out.append(OtlpBatch(tenant, (body[tenant_len + _SPANS.size :],), spans))
+        at += _HEAD.size + length
+    return out
+
+
+class Wal:
+    """Appends to the open segment; `seal()` hands it to the committer and opens the next."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.run = uuid.uuid4().hex[:12]
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._open: Segment | None = None
+        self._fd = -1
+
+    def leftovers(self) -> list[Segment]:
+        """Segments a previous run left (not yet committed, or committed but not trimmed), oldest
+        first: the committer replays them before anything new."""
+        found = []
+        for path in sorted(self.dir.glob("*.wal"), key=lambda p: p.stat().st_mtime_ns):
+            batches = decode(path.read_bytes())
+            found.append(Segment(path, batches, sum(b.spans for b in batches)))
+        return found
+
+    def append(self, batch: OtlpBatch, now: float) -> None:
+        """Once this returns, the batch survives the death of this process."""
+        record = encode(batch)
+        with self._lock:
+            if self._open is None:
+                self._seq += 1
+                path = self.dir / f"{self.run}-{self._seq:012d}.wal"
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                self._open = Segment(path, opened=now)
+            view = memoryview(record)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            self._open.batches.append(batch)
+            self._open.spans += batch.spans
+
+    def pending(self) -> tuple[int, float | None]:
+        """Spans in the open segment and when its first arrived."""
+        with self._lock:
+            if self._open is None:
+                return 0, None
+            return self._open.spans, self._open.opened
+
+    def seal(self) -> Segment | None:
+        with self._lock:
+            segment, self._open = self._open, None
+            if segment is not None:
+                os.close(self._fd)
+                self._fd = -1
+            return segment
+
+    @staticmethod
+    def trim(segment: Segment) -> None:
+        segment.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """After the committer drained it: an empty log leaves no directory behind."""
+        self.seal()
+        if not any(self.dir.glob("*.wal")):
+            self.dir.rmdir()
