@@ -27,10 +27,10 @@ from workload import requests  # noqa: E402
 # every processor that can be switched off: redaction, name templates, tail sampling (the RED metrics
 # view is part of the schema and runs in both modes)
 NO_PIPELINE = "[redaction]\nenabled = false\n[enrich]\nnormalize_names = false\n[sampling]\nenabled = false\n"
-LISTENING = re.compile(r"clew listening .*otlp-http=(\d+)")
+LISTENING = re.compile(r"clew listening .*otlp-http=(\d+).* http=(\d+)")
 
 
-def start_server(data_dir: str, pipeline: bool = True) -> tuple[subprocess.Popen[str], int]:
+def start_server(data_dir: str, pipeline: bool = True) -> tuple[subprocess.Popen[str], int, int]:
     cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", data_dir]
     cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0"]
     if not pipeline:
@@ -45,7 +45,7 @@ def start_server(data_dir: str, pipeline: bool = True) -> tuple[subprocess.Popen
     for line in proc.stdout:
         match = LISTENING.search(line)
         if match:
-            return proc, int(match.group(1))
+            return proc, int(match.group(1)), int(match.group(2))
     raise SystemExit("clew serve did not start")
 
 
@@ -111,10 +111,18 @@ def server_cpu(pid: int) -> float:
 
 def served(payloads: list[bytes], data_dir: str, pipeline: bool, k: int) -> tuple[float, float, int, int]:
     """One run against a fresh `clew serve`: seconds, server CPU seconds, 503 retries, spans stored."""
-    proc, port = start_server(data_dir, pipeline)
+    proc, port, http_port = start_server(data_dir, pipeline)
     try:
         cpu = server_cpu(proc.pid)
+        started = time.perf_counter()
         elapsed, retries = send_all(f"http://127.0.0.1:{port}/v1/traces", payloads, k)
+        # with the write-ahead log a 200 means logged: the run ends when the committer has stored all
+        while True:
+            health = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=30).json()
+            if not health.get("ingest", {}).get("uncommittedSpans"):
+                break
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
         cpu = server_cpu(proc.pid) - cpu
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -112,7 +112,9 @@ def measure(workload: str, spans: int, columns: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--workload", choices=["shop", "tracegen", "both"], default="both")
     parser.add_argument("--columns", action="store_true")

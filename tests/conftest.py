@@ -28,6 +28,10 @@ CONFORMANCE = Path(__file__).resolve().parent / "conformance"
 class ServerProcess:
     data_dir: Path
     extra_args: list[str] = field(default_factory=list)
+    # The write-ahead log answers before spans are queryable (within a commit interval); tests that
+    # read what they just sent run with it off, and the log has tests of its own (test_wal.py,
+    # test_durability.py)
+    wal: bool = False
     proc: subprocess.Popen[str] | None = None
     grpc_port: int = 0
     otlp_http_port: int = 0
@@ -43,7 +47,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "CLEW_WAL_DIR": "auto" if self.wal else "off"},
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None

@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.conftest import ServerProcess, canonical_spans
@@ -36,8 +37,10 @@ def _request(trace_id: bytes) -> bytes:
     return request.SerializeToString()
 
 
-def test_sigkill_loses_no_acknowledged_span(data_dir):
-    server = ServerProcess(data_dir).start()
+@pytest.mark.parametrize("wal", [True, False], ids=["logged", "committed"])
+def test_sigkill_loses_no_acknowledged_span(data_dir, wal):
+    """Both ways of acknowledging: from the write-ahead log (the default) and after the insert."""
+    server = ServerProcess(data_dir, wal=wal).start()
     acked: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -73,7 +76,7 @@ def test_sigkill_loses_no_acknowledged_span(data_dir):
         t.join(timeout=30)
     assert len(acked) >= 60, "the stream did not get going"
 
-    restarted = ServerProcess(data_dir).start()
+    restarted = ServerProcess(data_dir, wal=wal).start()
     try:
         for trace_id in acked:
             doc = restarted.trace(trace_id)

@@ -47,13 +47,12 @@ def _request(trace_id: bytes) -> bytes:
 
 def _logged(data_dir: Path, **extra: str) -> ServerProcess:
     """A server with the log on and a slow committer, so that a kill finds acknowledged spans in it."""
-    server = ServerProcess(data_dir)
-    os.environ["CLEW_WAL_DIR"] = "auto"
+    server = ServerProcess(data_dir, wal=True)
     os.environ["CLEW_COMMIT_INTERVAL_MS"] = extra.get("interval", "2000")
     try:
         return server.start()
     finally:
-        del os.environ["CLEW_WAL_DIR"], os.environ["CLEW_COMMIT_INTERVAL_MS"]
+        del os.environ["CLEW_COMMIT_INTERVAL_MS"]
 
 
 def _stored(server: ServerProcess) -> dict[str, int]:

@@ -32,10 +32,10 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_queue_spans: int = 200_000
     max_batch_spans: int = 100_000
-    # the write-ahead log (ingest/wal.py): "" none, a request is answered once its insert returned;
-    # "auto" a memory-backed directory per data directory; or a directory, which must be
+    # the write-ahead log (ingest/wal.py): "auto" a memory-backed directory per data directory;
+    # "off" none, a request is answered once its insert returned; or a directory, which must be
     # memory-backed: the log holds requests before redaction
-    wal_dir: str = ""
+    wal_dir: str = "auto"
     commit_interval_ms: int = 500
     commit_spans: int = 100_000
     redaction: RedactionConfig = field(default_factory=RedactionConfig)  # clew.toml [redaction] only

@@ -158,11 +158,11 @@ def assembly_http_app(assembly: Assembly, writer: IngestStats | None = None) -> 
 
 
 def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWriter:
-    """The sink of the receivers: commits before answering, or with `wal_dir` set, the write-ahead
-    log and its committer ("auto": memory-backed, beside nothing on disk)."""
+    """The sink of the receivers: the write-ahead log and its committer (`wal_dir` "auto": in
+    memory-backed storage, where there is some), or with `wal_dir = "off"` commits before answering."""
     if settings.wal_dir == "auto":
         directory = default_dir(settings.data_dir)
-    elif settings.wal_dir:
+    elif settings.wal_dir and settings.wal_dir != "off":
         directory = Path(settings.wal_dir)
     else:
         directory = None
