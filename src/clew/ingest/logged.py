@@ -19,6 +19,7 @@ from collections.abc import Callable
 from clew.core.errors import Backpressure
 from clew.core.model import OtlpBatch
 from clew.ingest.wal import Segment, Wal
+from clew.ingest.writer import full
 from clew.store.spans import SpanWriter
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,7 @@ class LoggedWriter:
         if n == 0:
             return
         with self._lock:
-            if self._closed:
-                raise Backpressure()
-            # an oversized batch is still let in when nothing waits, or it could never be written
-            if self._uncommitted and self._uncommitted + n > self.max_queue_spans:
+            if full(self._uncommitted, n, self.max_queue_spans, self._closed):
                 self.refused_spans += n
                 raise Backpressure()
             now = self.clock()

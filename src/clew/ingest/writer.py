@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 _Item = tuple[OtlpBatch, asyncio.AbstractEventLoop, asyncio.Future[None]]
 
 
+def full(pending: int, n: int, limit: int, closed: bool) -> bool:
+    """Whether a sink holding `pending` uncommitted spans must refuse `n` more. An oversized batch is
+    still let in when nothing waits, or it could never be written."""
+    return closed or (pending > 0 and pending + n > limit)
+
+
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
     if fut.done():  # the caller went away; its spans were still written
         return
@@ -75,10 +81,7 @@ class Writer:
         if n == 0:
             return
         with self._lock:
-            if self._closed:
-                raise Backpressure()
-            # An oversized batch is still let in when nothing waits, or it could never be written.
-            if self._pending and self._pending + n > self.max_queue_spans:
+            if full(self._pending, n, self.max_queue_spans, self._closed):
                 self.refused_spans += n
                 raise Backpressure()
             self._pending += n
