@@ -177,7 +177,17 @@ def test_the_log_keeps_secrets_off_the_disk_and_is_gone_after_replay(data_dir: P
     assert b"hunter2-very-secret" in readable_bytes(wal)  # in memory-backed storage only
     server.stop(signal.SIGKILL)
     assert b"hunter2-very-secret" not in readable_bytes(data_dir)
-    server = _logged(data_dir)  # replays: the spans are stored, redacted, and the log is removed
+    # `clew export --data-dir` on the killed server's store commits the log first, as a start would
+    exported = subprocess.run(
+        [sys.executable, "-m", "clew.cli", "export", TRACE, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert "[REDACTED]" in exported.stdout and "hunter2-very-secret" not in exported.stdout
+    assert not wal.exists()  # committed and removed
+    server = _logged(data_dir)  # nothing left to replay: the spans are stored, redacted
     try:
         _settled(server)
         doc = httpx.get(f"{server.http_url}/api/v1/traces/{TRACE}", timeout=30).json()

@@ -115,9 +115,25 @@ def _store(data_dir: Path) -> Assembly:
     # no sampler runs without the server to decide these spans: they are stored settled, as kept
     offline = dataclasses.replace(settings.sampling, enabled=False)
     try:
-        return open_embedded(data_dir, settings, sampling=offline)
+        store = open_embedded(data_dir, settings, sampling=offline)
     except StoreError as exc:
         _fail(str(exc))
+    _replay_log(store, data_dir)
+    return store
+
+
+def _replay_log(store: Assembly, data_dir: Path) -> None:
+    """Spans a killed server acknowledged and had not committed: into the store first, as its next
+    start would, so that `import` and `export` see the store the server would have had."""
+    from clew.ingest.logged import LoggedWriter
+    from clew.ingest.wal import Wal, default_dir
+
+    directory = default_dir(data_dir)
+    if directory is None or not any(directory.glob("*.wal")):
+        return
+    writer = LoggedWriter(store.writer, Wal(directory))
+    writer.replay()
+    writer.close()
 
 
 @main.command("import")
