@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from clew.core.errors import StoreError
@@ -34,9 +34,7 @@ class Migration:
     owner: str  # "spans", or the component whose tables these are
     version: int  # 1, 2, ... per owner, applied in this order
     name: str
-    # SQL with `{db}`, or a function of the connection and the database for a step that must look
-    # before it acts (a rebuild that a new data directory does not need)
-    statements: tuple[str | Callable[[Connection, str], None], ...]
+    statements: tuple[str, ...]  # SQL with `{db}`
 
 
 def applied(conn: Connection, db: str) -> dict[str, int]:
@@ -69,10 +67,7 @@ def migrate(conn: Connection, db: str, migrations: Iterable[Migration]) -> list[
             )
         for m in steps[done.get(owner, 0) :]:
             for statement in m.statements:
-                if callable(statement):
-                    statement(conn, db)
-                else:
-                    conn.command(statement.format(db=db))
+                conn.command(statement.format(db=db))
             conn.command(
                 f"INSERT INTO {db}.schema_migrations VALUES "
                 "({owner:String}, {version:UInt32}, {name:String}, fromUnixTimestamp64Milli({at:Int64}, 'UTC'))",
@@ -83,9 +78,7 @@ def migrate(conn: Connection, db: str, migrations: Iterable[Migration]) -> list[
     return ran
 
 
-def steps(
-    owner: str, *named: tuple[str, Sequence[str | Callable[[Connection, str], None]]]
-) -> list[Migration]:
+def steps(owner: str, *named: tuple[str, Sequence[str]]) -> list[Migration]:
     """Migrations of one owner numbered in the order given: (name, statements) each."""
     return [Migration(owner, i + 1, name, tuple(sql)) for i, (name, sql) in enumerate(named)]
 

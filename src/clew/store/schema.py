@@ -3,13 +3,8 @@
 
 from __future__ import annotations
 
-import logging
-
 from clew.core.model import COLUMNS
-from clew.store.connection import Connection
-from clew.store.migrations import Migration, steps
-
-log = logging.getLogger(__name__)
+from clew.store.migrations import Migration, rebuild, steps
 
 SPANS_DDL = """
 CREATE TABLE IF NOT EXISTS {{db}}.{{table}} (
@@ -86,30 +81,6 @@ _V1_DDL = (
 )
 
 
-def _rebuild(conn: Connection, db: str) -> None:
-    """Copy the spans into a table of the current layout and swap the two (`EXCHANGE` is atomic, and
-    the RED view follows the name). A rebuild cut off before the swap starts over; after it, the
-    old copy is just dropped."""
-    if _layout_is_current(conn, db):
-        return
-    conn.command(f"DROP TABLE IF EXISTS {db}.spans_rebuild")
-    conn.command(spans_ddl("spans_rebuild").replace("{db}", db))
-    rows = int(conn.query(f"SELECT count() FROM {db}.spans").column(0)[0].as_py())
-    if rows:
-        log.warning("schema: rebuilding %s.spans (%d spans) in the trace-ordered layout, once", db, rows)
-    conn.command(f"INSERT INTO {db}.spans_rebuild SELECT * FROM {db}.spans")
-    conn.command(f"EXCHANGE TABLES {db}.spans AND {db}.spans_rebuild")
-    conn.command(f"DROP TABLE {db}.spans_rebuild")
-
-
-def _layout_is_current(conn: Connection, db: str) -> bool:
-    row = conn.query(
-        "SELECT sorting_key, partition_key FROM system.tables WHERE database = {db:String} AND name = 'spans'",
-        {"db": db},
-    ).to_pylist()[0]
-    return (row["sorting_key"], row["partition_key"]) == (ORDER_KEY[1:-1], PARTITION_KEY)
-
-
 MIGRATIONS: list[Migration] = steps(
     "spans",
     ("spans table", [_V1_DDL]),
@@ -124,7 +95,7 @@ MIGRATIONS: list[Migration] = steps(
             "ALTER TABLE {db}.spans ADD " + RECEIVED_INDEX.replace("INDEX", "INDEX IF NOT EXISTS", 1),
         ],
     ),
-    ("trace-ordered layout, measured codecs, bounded partitions", [_rebuild]),
+    ("trace-ordered layout, measured codecs, bounded partitions", rebuild("spans", spans_ddl("spans_next"))),
     (
         "deduplication of replayed inserts",
         [
@@ -132,25 +103,3 @@ MIGRATIONS: list[Migration] = steps(
         ],
     ),
 )
-
-
-def tiered(conn: Connection, db: str) -> bool:
-    """Whether the spans table has the current partition key (day of start, retention tier); data
-    directories of early development versions do not, and get no tiered retention."""
-    key = (
-        conn.query(
-            "SELECT partition_key FROM system.tables WHERE database = {db:String} AND name = 'spans'",
-            {"db": db},
-        )
-        .column(0)[0]
-        .as_py()
-    )
-    if key == PARTITION_KEY:
-        return True
-    log.warning(  # pragma: no cover - data directories of earlier development versions
-        "spans in %s are partitioned by %s, from before the current retention tiers; they stay until "
-        "deleted. Export and re-import them to get tiered retention.",
-        db,
-        key,
-    )
-    return False

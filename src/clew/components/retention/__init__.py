@@ -19,7 +19,7 @@ from clew.core.durations import DurationError, parse_duration
 from clew.core.errors import ConfigError
 from clew.core.telemetry import Metric, Sample
 from clew.store.migrations import Migration, steps
-from clew.store.schema import SETTLED, tiered
+from clew.store.schema import SETTLED
 from clew.store.spans import RECEIVED_SQL
 from clew.store.transforms import Transforms
 
@@ -114,7 +114,6 @@ class Retention(BaseComponent):
         self.conn, self.db, self.config = ctx.conn, ctx.db, config
         self.kept, self.watchers = kept, watchers
         self.interval = config.interval
-        self.hourly = True
         self.runs = self.deleted_spans = 0
 
     def migrations(self) -> Sequence[Migration]:
@@ -128,9 +127,7 @@ class Retention(BaseComponent):
         return Transforms({"tier_hour": SETTLED.replace("received_at", RECEIVED_SQL)})
 
     def start(self) -> None:
-        self.hourly = tiered(self.conn, self.db)
-        if self.hourly:
-            self._recover()
+        self._recover()
 
     def tick(self, now: int) -> None:
         self.expire(now)
@@ -146,8 +143,6 @@ class Retention(BaseComponent):
         partition and it is dropped. So a span stays between one and two full-fidelity windows, and
         no row is ever deleted one by one. A full-fidelity partition goes once its hour ended
         `retention` ago, a settled one once its received day did."""
-        if not self.hourly:
-            return 0
         deleted = 0
         full_fidelity = self.config.full_fidelity if self.kept is not None else None
         old = now - self.config.period
