@@ -4,6 +4,7 @@ the log never puts an unredacted span on disk and is gone once replayed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,35 +17,24 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from clew.assembly import open_embedded
+from clew.core.model import OtlpBatch
 from clew.ingest.logged import LoggedWriter
 from clew.ingest.wal import Wal, decode, default_dir, encode
 from clew.receivers.otlp import accept_request, decode_json
 from tests.chfiles import readable_bytes
 from tests.conftest import ServerProcess
 from tests.shop_data import shop
+from tests.test_durability import SPANS_PER_REQUEST as SPANS
+from tests.test_durability import _request
 from tests.test_redaction import TRACE, leaky_trace
 
 pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="the log needs memory-backed storage")
-SPANS = 25
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
-
-def _request(trace_id: bytes) -> bytes:
-    request = ExportTraceServiceRequest()
-    spans = request.resource_spans.add().scope_spans.add().spans
-    start = time.time_ns()
-    for i in range(SPANS):
-        spans.add(
-            trace_id=trace_id,
-            span_id=(i + 1).to_bytes(8, "big"),
-            name=f"s{i}",
-            start_time_unix_nano=start + i,
-            end_time_unix_nano=start + i + 1000,
-        )
-    return request.SerializeToString()
 
 
 def _logged(data_dir: Path, **extra: str) -> ServerProcess:
@@ -232,3 +222,38 @@ def test_kills_during_replay_still_store_each_span_once(data_dir: Path):
     server.stop()
     stored = _stored(server)
     assert {t: stored.get(t) for t in sent} == dict.fromkeys(sent, SPANS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tenants=st.lists(st.text(max_size=300), min_size=1, max_size=4),
+    payloads=st.lists(st.binary(max_size=2000), min_size=1, max_size=3),
+    spans=st.integers(min_value=1, max_value=2**32 - 1),
+)
+def test_records_read_back_as_written(tenants: list[str], payloads: list[bytes], spans: int):
+    batches = [OtlpBatch(t, tuple(payloads), spans) for t in tenants]
+    data = b"".join(encode(b) for b in batches)
+    got = decode(data)
+    assert [(b.tenant, b.payloads[0]) for b in got] == [(t, p) for t in tenants for p in payloads]
+    assert sum(b.spans for b in got) == spans * len(tenants)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=4000))
+def test_any_bytes_in_a_segment_decode_without_an_error(data: bytes):
+    """A damaged segment must not stop the server at start-up: decode reads what is whole."""
+    for batch in decode(data):
+        assert isinstance(batch.tenant, str)
+
+
+def test_a_tenant_longer_than_sixty_four_kilobytes_is_logged_and_committed(tmp_path: Path):
+    store = open_embedded(tmp_path / "data")
+    try:
+        writer = LoggedWriter(store.writer, Wal(tmp_path / "wal"))
+        tenant = "t" * 70_000
+        batch = decode_json(json.dumps(shop()).encode(), tenant=tenant).batch
+        asyncio.run(writer.write(batch))
+        writer.close()
+        assert store.reader.span_count(tenant) == 10
+    finally:
+        store.close()

@@ -8,8 +8,9 @@ it loses ClickHouse's unsynced parts. A segment is named by the run that wrote i
 number, which also names its inserts (deduplication tokens): a segment replayed after a crash that
 had already been inserted is dropped by the engine, so every span is stored exactly once.
 
-Record: u32 length of what follows, u16 tenant length, tenant, u32 spans, payload (one serialized
-ExportTraceServiceRequest). A record cut short by a kill was never acknowledged; replay skips it.
+Record: u32 length of what follows, u32 tenant length, tenant, u32 spans, payload (one serialized
+ExportTraceServiceRequest). A record cut short by a kill was never acknowledged; replay skips it, and
+stops at anything that does not decode.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from clew.core.model import OtlpBatch
 
 SHM = Path("/dev/shm")
-_HEAD = struct.Struct("<IH")
+_HEAD = struct.Struct("<II")  # a tenant is whatever the header said: no bound of the log's own
 _SPANS = struct.Struct("<I")
 
 
@@ -67,7 +68,10 @@ def decode(data: bytes) -> list[OtlpBatch]:
         body = data[at + _HEAD.size : at + _HEAD.size + length]
         if len(body) < length or length < tenant_len + _SPANS.size:
             break
-        tenant = body[:tenant_len].decode()
+        try:
+            tenant = body[:tenant_len].decode()
+        except UnicodeDecodeError:
+            break
         (spans,) = _SPANS.unpack_from(body, tenant_len)
         out.append(OtlpBatch(tenant, (body[tenant_len + _SPANS.size :],), spans))
         at += _HEAD.size + length
