@@ -257,3 +257,30 @@ def test_a_tenant_longer_than_sixty_four_kilobytes_is_logged_and_committed(tmp_p
         assert store.reader.span_count(tenant) == 10
     finally:
         store.close()
+
+
+@pytest.fixture(scope="module")
+def logged_server(tmp_path_factory: pytest.TempPathFactory):
+    server = _logged(tmp_path_factory.mktemp("fuzz") / "data", interval="100")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+HEADER_TEXT = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=300
+).map(str.strip)  # what a client may send: Latin-1, no controls, no surrounding blanks
+
+
+@settings(max_examples=60, deadline=None)
+@given(tenant=HEADER_TEXT)
+def test_any_tenant_header_is_logged_and_read_without_a_server_error(
+    logged_server: ServerProcess, tenant: str
+):
+    """The identity seam and the log take whatever `X-Scope-OrgID` a client sends."""
+    headers = {"X-Scope-OrgID": tenant.encode("latin-1")}
+    posted = httpx.post(f"{logged_server.otlp_http_url}/v1/traces", json=shop(), headers=headers, timeout=30)
+    assert posted.status_code == 200, posted.text
+    read = httpx.get(f"{logged_server.http_url}/api/services", headers=headers, timeout=30)
+    assert read.status_code == 200, read.text
