@@ -178,3 +178,15 @@ def test_a_slow_write_does_not_hold_up_reads(backend: Connection):
     done.append("read")
     slow.join()
     assert done == ["read", "slow write"]
+
+
+@pytest.mark.parametrize("tenant", ["\\", "a\\", "\\x61", "tab\there", "quote'\"", "new\nline", "nul\0"])
+def test_parameter_values_reach_the_engine_as_sent(backend: Connection, tenant: str):
+    """A tenant (or any value) with backslashes or control characters is stored and found as sent,
+    never read as an escape sequence (`\\x61` is not `a`) nor refused."""
+    s = Store(backend)
+    s.writer.write(decode_json(json.dumps(shop()).encode(), tenant=tenant).batch)
+    assert s.reader.span_count(tenant) == 10
+    assert s.reader.services(tenant) == ["checkout", "frontend"]
+    assert len(s.reader.get_trace(bytes.fromhex(A), tenant)) == 5
+    assert s.reader.span_count("a") == 0

@@ -27,6 +27,17 @@ def _settings_clause(settings: dict[str, object]) -> str:
     )
 
 
+# The engine reads a query parameter's text with escape sequences (as in TSV) before parsing it as
+# its type, so `\` alone was an error and `\x61` read as `a`: escaped here, every value arrives as sent.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
+def _escaped(params: dict[str, object] | None) -> dict[str, object] | None:
+    if not params:
+        return None
+    return {k: v.translate(_ESCAPES) if isinstance(v, str) else v for k, v in params.items()}
+
+
 class _Session:
     """One chdb session and the lock that keeps it to one statement at a time: a session keeps query
     parameters as session state, so concurrent statements on it would see each other's."""
@@ -40,7 +51,7 @@ class _Session:
     def run(self, sql: str, fmt: str, params: dict[str, object] | None) -> Any:
         with self.lock:
             try:
-                return self.session.query(sql, fmt, params=params or None)
+                return self.session.query(sql, fmt, params=_escaped(params))
             except Exception as exc:  # chdb raises RuntimeError with ClickHouse's text
                 raise StoreError(str(exc)) from exc
 
@@ -114,7 +125,9 @@ class ChdbConnection:
             source = f"file({_quote(str(spool))}, {_quote(fmt)}, {_quote(structure)})"
             try:
                 self._writer.session.query(
-                    sql.replace("{source}", source) + _settings_clause(settings), "CSV", params=params or None
+                    sql.replace("{source}", source) + _settings_clause(settings),
+                    "CSV",
+                    params=_escaped(params),
                 )
             except Exception as exc:
                 raise StoreError(str(exc)) from exc
