@@ -27,6 +27,7 @@ from clew.core.telemetry import Metric, Sample
 from clew.store.connection import Connection
 from clew.store.migrations import migrate
 from clew.store.schema import MIGRATIONS as SPANS_MIGRATIONS
+from clew.store.schema import set_fsync
 from clew.store.spans import ClickHouseSpanWriter
 from clew.store.traces import ClickHouseTraceReader
 from clew.store.transforms import compose
@@ -104,6 +105,7 @@ def assemble(
     parts = components(settings, ctx, state_dir or settings.data_dir)
     try:
         migrate(conn, DATABASE, [*SPANS_MIGRATIONS, *(m for c in parts for m in c.migrations())])
+        set_fsync(conn, DATABASE, settings.fsync)
         stages = [stage for c in parts if (stage := c.insert_stage()) is not None]
         writer.append(ClickHouseSpanWriter(conn, DATABASE, compose(*stages), clock))
         for c in parts:

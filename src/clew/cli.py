@@ -55,6 +55,12 @@ def _port(name: str, default: int) -> Callable[[FC], FC]:
 @click.option("--max-body-bytes", type=click.IntRange(1024), help="largest request body after decompression")
 @click.option("--max-queue-spans", type=click.IntRange(1), help="spans waiting for commit before 503s")
 @click.option(
+    "--fsync",
+    is_flag=True,
+    default=None,
+    help="answer only once spans are flushed to stable storage (survives a power loss; slower)",
+)
+@click.option(
     "--demo", is_flag=True, help="also run the demo shop and its load (`clew demo`), stopped with the server"
 )
 def serve(config_file: Path | None, demo: bool, **flags: object) -> None:
@@ -118,22 +124,12 @@ def _store(data_dir: Path) -> Assembly:
         store = open_embedded(data_dir, settings, sampling=offline)
     except StoreError as exc:
         _fail(str(exc))
-    _replay_log(store, data_dir)
+    from clew.server import replay_log
+
+    # spans a killed server acknowledged and had not committed: into the store first, as its next
+    # start would, so that `import` and `export` see the store the server would have had
+    replay_log(dataclasses.replace(settings, data_dir=data_dir), store)
     return store
-
-
-def _replay_log(store: Assembly, data_dir: Path) -> None:
-    """Spans a killed server acknowledged and had not committed: into the store first, as its next
-    start would, so that `import` and `export` see the store the server would have had."""
-    from clew.ingest.logged import LoggedWriter
-    from clew.ingest.wal import Wal, default_dir
-
-    directory = default_dir(data_dir)
-    if directory is None or not any(directory.glob("*.wal")):
-        return
-    writer = LoggedWriter(store.writer, Wal(directory))
-    writer.replay()
-    writer.close()
 
 
 @main.command("import")

@@ -19,6 +19,18 @@ __all__ = ["ConfigError", "Settings"]
 DEFAULT_CONFIG_FILE = "clew.toml"
 # settings that are whole tables of clew.toml (each a component's config), not single values
 TABLES = ("redaction", "enrich", "sampling", "retention")
+# tables of clew.toml whose keys are plain settings, grouped for readers of the file
+GROUPS: dict[str, tuple[str, ...]] = {
+    "ingest": (
+        "fsync",
+        "wal_dir",
+        "commit_interval_ms",
+        "commit_spans",
+        "max_queue_spans",
+        "max_batch_spans",
+    ),
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +50,9 @@ class Settings:
     wal_dir: str = "auto"
     commit_interval_ms: int = 500
     commit_spans: int = 100_000
+    # power-loss durability: a request is answered once its spans are in a part the engine has
+    # fsynced (the spans table itself, redacted, is the log); the memory-backed log is not used
+    fsync: bool = False
     redaction: RedactionConfig = field(default_factory=RedactionConfig)  # clew.toml [redaction] only
     enrich: EnrichConfig = field(default_factory=EnrichConfig)  # clew.toml [enrich] only
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # clew.toml [sampling] only
@@ -52,8 +67,14 @@ class Settings:
                 doc = tomllib.loads(Path(path).read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-            section = doc.get("serve", {k: v for k, v in doc.items() if k not in TABLES})
+            section = doc.get("serve", {k: v for k, v in doc.items() if k not in (*TABLES, *GROUPS)})
             settings = settings._with(section, f"config file {path}")
+            for group, names in GROUPS.items():
+                table = doc.get(group, {})
+                unknown = sorted(set(table) - set(names)) if isinstance(table, dict) else [group]
+                if unknown:
+                    raise ConfigError(f"config file {path}: unknown setting {group}.{unknown[0]}")
+                settings = settings._with(table, f"config file {path} [{group}]")
             try:
                 sampling = SamplingConfig.from_toml(doc.get("sampling", {}))
                 settings = replace(
@@ -90,10 +111,22 @@ class Settings:
             try:
                 if isinstance(default, Path):
                     changes[name] = Path(value)
+                elif isinstance(default, bool):
+                    changes[name] = _boolean(value)
                 elif isinstance(default, int):
                     changes[name] = int(value)
                 else:
                     changes[name] = str(value)
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{source}: {key} must be a number, got {value!r}") from exc
+                kind = "true or false" if isinstance(default, bool) else "a number"
+                raise ConfigError(f"{source}: {key} must be {kind}, got {value!r}") from exc
         return replace(self, **changes)
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(value)

@@ -159,14 +159,10 @@ def assembly_http_app(assembly: Assembly, writer: IngestStats | None = None) -> 
 
 def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWriter:
     """The sink of the receivers: the write-ahead log and its committer (`wal_dir` "auto": in
-    memory-backed storage, where there is some), or with `wal_dir = "off"` commits before answering."""
-    if settings.wal_dir == "auto":
-        directory = default_dir(settings.data_dir)
-    elif settings.wal_dir and settings.wal_dir != "off":
-        directory = Path(settings.wal_dir)
-    else:
-        directory = None
-    if directory is None:
+    memory-backed storage, where there is some), or, with `wal_dir = "off"` or `fsync`, a writer that
+    commits before answering (with `fsync`, into parts the engine has flushed to stable storage)."""
+    directory = log_dir(settings)
+    if directory is None or settings.fsync:
         return Writer(assembly.writer, settings.max_queue_spans, settings.max_batch_spans)
     return LoggedWriter(
         assembly.writer,
@@ -175,6 +171,26 @@ def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWrit
         settings.commit_interval_ms / 1000,
         settings.commit_spans,
     )
+
+
+def log_dir(settings: Settings) -> Path | None:
+    if settings.wal_dir == "auto":
+        return default_dir(settings.data_dir)
+    if settings.wal_dir and settings.wal_dir != "off":
+        return Path(settings.wal_dir)
+    return None
+
+
+def replay_log(settings: Settings, assembly: Assembly) -> int:
+    """Commit what a killed run acknowledged from the log (also when this run does not use one:
+    a server restarted with `fsync` or without the log still owes those spans)."""
+    directory = log_dir(settings) or default_dir(settings.data_dir)
+    if directory is None or not directory.is_dir() or not any(directory.glob("*.wal")):
+        return 0
+    writer = LoggedWriter(assembly.writer, Wal(directory))
+    spans = writer.replay()
+    writer.close()
+    return spans
 
 
 async def housekeeping(
@@ -201,9 +217,9 @@ async def housekeeping(
 async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, commit everything accepted, close the store."""
     assembly = assemble(settings)
+    # what a killed run acknowledged, before anything new
+    await asyncio.to_thread(replay_log, settings, assembly)
     writer = ingest_writer(settings, assembly)
-    if isinstance(writer, LoggedWriter):  # what a killed run acknowledged, before anything new
-        await asyncio.to_thread(writer.replay)
     writer.start()
     chores = asyncio.create_task(housekeeping(every(assembly.components)))
     try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from clew.core.model import COLUMNS
+from clew.store.connection import Connection
 from clew.store.migrations import Migration, rebuild, steps
 
 SPANS_DDL = """
@@ -103,3 +104,24 @@ MIGRATIONS: list[Migration] = steps(
         ],
     ),
 )
+
+
+def set_fsync(conn: Connection, db: str, on: bool) -> list[str]:
+    """Make every MergeTree table of `db` fsync each part it writes (files, then the part and table
+    directories) before an insert returns, or stop doing so; returns the tables changed. With it on,
+    an insert that returned survives a power loss, and the rows it holds are the redacted ones."""
+    tables: list[str] = (
+        conn.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree'",
+            {"db": db},
+        )
+        .column("name")
+        .to_pylist()
+    )
+    value = int(on)
+    for table in tables:
+        conn.command(
+            f"ALTER TABLE {db}.`{table}` MODIFY SETTING "
+            f"fsync_after_insert = {value}, fsync_part_directory = {value}"
+        )
+    return tables
