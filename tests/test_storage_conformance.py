@@ -190,3 +190,23 @@ def test_parameter_values_reach_the_engine_as_sent(backend: Connection, tenant: 
     assert s.reader.services(tenant) == ["checkout", "frontend"]
     assert len(s.reader.get_trace(bytes.fromhex(A), tenant)) == 5
     assert s.reader.span_count("a") == 0
+
+
+def test_a_failed_statement_never_changes_the_next_answer(store: Store, backend: Connection):
+    """A statement the engine refuses (RE2 rejects the lookahead Python's `re` accepts) fails alone:
+    every statement after it, on any session, reads what it would have read (issue 12, finding 1)."""
+    backend.command("CREATE TABLE clew.words (a UInt64, s String) ENGINE = MergeTree ORDER BY a")
+    backend.command("INSERT INTO clew.words SELECT number, toString(number) FROM numbers(100)")
+    expected = store.reader.services()
+    trace = canonical_spans(to_otlp_json(to_traces_data(store.reader.get_trace(bytes.fromhex(A)))))
+    for _ in range(3):
+        with pytest.raises(StoreError):
+            backend.query("SELECT count() FROM clew.words WHERE match(s, '(?=a)a')")
+        with pytest.raises(StoreError):
+            backend.command("SELECT count() FROM clew.words WHERE match(s, '(?<=a)')")
+        for _ in range(3):  # every reader session of a pool, whichever the failure landed on
+            assert store.reader.services() == expected
+            got = store.reader.get_trace(bytes.fromhex(A))
+            assert canonical_spans(to_otlp_json(to_traces_data(got))) == trace
+    store.writer.write(decode_json(json.dumps(shop()).encode(), tenant="after").batch)
+    assert store.reader.span_count("after") == 10

@@ -45,15 +45,45 @@ class _Session:
     def __init__(self, path: Path) -> None:
         from chdb import session  # imported lazily: loading the engine takes a moment
 
-        self.session = session.Session(str(path))
+        self.path = str(path)
+        self.session = session.Session(self.path)
         self.lock = threading.Lock()
 
     def run(self, sql: str, fmt: str, params: dict[str, object] | None) -> Any:
         with self.lock:
+            return self.execute(sql, fmt, params)
+
+    def execute(self, sql: str, fmt: str, params: dict[str, object] | None) -> Any:
+        """`run` with the lock already held."""
+        try:
+            return self.session.query(sql, fmt, params=_escaped(params))
+        except Exception as exc:  # chdb raises RuntimeError with ClickHouse's text
+            self._recover(fmt)
+            raise StoreError(str(exc)) from exc
+
+    def _recover(self, fmt: str) -> None:
+        """After a failed statement, chdb hands the next result of the session back malformed
+        (measured with chdb 4.4 and 26.9: the next Arrow result fails with "Invalid flatbuffers
+        message", or carries the header in its rows), so one failing query would break whoever ran
+        the next one. A probe takes that result; the session is replaced if probes keep failing."""
+        for _ in range(_PROBES):
             try:
-                return self.session.query(sql, fmt, params=_escaped(params))
-            except Exception as exc:  # chdb raises RuntimeError with ClickHouse's text
-                raise StoreError(str(exc)) from exc
+                if _probe_ok(self.session.query("SELECT 1 AS ok", fmt), fmt):
+                    return
+            except Exception:  # the broken result is what the probe is there to take
+                continue
+        from chdb import session
+
+        self.session = session.Session(self.path)
+
+
+_PROBES = 3
+
+
+def _probe_ok(result: Any, fmt: str) -> bool:
+    if fmt == "ArrowTable":
+        return bool(result.column("ok").to_pylist() == [1])
+    return str(result).strip() == "1"
 
 
 class ChdbConnection:
@@ -124,13 +154,9 @@ class ChdbConnection:
             spool.write_bytes(data)
             source = f"file({_quote(str(spool))}, {_quote(fmt)}, {_quote(structure)})"
             try:
-                self._writer.session.query(
-                    sql.replace("{source}", source) + _settings_clause(settings),
-                    "CSV",
-                    params=_escaped(params),
+                self._writer.execute(
+                    sql.replace("{source}", source) + _settings_clause(settings), "CSV", params
                 )
-            except Exception as exc:
-                raise StoreError(str(exc)) from exc
             finally:
                 spool.unlink(missing_ok=True)
 
