@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from clew.api.jaeger_model import KIND_NAMES, jaeger_id, to_jaeger_traces
-from clew.components.http import int_param, jaeger_envelope, tenant, trace_id_param
+from clew.components.http import MAX_LIMIT, epoch_param, int_param, jaeger_envelope, tenant, trace_id_param
 from clew.core.durations import parse_duration
 from clew.core.errors import BadRequest, NotFound
 from clew.core.model import parse_trace_id
@@ -46,11 +46,11 @@ def trace_query(request: Request) -> TraceQuery:
     service = params.get("service")
     if not service:
         raise BadRequest("parameter 'service' is required")
-    end_us = int_param(request, "end")
-    end = end_us * 1000 if end_us is not None else time.time_ns()
-    start_us = int_param(request, "start")
-    if start_us is not None:
-        start = start_us * 1000
+    end_ns = epoch_param(request, "end", 1000)  # microseconds, as Jaeger's UI sends them
+    end = end_ns if end_ns is not None else time.time_ns()
+    start_ns = epoch_param(request, "start", 1000)
+    if start_ns is not None:
+        start = start_ns
     else:
         lookback = params.get("lookback")
         start = end - (
@@ -60,9 +60,7 @@ def trace_query(request: Request) -> TraceQuery:
         )
     if start > end:
         raise BadRequest("start must not be after end")
-    limit = int_param(request, "limit") or DEFAULT_LIMIT
-    if limit < 0:
-        raise BadRequest("limit must not be negative")
+    limit = int_param(request, "limit", 0, MAX_LIMIT) or DEFAULT_LIMIT
     min_d, max_d = params.get("minDuration"), params.get("maxDuration")
     return TraceQuery(
         service=service,

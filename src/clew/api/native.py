@@ -29,11 +29,11 @@ def search_request(request: Request) -> SearchRequest:
     if q is None:
         raise BadRequest("parameter 'q' is required, for example q={ status = error }")
     start, end = time_range(request)
-    limit = number(request, "limit", DEFAULT_SEARCH_LIMIT)
-    if not (1 <= limit <= MAX_SEARCH_LIMIT) or limit != int(limit):
+    limit = number(request, "limit", DEFAULT_SEARCH_LIMIT, 1, MAX_SEARCH_LIMIT)
+    if limit != int(limit):
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_SEARCH_LIMIT}")
-    spss = number(request, "spss", 3)
-    if not (1 <= spss <= MAX_SPANS_PER_TRACE) or spss != int(spss):
+    spss = number(request, "spss", 3, 1, MAX_SPANS_PER_TRACE)
+    if spss != int(spss):
         raise BadRequest(f"spss must be a whole number from 1 to {MAX_SPANS_PER_TRACE}")
     return SearchRequest(
         query=parse(q),

@@ -6,6 +6,7 @@ Errors are raised as domain exceptions (`clew.core.errors`) and answered by the 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,26 +19,40 @@ from clew.core.identity import caller_of
 from clew.core.model import parse_trace_id
 
 DEFAULT_WINDOW_S = 3600
+# times travel as Int64 nanoseconds since the epoch (what the engine stores): the last second it holds
+MAX_NS = 2**63 - 1
+MAX_SECONDS = MAX_NS // 10**9  # 2262-04-11
+# the most traces one search answers, on every API (Jaeger's `limit` included)
+MAX_LIMIT = 1000
 
 
 def tenant(request: Request) -> str:
     return caller_of(request.scope).tenant
 
 
-def number(request: Request, name: str, default: float) -> float:
+def number(
+    request: Request, name: str, default: float, low: float = -math.inf, high: float = math.inf
+) -> float:
+    """A finite number from `low` to `high` (NaN and infinities are refused, as is anything an
+    engine type could not hold once scaled)."""
     text = request.query_params.get(name)
     if text in (None, ""):
         return default
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise BadRequest(f"{name} must be a number, got {text[:40]!r}") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be a finite number, got {text[:40]!r}")
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be from {low:g} to {high:g}, got {text[:40]!r}")
+    return value
 
 
 def time_range(request: Request) -> tuple[float, float]:
     """`start`/`end` in Unix seconds, the last hour by default."""
-    end = number(request, "end", time.time())
-    start = number(request, "start", end - DEFAULT_WINDOW_S)
+    end = number(request, "end", time.time(), 0, MAX_SECONDS)
+    start = number(request, "start", max(0.0, end - DEFAULT_WINDOW_S), 0, MAX_SECONDS)
     if start > end:
         raise BadRequest("start must not be after end")
     return start, end
@@ -56,14 +71,26 @@ def over_time_range(
     return endpoint
 
 
-def int_param(request: Request, name: str) -> int | None:
+def int_param(request: Request, name: str, low: int = -MAX_NS - 1, high: int = MAX_NS) -> int | None:
+    """A whole number from `low` to `high` (by default what an Int64 holds), or None when absent."""
     text = request.query_params.get(name)
     if text in (None, ""):
         return None
+    if len(text) > 40:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}, got {text[:40]!r}...")
     try:
-        return int(text)
+        value = int(text)
     except ValueError as exc:
         raise BadRequest(f"{name} must be an integer, got {text!r}") from exc
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}, got {text}")
+    return value
+
+
+def epoch_param(request: Request, name: str, unit_ns: int) -> int | None:
+    """A time since the epoch in units of `unit_ns` nanoseconds, returned in nanoseconds."""
+    value = int_param(request, name, 0, MAX_NS // unit_ns)
+    return None if value is None else value * unit_ns
 
 
 def jaeger_envelope(data: Any, status: int = 200, errors: list[dict[str, Any]] | None = None) -> JSONResponse:

@@ -11,6 +11,10 @@ _UNITS_WITH_DAYS = {**_UNITS, "d": 24 * 3600 * 10**9}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)")
 
 
+# the longest duration the engine's Int64 nanoseconds hold (about 292 years)
+MAX_DURATION_NS = 2**63 - 1
+
+
 class DurationError(BadRequest):
     pass
 
@@ -28,4 +32,6 @@ def parse_duration(text: str, allow_days: bool = False) -> int:
         raise DurationError(
             f"cannot parse duration {text!r}: use a number and a unit such as 250ms, 1.5s or 2h"
         )
+    if total > MAX_DURATION_NS:
+        raise DurationError(f"duration {text[:40]!r} is longer than the longest one stored (2562047h)")
     return int(total)

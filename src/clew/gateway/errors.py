@@ -56,7 +56,8 @@ def problem(exc: ClewError) -> Problem:
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, StoreError):
         headers["Retry-After"] = "1"
-        message = f"storage unavailable: {exc.message}"
+        # the engine's own text names tables, settings and SQL: it goes to the server's log only
+        message = "storage unavailable: retry later (the server's log has the details)"
         log.warning("storage unavailable: %s", exc.message)
     return Problem(status, code, message, headers)
 

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from clew.components.base import BaseComponent, Context
-from clew.components.http import int_param, jaeger_envelope, tenant
+from clew.components.http import MAX_NS, epoch_param, int_param, jaeger_envelope, tenant
 from clew.core.model import DEFAULT_TENANT
 from clew.store.connection import Connection
 from clew.store.migrations import Migration, steps
@@ -268,10 +268,9 @@ class Dependencies(BaseComponent):
 
     def routes(self) -> Sequence[BaseRoute]:
         async def dependencies(request: Request) -> JSONResponse:
-            end_ms = int_param(request, "endTs") or time.time_ns() // 10**6
-            lookback_ms = int_param(request, "lookback") or DEFAULT_LOOKBACK_MS
-            end = end_ms * 10**6
-            rows = await asyncio.to_thread(self.dependencies, end - lookback_ms * 10**6, end, tenant(request))
+            end = epoch_param(request, "endTs", 10**6) or time.time_ns()
+            lookback = (int_param(request, "lookback", 0, MAX_NS // 10**6) or DEFAULT_LOOKBACK_MS) * 10**6
+            rows = await asyncio.to_thread(self.dependencies, max(0, end - lookback), end, tenant(request))
             return jaeger_envelope([{"parent": p, "child": c, "callCount": n} for p, c, n in rows])
 
         return [Route("/api/dependencies", dependencies)]

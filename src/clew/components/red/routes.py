@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from clew.components.http import tenant
+from clew.components.http import MAX_NS, epoch_param, int_param, number, tenant, time_range
 from clew.components.red.minutes import QUANTILES, RedMetrics
 from clew.core.errors import BadRequest, NotFound
 from clew.core.model import KIND_CODES, STATUS_CODES
@@ -22,16 +22,10 @@ STATUS_NAMES = list(STATUS_CODES)
 def red_routes(red: RedMetrics) -> list[Route]:
     async def timeline(request: Request) -> JSONResponse:
         q = request.query_params
-        try:
-            end = float(q.get("end") or time.time())
-            start = float(q.get("start") or end - 3600)
-            step = int(q.get("step") or 60)
-        except ValueError:
-            raise BadRequest("start and end are Unix seconds, step whole seconds") from None
-        if step < 60 or step % 60:
+        start, end = time_range(request)
+        step = int_param(request, "step", 60, 366 * 86400) or 60
+        if step % 60:
             raise BadRequest("step must be a whole number of minutes, in seconds (60, 300, ...)")
-        if start > end:
-            raise BadRequest("start must not be after end")
         kind_name = (q.get("spanKind") or "").lower()
         if kind_name and kind_name not in KIND_NAMES:
             raise BadRequest(f"unknown spanKind {kind_name!r}: use one of {', '.join(KIND_NAMES)}")
@@ -74,13 +68,10 @@ def red_routes(red: RedMetrics) -> list[Route]:
         services = q.getlist("service")
         if not services:
             raise BadRequest("please provide at least one service name")
-        try:
-            end_ms = int(q.get("endTs") or time.time() * 1000)
-            lookback_ms = int(q.get("lookback") or 3600_000)
-            step_ms = int(q.get("step") or 60_000)
-            quantile = float(q.get("quantile") or 0.95)
-        except ValueError:
-            raise BadRequest("endTs, lookback, step are milliseconds") from None
+        end = epoch_param(request, "endTs", 10**6) or time.time_ns()
+        lookback = (int_param(request, "lookback", 0, MAX_NS // 10**6) or 3600_000) * 10**6
+        step_ms = int_param(request, "step", 0, 366 * 86400 * 1000) or 60_000
+        quantile = number(request, "quantile", 0.95, 0, 1)
         step = max(60, (step_ms // 1000) // 60 * 60)  # minutes are the finest grain stored
         kind_text = (q.get("spanKind") or "server").lower().removeprefix("span_kind_")
         if kind_text not in KIND_NAMES:
@@ -88,8 +79,8 @@ def red_routes(red: RedMetrics) -> list[Route]:
         by_operation = (q.get("groupByOperation") or "").lower() == "true"
         rows = await asyncio.to_thread(
             red.grouped,
-            (end_ms - lookback_ms) * 10**6,
-            end_ms * 10**6,
+            max(0, end - lookback),
+            end,
             step,
             services,
             KIND_NAMES.index(kind_text),
