@@ -21,6 +21,7 @@ from clew.core.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from clew.assembly import Assembly
+    from clew.gateway.keys import FileKeyRing
 
 
 def _fail(message: str) -> NoReturn:
@@ -42,6 +43,16 @@ def _port(name: str, default: int) -> Callable[[FC], FC]:
     )
 
 
+def _as_caller(f: FC) -> FC:
+    """`--tenant` and `--key`: whose data a command reads, as the API takes them."""
+    f = click.option("--tenant", help="the tenant to read (X-Scope-OrgID; default: the key's, or 'default')")(
+        f
+    )
+    return click.option(
+        "--key", "api_key", envvar="CLEW_API_KEY", help="API key when the server has keys (or CLEW_API_KEY)"
+    )(f)
+
+
 @main.command()
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="clew.toml to read")
 @click.option(
@@ -61,6 +72,14 @@ def _port(name: str, default: int) -> Callable[[FC], FC]:
     help="answer only once spans are flushed to stable storage (survives a power loss; slower)",
 )
 @click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="allow --host beyond loopback without API keys (anyone who reaches it may write and read)",
+)
+@click.option("--tls-cert", help="PEM certificate (chain) for TLS on every port, with --tls-key")
+@click.option("--tls-key", help="PEM private key for --tls-cert")
+@click.option(
     "--demo", is_flag=True, help="also run the demo shop and its load (`clew demo`), stopped with the server"
 )
 def serve(config_file: Path | None, demo: bool, **flags: object) -> None:
@@ -72,9 +91,9 @@ def serve(config_file: Path | None, demo: bool, **flags: object) -> None:
         settings = Settings.load(config_file, **flags)
     except ConfigError as exc:
         _fail(str(exc))
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.insecure:
         click.echo(
-            f"warning: listening on {settings.host} exposes unauthenticated ingest to the network",
+            f"warning: --insecure: {settings.host} serves anyone who reaches it, without API keys",
             err=True,
         )
     children: list[subprocess.Popen[bytes]] = []
@@ -90,7 +109,7 @@ def serve(config_file: Path | None, demo: bool, **flags: object) -> None:
 
     try:
         asyncio.run(run(settings, start_demo if demo else None))
-    except StoreError as exc:
+    except (StoreError, ConfigError) as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot listen: {exc}")
@@ -190,7 +209,10 @@ def import_files(files: tuple[Path, ...], data_dir: Path | None, url: str | None
 @click.option("--format", "fmt", type=click.Choice(["otlp", "jaeger"]), default="otlp", show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="read this data directory (server stopped)")
 @click.option("--url", help="ask a running server's http port instead, e.g. http://127.0.0.1:16686")
-def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> None:
+@_as_caller
+def export(
+    trace_id: str, fmt: str, data_dir: Path | None, url: str | None, tenant: str | None, api_key: str | None
+) -> None:
     """Print one trace as OTLP/JSON (one resourceSpans document) or as Jaeger's API JSON."""
     from clew.core.model import parse_trace_id
 
@@ -201,7 +223,7 @@ def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> N
         _fail("give --data-dir or --url, not both")
     if url:
         path = f"/api/v1/traces/{raw.hex()}" if fmt == "otlp" else f"/api/traces/{raw.hex()}"
-        response = _get(url, path)
+        response = _get(url, path, tenant=tenant, api_key=api_key)
         if response.status_code == 404:
             click.echo(f"trace {trace_id} not found at {url}", err=True)
             sys.exit(1)
@@ -213,6 +235,7 @@ def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> N
         click.echo(json.dumps(doc, indent=2))
         return
     from clew.api.jaeger_model import to_jaeger_traces
+    from clew.core.model import DEFAULT_TENANT
     from clew.core.otlp import to_traces_data
     from clew.receivers.otlp import to_otlp_json
 
@@ -221,7 +244,7 @@ def export(trace_id: str, fmt: str, data_dir: Path | None, url: str | None) -> N
         _fail(f"data directory {directory} does not exist")
     store = _store(directory)
     try:
-        batch = store.reader.get_trace(raw)
+        batch = store.reader.get_trace(raw, tenant or DEFAULT_TENANT)
     finally:
         store.close()
     if not len(batch):
@@ -281,9 +304,20 @@ def _default_url() -> str:
         _fail(str(exc))
 
 
-def _get(url: str, path: str, params: dict[str, str | int | float] | None = None) -> httpx.Response:
+def _get(
+    url: str,
+    path: str,
+    params: dict[str, str | int | float] | None = None,
+    tenant: str | None = None,
+    api_key: str | None = None,
+) -> httpx.Response:
+    headers = {}
+    if tenant:
+        headers["X-Scope-OrgID"] = tenant
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     try:
-        return httpx.get(url.rstrip("/") + path, params=params, timeout=60)
+        return httpx.get(url.rstrip("/") + path, params=params, headers=headers, timeout=60)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc} (is `clew serve` running? give its http port with --url)")
 
@@ -294,7 +328,16 @@ def _get(url: str, path: str, params: dict[str, str | int | float] | None = None
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--url", help="the server's http port (default http://127.0.0.1:16686, or clew.toml's)")
 @click.option("--json", "as_json", is_flag=True, help="print the API's JSON instead of a table")
-def search(query: str, since: str, limit: int, url: str | None, as_json: bool) -> None:
+@_as_caller
+def search(
+    query: str,
+    since: str,
+    limit: int,
+    url: str | None,
+    as_json: bool,
+    tenant: str | None,
+    api_key: str | None,
+) -> None:
     """Find traces with the query language, e.g. clew search '{ status = error }' (docs/query-language.md)."""
     import time
 
@@ -308,7 +351,11 @@ def search(query: str, since: str, limit: int, url: str | None, as_json: bool) -
     end = time.time()
     url = url or _default_url()
     response = _get(
-        url, "/api/v1/search", {"q": query, "start": end - window / 10**9, "end": end, "limit": limit}
+        url,
+        "/api/v1/search",
+        {"q": query, "start": end - window / 10**9, "end": end, "limit": limit},
+        tenant,
+        api_key,
     )
     if response.status_code == 400:
         body = response.json()
@@ -326,7 +373,8 @@ def search(query: str, since: str, limit: int, url: str | None, as_json: bool) -
 @main.command()
 @click.argument("trace_id")
 @click.option("--url", help="the server's http port (default http://127.0.0.1:16686, or clew.toml's)")
-def trace(trace_id: str, url: str | None) -> None:
+@_as_caller
+def trace(trace_id: str, url: str | None, tenant: str | None, api_key: str | None) -> None:
     """Show one trace as a waterfall: span tree, services, offsets, durations; errors marked with !."""
     from clew.core.model import parse_trace_id
     from clew.terminal import waterfall
@@ -335,7 +383,7 @@ def trace(trace_id: str, url: str | None) -> None:
     if raw is None:
         _fail(f"trace id {trace_id!r} is not up to 32 hex characters")
     url = url or _default_url()
-    response = _get(url, f"/api/v1/traces/{raw.hex()}")
+    response = _get(url, f"/api/v1/traces/{raw.hex()}", tenant=tenant, api_key=api_key)
     if response.status_code == 404:
         click.echo(f"trace {trace_id} not found at {url}", err=True)
         sys.exit(1)
@@ -344,5 +392,65 @@ def trace(trace_id: str, url: str | None) -> None:
     click.echo(waterfall(response.json()))
 
 
-if __name__ == "__main__":  # pragma: no cover
+@main.group()
+def keys() -> None:
+    """API keys: with any key, every endpoint but /healthz needs one (docs/security.md)."""
+
+
+def _key_ring(data_dir: Path | None) -> FileKeyRing:
+    from clew.gateway.keys import KEYS_FILE, FileKeyRing
+
+    try:
+        settings = Settings.load()
+        return FileKeyRing(settings.keys, (data_dir or settings.data_dir) / KEYS_FILE)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@keys.command("create")
+@click.option("--role", type=click.Choice(["ingest", "read", "admin"]), required=True)
+@click.option(
+    "--tenant", "tenants", multiple=True, help="ingest: the one tenant written; read: each readable"
+)
+@click.option("--name", default="", help="a label shown by `clew keys list`")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="the server's data directory")
+def keys_create(role: str, tenants: tuple[str, ...], name: str, data_dir: Path | None) -> None:
+    """Create a key; it is printed once and stored only as its SHA-256 (in the data directory)."""
+    ring = _key_ring(data_dir)
+    try:
+        secret, key = ring.create(role, tenants, name)  # type: ignore[arg-type]  # click.Choice checked it
+    except ConfigError as exc:
+        _fail(str(exc))
+    click.echo(secret)
+    click.echo(f"key {key.id} ({key.role}, tenants: {', '.join(key.tenants) or 'all'}) created", err=True)
+
+
+@keys.command("list")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="the server's data directory")
+def keys_list(data_dir: Path | None) -> None:
+    """Every key clew.toml and the data directory hold: id, role, tenants, name (never the key)."""
+    for key in _key_ring(data_dir).keys:
+        click.echo(f"{key.id}  {key.role:<6}  {','.join(key.tenants) or '*':<20}  {key.name}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="the server's data directory")
+def keys_revoke(key_id: str, data_dir: Path | None) -> None:
+    """Remove a key created with `clew keys create` (a running server stops taking it at once)."""
+    if not _key_ring(data_dir).revoke(key_id):
+        _fail(f"no key {key_id} in the data directory (keys of clew.toml are removed there)")
+    click.echo(f"key {key_id} revoked", err=True)
+
+
+@keys.command("hash")
+@click.argument("key")
+def keys_hash(key: str) -> None:
+    """The SHA-256 of a key, for a [[keys]] table of clew.toml."""
+    from clew.gateway.keys import digest
+
+    click.echo(digest(key))
+
+
+if __name__ == "__main__":
     main()

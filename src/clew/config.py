@@ -13,12 +13,14 @@ from clew.components.redaction import RedactionConfig, RedactionError
 from clew.components.retention import RetentionConfig
 from clew.components.sampling import SamplingConfig
 from clew.core.errors import ConfigError
+from clew.core.identity import ApiKey
+from clew.gateway.keys import api_key
 
 __all__ = ["ConfigError", "Settings"]
 
 DEFAULT_CONFIG_FILE = "clew.toml"
 # settings that are whole tables of clew.toml (each a component's config), not single values
-TABLES = ("redaction", "enrich", "sampling", "retention")
+TABLES = ("redaction", "enrich", "sampling", "retention", "keys")
 # tables of clew.toml whose keys are plain settings, grouped for readers of the file
 GROUPS: dict[str, tuple[str, ...]] = {
     "ingest": (
@@ -53,6 +55,12 @@ class Settings:
     # power-loss durability: a request is answered once its spans are in a part the engine has
     # fsynced (the spans table itself, redacted, is the log); the memory-backed log is not used
     fsync: bool = False
+    # listening beyond loopback without API keys is refused unless this says it is meant
+    insecure: bool = False
+    # TLS for every port (OTLP/gRPC included) when both are set: PEM certificate chain and key
+    tls_cert: str = ""
+    tls_key: str = ""
+    keys: tuple[ApiKey, ...] = ()  # clew.toml [[keys]] only; `clew keys create` adds to keys.json
     redaction: RedactionConfig = field(default_factory=RedactionConfig)  # clew.toml [redaction] only
     enrich: EnrichConfig = field(default_factory=EnrichConfig)  # clew.toml [enrich] only
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # clew.toml [sampling] only
@@ -87,6 +95,7 @@ class Settings:
                         doc.get("sampling", {}),
                         sampling.full_fidelity if sampling.enabled else None,
                     ),
+                    keys=_keys(doc.get("keys", [])),
                 )
             except (RedactionError, EnrichError, ConfigError) as exc:
                 raise ConfigError(f"config file {path}: {exc}") from exc
@@ -121,6 +130,12 @@ class Settings:
                 kind = "true or false" if isinstance(default, bool) else "a number"
                 raise ConfigError(f"{source}: {key} must be {kind}, got {value!r}") from exc
         return replace(self, **changes)
+
+
+def _keys(tables: Any) -> tuple[ApiKey, ...]:
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError("keys must be [[keys]] tables")
+    return tuple(api_key(t, f"[[keys]] number {i + 1}") for i, t in enumerate(tables))
 
 
 def _boolean(value: Any) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc as grpc_lib
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -26,11 +27,14 @@ from clew.api.native import native_routes
 from clew.assembly import Assembly, assemble, every
 from clew.components.base import Component
 from clew.config import Settings
-from clew.core.errors import ClewError
+from clew.core.errors import ClewError, ConfigError
+from clew.core.identity import caller_of
 from clew.core.language import QuerySyntaxError
 from clew.core.telemetry import OPENMETRICS, Metric, Sample, render
 from clew.gateway.errors import Problem, handlers
+from clew.gateway.hosts import LOOPBACK_NAMES, HostCheck
 from clew.gateway.identity import IdentityMiddleware
+from clew.gateway.keys import KEYS_FILE, FileKeyRing
 from clew.ingest.logged import LoggedWriter
 from clew.ingest.wal import Wal, default_dir
 from clew.ingest.writer import TELEMETRY as INGEST_TELEMETRY
@@ -39,7 +43,7 @@ from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.receivers.zipkin import zipkin_app
 from clew.store.traces import TraceReader
-from clew.web.app import SecurityHeaders, ui_routes
+from clew.web.app import SecurityHeaders, is_ui_path, ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +126,13 @@ def http_app(
         return JSONResponse({"status": "ok", **(health() if health is not None else {})})
 
     async def prometheus(request: Request) -> Response:
-        samples = await asyncio.to_thread(metrics)
+        caller = caller_of(request.scope)
+        samples = [
+            s
+            for s in await asyncio.to_thread(metrics)
+            # series of a tenant (RED) go to that tenant's callers only, every tenant to an admin key
+            if caller.sees_every_tenant or s.labels.get("tenant", caller.tenant) == caller.tenant
+        ]
         return Response(render(telemetry, samples), media_type=OPENMETRICS)
 
     return Starlette(
@@ -214,8 +224,46 @@ async def housekeeping(
         await asyncio.sleep(step / 1e9)
 
 
+def key_ring(settings: Settings) -> FileKeyRing:
+    """The keys of clew.toml and of the data directory's keys.json (`clew keys create`)."""
+    return FileKeyRing(settings.keys, settings.data_dir / KEYS_FILE)
+
+
+def exposure(settings: Settings, keys: FileKeyRing) -> frozenset[str] | None:
+    """The host names the HTTP ports answer to (None: any). Listening beyond loopback without API
+    keys is refused unless `insecure` says it is meant: anyone who reaches the address could write
+    and read every tenant."""
+    if settings.host in LOOPBACK_NAMES:
+        return LOOPBACK_NAMES
+    if not keys.active and not settings.insecure:
+        raise ConfigError(
+            f"refusing to listen on {settings.host} without authentication: create an API key "
+            "(clew keys create --role admin) or add --insecure to accept that anyone who reaches "
+            "this address can write and read every tenant"
+        )
+    return None
+
+
+def _public(path: str) -> bool:
+    return path == "/healthz" or is_ui_path(path)
+
+
+def _tls(settings: Settings) -> tuple[str, str] | None:
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)")
+    if not settings.tls_cert:
+        return None
+    for path in (settings.tls_cert, settings.tls_key):
+        if not Path(path).is_file():
+            raise ConfigError(f"TLS file {path} does not exist")
+    return settings.tls_cert, settings.tls_key
+
+
 async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, commit everything accepted, close the store."""
+    keys = key_ring(settings)
+    hosts = exposure(settings, keys)
+    tls = _tls(settings)
     assembly = assemble(settings)
     # what a killed run acknowledged, before anything new
     await asyncio.to_thread(replay_log, settings, assembly)
@@ -223,9 +271,14 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
     writer.start()
     chores = asyncio.create_task(housekeeping(every(assembly.components)))
     try:
-        grpc = grpc_server(writer.write, settings.max_body_bytes)
+        grpc = grpc_server(writer.write, settings.max_body_bytes, keys)
         grpc_host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        grpc_port = grpc.add_insecure_port(f"{grpc_host}:{settings.otlp_grpc_port}")
+        address = f"{grpc_host}:{settings.otlp_grpc_port}"
+        if tls is None:
+            grpc_port = grpc.add_insecure_port(address)
+        else:
+            pair = (Path(tls[1]).read_bytes(), Path(tls[0]).read_bytes())
+            grpc_port = grpc.add_secure_port(address, grpc_lib.ssl_server_credentials([pair]))
         if grpc_port == 0:
             raise OSError(f"cannot bind OTLP/gRPC to {settings.host}:{settings.otlp_grpc_port}")
         sockets = [
@@ -237,13 +290,19 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         ports = Ports(grpc_port, *http_ports)
         router = PortRouter(
             {
-                ports.otlp_http: otlp_http_app(writer.write, settings.max_body_bytes),
-                ports.zipkin: zipkin_app(writer.write, settings.max_body_bytes),
-                ports.http: assembly_http_app(assembly, writer),
+                ports.otlp_http: IdentityMiddleware(
+                    otlp_http_app(writer.write, settings.max_body_bytes), keys, "ingest"
+                ),
+                ports.zipkin: IdentityMiddleware(
+                    zipkin_app(writer.write, settings.max_body_bytes), keys, "ingest"
+                ),
+                ports.http: IdentityMiddleware(assembly_http_app(assembly, writer), keys, "read", _public),
             }
         )
         config = uvicorn.Config(
-            router,
+            HostCheck(router, hosts),
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
             lifespan="off",
             log_level="warning",
             access_log=False,

@@ -25,6 +25,14 @@ class UnsupportedMedia(ClewError):
     """A content type or encoding clew does not take: 415 / INVALID_ARGUMENT."""
 
 
+class Unauthorized(ClewError):
+    """No API key, or one clew does not know: 401 / UNAUTHENTICATED."""
+
+
+class Forbidden(ClewError):
+    """A known key whose role or tenants do not cover the request: 403 / PERMISSION_DENIED."""
+
+
 class NotFound(ClewError):
     """404 / NOT_FOUND."""
 

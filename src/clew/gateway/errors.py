@@ -18,9 +18,11 @@ from clew.core.errors import (
     Backpressure,
     BadRequest,
     ClewError,
+    Forbidden,
     NotFound,
     StoreError,
     TooLarge,
+    Unauthorized,
     UnsupportedMedia,
 )
 
@@ -40,6 +42,8 @@ _TABLE: list[tuple[type[ClewError], int, grpc.StatusCode]] = [
     (TooLarge, 413, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (UnsupportedMedia, 415, grpc.StatusCode.INVALID_ARGUMENT),
     (BadRequest, 400, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unauthorized, 401, grpc.StatusCode.UNAUTHENTICATED),
+    (Forbidden, 403, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, 404, grpc.StatusCode.NOT_FOUND),
     (Backpressure, 503, grpc.StatusCode.UNAVAILABLE),
     (StoreError, 503, grpc.StatusCode.UNAVAILABLE),
@@ -52,6 +56,8 @@ def problem(exc: ClewError) -> Problem:
     )
     headers: dict[str, str] = {}
     message = exc.message
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="clew"'
     if isinstance(exc, Backpressure):
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, StoreError):

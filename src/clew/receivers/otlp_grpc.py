@@ -10,6 +10,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from clew.core.errors import ClewError
+from clew.core.identity import KeyRing
 from clew.gateway.errors import abort
 from clew.gateway.identity import IdentityInterceptor, grpc_caller
 from clew.receivers import Sink
@@ -37,9 +38,10 @@ def trace_service_handler(sink: Sink) -> grpc.GenericRpcHandler:
     )
 
 
-def grpc_server(sink: Sink, max_message_bytes: int) -> grpc.aio.Server:
+def grpc_server(sink: Sink, max_message_bytes: int, keys: KeyRing | None = None) -> grpc.aio.Server:
+    """OTLP/gRPC; with `keys`, every call needs a key with the ingest role."""
     server = grpc.aio.server(
-        interceptors=[IdentityInterceptor()],
+        interceptors=[IdentityInterceptor(keys, need="ingest")],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),

@@ -19,7 +19,13 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 # Jaeger UI's addresses, so links people already share keep their shape.
-UI_PATHS = ["/", "/search", "/trace/{trace_id}", "/dependencies", "/compare"]
+UI_PATHS = ["/", "/search", "/trace/{trace_id}", "/dependencies", "/compare", "/signin"]
+
+
+def is_ui_path(path: str) -> bool:
+    """The UI's shell and static files: no data is served there, so they load without a key (the
+    sign-in page among them); every call for data goes to /api and needs one."""
+    return path.startswith("/static/") or path in UI_PATHS or path.startswith("/trace/")
 
 
 class SecurityHeaders:

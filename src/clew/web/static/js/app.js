@@ -4,7 +4,7 @@ import { renderCompare } from "./compare.js";
 import { renderMap } from "./map.js";
 import { renderSearch } from "./search.js";
 import { openTraceFile, renderTrace } from "./trace.js";
-import { clear, h, link } from "./util.js";
+import { apiKey, clear, h, link, setApiKey } from "./util.js";
 
 const main = document.getElementById("main");
 
@@ -31,17 +31,42 @@ function nav() {
     error);
 }
 
+/** The sign-in form: the key stays in this tab's sessionStorage, sent only to this server. */
+function renderSignIn(message) {
+  const input = h("input", { type: "password", id: "api-key", autocomplete: "off", "aria-label": "API key", placeholder: "clew_..." });
+  const form = h("form", { id: "signin" },
+    h("h1", {}, "Sign in"),
+    h("p", { class: "muted" }, message || "This clew server needs an API key (clew keys create --role read --tenant NAME)."),
+    h("label", {}, "API key ", input),
+    h("button", { type: "submit" }, "Sign in"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    setApiKey(input.value.trim());
+    const back = new URLSearchParams(location.search).get("next") || "/search";
+    history.pushState({}, "", back.startsWith("/") && !back.startsWith("//") ? back : "/search");
+    route();
+  });
+  clear(main).append(form);
+  input.focus();
+}
+
 async function route() {
   const path = location.pathname;
   delete document.body.dataset.ready;
   try {
-    if (path === "/" || path === "/search") await renderSearch(main);
+    if (path === "/signin") renderSignIn();
+    else if (path === "/" || path === "/search") await renderSearch(main);
     else if (path.startsWith("/trace/")) await renderTrace(main, decodeURIComponent(path.slice("/trace/".length)));
     else if (path === "/dependencies") await renderMap(main);
     else if (path === "/compare") await renderCompare(main);
     else clear(main).append(h("h1", {}, "Not found"), h("p", {}, link("/search", "Search traces")));
   } catch (err) {
-    clear(main).append(h("div", { class: "error" }, `Something went wrong: ${err.message}`));
+    if (err.status === 401 || err.status === 403) {
+      if (err.status === 401 && apiKey()) setApiKey("");
+      renderSignIn(err.status === 403 ? `Your key may not see this: ${err.message}` : apiKey() ? "" : undefined);
+    } else {
+      clear(main).append(h("div", { class: "error" }, `Something went wrong: ${err.message}`));
+    }
   }
   document.body.dataset.ready = path;
 }

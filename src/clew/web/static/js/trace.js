@@ -2,7 +2,7 @@
 // and the detail panel of the selected span. Works on a stored trace or on a file opened in the browser.
 
 import { buildTrace, formatDuration, formatTime } from "./model.js";
-import { clear, getJSON, h, link, navigate, serviceColor, valueText } from "./util.js";
+import { authHeaders, clear, getJSON, h, link, navigate, serviceColor, valueText } from "./util.js";
 
 
 const ROW = 26;
@@ -218,7 +218,7 @@ function showDetail(panel, span, trace) {
     const item = h("li", {}, h("span", { class: "mono" }, `${l.traceId} / ${l.spanId}`), kvTable(l.attributes));
     // clickable only when the linked trace is stored
     if (l.traceId !== trace.traceId) {
-      fetch(`/api/v1/traces/${l.traceId}`, { method: "GET" }).then((r) => {
+      fetch(`/api/v1/traces/${l.traceId}`, { method: "GET", headers: authHeaders() }).then((r) => {
         if (r.ok) item.replaceChild(link(`/trace/${l.traceId}`, h("span", { class: "mono" }, `${l.traceId} / ${l.spanId}`)), item.firstChild);
       }).catch(() => {});
     }

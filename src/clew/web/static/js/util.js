@@ -46,12 +46,30 @@ export function serviceColor(name) {
   return PALETTE[hash % PALETTE.length];
 }
 
+const KEY = "clew.key";
+
+/** The API key of this browser session (sign-in page), kept in sessionStorage only: gone with the tab. */
+export function apiKey() {
+  return sessionStorage.getItem(KEY) || "";
+}
+
+export function setApiKey(key) {
+  if (key) sessionStorage.setItem(KEY, key);
+  else sessionStorage.removeItem(KEY);
+}
+
+/** Headers for calls to clew's API: the session's key, when there is one. */
+export function authHeaders() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
 export async function getJSON(path, params) {
   const url = new URL(path, location.origin);
   for (const [k, v] of Object.entries(params || {})) {
     if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
   }
-  const response = await fetch(url);
+  const response = await fetch(url, { headers: authHeaders() });
   let body = null;
   try {
     body = await response.json();

@@ -1,0 +1,309 @@
+"""API keys, roles and tenants (issue 12): the isolation matrix over every route of the http port
+(walked from the app's route table, so a new route cannot be forgotten), both ingest ports and the
+gRPC service, for each kind of caller; no answer to a tenant's key carries another tenant's names,
+ids or values, /metrics included. Keys are made with the real `clew keys create`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from starlette.routing import Mount, Route
+
+from clew.assembly import open_embedded
+from clew.server import assembly_http_app
+from tests.conftest import ServerProcess
+
+GRPC_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+SECRET = {"shop": "shop-4f1c-value", "bank": "bank-9e2d-value"}
+TRACE = {"shop": "5" * 32, "bank": "b" * 32}
+
+
+def _clew(*args: str, data_dir: Path) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "clew.cli", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def _otlp(tenant: str) -> bytes:
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = f"{tenant}-svc"
+    now = time.time_ns()
+    span = rs.scope_spans.add().spans.add(
+        trace_id=bytes.fromhex(TRACE[tenant]),
+        span_id=os.urandom(8),
+        name=f"{tenant}-op",
+        kind=2,
+        start_time_unix_nano=now - 5_000_000,
+        end_time_unix_nano=now,
+    )
+    span.attributes.add(key="note").value.string_value = SECRET[tenant]
+    return request.SerializeToString()
+
+
+def _bearer(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+# A request for every route of the http port that a read key for `shop` may make. A route added to
+# the app without a line here fails `test_every_route_is_in_the_matrix`.
+ROUTE_REQUESTS: dict[str, str] = {
+    "/healthz": "/healthz",
+    "/metrics": "/metrics",
+    "/api/v1/openapi.json": "/api/v1/openapi.json",
+    "/api/v1/search": "/api/v1/search?q={}",
+    "/api/v1/traces/{trace_id}": f"/api/v1/traces/{TRACE['shop']}",
+    "/api/services": "/api/services",
+    "/api/operations": "/api/operations?service=shop-svc",
+    "/api/services/{service}/operations": "/api/services/shop-svc/operations",
+    "/api/traces": "/api/traces?service=shop-svc",
+    "/api/traces/{trace_id}": f"/api/traces/{TRACE['shop']}",
+    "/api/dependencies": "/api/dependencies",
+    "/api/metrics/{which:str}": "/api/metrics/calls?service=shop-svc",
+    "/api/v1/metrics": "/api/v1/metrics",
+    "/api/v1/traces/{trace_id}/sampling": f"/api/v1/traces/{TRACE['shop']}/sampling",
+    "/api/v1/servicegraph": "/api/v1/servicegraph",
+    "/api/v1/completeness": "/api/v1/completeness",
+    "/static": "/static/app.css",
+    "/": "/",
+    "/search": "/search",
+    "/trace/{trace_id}": f"/trace/{TRACE['bank']}",
+    "/dependencies": "/dependencies",
+    "/compare": "/compare",
+    "/signin": "/signin",
+}
+PUBLIC = {"/healthz", "/static", "/", "/search", "/trace/{trace_id}", "/dependencies", "/compare", "/signin"}
+
+
+def test_every_route_is_in_the_matrix(tmp_path: Path) -> None:
+    store = open_embedded(tmp_path / "data")
+    try:
+        app = assembly_http_app(store)
+        paths = {r.path for r in app.routes if isinstance(r, Route | Mount)}
+    finally:
+        store.close()
+    assert paths == set(ROUTE_REQUESTS), f"routes missing from the matrix: {paths - set(ROUTE_REQUESTS)}"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory):
+    data_dir = tmp_path_factory.mktemp("auth") / "data"
+    keys = {
+        "ingest-shop": _clew("keys", "create", "--role", "ingest", "--tenant", "shop", data_dir=data_dir),
+        "ingest-bank": _clew("keys", "create", "--role", "ingest", "--tenant", "bank", data_dir=data_dir),
+        "read-shop": _clew("keys", "create", "--role", "read", "--tenant", "shop", data_dir=data_dir),
+        "read-bank": _clew("keys", "create", "--role", "read", "--tenant", "bank", data_dir=data_dir),
+        "admin": _clew("keys", "create", "--role", "admin", "--name", "ops", data_dir=data_dir),
+    }
+    assert all(k.startswith("clew_") and len(k) > 40 for k in keys.values())
+    server = ServerProcess(data_dir).start()
+    try:
+        # the key's tenant wins over the header: bank's ingest key cannot write into shop
+        for tenant in ("shop", "bank"):
+            response = httpx.post(
+                f"{server.otlp_http_url}/v1/traces",
+                content=_otlp(tenant),
+                headers={
+                    "Content-Type": "application/x-protobuf",
+                    "X-Scope-OrgID": "shop",
+                    **_bearer(keys[f"ingest-{tenant}"]),
+                },
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+        yield server, keys
+    finally:
+        server.stop()
+
+
+CALLERS = ["none", "wrong", "ingest-shop", "read-bank-as-shop", "read-shop", "admin"]
+
+
+def _headers(caller: str, keys: dict[str, str]) -> dict[str, str]:
+    return {
+        "none": {},
+        "wrong": _bearer("clew_" + "x" * 43),
+        "ingest-shop": _bearer(keys["ingest-shop"]),
+        "read-bank-as-shop": {**_bearer(keys["read-bank"]), "X-Scope-OrgID": "shop"},
+        "read-shop": _bearer(keys["read-shop"]),
+        "admin": {**_bearer(keys["admin"]), "X-Scope-OrgID": "shop"},
+    }[caller]
+
+
+EXPECTED = {"none": 401, "wrong": 401, "ingest-shop": 403, "read-bank-as-shop": 403}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("route", sorted(ROUTE_REQUESTS))
+def test_isolation_matrix_of_the_http_port(secured, route: str, caller: str) -> None:
+    server, keys = secured
+    response = httpx.get(server.http_url + ROUTE_REQUESTS[route], headers=_headers(caller, keys), timeout=30)
+    if route in PUBLIC:
+        assert response.status_code == 200, response.text
+    elif caller in EXPECTED:
+        assert response.status_code == EXPECTED[caller], response.text
+        assert response.json()["error"]
+        if response.status_code == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    else:
+        assert response.status_code == 200, (route, response.text)
+    if caller != "admin" or route != "/metrics":
+        for leaked in ("bank-svc", "bank-op", TRACE["bank"], SECRET["bank"]):
+            assert leaked not in response.text, (route, caller, leaked)
+
+
+def test_a_read_key_sees_its_tenant_and_admin_sees_all(secured) -> None:
+    server, keys = secured
+    shop = httpx.get(f"{server.http_url}/api/services", headers=_bearer(keys["read-shop"]), timeout=30)
+    assert shop.json()["data"] == ["shop-svc"]
+    bank = httpx.get(f"{server.http_url}/api/services", headers=_bearer(keys["read-bank"]), timeout=30)
+    assert bank.json()["data"] == ["bank-svc"]
+    # another tenant's trace is not found, not forbidden: its existence is not told
+    response = httpx.get(
+        f"{server.http_url}/api/v1/traces/{TRACE['bank']}", headers=_bearer(keys["read-shop"]), timeout=30
+    )
+    assert response.status_code == 404
+    admin = _bearer(keys["admin"])
+    for tenant in ("shop", "bank"):
+        response = httpx.get(
+            f"{server.http_url}/api/v1/traces/{TRACE[tenant]}",
+            headers={**admin, "X-Scope-OrgID": tenant},
+            timeout=30,
+        )
+        assert response.status_code == 200 and SECRET[tenant] in response.text
+    metrics = httpx.get(f"{server.http_url}/metrics", headers=admin, timeout=30).text
+    assert 'service="shop-svc"' in metrics and 'service="bank-svc"' in metrics
+    metrics = httpx.get(f"{server.http_url}/metrics", headers=_bearer(keys["read-shop"]), timeout=30).text
+    assert 'service="shop-svc"' in metrics and "bank" not in metrics
+    # Grafana's data sources send Basic auth: the key is the password
+    response = httpx.get(f"{server.http_url}/api/services", auth=("grafana", keys["read-bank"]), timeout=30)
+    assert response.json()["data"] == ["bank-svc"]
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("port", ["otlp-http", "zipkin", "otlp-grpc"])
+def test_isolation_matrix_of_the_ingest_ports(secured, port: str, caller: str) -> None:
+    server, keys = secured
+    headers = _headers(caller, keys)
+    expected = {"none": 401, "wrong": 401, "ingest-shop": 200, "admin": 200}.get(caller, 403)
+    if port == "otlp-grpc":
+        codes = {
+            200: grpc.StatusCode.OK,
+            401: grpc.StatusCode.UNAUTHENTICATED,
+            403: grpc.StatusCode.PERMISSION_DENIED,
+        }
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(_otlp("shop"))
+            metadata = [(k.lower(), v) for k, v in headers.items()]
+            try:
+                stub.Export(request, metadata=metadata, timeout=30)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                code = exc.code()
+        assert code == codes[expected]
+        return
+    if port == "otlp-http":
+        url, body, kind = f"{server.otlp_http_url}/v1/traces", _otlp("shop"), "application/x-protobuf"
+    else:
+        span = {
+            "traceId": TRACE["shop"],
+            "id": os.urandom(8).hex(),
+            "name": "shop-op",
+            "timestamp": time.time_ns() // 1000,
+            "duration": 10,
+            "localEndpoint": {"serviceName": "shop-svc"},
+        }
+        url, body, kind = (
+            f"{server.zipkin_url}/api/v2/spans",
+            httpx.Request("POST", "/", json=[span]).content,
+            "application/json",
+        )
+    response = httpx.post(url, content=body, headers={**headers, "Content-Type": kind}, timeout=30)
+    assert response.status_code in ((200, 202) if expected == 200 else (expected,)), response.text
+
+
+def test_without_keys_metrics_show_only_the_callers_tenant(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        for tenant in ("shop", "bank"):
+            response = httpx.post(
+                f"{server.otlp_http_url}/v1/traces",
+                content=_otlp(tenant),
+                headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": tenant},
+                timeout=30,
+            )
+            assert response.status_code == 200
+        shop = httpx.get(f"{server.http_url}/metrics", headers={"X-Scope-OrgID": "shop"}, timeout=30).text
+        assert 'service="shop-svc"' in shop and "bank" not in shop
+        default = httpx.get(f"{server.http_url}/metrics", timeout=30).text
+        assert "shop-svc" not in default and "bank-svc" not in default
+        # tenant names follow one documented rule
+        response = httpx.get(f"{server.http_url}/api/services", headers={"X-Scope-OrgID": "a/b"}, timeout=30)
+        assert response.status_code == 400 and "not valid" in response.json()["error"]
+    finally:
+        server.stop()
+
+
+def test_listening_beyond_loopback_without_keys_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clew.cli",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--host",
+            "0.0.0.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "refusing to listen on 0.0.0.0 without authentication" in result.stderr
+    assert "--insecure" in result.stderr
+
+
+def test_a_foreign_host_header_is_refused(secured) -> None:
+    """DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends its own name as Host."""
+    server, keys = secured
+    response = httpx.get(
+        f"{server.http_url}/api/services",
+        headers={"Host": "evil.example", **_bearer(keys["admin"])},
+        timeout=30,
+    )
+    assert response.status_code == 400 and "evil.example" in response.json()["error"]
+    for host in ("localhost", f"127.0.0.1:{server.http_port}", f"[::1]:{server.http_port}"):
+        response = httpx.get(f"{server.http_url}/healthz", headers={"Host": host}, timeout=30)
+        assert response.status_code == 200, host
+
+
+def test_keys_are_stored_hashed_listed_and_revoked_at_once(secured) -> None:
+    server, keys = secured
+    stored = (server.data_dir / "keys.json").read_text()
+    assert all(k not in stored for k in keys.values())
+    assert oct((server.data_dir / "keys.json").stat().st_mode)[-3:] == "600"
+    listing = _clew("keys", "list", data_dir=server.data_dir)
+    assert "admin" in listing and "ops" in listing and keys["admin"] not in listing
+    key = _clew("keys", "create", "--role", "read", "--tenant", "shop", data_dir=server.data_dir)
+    assert httpx.get(f"{server.http_url}/api/services", headers=_bearer(key), timeout=30).status_code == 200
+    key_id = next(
+        line.split()[0] for line in _clew("keys", "list", data_dir=server.data_dir).splitlines()[-1:]
+    )
+    _clew("keys", "revoke", key_id, data_dir=server.data_dir)
+    assert httpx.get(f"{server.http_url}/api/services", headers=_bearer(key), timeout=30).status_code == 401
