@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -39,7 +40,9 @@ class ServerProcess:
     http_port: int = 0
     output: list[str] = field(default_factory=list)
 
-    def start(self, timeout: float = 60) -> ServerProcess:
+    def start(
+        self, timeout: float = 60, https: bool = False, verify: ssl.SSLContext | bool = True
+    ) -> ServerProcess:
         cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", str(self.data_dir)]
         cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0"]
         self.proc = subprocess.Popen(
@@ -64,7 +67,8 @@ class ServerProcess:
                 break
         else:
             raise RuntimeError("clew serve did not print its listening line in time")
-        response = httpx.get(f"{self.http_url}/healthz", timeout=10)
+        scheme = "https" if https else "http"
+        response = httpx.get(f"{scheme}://127.0.0.1:{self.http_port}/healthz", timeout=10, verify=verify)
         assert response.status_code == 200
         return self
 

@@ -6,6 +6,7 @@ ids or values, /metrics included. Keys are made with the real `clew keys create`
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -307,3 +308,37 @@ def test_keys_are_stored_hashed_listed_and_revoked_at_once(secured) -> None:
     )
     _clew("keys", "revoke", key_id, data_dir=server.data_dir)
     assert httpx.get(f"{server.http_url}/api/services", headers=_bearer(key), timeout=30).status_code == 401
+
+
+def test_tls_on_every_port(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    server = ServerProcess(
+        tmp_path / "data", extra_args=["--tls-cert", str(cert), "--tls-key", str(key)]
+    ).start(https=True, verify=ssl.create_default_context(cafile=str(cert)))
+    try:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=30) as client:
+            url = f"https://127.0.0.1:{server.otlp_http_port}/v1/traces"
+            response = client.post(
+                url, content=_otlp("shop"), headers={"Content-Type": "application/x-protobuf"}
+            )
+            assert response.status_code == 200
+            assert client.get(f"https://127.0.0.1:{server.http_port}/api/services").json()["data"] == [
+                "shop-svc"
+            ]
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not answered
+            httpx.get(f"http://127.0.0.1:{server.http_port}/healthz", timeout=5)
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{server.grpc_port}", credentials) as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            stub.Export(trace_service_pb2.ExportTraceServiceRequest.FromString(_otlp("bank")), timeout=30)
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=30) as client:
+            services = client.get(f"https://127.0.0.1:{server.http_port}/api/services").json()["data"]
+            assert services == ["bank-svc", "shop-svc"]
+    finally:
+        server.stop()
