@@ -61,18 +61,22 @@ async function route() {
     else if (path === "/compare") await renderCompare(main);
     else clear(main).append(h("h1", {}, "Not found"), h("p", {}, link("/search", "Search traces")));
   } catch (err) {
-    if (err.status === 401 || err.status === 403) {
-      if (err.status === 401 && apiKey()) setApiKey("");
-      renderSignIn(err.status === 403 ? `Your key may not see this: ${err.message}` : apiKey() ? "" : undefined);
-    } else {
-      clear(main).append(h("div", { class: "error" }, `Something went wrong: ${err.message}`));
-    }
+    if (err.status === 401) return; // the sign-in page is up (clew:unauthorized)
+    clear(main).append(h("div", { class: "error" }, `Something went wrong: ${err.message}`));
   }
   document.body.dataset.ready = path;
 }
 
 document.getElementById("nav").replaceWith(nav());
 window.addEventListener("popstate", route);
+window.addEventListener("clew:unauthorized", () => {
+  const rejected = apiKey() !== "";
+  setApiKey("");
+  if (!document.getElementById("signin")) {
+    renderSignIn(rejected ? "That key was not accepted: check it, or ask for a new one." : undefined);
+    document.body.dataset.ready = location.pathname;
+  }
+});
 window.addEventListener("clew:navigate", route);
 document.addEventListener("keydown", (e) => {
   if (e.key === "/" && !(e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement || e.target instanceof HTMLSelectElement)) {

@@ -76,6 +76,10 @@ export async function getJSON(path, params) {
   } catch {
     body = null;
   }
+  if (response.status === 401) {
+    // a page may swallow its errors: the app shows the sign-in page whatever the page does
+    window.dispatchEvent(new CustomEvent("clew:unauthorized"));
+  }
   if (!response.ok) {
     const message = (body && (body.error || (body.errors && body.errors[0] && body.errors[0].msg))) || `${response.status} ${response.statusText}`;
     const error = new Error(message);
