@@ -44,6 +44,12 @@ class Settings:
     zipkin_port: int = 9411
     http_port: int = 16686
     max_body_bytes: int = 16 * 1024 * 1024
+    # a body that sends nothing for this long is answered 408
+    body_timeout_s: int = 30
+    # bytes of request bodies received at once, all clients together; past it, 503 + Retry-After
+    max_inflight_body_bytes: int = 256 * 1024 * 1024
+    # open HTTP connections and requests at once; past it, 503
+    max_connections: int = 1024
     max_queue_spans: int = 200_000
     max_batch_spans: int = 100_000
     # the write-ahead log (ingest/wal.py): "auto" a memory-backed directory per data directory;

@@ -31,6 +31,7 @@ from clew.core.errors import ClewError, ConfigError
 from clew.core.identity import caller_of
 from clew.core.language import QuerySyntaxError
 from clew.core.telemetry import OPENMETRICS, Metric, Sample, render
+from clew.gateway.bodies import BodyBudget, BodyGuard
 from clew.gateway.errors import Problem, handlers
 from clew.gateway.hosts import LOOPBACK_NAMES, HostCheck
 from clew.gateway.identity import IdentityMiddleware
@@ -299,8 +300,12 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
                 ports.http: IdentityMiddleware(assembly_http_app(assembly, writer), keys, "read", _public),
             }
         )
+        guarded = BodyGuard(
+            HostCheck(router, hosts), settings.body_timeout_s, BodyBudget(settings.max_inflight_body_bytes)
+        )
         config = uvicorn.Config(
-            HostCheck(router, hosts),
+            guarded,
+            limit_concurrency=settings.max_connections,
             ssl_certfile=tls[0] if tls else None,
             ssl_keyfile=tls[1] if tls else None,
             lifespan="off",

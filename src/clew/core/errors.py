@@ -33,6 +33,10 @@ class Forbidden(ClewError):
     """A known key whose role or tenants do not cover the request: 403 / PERMISSION_DENIED."""
 
 
+class RequestTimeout(ClewError):
+    """A request body stopped arriving: 408 / DEADLINE_EXCEEDED."""
+
+
 class NotFound(ClewError):
     """404 / NOT_FOUND."""
 

@@ -20,6 +20,7 @@ from clew.core.errors import (
     ClewError,
     Forbidden,
     NotFound,
+    RequestTimeout,
     StoreError,
     TooLarge,
     Unauthorized,
@@ -45,6 +46,7 @@ _TABLE: list[tuple[type[ClewError], int, grpc.StatusCode]] = [
     (Unauthorized, 401, grpc.StatusCode.UNAUTHENTICATED),
     (Forbidden, 403, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, 404, grpc.StatusCode.NOT_FOUND),
+    (RequestTimeout, 408, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Backpressure, 503, grpc.StatusCode.UNAVAILABLE),
     (StoreError, 503, grpc.StatusCode.UNAVAILABLE),
 ]
