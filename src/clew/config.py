@@ -15,12 +15,13 @@ from clew.components.sampling import SamplingConfig
 from clew.core.errors import ConfigError
 from clew.core.identity import ApiKey
 from clew.gateway.keys import api_key
+from clew.gateway.limits import LimitsConfig
 
 __all__ = ["ConfigError", "Settings"]
 
 DEFAULT_CONFIG_FILE = "clew.toml"
 # settings that are whole tables of clew.toml (each a component's config), not single values
-TABLES = ("redaction", "enrich", "sampling", "retention", "keys")
+TABLES = ("redaction", "enrich", "sampling", "retention", "keys", "limits")
 # tables of clew.toml whose keys are plain settings, grouped for readers of the file
 GROUPS: dict[str, tuple[str, ...]] = {
     "ingest": (
@@ -66,7 +67,10 @@ class Settings:
     # TLS for every port (OTLP/gRPC included) when both are set: PEM certificate chain and key
     tls_cert: str = ""
     tls_key: str = ""
-    keys: tuple[ApiKey, ...] = ()  # clew.toml [[keys]] only; `clew keys create` adds to keys.json
+    keys: tuple[ApiKey, ...] = ()
+    limits: LimitsConfig = field(
+        default_factory=LimitsConfig
+    )  # clew.toml [limits] only  # clew.toml [[keys]] only; `clew keys create` adds to keys.json
     redaction: RedactionConfig = field(default_factory=RedactionConfig)  # clew.toml [redaction] only
     enrich: EnrichConfig = field(default_factory=EnrichConfig)  # clew.toml [enrich] only
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # clew.toml [sampling] only
@@ -102,6 +106,7 @@ class Settings:
                         sampling.full_fidelity if sampling.enabled else None,
                     ),
                     keys=_keys(doc.get("keys", [])),
+                    limits=LimitsConfig.from_toml(doc.get("limits", {})),
                 )
             except (RedactionError, EnrichError, ConfigError) as exc:
                 raise ConfigError(f"config file {path}: {exc}") from exc

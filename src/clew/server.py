@@ -36,6 +36,7 @@ from clew.gateway.errors import Problem, handlers
 from clew.gateway.hosts import LOOPBACK_NAMES, HostCheck
 from clew.gateway.identity import IdentityMiddleware
 from clew.gateway.keys import KEYS_FILE, FileKeyRing
+from clew.gateway.limits import QueryGate, SpanRate, rate_limited
 from clew.ingest.logged import LoggedWriter
 from clew.ingest.wal import Wal, default_dir
 from clew.ingest.writer import TELEMETRY as INGEST_TELEMETRY
@@ -272,7 +273,9 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
     writer.start()
     chores = asyncio.create_task(housekeeping(every(assembly.components)))
     try:
-        grpc = grpc_server(writer.write, settings.max_body_bytes, keys)
+        rate = SpanRate(settings.limits)
+        sink = rate_limited(writer.write, rate)
+        grpc = grpc_server(sink, settings.max_body_bytes, keys)
         grpc_host = f"[{settings.host}]" if ":" in settings.host else settings.host
         address = f"{grpc_host}:{settings.otlp_grpc_port}"
         if tls is None:
@@ -292,12 +295,12 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         router = PortRouter(
             {
                 ports.otlp_http: IdentityMiddleware(
-                    otlp_http_app(writer.write, settings.max_body_bytes), keys, "ingest"
+                    otlp_http_app(sink, settings.max_body_bytes), keys, "ingest"
                 ),
-                ports.zipkin: IdentityMiddleware(
-                    zipkin_app(writer.write, settings.max_body_bytes), keys, "ingest"
+                ports.zipkin: IdentityMiddleware(zipkin_app(sink, settings.max_body_bytes), keys, "ingest"),
+                ports.http: IdentityMiddleware(
+                    QueryGate(assembly_http_app(assembly, writer), settings.limits), keys, "read", _public
                 ),
-                ports.http: IdentityMiddleware(assembly_http_app(assembly, writer), keys, "read", _public),
             }
         )
         guarded = BodyGuard(

@@ -49,6 +49,19 @@ class Backpressure(ClewError):
         self.retry_after = retry_after
 
 
+class TooManyRequests(ClewError):
+    """A tenant over one of its limits (spans a second, queries at once): retry after
+    `retry_after` seconds (429 + Retry-After / RESOURCE_EXHAUSTED with RetryInfo)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueryTooCostly(ClewError):
+    """A query the engine stopped at the tenant's time budget: 422 with the budget named."""
+
+
 class StoreError(ClewError, RuntimeError):
     """The storage failed or is closed; the request that met it may be retried (503 / UNAVAILABLE)."""
 

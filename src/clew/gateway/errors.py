@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ExceptionHandler
@@ -20,9 +21,11 @@ from clew.core.errors import (
     ClewError,
     Forbidden,
     NotFound,
+    QueryTooCostly,
     RequestTimeout,
     StoreError,
     TooLarge,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMedia,
 )
@@ -47,6 +50,8 @@ _TABLE: list[tuple[type[ClewError], int, grpc.StatusCode]] = [
     (Forbidden, 403, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, 404, grpc.StatusCode.NOT_FOUND),
     (RequestTimeout, 408, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (TooManyRequests, 429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (QueryTooCostly, 422, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Backpressure, 503, grpc.StatusCode.UNAVAILABLE),
     (StoreError, 503, grpc.StatusCode.UNAVAILABLE),
 ]
@@ -60,7 +65,7 @@ def problem(exc: ClewError) -> Problem:
     message = exc.message
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="clew"'
-    if isinstance(exc, Backpressure):
+    if isinstance(exc, Backpressure | TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, StoreError):
         headers["Retry-After"] = "1"
@@ -84,6 +89,11 @@ def handlers(render: Render) -> Mapping[Any, ExceptionHandler]:
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: ClewError) -> None:
-    """End a gRPC call with the code and reason of `exc`."""
+    """End a gRPC call with the code and reason of `exc`. A limit's RESOURCE_EXHAUSTED carries
+    `RetryInfo`, which is what makes OTLP exporters retry it (the OTLP specification)."""
     p = problem(exc)
+    if isinstance(exc, TooManyRequests):
+        status = status_pb2.Status(code=p.code.value[0], message=p.message)
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay={"seconds": exc.retry_after}))
+        context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
     await context.abort(p.code, p.message)

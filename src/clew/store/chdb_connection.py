@@ -12,7 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from clew.core.errors import StoreError
+from clew.core.budget import QUERY_SECONDS
+from clew.core.errors import QueryTooCostly, StoreError
 
 
 def _quote(text: str) -> str:
@@ -121,9 +122,25 @@ class ChdbConnection:
     def query(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
         self._check()
         reader = self._readers.get()
+        budget = QUERY_SECONDS.get()
         try:
-            table: pa.Table = reader.run(sql, "ArrowTable", params)
-            return table
+            if budget is None:
+                table: pa.Table = reader.run(sql, "ArrowTable", params)
+                return table
+            with reader.lock:  # the session's limit is set for this statement only
+                reader.execute(f"SET max_execution_time = {budget:g}", "CSV", None)
+                try:
+                    table = reader.execute(sql, "ArrowTable", params)
+                    return table
+                except StoreError as exc:
+                    if "TIMEOUT_EXCEEDED" in exc.message:
+                        raise QueryTooCostly(
+                            f"the query ran past this tenant's budget of {budget:g} s (query_timeout_s) "
+                            "and was stopped: narrow the time range or the query"
+                        ) from exc
+                    raise
+                finally:
+                    reader.execute("SET max_execution_time = 0", "CSV", None)
         finally:
             self._readers.put(reader)
 

@@ -1,0 +1,159 @@
+"""Limits per tenant, so that no tenant's traffic or queries degrade another's: spans a second
+(a token bucket per tenant: 429 / RESOURCE_EXHAUSTED with a retry hint past it), queries at once
+(429 past it), and the time one query may run (the engine stops it: 422 naming the budget).
+
+```toml
+[limits]                       # every tenant
+spans_per_second = 50000       # 0: no limit
+max_concurrent_queries = 8
+query_timeout_s = 30
+[limits.tenants.shop]          # one tenant's own
+spans_per_second = 5000
+```
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from clew.core.budget import QUERY_SECONDS
+from clew.core.errors import ConfigError, TooManyRequests
+from clew.core.identity import caller_of
+from clew.core.model import OtlpBatch
+from clew.gateway.errors import problem
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    spans_per_second: float = 0.0  # 0: no limit
+    max_concurrent_queries: int = 8
+    query_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    default: TenantLimits = field(default_factory=TenantLimits)
+    tenants: Mapping[str, TenantLimits] = field(default_factory=dict)
+
+    def of(self, tenant: str) -> TenantLimits:
+        return self.tenants.get(tenant, self.default)
+
+    @classmethod
+    def from_toml(cls, doc: Mapping[str, Any]) -> LimitsConfig:
+        if not isinstance(doc, Mapping):
+            raise ConfigError("[limits] must be a table")
+        default = _limits(TenantLimits(), {k: v for k, v in doc.items() if k != "tenants"}, "[limits]")
+        tenants = doc.get("tenants", {})
+        if not isinstance(tenants, Mapping):
+            raise ConfigError("[limits.tenants] must hold one table per tenant")
+        return cls(default, {t: _limits(default, v, f"[limits.tenants.{t}]") for t, v in tenants.items()})
+
+
+def _limits(base: TenantLimits, values: Any, where: str) -> TenantLimits:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    known = {f.name for f in fields(TenantLimits)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown limit {key!r} (known: {', '.join(sorted(known))})")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value < 0
+            or not math.isfinite(value)
+        ):
+            raise ConfigError(f"{where}: {key} must be a number from 0 up, got {value!r}")
+        changes[key] = int(value) if key == "max_concurrent_queries" else float(value)
+    limits = replace(base, **changes)
+    if limits.max_concurrent_queries < 1 or limits.query_timeout_s <= 0:
+        raise ConfigError(f"{where}: max_concurrent_queries and query_timeout_s must be above 0")
+    return limits
+
+
+class SpanRate:
+    """A token bucket per tenant holding up to one second of its rate. A request may take the
+    bucket below zero (a large batch is never refused for its size alone); while it is below, the
+    tenant's requests are refused with the time until it refills."""
+
+    def __init__(self, config: LimitsConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config, self.clock = config, clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, when)
+        self.refused: dict[str, int] = {}
+
+    def admit(self, tenant: str, spans: int) -> None:
+        rate = self.config.of(tenant).spans_per_second
+        if rate <= 0:
+            return
+        now = self.clock()
+        with self._lock:
+            tokens, when = self._buckets.get(tenant, (rate, now))
+            tokens = min(rate, tokens + (now - when) * rate)
+            if tokens <= 0:
+                self._buckets[tenant] = (tokens, now)
+                self.refused[tenant] = self.refused.get(tenant, 0) + spans
+                wait = max(1, math.ceil(-tokens / rate + spans / rate))
+                raise TooManyRequests(
+                    f"tenant {tenant!r} is over its limit of {rate:g} spans a second (spans_per_second)",
+                    retry_after=wait,
+                )
+            self._buckets[tenant] = (tokens - spans, now)
+
+
+def rate_limited(
+    write: Callable[[OtlpBatch], Awaitable[None]], rate: SpanRate
+) -> Callable[[OtlpBatch], Awaitable[None]]:
+    """The ingest sink with each tenant's rate checked before its spans are taken."""
+
+    async def limited(batch: OtlpBatch) -> None:
+        rate.admit(batch.tenant, len(batch))
+        await write(batch)
+
+    return limited
+
+
+class QueryGate:
+    """Around the query API (paths under /api/): at most `max_concurrent_queries` of a tenant at
+    once, each given the tenant's `query_timeout_s` for the engine (clew.core.budget)."""
+
+    def __init__(self, app: ASGIApp, config: LimitsConfig) -> None:
+        self.app, self.config = app, config
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        tenant = caller_of(scope).tenant
+        limits = self.config.of(tenant)
+        with self._lock:
+            running = self._running.get(tenant, 0)
+            if running >= limits.max_concurrent_queries:
+                refused = TooManyRequests(
+                    f"tenant {tenant!r} already runs {running} queries, its limit "
+                    f"(max_concurrent_queries): retry when one is done"
+                )
+            else:
+                refused = None
+                self._running[tenant] = running + 1
+        if refused is not None:
+            p = problem(refused)
+            await JSONResponse({"error": p.message}, p.status, dict(p.headers))(scope, receive, send)
+            return
+        token = QUERY_SECONDS.set(limits.query_timeout_s)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            QUERY_SECONDS.reset(token)
+            with self._lock:
+                self._running[tenant] -= 1
