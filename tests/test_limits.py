@@ -22,8 +22,9 @@ from starlette.routing import Route
 from clew.config import Settings
 from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import ConfigError
+from clew.core.limits import LimitsConfig, TenantLimits
 from clew.gateway.identity import IdentityMiddleware
-from clew.gateway.limits import LimitsConfig, QueryGate, TenantLimits
+from clew.gateway.limits import QueryGate
 from tests.conftest import ServerProcess
 from tests.test_durability import SPANS_PER_REQUEST, _request
 
@@ -35,6 +36,9 @@ query_timeout_s = 20
 spans_per_second = 1000000
 [limits.tenants.bulk]
 spans_per_second = 1000000
+[limits.tenants.tiny]
+spans_per_second = 1000000
+max_attributes_per_span = 3
 [limits.tenants.hurried]
 query_timeout_s = 0.001
 """
@@ -154,3 +158,49 @@ def test_limits_are_checked_when_read(tmp_path: Path) -> None:
     limits = Settings.load(config).limits
     assert limits.of("big").spans_per_second == 1_000_000 and limits.of("big").query_timeout_s == 20
     assert limits.of("anyone").spans_per_second == 20
+
+
+def _attributes_request(tenant_trace: bytes, count: int, long_value: str) -> bytes:
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = "wide"
+    span = rs.scope_spans.add().spans.add(
+        trace_id=tenant_trace,
+        span_id=os.urandom(8),
+        name="wide",
+        start_time_unix_nano=10**18,
+        end_time_unix_nano=10**18 + 5,
+    )
+    span.dropped_attributes_count = 2
+    span.attributes.add(key="long").value.string_value = long_value
+    for i in range(count):
+        span.attributes.add(key=f"s{i:03d}").value.string_value = f"v{i}"
+    span.attributes.add(key="n").value.int_value = 7
+    return request.SerializeToString()
+
+
+def _stored_span(server: ServerProcess, trace: bytes, tenant: str) -> dict:
+    doc = httpx.get(
+        f"{server.http_url}/api/v1/traces/{trace.hex()}", headers={"X-Scope-OrgID": tenant}, timeout=30
+    ).json()
+    return doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+
+
+def test_attributes_beyond_the_limits_are_dropped_and_cut_never_refused(limited: ServerProcess) -> None:
+    long_value = "é" * 40_000  # characters, not bytes, are what is counted
+    for tenant, attributes, dropped in (("bulk", 128, 2 + 202 - 128), ("tiny", 3, 2 + 202 - 3)):
+        trace = os.urandom(16)
+        response = httpx.post(
+            f"{limited.otlp_http_url}/v1/traces",
+            content=_attributes_request(trace, 200, long_value),
+            headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": tenant},
+            timeout=30,
+        )
+        assert response.status_code == 200 and response.content == b""  # no partial success: nothing refused
+        span = _stored_span(limited, trace, tenant)
+        kept = {a["key"]: a["value"] for a in span["attributes"]}
+        assert len(kept) == attributes, tenant
+        assert span["droppedAttributesCount"] == dropped
+        assert kept["long"]["stringValue"] == "é" * 32768
+        assert "n" not in kept  # strings are kept first, the integer went over the limit
+        assert {"long", "s000", "s001"} <= set(kept)

@@ -17,6 +17,7 @@ from clew.components.base import Component, Context
 from clew.components.completeness import Completeness
 from clew.components.dependencies import Dependencies
 from clew.components.enrichment import Enrichment
+from clew.components.limits import Limits
 from clew.components.red import Red
 from clew.components.redaction import Redaction
 from clew.components.retention import Retention
@@ -74,6 +75,7 @@ def components(settings: Settings, ctx: Context, state_dir: Path) -> list[Compon
     return [
         Enrichment(ctx, settings.enrich),  # names templated before redaction sees them
         Redaction(ctx, settings.redaction, state_dir),
+        Limits(ctx, settings.limits),  # after redaction: the detectors see whole values
         retention,
         Red(ctx),
         dependencies,

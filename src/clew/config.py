@@ -14,8 +14,8 @@ from clew.components.retention import RetentionConfig
 from clew.components.sampling import SamplingConfig
 from clew.core.errors import ConfigError
 from clew.core.identity import ApiKey
+from clew.core.limits import LimitsConfig
 from clew.gateway.keys import api_key
-from clew.gateway.limits import LimitsConfig
 
 __all__ = ["ConfigError", "Settings"]
 

@@ -1,82 +1,24 @@
-"""Limits per tenant, so that no tenant's traffic or queries degrade another's: spans a second
-(a token bucket per tenant: 429 / RESOURCE_EXHAUSTED with a retry hint past it), queries at once
-(429 past it), and the time one query may run (the engine stops it: 422 naming the budget).
-
-```toml
-[limits]                       # every tenant
-spans_per_second = 50000       # 0: no limit
-max_concurrent_queries = 8
-query_timeout_s = 30
-[limits.tenants.shop]          # one tenant's own
-spans_per_second = 5000
-```
-"""
+"""The limits per tenant the edges enforce (clew.core.limits has the settings), so that no tenant's
+traffic or queries degrade another's: spans a second (a token bucket per tenant: 429 /
+RESOURCE_EXHAUSTED with a retry hint past it), queries at once (429 past it), and the time one query
+may run (the engine stops it: 422 naming the budget)."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clew.core.budget import QUERY_SECONDS
-from clew.core.errors import ConfigError, TooManyRequests
+from clew.core.errors import TooManyRequests
 from clew.core.identity import caller_of
+from clew.core.limits import LimitsConfig
 from clew.core.model import OtlpBatch
 from clew.gateway.errors import problem
-
-
-@dataclass(frozen=True, slots=True)
-class TenantLimits:
-    spans_per_second: float = 0.0  # 0: no limit
-    max_concurrent_queries: int = 8
-    query_timeout_s: float = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    default: TenantLimits = field(default_factory=TenantLimits)
-    tenants: Mapping[str, TenantLimits] = field(default_factory=dict)
-
-    def of(self, tenant: str) -> TenantLimits:
-        return self.tenants.get(tenant, self.default)
-
-    @classmethod
-    def from_toml(cls, doc: Mapping[str, Any]) -> LimitsConfig:
-        if not isinstance(doc, Mapping):
-            raise ConfigError("[limits] must be a table")
-        default = _limits(TenantLimits(), {k: v for k, v in doc.items() if k != "tenants"}, "[limits]")
-        tenants = doc.get("tenants", {})
-        if not isinstance(tenants, Mapping):
-            raise ConfigError("[limits.tenants] must hold one table per tenant")
-        return cls(default, {t: _limits(default, v, f"[limits.tenants.{t}]") for t, v in tenants.items()})
-
-
-def _limits(base: TenantLimits, values: Any, where: str) -> TenantLimits:
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    known = {f.name for f in fields(TenantLimits)}
-    changes: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{where}: unknown limit {key!r} (known: {', '.join(sorted(known))})")
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or value < 0
-            or not math.isfinite(value)
-        ):
-            raise ConfigError(f"{where}: {key} must be a number from 0 up, got {value!r}")
-        changes[key] = int(value) if key == "max_concurrent_queries" else float(value)
-    limits = replace(base, **changes)
-    if limits.max_concurrent_queries < 1 or limits.query_timeout_s <= 0:
-        raise ConfigError(f"{where}: max_concurrent_queries and query_timeout_s must be above 0")
-    return limits
 
 
 class SpanRate:

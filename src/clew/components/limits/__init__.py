@@ -1,0 +1,69 @@
+"""Attribute limits in the insert, per tenant (`[limits]` of clew.toml, clew.core.limits): a span
+keeps at most `max_attributes_per_span` attributes (string ones first, then integers, floats,
+booleans and complex values, each in the order sent), the others are dropped and added to its
+`dropped_attributes_count`, as OpenTelemetry SDKs do; string values longer than
+`max_attribute_value_length` characters are cut to it. A request is never refused for either.
+
+Runs after redaction, so the detectors see whole values. The tenant's own limits are chosen in the
+SQL from the insert's tenant, so one statement serves every tenant."""
+
+from __future__ import annotations
+
+from clew.components.base import BaseComponent, Context
+from clew.core.limits import LimitsConfig
+from clew.store.sql import quote
+from clew.store.transforms import Transforms
+
+__all__ = ["Limits"]
+
+KINDS = ("string", "int", "float", "bool", "complex")  # the order attributes are kept in
+
+
+def _per_tenant(config: LimitsConfig, field: str) -> str:
+    """SQL for a limit: the tenant's own where it has one, the default otherwise."""
+    default = getattr(config.default, field)
+    own = {t: getattr(v, field) for t, v in config.tenants.items() if getattr(v, field) != default}
+    if not own:
+        return str(default)
+    cases = ", ".join(f"{{in:tenant}} = {quote(t)}, {value}" for t, value in sorted(own.items()))
+    return f"multiIf({cases}, {default})"
+
+
+def transforms(config: LimitsConfig) -> Transforms:
+    counts = {k: f"length({{in:attributes_{k}}})" for k in KINDS}
+    aliases = {
+        "clew_lim_n": f"toUInt64({_per_tenant(config, 'max_attributes_per_span')})",
+        "clew_lim_len": f"toUInt64({_per_tenant(config, 'max_attribute_value_length')})",
+    }
+    kept_before = "0"
+    columns: dict[str, str] = {}
+    for kind in KINDS:
+        keep = f"clew_lim_keep_{kind}"
+        aliases[keep] = f"least({counts[kind]}, greatest(toInt64(clew_lim_n) - ({kept_before}), 0))"
+        column = f"{{in:attributes_{kind}}}"
+        keys, values = (
+            f"arraySlice(mapKeys({column}), 1, {keep})",
+            f"arraySlice(mapValues({column}), 1, {keep})",
+        )
+        if kind == "string":  # every value measured, whether or not attributes are dropped
+            columns[f"attributes_{kind}"] = (
+                f"mapFromArrays({keys}, arrayMap(v -> substringUTF8(v, 1, clew_lim_len), {values}))"
+            )
+        else:
+            columns[f"attributes_{kind}"] = (
+                f"if({counts[kind]} <= {keep}, {column}, mapFromArrays({keys}, {values}))"
+            )
+        kept_before = f"{kept_before} + {keep}"
+    total = " + ".join(counts.values())
+    columns["dropped_attributes"] = f"{{in:dropped_attributes}} + toUInt32(({total}) - ({kept_before}))"
+    return Transforms(columns, aliases)
+
+
+class Limits(BaseComponent):
+    name = "limits"
+
+    def __init__(self, ctx: Context, config: LimitsConfig) -> None:
+        self.config = config
+
+    def insert_stage(self) -> Transforms | None:
+        return transforms(self.config)
