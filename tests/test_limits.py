@@ -36,9 +36,12 @@ query_timeout_s = 20
 spans_per_second = 1000000
 [limits.tenants.bulk]
 spans_per_second = 1000000
-[limits.tenants.tiny]
+[limits.tenants.narrow]
 spans_per_second = 1000000
 max_attributes_per_span = 3
+[limits.tenants.tiny]
+spans_per_second = 1000000
+max_request_bytes = 500
 [limits.tenants.hurried]
 query_timeout_s = 0.001
 """
@@ -188,7 +191,7 @@ def _stored_span(server: ServerProcess, trace: bytes, tenant: str) -> dict:
 
 def test_attributes_beyond_the_limits_are_dropped_and_cut_never_refused(limited: ServerProcess) -> None:
     long_value = "é" * 40_000  # characters, not bytes, are what is counted
-    for tenant, attributes, dropped in (("bulk", 128, 2 + 202 - 128), ("tiny", 3, 2 + 202 - 3)):
+    for tenant, attributes, dropped in (("bulk", 128, 2 + 202 - 128), ("narrow", 3, 2 + 202 - 3)):
         trace = os.urandom(16)
         response = httpx.post(
             f"{limited.otlp_http_url}/v1/traces",
@@ -204,3 +207,18 @@ def test_attributes_beyond_the_limits_are_dropped_and_cut_never_refused(limited:
         assert kept["long"]["stringValue"] == "é" * 32768
         assert "n" not in kept  # strings are kept first, the integer went over the limit
         assert {"long", "s000", "s001"} <= set(kept)
+
+
+def test_a_tenants_request_size_limit(limited: ServerProcess) -> None:
+    body = _request(os.urandom(16))
+    assert len(body) > 500
+    for url, content, kind in (
+        (f"{limited.otlp_http_url}/v1/traces", body, "application/x-protobuf"),
+        (f"{limited.zipkin_url}/api/v2/spans", b"[" + b" " * 600 + b"]", "application/json"),
+    ):
+        response = httpx.post(
+            url, content=content, headers={"Content-Type": kind, "X-Scope-OrgID": "tiny"}, timeout=30
+        )
+        assert response.status_code == 413 and b"max_request_bytes" in response.content
+    # the same body from a tenant without that limit is taken
+    assert _post(limited, "bulk").status_code == 200

@@ -36,7 +36,7 @@ from clew.gateway.errors import Problem, handlers
 from clew.gateway.hosts import LOOPBACK_NAMES, HostCheck
 from clew.gateway.identity import IdentityMiddleware
 from clew.gateway.keys import KEYS_FILE, FileKeyRing
-from clew.gateway.limits import QueryGate, SpanRate, rate_limited
+from clew.gateway.limits import QueryGate, RequestSize, SpanRate, rate_limited
 from clew.ingest.logged import LoggedWriter
 from clew.ingest.wal import Wal, default_dir
 from clew.ingest.writer import TELEMETRY as INGEST_TELEMETRY
@@ -295,9 +295,11 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         router = PortRouter(
             {
                 ports.otlp_http: IdentityMiddleware(
-                    otlp_http_app(sink, settings.max_body_bytes), keys, "ingest"
+                    RequestSize(otlp_http_app(sink, settings.max_body_bytes), settings.limits), keys, "ingest"
                 ),
-                ports.zipkin: IdentityMiddleware(zipkin_app(sink, settings.max_body_bytes), keys, "ingest"),
+                ports.zipkin: IdentityMiddleware(
+                    RequestSize(zipkin_app(sink, settings.max_body_bytes), settings.limits), keys, "ingest"
+                ),
                 ports.http: IdentityMiddleware(
                     QueryGate(assembly_http_app(assembly, writer), settings.limits), keys, "read", _public
                 ),

@@ -8,6 +8,7 @@ max_concurrent_queries = 8
 query_timeout_s = 30
 max_attributes_per_span = 128   # beyond: dropped, counted in the span's dropped_attributes_count
 max_attribute_value_length = 32768  # string values cut to this many characters
+max_request_bytes = 4194304     # a request body over it is answered 413 (0: the server's max_body_bytes)
 [limits.tenants.shop]           # one tenant's own values
 spans_per_second = 5000
 ```
@@ -22,7 +23,12 @@ from typing import Any
 
 from clew.core.errors import ConfigError
 
-_WHOLE = ("max_concurrent_queries", "max_attributes_per_span", "max_attribute_value_length")
+_WHOLE = (
+    "max_concurrent_queries",
+    "max_attributes_per_span",
+    "max_attribute_value_length",
+    "max_request_bytes",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,7 @@ class TenantLimits:
     query_timeout_s: float = 30.0
     max_attributes_per_span: int = 128  # the OpenTelemetry SDKs' default attribute count limit
     max_attribute_value_length: int = 32768
+    max_request_bytes: int = 0  # 0: the server's max_body_bytes; a tenant may be given less
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clew.core.budget import QUERY_SECONDS
-from clew.core.errors import TooManyRequests
+from clew.core.errors import TooLarge, TooManyRequests
 from clew.core.identity import caller_of
 from clew.core.limits import LimitsConfig
 from clew.core.model import OtlpBatch
@@ -99,3 +99,32 @@ class QueryGate:
             QUERY_SECONDS.reset(token)
             with self._lock:
                 self._running[tenant] -= 1
+
+
+class RequestSize:
+    """Around an ingest port: a tenant's request body past its `max_request_bytes` is answered 413
+    (counted as it arrives, so a chunked body is cut off as soon as it goes over)."""
+
+    def __init__(self, app: ASGIApp, config: LimitsConfig) -> None:
+        self.app, self.config = app, config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tenant = caller_of(scope).tenant if scope["type"] == "http" else ""
+        limit = self.config.of(tenant).max_request_bytes if tenant else 0
+        if limit <= 0:
+            await self.app(scope, receive, send)
+            return
+        size = 0
+
+        async def counted() -> Message:
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    raise TooLarge(
+                        f"request body is over tenant {tenant!r}'s limit of {limit} bytes (max_request_bytes)"
+                    )
+            return message
+
+        await self.app(scope, counted, send)
