@@ -4,6 +4,11 @@ structural evaluation that runs on the spans of candidate traces.
 Spanset filters (`{ ... }`) compile to SQL in the store (store/search.py); how spansets combine
 (`&&`, `||`, `>`, `>>`, `~`) and aggregate pipelines (`| count() > 3`) are evaluated here, per trace,
 on the flags the SQL computed. See docs/query-language.md.
+
+Strings in double quotes (values and quoted attribute names such as `span."my key"`) decode Go-style
+escapes as TraceQL does; any other backslash sequence is refused with its position. Backquoted
+strings are raw. Input is bounded before it can recurse anywhere (`MAX_*` below): each limit answers
+a 400 that names it, and the largest accepted query stays inside the engine's parser and AST limits.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Literal, cast
 
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 from lark import Lark, Token, Transformer
 from lark.exceptions import (
     UnexpectedCharacters,
@@ -118,6 +125,39 @@ _DURATION_UNITS = {
 _ORDERING_OPS = {">", ">=", "<", "<="}
 _REGEX_OPS = {"=~", "!~"}
 
+# Limits on a query, each checked before anything can recurse on it (the text is scanned for its
+# nesting before it is parsed; the counts are checked as the parse tree becomes the AST, which folds
+# `&&` and `||` chains into balanced trees). With all of them at once the SQL of a search stays far
+# inside the engine's max_parser_depth (1000), max_ast_depth (1000) and max_ast_elements (50,000):
+# tests/test_language_limits.py runs the largest accepted query through a real server.
+MAX_QUERY_LENGTH = 16_384  # characters
+MAX_NESTING_DEPTH = 32  # open `{` and `(` at once
+MAX_CONDITIONS = 128  # comparisons in all the spanset filters of a query
+MAX_SPANSETS = 32  # spanset filters `{ ... }` in a query
+MAX_PIPELINE_STAGES = 16  # `| aggregate` stages
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # integers and durations (nanoseconds) are 64-bit
+
+# Go's escapes in double-quoted strings (strconv.Unquote, as TraceQL reads them)
+_ESCAPES = {
+    '"': '"',
+    "\\": "\\",
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+}
+_ESCAPES_TEXT = r"\" \\ \n \t \r \a \b \f \v, \xHH and \OOO (ASCII), \uHHHH, \UHHHHHHHH"
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is the client's, answered with a 400; no engine log line
+_RE2_RULES = (
+    "regular expressions are RE2: no lookaround, backreferences or possessive quantifiers, "
+    "repetition counts up to 1000"
+)
+
 
 class QuerySyntaxError(BadRequest):
     """The query does not parse or does not type-check; carries where and what was expected."""
@@ -209,10 +249,71 @@ class Query:
         return walk(self.spansets)
 
 
-def _unquote(text: str) -> str:
+def _unquote(text: str, offset: int = 0) -> str:
+    """A string literal's value: backquoted strings are raw; double-quoted ones decode Go's escapes
+    (`_ESCAPES`, `\\xHH`, `\\OOO`, `\\uHHHH`, `\\UHHHHHHHH`). `offset` is where `text` starts in the
+    query (0-based), for the position of a bad escape."""
     if text.startswith("`"):
         return text[1:-1]
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), text[1:-1])
+    body, out, i = text[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        at = offset + 1 + i  # the backslash
+        kind = body[i + 1] if i + 1 < len(body) else ""
+        if kind in _ESCAPES:
+            out.append(_ESCAPES[kind])
+            i += 2
+            continue
+        if kind in _HEX_ESCAPES:
+            width, base, start = _HEX_ESCAPES[kind], 16, i + 2
+        elif kind and kind in "01234567":
+            width, base, start = 3, 8, i + 1
+        else:
+            raise QuerySyntaxError(
+                f"unknown escape sequence {body[i : i + 2]} in a string: the escapes are {_ESCAPES_TEXT}; "
+                "write \\\\ for a backslash, or use a `raw string` (handy for regular expressions)",
+                at,
+            )
+        digits, written = body[start : start + width], body[i : start + width]
+        allowed = "0123456789abcdefABCDEF" if base == 16 else "01234567"
+        if len(digits) != width or any(d not in allowed for d in digits):
+            raise QuerySyntaxError(
+                f"escape sequence {written} needs {width} {'hex' if base == 16 else 'octal'} digits", at
+            )
+        code = int(digits, base)
+        if kind not in "uU" and code > 0x7F:
+            raise QuerySyntaxError(
+                f"escape sequence {written} is past ASCII: write \\u{code:04X} for that character", at
+            )
+        if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+            raise QuerySyntaxError(f"escape sequence {written} is not a Unicode character", at)
+        out.append(chr(code))
+        i = start + width
+    return "".join(out)
+
+
+def anchored(pattern: str) -> str:
+    """A TraceQL regex as the engine runs it: matching the whole value (store/search.py)."""
+    return f"^(?:{pattern})$"
+
+
+def _check_regex(pattern: str, at: int) -> None:
+    """Refuse what the engine's RE2 would refuse: by RE2 itself, on the pattern alone (balanced, so
+    anchoring cannot change its meaning) and anchored as the engine receives it."""
+    for text in (pattern, anchored(pattern)):
+        try:
+            re2.compile(text, _RE2_OPTIONS)
+        except re2.error as exc:
+            reason = exc.args[0] if exc.args else "rejected"
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            raise QuerySyntaxError(
+                f"invalid regular expression {_shown(pattern)}: {str(reason)[:200]} ({_RE2_RULES})", at
+            ) from None
 
 
 def _field(token: Token) -> Field:
@@ -232,28 +333,62 @@ def _field(token: Token) -> Field:
         return Field("intrinsic", text)
     scope, _, key = text.partition(".")
     if key.startswith('"'):
-        key = _unquote(key)
+        key = _unquote(key, (token.start_pos or 0) + len(scope) + 1)
     scopes: dict[str, Scope] = {"span": "span", "resource": "resource", "": "any"}
     return Field(scopes[scope], key)
 
 
 def parse_duration_literal(text: str) -> int:
+    """Nanoseconds, exactly (decimal arithmetic, rounding half to even); a `ValueError` saying so when
+    the text is not a duration or is beyond 64-bit nanoseconds (about 106,751 days)."""
     match = re.fullmatch(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
     if not match:
-        raise ValueError(text)
-    return int(round(float(match.group(1)) * _DURATION_UNITS[match.group(2)]))
+        raise ValueError(f"{text!r} is not a duration")
+    with localcontext() as ctx:
+        ctx.prec = 60  # above the 19 digits of int64 nanoseconds and any unit's factor
+        nanos = (Decimal(match.group(1)) * _DURATION_UNITS[match.group(2)]).to_integral_value(ROUND_HALF_EVEN)
+    if not INT64_MIN <= nanos <= INT64_MAX:
+        raise ValueError(
+            f"duration {text} is out of range: durations are 64-bit nanoseconds, "
+            f"at most {INT64_MAX // _DURATION_UNITS['h']}h ({INT64_MAX}ns)"
+        )
+    return int(nanos)
+
+
+def _number(text: str, at: int) -> Value:
+    if re.fullmatch(r"-?\d+", text):
+        digits = text.lstrip("-").lstrip("0") or "0"
+        # compared as text first: int() of thousands of digits is slow and refused by Python
+        value = int(digits) if len(digits) <= 19 else INT64_MAX + 1
+        value = -value if text.startswith("-") else value
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise QuerySyntaxError(
+                f"integer {text if len(text) <= 40 else text[:40] + '...'} is out of range: integers are "
+                f"64-bit, from {INT64_MIN} to {INT64_MAX}",
+                at,
+            )
+        return Value("int", value)
+    number = float(text)
+    if not math.isfinite(number):
+        raise QuerySyntaxError(
+            f"number {text if len(text) <= 40 else text[:40] + '...'} is out of range of 64-bit floating "
+            "point (at most about 1.8e308)",
+            at,
+        )
+    return Value("float", number)
 
 
 def _value(token: Token) -> Value:
     text = str(token)
     if token.type in ("STRING", "RAW_STRING"):
-        return Value("string", _unquote(text))
+        return Value("string", _unquote(text, token.start_pos or 0))
     if token.type == "DURATION":
-        return Value("duration", parse_duration_literal(text))
+        try:
+            return Value("duration", parse_duration_literal(text))
+        except ValueError as exc:
+            raise QuerySyntaxError(str(exc), token.start_pos) from None
     if token.type == "NUMBER":
-        if re.fullmatch(r"-?\d+", text):
-            return Value("int", int(text))
-        return Value("float", float(text))
+        return _number(text, token.start_pos or 0)
     if text in ("true", "false"):
         return Value("bool", text == "true")
     if text == "nil":
@@ -269,7 +404,7 @@ def _value(token: Token) -> Value:
     )
 
 
-def _check(field: Field, op: Token, value: Value) -> Value:
+def _check(field: Field, op: Token, value: Value, value_pos: int) -> Value:
     """Type rules, so a query that cannot mean anything says so instead of matching nothing."""
     pos = op.start_pos
     operator = str(op)
@@ -282,10 +417,7 @@ def _check(field: Field, op: Token, value: Value) -> Value:
     if operator in _REGEX_OPS and value.kind != "string":
         raise QuerySyntaxError(f"{operator} needs a string pattern", pos)
     if operator in _REGEX_OPS:
-        try:
-            re.compile(str(value.value))
-        except re.error as exc:
-            raise QuerySyntaxError(f"invalid regular expression {value.value!r}: {exc}", pos) from None
+        _check_regex(str(value.value), value_pos)
     if field.scope != "intrinsic":
         if value.kind in ("status", "kind"):
             raise QuerySyntaxError(f"attribute {field} cannot be compared with keyword {value.value}", pos)
@@ -311,6 +443,8 @@ class _ToAst(Transformer[Token, object]):
     def __init__(self) -> None:
         super().__init__()
         self.filters: list[SpansetFilter] = []
+        self.conditions = 0
+        self.stages = 0
 
     def field(self, items: list[Token]) -> Token:
         return items[0]
@@ -320,28 +454,41 @@ class _ToAst(Transformer[Token, object]):
 
     def comparison(self, items: list[Token]) -> Comparison:
         name, op, raw = items
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise QuerySyntaxError(
+                f"the query has more than {MAX_CONDITIONS} conditions (MAX_CONDITIONS, comparisons in all "
+                "its spanset filters): split it, or match many values with one regular expression",
+                name.start_pos,
+            )
         f = _field(name)
-        return Comparison(f, str(op), _check(f, op, _value(raw)))
+        return Comparison(f, str(op), _check(f, op, _value(raw), raw.start_pos or 0))
 
     def group(self, items: list[object]) -> object:
         return items[1]
 
     def cond_and(self, items: list[object]) -> Condition:
-        return self._fold(items, BoolOp)  # type: ignore[return-value]  # the grammar folds conditions only
+        return self._balanced(items, BoolOp)  # type: ignore[return-value]  # the grammar folds conditions only
 
     def cond_or(self, items: list[object]) -> Condition:
-        return self._fold(items, BoolOp)  # type: ignore[return-value]  # the grammar folds conditions only
+        return self._balanced(items, BoolOp)  # type: ignore[return-value]  # the grammar folds conditions only
 
     def spanset_filter(self, items: list[object]) -> SpansetFilter:
+        if len(self.filters) == MAX_SPANSETS:
+            brace = items[0]
+            raise QuerySyntaxError(
+                f"the query has more than {MAX_SPANSETS} spanset filters {{ ... }} (MAX_SPANSETS)",
+                brace.start_pos if isinstance(brace, Token) else None,
+            )
         result = SpansetFilter(len(self.filters), items[1])  # type: ignore[arg-type]  # "{" condition "}"
         self.filters.append(result)
         return result
 
     def spanset_or(self, items: list[object]) -> SpansetExpr:
-        return self._fold(items, SpansetOp)  # type: ignore[return-value]  # the grammar folds spansets only
+        return self._balanced(items, SpansetOp)  # type: ignore[return-value]  # the grammar folds spansets only
 
     def spanset_and(self, items: list[object]) -> SpansetExpr:
-        return self._fold(items, SpansetOp)  # type: ignore[return-value]  # the grammar folds spansets only
+        return self._balanced(items, SpansetOp)  # type: ignore[return-value]  # the grammar folds spansets only
 
     def structural(self, items: list[object]) -> SpansetExpr:
         return self._fold(items, SpansetOp)  # type: ignore[return-value]  # the grammar folds spansets only
@@ -349,6 +496,12 @@ class _ToAst(Transformer[Token, object]):
     def aggregate(self, items: list[object]) -> Aggregate:
         fn, _, arg, _, op, raw = items
         assert isinstance(fn, Token) and isinstance(op, Token) and isinstance(raw, Token)
+        self.stages += 1
+        if self.stages > MAX_PIPELINE_STAGES:
+            raise QuerySyntaxError(
+                f"the query has more than {MAX_PIPELINE_STAGES} pipeline stages (MAX_PIPELINE_STAGES)",
+                fn.start_pos,
+            )
         f = _field(arg) if isinstance(arg, Token) else None
         if str(fn) == "count":
             if f is not None:
@@ -370,10 +523,26 @@ class _ToAst(Transformer[Token, object]):
 
     @staticmethod
     def _fold(items: list[object], node: type) -> object:
+        """`a op b op c` as ((a op b) op c): structural operators associate to the left."""
         result = items[0]
         for i in range(1, len(items), 2):
             result = node(str(items[i]), result, items[i + 1])
         return result
+
+    @staticmethod
+    def _balanced(items: list[object], node: type) -> object:
+        """A chain of one associative operator (`&&` or `||`, which the grammar never mixes in one
+        chain) as a balanced tree: its depth, in Python and in the SQL it becomes, grows as log2."""
+        operands, op = items[0::2], str(items[1]) if len(items) > 1 else ""
+        assert all(str(o) == op for o in items[1::2])
+
+        def build(lo: int, hi: int) -> object:
+            if hi - lo == 1:
+                return operands[lo]
+            mid = (lo + hi) // 2
+            return node(op, build(lo, mid), build(mid, hi))
+
+        return build(0, len(operands))
 
 
 _PARSER = Lark(GRAMMAR, parser="lalr", maybe_placeholders=True, propagate_positions=False)
@@ -383,10 +552,47 @@ def _expected_text(names: set[str]) -> list[str]:
     return sorted({_TERMINAL_TEXT.get(n, n) for n in names})
 
 
+def _check_bounds(text: str) -> None:
+    """The limits that hold before parsing: the length, text that is Unicode, and the nesting of
+    `{` and `(` outside strings (so neither the parse tree nor the AST can be deep)."""
+    if len(text) > MAX_QUERY_LENGTH:
+        raise QuerySyntaxError(
+            f"the query is {len(text)} characters long: the limit is {MAX_QUERY_LENGTH} (MAX_QUERY_LENGTH)",
+            MAX_QUERY_LENGTH + 1,
+        )
+    surrogate = re.search("[\ud800-\udfff]", text)
+    if surrogate:
+        column = surrogate.start() + 1
+        raise QuerySyntaxError(f"the query is not Unicode text: a lone surrogate at column {column}", column)
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == '"':  # a string or a quoted attribute name, as the lexer reads them
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif ch == "`":
+            end = text.find("`", i + 1)
+            i = n if end < 0 else end
+        elif ch in "({":
+            depth += 1
+            if depth > MAX_NESTING_DEPTH:
+                raise QuerySyntaxError(
+                    f"the query nests {{ and ( deeper than {MAX_NESTING_DEPTH} (MAX_NESTING_DEPTH) at "
+                    f"column {i + 1}",
+                    i + 1,
+                )
+        elif ch in ")}":
+            depth = max(0, depth - 1)
+        i += 1
+
+
 def parse(text: str) -> Query:
-    """The query as an AST, or a `QuerySyntaxError` with the 1-based column and what could come next."""
+    """The query as an AST, or a `QuerySyntaxError` with the 1-based position (the column of a one-line
+    query) and what could come next; queries beyond a `MAX_*` limit are refused naming the limit."""
     if not text.strip():
         raise QuerySyntaxError("the query is empty: try { } for every span, or { status = error }", 1)
+    _check_bounds(text)
     try:
         tree = _PARSER.parse(text)
     except UnexpectedEOF as exc:
@@ -402,15 +608,16 @@ def parse(text: str) -> Query:
             column = len(text.rstrip()) + 1
             message = f"the query ends too early at column {column}"
         else:
-            column = exc.column
-            message = f"unexpected {str(exc.token)!r} at column {column}"
+            column = (exc.token.start_pos or 0) + 1  # lark's own column restarts on each line
+            message = f"unexpected {_shown(str(exc.token))} at column {column}"
         raise QuerySyntaxError(f"{message}: expected {' or '.join(expected)}", column, expected) from None
     except UnexpectedCharacters as exc:
         expected = _expected_text(set(exc.allowed or ()))
+        column = (exc.pos_in_stream or 0) + 1
         raise QuerySyntaxError(
-            f"unexpected character {text[exc.pos_in_stream or 0]!r} at column {exc.column}"
+            f"unexpected character {text[column - 1]!r} at column {column}"
             + (f": expected {' or '.join(expected)}" if expected else ""),
-            exc.column,
+            column,
             expected,
         ) from None
     except UnexpectedInput as exc:  # pragma: no cover - lark's remaining cases
@@ -422,9 +629,15 @@ def parse(text: str) -> Query:
         if isinstance(cause, QuerySyntaxError):
             if cause.position is not None:
                 cause.position += 1  # token offsets are 0-based; columns are 1-based
-                cause.args = (f"{cause.args[0]} (column {cause.position})",)
+                cause.message = f"{cause.message} (column {cause.position})"
+                cause.args = (cause.message,)
             raise cause from None
         raise
+
+
+def _shown(token: str) -> str:
+    """A token as an error message quotes it: long ones (a string of thousands of characters) cut."""
+    return repr(token if len(token) <= 60 else token[:60] + "...")
 
 
 # --- evaluation on one trace's spans ------------------------------------------------------------

@@ -23,6 +23,7 @@ from clew.core.language import (
     SpansetExpr,
     SpansetFilter,
     TraceSpans,
+    anchored,
     evaluate,
 )
 from clew.core.model import DEFAULT_TENANT
@@ -114,8 +115,8 @@ def _compare(column: str, op: str, placeholder: str) -> str:
 
 
 def _pattern(value: object) -> str:
-    """TraceQL regexes match the whole value."""
-    return f"^(?:{value})$"
+    """TraceQL regexes match the whole value; the parser validated this very pattern with RE2."""
+    return anchored(str(value))
 
 
 def _attribute_sql(prefix: str, cmp: Comparison, params: Params) -> str:
