@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from clew.core.errors import StoreError
+from clew.core.errors import BadRequest, StoreError
 from clew.core.language import parse
 from clew.core.otlp import to_otlp_json, to_traces_data
 from clew.receivers.otlp import decode_json
@@ -200,9 +200,12 @@ def test_a_failed_statement_never_changes_the_next_answer(store: Store, backend:
     expected = store.reader.services()
     trace = canonical_spans(to_otlp_json(to_traces_data(store.reader.get_trace(bytes.fromhex(A)))))
     for _ in range(3):
-        with pytest.raises(StoreError):
+        # a regex the engine cannot compile is the request's fault: a 400 without the engine's text
+        with pytest.raises(BadRequest, match="CANNOT_COMPILE_REGEXP"):
             backend.query("SELECT count() FROM clew.words WHERE match(s, '(?=a)a')")
         with pytest.raises(StoreError):
+            backend.query("SELECT count() FROM clew.no_such_table")
+        with pytest.raises(BadRequest):
             backend.command("SELECT count() FROM clew.words WHERE match(s, '(?<=a)')")
         for _ in range(3):  # every reader session of a pool, whichever the failure landed on
             assert store.reader.services() == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import tempfile
 import threading
@@ -13,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from clew.core.budget import QUERY_SECONDS
-from clew.core.errors import QueryTooCostly, StoreError
+from clew.core.errors import BadRequest, QueryTooCostly, StoreError
 
 
 def _quote(text: str) -> str:
@@ -60,6 +61,11 @@ class _Session:
             return self.session.query(sql, fmt, params=_escaped(params))
         except Exception as exc:  # chdb raises RuntimeError with ClickHouse's text
             self._recover(fmt)
+            kind = _QUERY_FAULTS.search(str(exc))
+            if kind is not None:  # what the request asked is what the engine cannot run
+                raise BadRequest(
+                    f"the query cannot be run as written ({kind.group(1)}): simplify it"
+                ) from exc
             raise StoreError(str(exc)) from exc
 
     def _recover(self, fmt: str) -> None:
@@ -79,6 +85,11 @@ class _Session:
 
 
 _PROBES = 3
+# Engine errors that come from what a request asked, not from the store: a backstop behind the
+# parsers' own checks (regexes, nesting), answered 400 with the error's name and no engine text.
+_QUERY_FAULTS = re.compile(
+    r"\((CANNOT_COMPILE_REGEXP|TOO_DEEP_RECURSION|TOO_DEEP_AST|TOO_BIG_AST|TOO_DEEP_SUBQUERIES)\)"
+)
 
 
 def _probe_ok(result: Any, fmt: str) -> bool:
