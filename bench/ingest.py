@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 from statistics import median
+from typing import IO
 
 import httpx
 
@@ -28,9 +29,14 @@ from workload import requests  # noqa: E402
 # view is part of the schema and runs in both modes)
 NO_PIPELINE = "[redaction]\nenabled = false\n[enrich]\nnormalize_names = false\n[sampling]\nenabled = false\n"
 LISTENING = re.compile(r"clew listening .*otlp-http=(\d+).* http=(\d+)")
+PORT = re.compile(r"([a-z-]+)=(\d+)")
 
 
-def start_server(data_dir: str, pipeline: bool = True) -> tuple[subprocess.Popen[str], int, int]:
+def launch(
+    data_dir: str, pipeline: bool = True, stderr: IO[str] | None = None
+) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    """A fresh `clew serve` on free ports: the process and its ports by name ("otlp-grpc", "otlp-http",
+    "zipkin", "http"), as its `clew listening` line gives them."""
     cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", data_dir]
     cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0"]
     if not pipeline:
@@ -39,14 +45,29 @@ def start_server(data_dir: str, pipeline: bool = True) -> tuple[subprocess.Popen
             f.write(NO_PIPELINE)
         cmd += ["--config", config]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
     assert proc.stdout is not None
     for line in proc.stdout:
-        match = LISTENING.search(line)
-        if match:
-            return proc, int(match.group(1)), int(match.group(2))
+        if LISTENING.search(line):
+            return proc, {name: int(port) for name, port in PORT.findall(line)}
     raise SystemExit("clew serve did not start")
+
+
+def start_server(data_dir: str, pipeline: bool = True) -> tuple[subprocess.Popen[str], int, int]:
+    proc, ports = launch(data_dir, pipeline)
+    return proc, ports["otlp-http"], ports["http"]
+
+
+def wait_committed(http_port: int, timeout: float = 600) -> None:
+    """With the write-ahead log a 200 means logged: wait until the committer has stored every span."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=30).json()
+        if not health.get("ingest", {}).get("uncommittedSpans"):
+            return
+        time.sleep(0.02)
+    raise SystemExit(f"spans still uncommitted after {timeout:.0f}s")
 
 
 def send_all(url: str, payloads: list[bytes], connections: int) -> tuple[float, int]:
@@ -116,12 +137,7 @@ def served(payloads: list[bytes], data_dir: str, pipeline: bool, k: int) -> tupl
         cpu = server_cpu(proc.pid)
         started = time.perf_counter()
         elapsed, retries = send_all(f"http://127.0.0.1:{port}/v1/traces", payloads, k)
-        # with the write-ahead log a 200 means logged: the run ends when the committer has stored all
-        while True:
-            health = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=30).json()
-            if not health.get("ingest", {}).get("uncommittedSpans"):
-                break
-            time.sleep(0.02)
+        wait_committed(http_port)  # the run ends when the committer has stored every span
         elapsed = time.perf_counter() - started
         cpu = server_cpu(proc.pid) - cpu
     finally:
