@@ -33,6 +33,7 @@ from clew.components.retention import Retention
 from clew.components.sampling import Sampler, Sampling, SamplingConfig, probabilistic
 from clew.components.sampling import policy as Policy
 from clew.config import ConfigError, Settings
+from clew.core.limits import LimitsConfig, TenantLimits
 from clew.ingest.writer import Writer
 from clew.receivers.otlp_http import otlp_http_app
 from clew.server import assembly_http_app, bind
@@ -56,10 +57,10 @@ class Clock:
 class Harness:
     """Receiver, APIs, writer, store and sampler on one clock; the sampler and retention run when told."""
 
-    def __init__(self, tmp_path, config: SamplingConfig) -> None:
+    def __init__(self, tmp_path, config: SamplingConfig, **configs: object) -> None:
         self.clock = Clock()
         self.config = config
-        self.store = open_embedded(tmp_path / "data", sampling=config, clock=self.clock)
+        self.store = open_embedded(tmp_path / "data", sampling=config, clock=self.clock, **configs)
         self.sampling = self.store.component(Sampling)
         self.retention = self.store.component(Retention)
         self.sampler = self.sampling.sampler
@@ -176,8 +177,9 @@ class Harness:
 def make(tmp_path) -> Iterator:
     made: list[Harness] = []
 
-    def factory(**config: object) -> Harness:
-        harness = Harness(tmp_path / str(len(made)), replace(SamplingConfig(), **config))
+    def factory(limits: LimitsConfig | None = None, **config: object) -> Harness:
+        extra = {"limits": limits} if limits is not None else {}
+        harness = Harness(tmp_path / str(len(made)), replace(SamplingConfig(), **config), **extra)
         made.append(harness)
         return harness
 
@@ -444,3 +446,25 @@ def test_without_tail_sampling_spans_settle_at_once_and_stay_until_the_long_rete
     assert h.spans_stored(trace_id) == 1 and h.spans_stored(h.trace_id(old)) == 1
     h.clock.advance(7 * 86400)
     assert h.retention.expire(h.clock.now) == 2
+
+
+def test_a_kept_trace_keeps_its_first_spans_up_to_its_tenants_limit(make):
+    """`max_spans_per_trace`: past the full-fidelity window a kept trace keeps its first spans by start
+    time (the root among them), the rest are dropped with the hour and counted."""
+    h = make(policies=(Policy("errors", "errors"),), limits=LimitsConfig(TenantLimits(max_spans_per_trace=4)))
+    root = h.span("web", "GET /", 50, error=True, end=False)
+    for i in range(9):
+        h.span("db", f"query {i}", 1, parent=root)
+    root.end(end_time=root._clew_end)  # type: ignore[attr-defined]
+    small = h.span("web", "GET /small", 10, error=True)
+    big, little = h.trace_id(root), h.trace_id(small)
+    assert h.spans_stored(big) == 10  # the full-fidelity tier holds everything
+    h.clock.advance(11)
+    h.sampler.tick()
+    h.past_full_fidelity()
+    h.expire()
+    kept = h.api.get(f"/api/traces/{big}").json()["data"][0]["spans"]
+    assert len(kept) == 4 and "GET /" in {s["operationName"] for s in kept}
+    assert h.spans_stored(little) == 1
+    assert h.retention.capped_spans == 6
+    assert "clew_retention_capped_spans_total 6" in h.api.get("/metrics").text

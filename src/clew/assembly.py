@@ -70,7 +70,11 @@ def components(settings: Settings, ctx: Context, state_dir: Path) -> list[Compon
     dependencies = Dependencies(ctx)
     sampling = Sampling(ctx, settings.sampling)
     retention = Retention(
-        ctx, settings.retention, sampling if settings.sampling.enabled else None, watchers=[dependencies]
+        ctx,
+        settings.retention,
+        sampling if settings.sampling.enabled else None,
+        watchers=[dependencies],
+        max_spans_per_trace=settings.limits.by_tenant("max_spans_per_trace"),
     )
     return [
         Enrichment(ctx, settings.enrich),  # names templated before redaction sees them

@@ -9,6 +9,7 @@ query_timeout_s = 30
 max_attributes_per_span = 128   # beyond: dropped, counted in the span's dropped_attributes_count
 max_attribute_value_length = 32768  # string values cut to this many characters
 max_request_bytes = 4194304     # a request body over it is answered 413 (0: the server's max_body_bytes)
+max_spans_per_trace = 32000     # a sampled trace keeps its first spans by start time (0: all)
 [limits.tenants.shop]           # one tenant's own values
 spans_per_second = 5000
 ```
@@ -39,6 +40,7 @@ class TenantLimits:
     max_attributes_per_span: int = 128  # the OpenTelemetry SDKs' default attribute count limit
     max_attribute_value_length: int = 32768
     max_request_bytes: int = 0  # 0: the server's max_body_bytes; a tenant may be given less
+    max_spans_per_trace: int = 0  # 0: no limit; past it, the spans a trace keeps once sampled
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,10 @@ class LimitsConfig:
 
     def of(self, tenant: str) -> TenantLimits:
         return self.tenants.get(tenant, self.default)
+
+    def by_tenant(self, name: str) -> tuple[int, dict[str, int]]:
+        """One limit: its default and each tenant's own value."""
+        return getattr(self.default, name), {t: getattr(v, name) for t, v in self.tenants.items()}
 
     @classmethod
     def from_toml(cls, doc: Mapping[str, Any]) -> LimitsConfig:

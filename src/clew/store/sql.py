@@ -33,3 +33,12 @@ def quote(text: str) -> str:
     """A ClickHouse string literal, for SQL that must be literal text (regexes the engine compiles
     once per insert); user values travel as query parameters instead."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def per_tenant(default: int, own: dict[str, int], tenant_sql: str = "tenant") -> str:
+    """SQL for a number that may differ by tenant: `own` values where the tenant has one."""
+    own = {t: v for t, v in own.items() if v != default}
+    if not own:
+        return str(default)
+    cases = ", ".join(f"{tenant_sql} = {quote(t)}, {v}" for t, v in sorted(own.items()))
+    return f"multiIf({cases}, {default})"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from clew.components.base import BaseComponent, Context
 from clew.core.limits import LimitsConfig
-from clew.store.sql import quote
+from clew.store.sql import per_tenant
 from clew.store.transforms import Transforms
 
 __all__ = ["Limits"]
@@ -19,21 +19,11 @@ __all__ = ["Limits"]
 KINDS = ("string", "int", "float", "bool", "complex")  # the order attributes are kept in
 
 
-def _per_tenant(config: LimitsConfig, field: str) -> str:
-    """SQL for a limit: the tenant's own where it has one, the default otherwise."""
-    default = getattr(config.default, field)
-    own = {t: getattr(v, field) for t, v in config.tenants.items() if getattr(v, field) != default}
-    if not own:
-        return str(default)
-    cases = ", ".join(f"{{in:tenant}} = {quote(t)}, {value}" for t, value in sorted(own.items()))
-    return f"multiIf({cases}, {default})"
-
-
 def transforms(config: LimitsConfig) -> Transforms:
     counts = {k: f"length({{in:attributes_{k}}})" for k in KINDS}
     aliases = {
-        "clew_lim_n": f"toUInt64({_per_tenant(config, 'max_attributes_per_span')})",
-        "clew_lim_len": f"toUInt64({_per_tenant(config, 'max_attribute_value_length')})",
+        "clew_lim_n": f"toUInt64({per_tenant(*config.by_tenant('max_attributes_per_span'), '{in:tenant}')})",
+        "clew_lim_len": f"toUInt64({per_tenant(*config.by_tenant('max_attribute_value_length'), '{in:tenant}')})",
     }
     kept_before = "0"
     columns: dict[str, str] = {}

@@ -21,6 +21,7 @@ from clew.core.telemetry import Metric, Sample
 from clew.store.migrations import Migration, steps
 from clew.store.schema import SETTLED
 from clew.store.spans import RECEIVED_SQL
+from clew.store.sql import per_tenant
 from clew.store.transforms import Transforms
 
 SECOND = 10**9
@@ -43,6 +44,11 @@ MIGRATIONS = steps(
     ),
 )
 RUNS = Metric("clew_retention_runs", "counter", "Rounds of the retention.")
+CAPPED = Metric(
+    "clew_retention_capped_spans",
+    "counter",
+    "Spans of kept traces not kept past the full-fidelity window: over the tenant's max_spans_per_trace.",
+)
 DELETED = Metric(
     "clew_retention_deleted_spans",
     "counter",
@@ -102,7 +108,7 @@ class BeforeDelete(Protocol):
 
 class Retention(BaseComponent):
     name = "retention"
-    telemetry = (RUNS, DELETED)
+    telemetry = (RUNS, DELETED, CAPPED)
 
     def __init__(
         self,
@@ -110,11 +116,14 @@ class Retention(BaseComponent):
         config: RetentionConfig,
         kept: KeptTraces | None = None,
         watchers: Sequence[BeforeDelete] = (),
+        max_spans_per_trace: tuple[int, dict[str, int]] = (0, {}),
     ) -> None:
         self.conn, self.db, self.config = ctx.conn, ctx.db, config
         self.kept, self.watchers = kept, watchers
         self.interval = config.interval
-        self.runs = self.deleted_spans = 0
+        self.runs = self.deleted_spans = self.capped_spans = 0
+        # a kept trace keeps its first spans by start time, up to its tenant's limit (0: all)
+        self._cap = per_tenant(*max_spans_per_trace)
 
     def migrations(self) -> Sequence[Migration]:
         return MIGRATIONS
@@ -133,7 +142,11 @@ class Retention(BaseComponent):
         self.expire(now)
 
     def metrics(self) -> Iterable[Sample]:
-        return [Sample(RUNS, self.runs), Sample(DELETED, self.deleted_spans)]
+        return [
+            Sample(RUNS, self.runs),
+            Sample(DELETED, self.deleted_spans),
+            Sample(CAPPED, self.capped_spans),
+        ]
 
     def expire(self, now: int) -> int:
         """Apply both tiers at `now` (ns); returns the number of spans deleted.
@@ -200,12 +213,23 @@ class Retention(BaseComponent):
             for watcher in self.watchers:
                 watcher.keep(first, last, now, tenant)  # calls between services outlive sampling
         self.conn.command(f"TRUNCATE TABLE {self.db}.spans_sweep")
+        cap = (
+            ""
+            if self._cap == "0"
+            else f"QUALIFY ({self._cap}) = 0 OR row_number() OVER "
+            f"(PARTITION BY tenant, trace_id ORDER BY start_time, span_id) <= ({self._cap})"
+        )
         self.conn.command(
             f"INSERT INTO {self.db}.spans_sweep SELECT * REPLACE ({SETTLED} AS tier_hour) "
             f"FROM {self.db}.spans WHERE {where} "
-            f"AND (tenant, trace_id) IN ({kept})"
+            f"AND (tenant, trace_id) IN ({kept}) {cap}"
         )
         count = int(self.conn.query(f"SELECT count() FROM {self.db}.spans_sweep").column(0)[0].as_py())
+        if cap:
+            of_kept = self.conn.query(
+                f"SELECT count() FROM {self.db}.spans WHERE {where} AND (tenant, trace_id) IN ({kept})"
+            )
+            self.capped_spans += int(of_kept.column(0)[0].as_py()) - count
         self.conn.command(f"ALTER TABLE {self.db}.spans DROP PARTITION ID '{partition}'")
         self._move_swept()
         return count
