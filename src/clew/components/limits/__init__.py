@@ -20,17 +20,20 @@ KINDS = ("string", "int", "float", "bool", "complex")  # the order attributes ar
 
 
 def transforms(config: LimitsConfig) -> Transforms:
-    counts = {k: f"length({{in:attributes_{k}}})" for k in KINDS}
+    """Each input map is named once (`clew_lim_in_*`), and what a kind keeps depends on the counts of
+    the kinds before it, never on what they keep: the engine inlines aliases, so a chain of keeps
+    would grow the insert's SQL (and its analysis, paid by every insert) exponentially."""
     aliases = {
         "clew_lim_n": f"toUInt64({per_tenant(*config.by_tenant('max_attributes_per_span'), '{in:tenant}')})",
         "clew_lim_len": f"toUInt64({per_tenant(*config.by_tenant('max_attribute_value_length'), '{in:tenant}')})",
     }
-    kept_before = "0"
+    before = "0"  # attributes of the kinds kept first (what they keep is least(N, this))
     columns: dict[str, str] = {}
     for kind in KINDS:
-        keep = f"clew_lim_keep_{kind}"
-        aliases[keep] = f"least({counts[kind]}, greatest(toInt64(clew_lim_n) - ({kept_before}), 0))"
-        column = f"{{in:attributes_{kind}}}"
+        column, count, keep = f"clew_lim_in_{kind}", f"clew_lim_count_{kind}", f"clew_lim_keep_{kind}"
+        aliases[column] = f"{{in:attributes_{kind}}}"
+        aliases[count] = f"length({column})"
+        aliases[keep] = f"least({count}, greatest(toInt64(clew_lim_n) - toInt64({before}), 0))"
         keys, values = (
             f"arraySlice(mapKeys({column}), 1, {keep})",
             f"arraySlice(mapValues({column}), 1, {keep})",
@@ -41,11 +44,12 @@ def transforms(config: LimitsConfig) -> Transforms:
             )
         else:
             columns[f"attributes_{kind}"] = (
-                f"if({counts[kind]} <= {keep}, {column}, mapFromArrays({keys}, {values}))"
+                f"if({count} <= {keep}, {column}, mapFromArrays({keys}, {values}))"
             )
-        kept_before = f"{kept_before} + {keep}"
-    total = " + ".join(counts.values())
-    columns["dropped_attributes"] = f"{{in:dropped_attributes}} + toUInt32(({total}) - ({kept_before}))"
+        before = f"{before} + {count}"
+    columns["dropped_attributes"] = (
+        f"{{in:dropped_attributes}} + toUInt32(({before}) - least({before}, clew_lim_n))"
+    )
     return Transforms(columns, aliases)
 
 
