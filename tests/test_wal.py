@@ -26,7 +26,7 @@ from clew.assembly import open_embedded
 from clew.core.model import OtlpBatch
 from clew.ingest.logged import LoggedWriter
 from clew.ingest.wal import Wal, decode, default_dir, encode
-from clew.receivers.otlp import accept_request, decode_json
+from clew.receivers.otlp import accept_request, decode_json, decode_protobuf
 from tests.chfiles import readable_bytes
 from tests.conftest import ServerProcess
 from tests.shop_data import shop
@@ -66,6 +66,34 @@ def _settled(server: ServerProcess) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("the committer did not catch up")
+
+
+def test_a_query_finds_every_span_answered_before_it(data_dir: Path):
+    """Read-your-writes: with a committer that would wait a minute, a query right after the answer
+    commits the log first and finds the spans; with nobody reading, they wait in the log."""
+    server = _logged(data_dir, interval="60000")
+    try:
+        for _ in range(3):
+            trace_id = os.urandom(16)
+            response = httpx.post(
+                f"{server.otlp_http_url}/v1/traces",
+                content=_request(trace_id),
+                headers={"Content-Type": "application/x-protobuf"},
+                timeout=30,
+            )
+            assert response.status_code == 200
+            time.sleep(0.3)  # nobody reads: the spans stay in the log
+            assert (
+                httpx.get(f"{server.http_url}/healthz", timeout=10).json()["ingest"]["uncommittedSpans"]
+                == SPANS
+            )
+            trace = httpx.get(f"{server.http_url}/api/traces/{trace_id.hex()}", timeout=30)
+            assert trace.status_code == 200 and len(trace.json()["data"][0]["spans"]) == SPANS
+            assert (
+                httpx.get(f"{server.http_url}/healthz", timeout=10).json()["ingest"]["uncommittedSpans"] == 0
+            )
+    finally:
+        server.stop()
 
 
 def test_kill_minus_nine_under_load_then_every_acknowledged_span_once(data_dir: Path):
@@ -127,6 +155,31 @@ def test_kill_minus_nine_under_load_then_every_acknowledged_span_once(data_dir: 
     assert missing == []
     assert {n for t, n in stored.items() if t in set(acked)} == {SPANS}  # each span once
     assert list((default_dir(data_dir) or Path("/nonexistent")).glob("*.wal")) == []  # trimmed
+
+
+def test_a_quiet_log_waits_for_the_idle_interval_or_a_reader(tmp_path: Path):
+    """Few spans wait `idle_interval` (each insert costs the engine the same analysis whatever its
+    size); a busy log is committed every `commit_interval`; `flush` commits at once."""
+    store = open_embedded(tmp_path / "data")
+    writer = LoggedWriter(
+        store.writer, Wal(tmp_path / "wal"), commit_interval=0.05, idle_interval=600, busy_spans=3 * SPANS
+    )
+    writer.start()
+    try:
+        batch = decode_protobuf(_request(os.urandom(16))).batch
+        asyncio.run(writer.write(batch))
+        time.sleep(0.5)  # ten commit intervals
+        assert writer.lag()[0] == SPANS and store.reader.span_count() == 0
+        assert writer.flush(30) and writer.lag()[0] == 0 and store.reader.span_count() == SPANS
+        for _ in range(3):  # busy: committed within a bounded wait, without a reader
+            asyncio.run(writer.write(decode_protobuf(_request(os.urandom(16))).batch))
+        deadline = time.monotonic() + 30
+        while writer.lag()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.reader.span_count() == 4 * SPANS
+    finally:
+        writer.close()
+        store.close()
 
 
 def test_a_segment_inserted_before_a_crash_is_not_inserted_again(tmp_path: Path):

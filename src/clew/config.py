@@ -29,6 +29,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "wal_dir",
         "commit_interval_ms",
         "commit_spans",
+        "commit_idle_interval_ms",
+        "commit_busy_spans",
         "max_queue_spans",
         "max_batch_spans",
     ),
@@ -59,6 +61,9 @@ class Settings:
     wal_dir: str = "auto"
     commit_interval_ms: int = 500
     commit_spans: int = 100_000
+    # a log holding fewer than commit_busy_spans is committed this often (reads commit it first)
+    commit_idle_interval_ms: int = 5000
+    commit_busy_spans: int = 5000
     # power-loss durability: a request is answered once its spans are in a part the engine has
     # fsynced (the spans table itself, redacted, is the log); the memory-backed log is not used
     fsync: bool = False

@@ -33,6 +33,7 @@ from clew.core.language import QuerySyntaxError
 from clew.core.telemetry import OPENMETRICS, Metric, Sample, render
 from clew.gateway.bodies import BodyBudget, BodyGuard
 from clew.gateway.errors import Problem, handlers
+from clew.gateway.fresh import FreshReads
 from clew.gateway.hosts import LOOPBACK_NAMES, HostCheck
 from clew.gateway.identity import IdentityMiddleware
 from clew.gateway.keys import KEYS_FILE, FileKeyRing
@@ -182,6 +183,8 @@ def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWrit
         settings.max_queue_spans,
         settings.commit_interval_ms / 1000,
         settings.commit_spans,
+        idle_interval=settings.commit_idle_interval_ms / 1000,
+        busy_spans=settings.commit_busy_spans,
     )
 
 
@@ -273,6 +276,9 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
     writer.start()
     chores = asyncio.create_task(housekeeping(every(assembly.components)))
     try:
+        reads: ASGIApp = assembly_http_app(assembly, writer)
+        if isinstance(writer, LoggedWriter):  # a query finds every span answered before it
+            reads = FreshReads(reads, writer.flush)
         rate = SpanRate(settings.limits)
         sink = rate_limited(writer.write, rate)
         grpc = grpc_server(sink, settings.max_body_bytes, keys)
@@ -300,9 +306,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
                 ports.zipkin: IdentityMiddleware(
                     RequestSize(zipkin_app(sink, settings.max_body_bytes), settings.limits), keys, "ingest"
                 ),
-                ports.http: IdentityMiddleware(
-                    QueryGate(assembly_http_app(assembly, writer), settings.limits), keys, "read", _public
-                ),
+                ports.http: IdentityMiddleware(QueryGate(reads, settings.limits), keys, "read", _public),
             }
         )
         guarded = BodyGuard(

@@ -36,13 +36,26 @@ class LoggedWriter:
         commit_interval: float = 0.5,
         commit_spans: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        idle_interval: float | None = None,
+        busy_spans: int = 5_000,
     ) -> None:
         self.store, self.wal = store, wal
         self.max_queue_spans = max_queue_spans
         self.commit_interval, self.commit_spans = commit_interval, commit_spans
+        # A log holding fewer than `busy_spans` waits `idle_interval` (reads commit it at once, see
+        # `flush`): every insert costs the engine ~0.1 s of analysis whatever its size, which is
+        # what a quiet server spends its CPU on.
+        self.idle_interval = max(
+            commit_interval, idle_interval if idle_interval is not None else commit_interval
+        )
+        self.busy_spans = busy_spans
         self.clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._committed_cv = threading.Condition(self._lock)
+        self._appended = 0  # spans appended to the log by this run, in order
+        self._through = 0  # of those, how many are committed (or dropped) so far
+        self._urgent = False  # a reader is waiting: commit what is open now
         self._closed = False
         self._uncommitted = 0  # acknowledged spans not yet in the store (open and sealed segments)
         self._oldest: float | None = None  # when the oldest of them was acknowledged
@@ -69,7 +82,7 @@ class LoggedWriter:
         for segment in self.wal.leftovers():
             with self._lock:
                 self._uncommitted += segment.spans
-            self._commit(segment)
+            self._commit(segment, replayed=True)
             spans += segment.spans
         self.replayed_spans += spans
         if spans:
@@ -91,10 +104,25 @@ class LoggedWriter:
             now = self.clock()
             self.wal.append(batch, now)
             self._uncommitted += n
+            self._appended += n
             if self._oldest is None:
                 self._oldest = now
         if self.wal.pending()[0] >= self.commit_spans:
             self._wake.set()
+
+    def flush(self, timeout: float) -> bool:
+        """Return once every span acknowledged before the call is committed (True), or after
+        `timeout` seconds (False). Reads call it first, so an answered span is always found by the
+        next query, however long the commit interval: the interval then only decides how often an
+        unread log is committed, which is what idle CPU costs."""
+        with self._lock:
+            target = self._appended
+            if self._through >= target:
+                return True
+            self._urgent = True
+        self._wake.set()
+        with self._lock:
+            return self._committed_cv.wait_for(lambda: self._through >= target, timeout)
 
     def close(self) -> None:
         """Commit everything acknowledged, then stop."""
@@ -111,27 +139,31 @@ class LoggedWriter:
         while True:
             closed = self._closed
             spans, opened = self.wal.pending()
+            interval = self.commit_interval if spans >= self.busy_spans else self.idle_interval
             due = opened is not None and (
-                spans >= self.commit_spans or self.clock() - opened >= self.commit_interval
+                self._urgent or spans >= self.commit_spans or self.clock() - opened >= interval
             )
             if due or closed:
                 self._drain()
             if closed:
                 return
+            # woken at least every commit_interval: the log may have become busy meanwhile
             wait = (
                 self.commit_interval
-                if opened is None
-                else max(0.0, opened + self.commit_interval - self.clock())
+                if opened is None or due
+                else max(0.0, min(opened + interval - self.clock(), self.commit_interval))
             )
             self._wake.wait(timeout=wait)
             self._wake.clear()
 
     def _drain(self) -> None:
+        with self._lock:
+            self._urgent = False
         segment = self.wal.seal()
         if segment is not None:
             self._commit(segment)
 
-    def _commit(self, segment: Segment) -> None:
+    def _commit(self, segment: Segment, replayed: bool = False) -> None:
         """Insert a segment, one insert per tenant; retried until the store takes it (acknowledged
         spans wait in the log meanwhile, and backpressure holds new ones off when it is full)."""
         by_tenant: dict[str, list[OtlpBatch]] = {}
@@ -155,6 +187,9 @@ class LoggedWriter:
         with self._lock:
             self._uncommitted -= segment.spans
             self.committed_spans += segment.spans
+            if not replayed:
+                self._through += segment.spans
+                self._committed_cv.notify_all()
             opened = self.wal.pending()[1]
             self._oldest = opened if self._uncommitted else None
 
