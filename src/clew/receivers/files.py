@@ -4,12 +4,14 @@ Jaeger's special tags go back to the OTLP fields they came from (`span.kind`, `o
 `otel.status_description`, `error`, `otel.scope.name`/`version`, `w3c.tracestate`); the first
 CHILD_OF reference within the trace is the parent, every other reference a link that keeps its type
 in `opentracing.ref_type`. Log fields become event attributes, the `event` field the event's name.
+
+A file is read by `json_body.load_json` (the receivers' nesting, number and text limits) and taken
+whole or not at all: anything malformed in it is a `BadRequest` saying what and where.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
 from clew.core.model import SpanKind, StatusCode
-from clew.receivers.otlp import BadRequest, parse_json_request
+from clew.receivers.json_body import load_json
+from clew.receivers.otlp import BadRequest, parse_json_document
 from clew.receivers.zipkin import zipkin_to_otlp
 
 _KINDS = {k.name.lower(): Span.SpanKind.Value(f"SPAN_KIND_{k.name}") for k in SpanKind if k.value}
@@ -42,22 +45,25 @@ def read_file(path: Path) -> ExportTraceServiceRequest:
         raw = path.read_bytes()
     except OSError as exc:
         raise BadRequest(f"cannot read: {exc.strerror}") from exc
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"invalid JSON: {exc}") from exc
+    return parse_file(raw)
+
+
+def parse_file(raw: bytes) -> ExportTraceServiceRequest:
+    """The spans of a file's content as one OTLP request; `BadRequest` says what is wrong with it."""
+    doc = load_json(raw)
     kind = detect(doc)
     if kind == "otlp":
-        return parse_json_request(raw)
+        return parse_json_document(doc)
     if kind == "zipkin":
         return zipkin_to_otlp(doc)
-    traces = doc["data"] if "data" in doc else [doc]
+    traces = doc["data"] if isinstance(doc.get("data"), list) else [doc]
     request = ExportTraceServiceRequest()
     for i, trace in enumerate(traces):
         try:
             jaeger_to_otlp(trace, request)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadRequest(f"Jaeger trace {i}: malformed ({type(exc).__name__}: {exc})") from exc
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            message = str(exc)[:200]
+            raise BadRequest(f"Jaeger trace {i}: malformed ({type(exc).__name__}: {message})") from exc
     return request
 
 

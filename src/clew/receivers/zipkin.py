@@ -5,12 +5,21 @@ the resource's `service.name`; `remoteEndpoint` becomes `peer.service`, `net.pee
 tags stay string attributes; an `error` tag sets status ERROR; annotations become events; times are
 microseconds. A `shared` SERVER span gets its own span id (derived from the shared one, which becomes
 its parent) so that client and server keep distinct ids in the tree.
+
+Bad input, as for OTLP: a body that is not a JSON list of span objects, or a field of the wrong type
+(a timestamp that is not a non-negative number, `annotations` that are not a list, a `port` that is
+no integer up to 65535, ...), is a 400 naming the field; the body is read by `json_body.load_json`
+(nesting, number and text limits, lone surrogate escapes made U+FFFD). A span whose values have the
+right type but cannot be stored (an id of the wrong length, a time past the year 2262 however large)
+is dropped and counted, like an invalid OTLP span. Only `application/json` is taken: a POST without
+that type (a "simple" request, which a page on another origin may send without asking) is a 415.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -30,6 +39,7 @@ from clew.gateway.errors import Problem, handlers
 from clew.gateway.identity import IdentityMiddleware
 from clew.receivers import Sink
 from clew.receivers.http_body import media_type, read_body
+from clew.receivers.json_body import load_json
 from clew.receivers.otlp import Decoded, accept_request
 
 _KINDS = {
@@ -38,6 +48,10 @@ _KINDS = {
     "PRODUCER": SpanKind.PRODUCER,
     "CONSUMER": SpanKind.CONSUMER,
 }
+# Times past DateTime64(9)'s range are held at one past it, where `accept_request` drops the span
+# ("time is past the year 2262") rather than protobuf's uint64 overflowing.
+_PAST_2262 = 1 << 63
+_MAX_PORT = 65535
 
 
 def _hex(value: Any, where: str, width: int | None = None) -> bytes:
@@ -56,6 +70,20 @@ def _str_attr(key: str, value: str) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
+def _port(value: Any, where: str) -> int:
+    """A port as Zipkin reads it: an integer or a quoted one; 0 or less is none; past 65535 is refused."""
+    if isinstance(value, str) and len(value) < 20:
+        try:
+            value = int(value)
+        except ValueError:
+            pass  # refused below
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value > _MAX_PORT:
+        raise BadRequest(f"{where}: expected a port number up to {_MAX_PORT}")
+    return max(value, 0)
+
+
 def _endpoint_attrs(endpoint: Any, prefix: str, where: str) -> list[KeyValue]:
     if endpoint is None:
         return []
@@ -67,15 +95,22 @@ def _endpoint_attrs(endpoint: Any, prefix: str, where: str) -> list[KeyValue]:
     ip = endpoint.get("ipv4") or endpoint.get("ipv6")
     if ip:
         out.append(_str_attr(f"net.{prefix}.ip", str(ip)))
-    if isinstance(endpoint.get("port"), int) and endpoint["port"]:
-        out.append(KeyValue(key=f"net.{prefix}.port", value=AnyValue(int_value=endpoint["port"])))
+    port = _port(endpoint.get("port"), f"{where}.port")
+    if port:
+        out.append(KeyValue(key=f"net.{prefix}.port", value=AnyValue(int_value=port)))
     return out
 
 
-def _micros(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+def _nanos(value: Any, where: str) -> int:
+    """Zipkin's microseconds as nanoseconds, at most `_PAST_2262`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < 0
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise BadRequest(f"{where}: expected a non-negative number of microseconds")
-    return int(value) * 1000
+    return min(int(value) * 1000, _PAST_2262)
 
 
 def _to_span(z: Any, i: int) -> tuple[str, Span]:
@@ -88,8 +123,11 @@ def _to_span(z: Any, i: int) -> tuple[str, Span]:
     local = z.get("localEndpoint") or {}
     service = str(local.get("serviceName") or "unknown_service") if isinstance(local, Mapping) else ""
     kind = _KINDS.get(str(z.get("kind", "")).upper(), SpanKind.INTERNAL)
-    start = _micros(z.get("timestamp", 0), f"{where}.timestamp")
-    duration = _micros(z.get("duration", 0), f"{where}.duration")
+    start = _nanos(z.get("timestamp", 0), f"{where}.timestamp")
+    duration = _nanos(z.get("duration", 0), f"{where}.duration")
+    annotations = z.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise BadRequest(f"{where}.annotations: expected a list")
     tags = z.get("tags") or {}
     if not isinstance(tags, Mapping):
         raise BadRequest(f"{where}.tags: expected an object of strings")
@@ -112,21 +150,22 @@ def _to_span(z: Any, i: int) -> tuple[str, Span]:
         name=str(z.get("name") or ""),
         kind=cast("Span.SpanKind.ValueType", int(kind)),
         start_time_unix_nano=start,
-        end_time_unix_nano=start + duration,
+        end_time_unix_nano=min(start + duration, _PAST_2262),
         attributes=attrs,
         status=status,
     )
-    for j, annotation in enumerate(z.get("annotations") or []):
+    for j, annotation in enumerate(annotations):
         if not isinstance(annotation, Mapping):
             raise BadRequest(f"{where}.annotations[{j}]: expected an object")
         span.events.add(
-            time_unix_nano=_micros(annotation.get("timestamp", 0), f"{where}.annotations[{j}].timestamp"),
+            time_unix_nano=_nanos(annotation.get("timestamp", 0), f"{where}.annotations[{j}].timestamp"),
             name=str(annotation.get("value", "")),
         )
     return service, span
 
 
 def zipkin_to_otlp(spans: Any) -> ExportTraceServiceRequest:
+    """A Zipkin v2 document, as `load_json` reads it, as one OTLP request; `BadRequest` if malformed."""
     if not isinstance(spans, list):
         raise BadRequest("a Zipkin v2 body is a JSON list of spans")
     request = ExportTraceServiceRequest()
@@ -144,22 +183,20 @@ def zipkin_to_otlp(spans: Any) -> ExportTraceServiceRequest:
 
 
 def decode_zipkin(body: bytes, tenant: str = DEFAULT_TENANT) -> Decoded:
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(f"invalid JSON: {exc}") from exc
-    return accept_request(zipkin_to_otlp(doc), tenant)
+    return accept_request(zipkin_to_otlp(load_json(body)), tenant)
 
 
 def _problem(request: Request, problem: Problem, exc: ClewError) -> Response:
-    return JSONResponse({"error": problem.message}, problem.status, headers=dict(problem.headers))
+    # ASCII-escaped, so that no message can fail to encode
+    body = json.dumps({"error": problem.message}).encode()
+    return Response(body, problem.status, headers=dict(problem.headers), media_type="application/json")
 
 
 def zipkin_app(sink: Sink, max_body_bytes: int) -> Starlette:
     async def post_spans(request: Request) -> Response:
         ctype = media_type(request)
-        if ctype not in ("application/json", ""):
-            raise UnsupportedMedia(f"unsupported Content-Type {ctype!r}: send application/json")
+        if ctype != "application/json":
+            raise UnsupportedMedia(f"unsupported Content-Type {ctype or '(none)'!r}: send application/json")
         body = await read_body(request, max_body_bytes)
         decoded = decode_zipkin(body, caller_of(request.scope).tenant)
         await sink(decoded.batch)
