@@ -213,3 +213,28 @@ def test_a_failed_statement_never_changes_the_next_answer(store: Store, backend:
             assert canonical_spans(to_otlp_json(to_traces_data(got))) == trace
     store.writer.write(decode_json(json.dumps(shop()).encode(), tenant="after").batch)
     assert store.reader.span_count("after") == 10
+
+
+def test_a_stored_time_past_2262_does_not_make_its_trace_unreadable(store: Store):
+    """Receivers now drop such spans; data stored before that still reads (OTLP and Jaeger shapes)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from clew.api.jaeger_model import to_jaeger_traces
+    from clew.core.model import OtlpBatch
+
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = "late"
+    span = rs.scope_spans.add().spans.add(
+        trace_id=b"\x22" * 16,
+        span_id=b"\x01" * 8,
+        name="late",
+        start_time_unix_nano=NOW,
+        end_time_unix_nano=NOW + 5,
+    )
+    span.events.add(time_unix_nano=2**64 - 1, name="far")
+    store.writer.write(OtlpBatch("default", (request.SerializeToString(),), 1))
+    batch = store.reader.get_trace(b"\x22" * 16)
+    doc = to_otlp_json(to_traces_data(batch))
+    assert canonical_spans(doc)  # readable
+    assert to_jaeger_traces(batch)[0]["spans"][0]["operationName"] == "late"

@@ -17,7 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from clew.core.attributes import attribute_list_to_keyvalues, typed_maps_to_keyvalues
 from clew.core.model import RESOURCE_COLUMNS, SpanBatch
-from clew.core.otlp import nanos
+from clew.core.otlp import integer_times, nanos
 
 KIND_NAMES = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -64,7 +64,7 @@ def to_jaeger_traces(batch: SpanBatch) -> list[dict[str, Any]]:
     traces: dict[bytes, dict[str, Any]] = {}
     processes: dict[bytes, dict[Any, str]] = {}
     seen: dict[bytes, set[bytes]] = {}
-    for row in batch.table.to_pylist():
+    for row in integer_times(batch.table).to_pylist():
         trace_id: bytes = row["trace_id"]
         trace = traces.get(trace_id)
         if trace is None:

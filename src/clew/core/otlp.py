@@ -7,6 +7,7 @@ import base64
 import binascii
 from typing import Any
 
+import pyarrow as pa
 from google.protobuf import json_format
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -28,15 +29,32 @@ def _key(value: Any) -> Any:
 
 
 def nanos(ts: Any) -> int:
-    """Nanoseconds of a timestamp as Arrow hands it to Python (pandas Timestamp or datetime)."""
+    """Nanoseconds of a timestamp as Arrow hands it to Python (integer, pandas Timestamp or datetime)."""
+    if isinstance(ts, int):
+        return ts
     return int(ts.value) if hasattr(ts, "value") else int(ts.timestamp() * 1_000_000_000)
+
+
+_U64 = 2**64 - 1
+
+
+def integer_times(table: pa.Table) -> pa.Table:
+    """Timestamp columns as nanosecond integers: exact, and readable whatever a stored value is
+    (an event time written before receivers dropped times past 2262 wrapped round, and turning it
+    into a datetime failed every read of its trace)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.int64()))
+        elif pa.types.is_list(f.type) and pa.types.is_timestamp(f.type.value_type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.list_(pa.int64())))
+    return table
 
 
 def to_traces_data(batch: SpanBatch) -> TracesData:
     data = TracesData()
     resources: dict[Any, ResourceSpans] = {}
     scopes: dict[Any, ScopeSpans] = {}
-    for row in batch.table.to_pylist():
+    for row in integer_times(batch.table).to_pylist():
         rkey = tuple(_key(row[c]) for c in RESOURCE_COLUMNS)
         rs = resources.get(rkey)
         if rs is None:
@@ -89,7 +107,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
             strict=True,
         ):
             span.events.add(
-                time_unix_nano=nanos(t),
+                time_unix_nano=nanos(t) & _U64,  # as sent, for a time the Int64 column wrapped
                 name=name,
                 attributes=attribute_list_to_keyvalues(attrs),
                 dropped_attributes_count=dropped,
