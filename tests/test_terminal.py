@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 from clew.terminal import waterfall
 from tests.conftest import ServerProcess
-from tests.shop_data import MS, A, C, shop, span
+from tests.shop_data import MS, NOW, A, C, shop, span
 
 
 def clew(*args: str) -> subprocess.CompletedProcess[str]:
@@ -28,7 +29,9 @@ def test_search_prints_a_table_of_matching_traces(shop_server: ServerProcess) ->
 
 
 def test_search_since_widens_the_window(shop_server: ServerProcess) -> None:
-    narrow = clew("search", "{ }", "--since", "15m", "--url", shop_server.http_url)
+    # 15 minutes before the shop data's "now" (the suite may have run for a while since it was made)
+    window = 15 * 60 + (time.time_ns() - NOW) // 10**9
+    narrow = clew("search", "{ }", "--since", f"{window}s", "--url", shop_server.http_url)
     wide = clew("search", "{ }", "--since", "1d", "--url", shop_server.http_url)
     assert narrow.stdout.splitlines()[-1] == "2 traces"
     assert wide.stdout.splitlines()[-1] == "4 traces"
