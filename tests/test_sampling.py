@@ -468,3 +468,35 @@ def test_a_kept_trace_keeps_its_first_spans_up_to_its_tenants_limit(make):
     assert h.spans_stored(little) == 1
     assert h.retention.capped_spans == 6
     assert "clew_retention_capped_spans_total 6" in h.api.get("/metrics").text
+
+
+def test_ticks_read_nothing_while_nothing_was_written(make):
+    """An idle server's sampler and processor counters skip their queries (what an idle server's
+    CPU went on); the first span written is read at the next tick."""
+    h = make(policies=(Policy("errors", "errors"),))
+    h.sampler.tick()  # the first tick looks back over the window, whatever was written
+    conn = h.store.conn
+    statements: list[str] = []
+    real_query = conn.query
+
+    def counted(sql: str, params: dict | None = None):
+        statements.append(sql)
+        return real_query(sql, params)
+
+    conn.query = counted  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            h.clock.advance(1)
+            h.sampler.tick()
+            for component in h.store.components:
+                if component.name in ("redaction", "enrichment"):
+                    component.tick(h.clock.now)
+        assert statements == []
+        trace_id = h.trace_id(h.span("web", "GET /", 10, error=True))
+        h.clock.advance(1)
+        h.sampler.tick()
+        assert statements and any(
+            (k[1].hex() if isinstance(k[1], bytes) else k[1]) == trace_id for k in h.sampler.pending
+        )
+    finally:
+        conn.query = real_query  # type: ignore[method-assign]

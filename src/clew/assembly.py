@@ -107,7 +107,10 @@ def assemble(
     def received_until() -> int:
         return writer[0].received_until()
 
-    ctx = Context(conn, DATABASE, clock, received_until)
+    def wrote_after(t: int) -> bool:
+        return writer[0].wrote_after(t)
+
+    ctx = Context(conn, DATABASE, clock, received_until, wrote_after)
     parts = components(settings, ctx, state_dir or settings.data_dir)
     try:
         migrate(conn, DATABASE, [*SPANS_MIGRATIONS, *(m for c in parts for m in c.migrations())])

@@ -24,6 +24,10 @@ class Context:
     clock: Callable[[], int] = time.time_ns
     # every span received at or before this time (ns) is committed or refused (the span writer's)
     received_until: Callable[[], int] = field(default=time.time_ns)
+    # whether spans may have been received after this time (ns): periodic work over new spans skips
+    # its query when not (an idle server's ticks cost nothing); always True where other processes
+    # write to the same store
+    wrote_after: Callable[[int], bool] = field(default=lambda t: True)
 
 
 class Component(Protocol):
@@ -100,6 +104,7 @@ class MarkCounter:
 
     def __init__(self, ctx: Context, marked: str, params: dict[str, object] | None = None) -> None:
         self.conn, self.db, self.received_until = ctx.conn, ctx.db, ctx.received_until
+        self.wrote_after = ctx.wrote_after
         self.marked, self.params = marked, params or {}
         self.since: int | None = None
         self.spans = self.matched = 0
@@ -113,6 +118,9 @@ class MarkCounter:
         assert self.since is not None
         until = self.received_until()
         if until <= self.since:
+            return
+        if not self.wrote_after(self.since):
+            self.since = until
             return
         table = self.conn.query(
             f"SELECT count(), countIf({self.marked}) FROM {self.db}.spans WHERE {RECEIVED_IN}",

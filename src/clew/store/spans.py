@@ -79,6 +79,11 @@ class ClickHouseSpanWriter:
             with self._received_lock:
                 self._inflight.discard(received)
 
+    def wrote_after(self, t: int) -> bool:
+        """Whether this writer may have stored spans received after `t` (ns)."""
+        with self._received_lock:
+            return self._last_received > t or bool(self._inflight)
+
     def received_until(self) -> int:
         with self._received_lock:
             now = max(self._clock(), self._last_received)

@@ -57,7 +57,7 @@ class Sampling(BaseComponent):
     def __init__(self, ctx: Context, config: SamplingConfig) -> None:
         self.config = config
         self.interval = config.tick if config.enabled else None
-        self.queries = SamplingQueries(ctx.conn, ctx.db, ctx.received_until, config.policies)
+        self.queries = SamplingQueries(ctx.conn, ctx.db, ctx.received_until, config.policies, ctx.wrote_after)
         self.sampler = Sampler(self.queries, config, ctx.clock)
 
     def migrations(self) -> Sequence[Migration]:

@@ -75,9 +75,10 @@ class SamplingQueries:
         db: str,
         received_until: Callable[[], int],
         policies: tuple[SamplingPolicy, ...],
+        wrote_after: Callable[[int], bool] = lambda t: True,
     ) -> None:
         self.conn, self.db = conn, db
-        self.received_until = received_until
+        self.received_until, self.wrote_after = received_until, wrote_after
         self.features = features(policies)
 
     def trace_activity(

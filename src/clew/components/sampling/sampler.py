@@ -31,6 +31,10 @@ class ActivitySource(Protocol):
 
     def received_until(self) -> int: ...
 
+    def wrote_after(self, t: int) -> bool:
+        """Whether spans may have been received after `t`: if not, a tick has nothing to read."""
+        ...
+
     def trace_activity(
         self, since: int, until: int, now: int, only_undecided: bool
     ) -> list[tuple[str, bytes, TraceState]]:
@@ -71,7 +75,7 @@ class Sampler:
         first = self._since is None
         # after a start, look back over the window in which traces may still be undecided
         since = now - self.config.max_age - self.config.decision_wait if self._since is None else self._since
-        if until > since:
+        if until > since and (first or self.source.wrote_after(since)):
             for tenant, trace_id, state in self.source.trace_activity(since, until, now, first):
                 self.counters.spans_seen += state.spans
                 key = (tenant, trace_id)
@@ -81,6 +85,7 @@ class Sampler:
                     self.pending[key].merge(state)
                 else:
                     self.pending[key] = state
+        if until > since:
             self._since = until
         decisions = self._decide(now)
         if decisions:
