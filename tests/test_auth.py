@@ -342,3 +342,28 @@ def test_tls_on_every_port(tmp_path: Path) -> None:
             assert services == ["bank-svc", "shop-svc"]
     finally:
         server.stop()
+
+
+def test_the_cli_reads_as_a_key_and_a_tenant(secured) -> None:
+    """`clew search/trace/export --url` take `--key` (or CLEW_API_KEY) and `--tenant` (finding 6)."""
+    server, keys = secured
+
+    def clew(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clew.cli", *args, "--url", server.http_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **(env or {})},
+        )
+
+    refused = clew("trace", TRACE["bank"])
+    assert refused.returncode != 0 and "401" in refused.stderr
+    shown = clew("trace", TRACE["bank"], "--key", keys["read-bank"])
+    assert shown.returncode == 0 and "bank-op" in shown.stdout
+    hidden = clew("trace", TRACE["bank"], "--key", keys["read-shop"])
+    assert hidden.returncode != 0 and "not found" in hidden.stderr
+    exported = clew("export", TRACE["shop"], "--tenant", "shop", env={"CLEW_API_KEY": keys["admin"]})
+    assert exported.returncode == 0 and SECRET["shop"] in exported.stdout
+    found = clew("search", "{ }", "--since", "1d", "--key", keys["admin"], "--tenant", "bank", "--json")
+    assert found.returncode == 0 and TRACE["bank"] in found.stdout and TRACE["shop"] not in found.stdout

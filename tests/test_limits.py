@@ -220,5 +220,13 @@ def test_a_tenants_request_size_limit(limited: ServerProcess) -> None:
             url, content=content, headers={"Content-Type": kind, "X-Scope-OrgID": "tiny"}, timeout=30
         )
         assert response.status_code == 413 and b"max_request_bytes" in response.content
+    with grpc.insecure_channel(f"127.0.0.1:{limited.grpc_port}") as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Export(request, metadata=[("x-scope-orgid", "tiny")], timeout=30)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_request_bytes" in (caught.value.details() or "")
+        stub.Export(request, metadata=[("x-scope-orgid", "bulk")], timeout=30)
     # the same body from a tenant without that limit is taken
     assert _post(limited, "bulk").status_code == 200

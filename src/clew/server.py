@@ -281,7 +281,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
             reads = FreshReads(reads, writer.flush)
         rate = SpanRate(settings.limits)
         sink = rate_limited(writer.write, rate)
-        grpc = grpc_server(sink, settings.max_body_bytes, keys)
+        grpc = grpc_server(sink, settings.max_body_bytes, keys, settings.limits)
         grpc_host = f"[{settings.host}]" if ":" in settings.host else settings.host
         address = f"{grpc_host}:{settings.otlp_grpc_port}"
         if tls is None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from clew.core.errors import ClewError
+from clew.core.errors import ClewError, TooLarge
 from clew.core.identity import KeyRing
+from clew.core.limits import LimitsConfig
 from clew.gateway.errors import abort
 from clew.gateway.identity import IdentityInterceptor, grpc_caller
 from clew.receivers import Sink
@@ -19,10 +20,17 @@ from clew.receivers.otlp import decode_protobuf
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
-def trace_service_handler(sink: Sink) -> grpc.GenericRpcHandler:
+def trace_service_handler(sink: Sink, limits: LimitsConfig | None = None) -> grpc.GenericRpcHandler:
     async def export(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         try:
-            decoded = decode_protobuf(request, grpc_caller().tenant)
+            tenant = grpc_caller().tenant
+            most = limits.of(tenant).max_request_bytes if limits is not None else 0
+            if most and len(request) > most:
+                raise TooLarge(
+                    f"request of {len(request)} bytes is over tenant {tenant!r}'s limit of {most} bytes "
+                    "(max_request_bytes)"
+                )
+            decoded = decode_protobuf(request, tenant)
             await sink(decoded.batch)
         except ClewError as exc:
             await abort(context, exc)
@@ -38,7 +46,9 @@ def trace_service_handler(sink: Sink) -> grpc.GenericRpcHandler:
     )
 
 
-def grpc_server(sink: Sink, max_message_bytes: int, keys: KeyRing | None = None) -> grpc.aio.Server:
+def grpc_server(
+    sink: Sink, max_message_bytes: int, keys: KeyRing | None = None, limits: LimitsConfig | None = None
+) -> grpc.aio.Server:
     """OTLP/gRPC; with `keys`, every call needs a key with the ingest role."""
     server = grpc.aio.server(
         interceptors=[IdentityInterceptor(keys, need="ingest")],
@@ -47,5 +57,5 @@ def grpc_server(sink: Sink, max_message_bytes: int, keys: KeyRing | None = None)
             ("grpc.so_reuseport", 0),
         ],
     )
-    server.add_generic_rpc_handlers((trace_service_handler(sink),))
+    server.add_generic_rpc_handlers((trace_service_handler(sink, limits),))
     return server
