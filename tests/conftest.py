@@ -84,6 +84,18 @@ class ServerProcess:
     def zipkin_url(self) -> str:
         return f"http://127.0.0.1:{self.zipkin_port}"
 
+    def post_otlp(self, body: bytes, **headers: str) -> httpx.Response:
+        """One OTLP/HTTP protobuf request (header names with `_` for `-`: X_Scope_OrgID=...)."""
+        return httpx.post(
+            f"{self.otlp_http_url}/v1/traces",
+            content=body,
+            headers={
+                "Content-Type": "application/x-protobuf",
+                **{k.replace("_", "-"): v for k, v in headers.items()},
+            },
+            timeout=30,
+        )
+
     def trace(self, trace_id: str) -> dict | None:
         response = httpx.get(f"{self.http_url}/api/v1/traces/{trace_id}", timeout=30)
         if response.status_code == 404:

@@ -114,15 +114,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory):
     try:
         # the key's tenant wins over the header: bank's ingest key cannot write into shop
         for tenant in ("shop", "bank"):
-            response = httpx.post(
-                f"{server.otlp_http_url}/v1/traces",
-                content=_otlp(tenant),
-                headers={
-                    "Content-Type": "application/x-protobuf",
-                    "X-Scope-OrgID": "shop",
-                    **_bearer(keys[f"ingest-{tenant}"]),
-                },
-                timeout=30,
+            response = server.post_otlp(
+                _otlp(tenant), X_Scope_OrgID="shop", **_bearer(keys[f"ingest-{tenant}"])
             )
             assert response.status_code == 200, response.text
         yield server, keys
@@ -241,13 +234,7 @@ def test_without_keys_metrics_show_only_the_callers_tenant(tmp_path: Path) -> No
     server = ServerProcess(tmp_path / "data").start()
     try:
         for tenant in ("shop", "bank"):
-            response = httpx.post(
-                f"{server.otlp_http_url}/v1/traces",
-                content=_otlp(tenant),
-                headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": tenant},
-                timeout=30,
-            )
-            assert response.status_code == 200
+            assert server.post_otlp(_otlp(tenant), X_Scope_OrgID=tenant).status_code == 200
         shop = httpx.get(f"{server.http_url}/metrics", headers={"X-Scope-OrgID": "shop"}, timeout=30).text
         assert 'service="shop-svc"' in shop and "bank" not in shop
         default = httpx.get(f"{server.http_url}/metrics", timeout=30).text

@@ -12,7 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from clew.config import Settings
@@ -49,12 +48,7 @@ def _traced_request(server: ServerProcess, log: Path, trace_id: bytes) -> list[s
         while "attached" not in tracer.stderr.readline():
             assert time.monotonic() < deadline and tracer.poll() is None, "strace could not attach"
         time.sleep(0.5)  # every thread attached (strace reports them one by one)
-        response = httpx.post(
-            f"{server.otlp_http_url}/v1/traces",
-            content=_request(trace_id),
-            headers={"Content-Type": "application/x-protobuf"},
-            timeout=30,
-        )
+        response = server.post_otlp(_request(trace_id))
         assert response.status_code == 200, response.text
     finally:
         tracer.send_signal(signal.SIGINT)
@@ -102,13 +96,7 @@ def test_fsync_spans_are_stored_and_the_setting_reads_from_the_ingest_table(tmp_
     server = ServerProcess(tmp_path / "data", extra_args=["--fsync"]).start()
     try:
         trace_id = os.urandom(16)
-        response = httpx.post(
-            f"{server.otlp_http_url}/v1/traces",
-            content=_request(trace_id),
-            headers={"Content-Type": "application/x-protobuf"},
-            timeout=30,
-        )
-        assert response.status_code == 200
+        assert server.post_otlp(_request(trace_id)).status_code == 200
         # answered means queryable at once: no log stands between the answer and the store
         trace = server.trace(trace_id.hex())
         assert trace is not None and len(spans_of(trace)) == 25

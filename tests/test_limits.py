@@ -59,12 +59,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
 
 
 def _post(server: ServerProcess, tenant: str) -> httpx.Response:
-    return httpx.post(
-        f"{server.otlp_http_url}/v1/traces",
-        content=_request(os.urandom(16)),
-        headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": tenant},
-        timeout=30,
-    )
+    return server.post_otlp(_request(os.urandom(16)), X_Scope_OrgID=tenant)
 
 
 def test_a_tenant_over_its_span_rate_gets_429_and_others_do_not(limited: ServerProcess) -> None:
@@ -193,12 +188,7 @@ def test_attributes_beyond_the_limits_are_dropped_and_cut_never_refused(limited:
     long_value = "é" * 40_000  # characters, not bytes, are what is counted
     for tenant, attributes, dropped in (("bulk", 128, 2 + 202 - 128), ("narrow", 3, 2 + 202 - 3)):
         trace = os.urandom(16)
-        response = httpx.post(
-            f"{limited.otlp_http_url}/v1/traces",
-            content=_attributes_request(trace, 200, long_value),
-            headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": tenant},
-            timeout=30,
-        )
+        response = limited.post_otlp(_attributes_request(trace, 200, long_value), X_Scope_OrgID=tenant)
         assert response.status_code == 200 and response.content == b""  # no partial success: nothing refused
         span = _stored_span(limited, trace, tenant)
         kept = {a["key"]: a["value"] for a in span["attributes"]}

@@ -9,7 +9,6 @@ import socket
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.conftest import ServerProcess
@@ -52,13 +51,7 @@ def test_a_stalled_body_is_answered_408_and_others_are_served(tight: ServerProce
     stalled = [_half_sent(tight.otlp_http_port, 5000, b"\x0a\x10") for _ in range(20)]
     try:
         # meanwhile everyone else is answered
-        response = httpx.post(
-            f"{tight.otlp_http_url}/v1/traces",
-            content=_request(os.urandom(16)),
-            headers={"Content-Type": "application/x-protobuf"},
-            timeout=30,
-        )
-        assert response.status_code == 200
+        assert tight.post_otlp(_request(os.urandom(16))).status_code == 200
         for sock in stalled:  # each stalled request ends with a 408 (the socket's timeout bounds the wait)
             head = _answer(sock)
             assert head.startswith(b"HTTP/1.1 408"), head[:200]
@@ -71,20 +64,9 @@ def test_bodies_in_flight_share_a_budget(tight: ServerProcess) -> None:
     big = _half_sent(tight.otlp_http_port, 400_000, b"\x00" * 250_000)
     try:
         # a small request fits beside it
-        response = httpx.post(
-            f"{tight.otlp_http_url}/v1/traces",
-            content=_request(os.urandom(16)),
-            headers={"Content-Type": "application/x-protobuf"},
-            timeout=30,
-        )
-        assert response.status_code == 200
+        assert tight.post_otlp(_request(os.urandom(16))).status_code == 200
         for _ in range(100):  # once the server holds the half-sent bytes, one more large body is refused
-            over = httpx.post(
-                f"{tight.otlp_http_url}/v1/traces",
-                content=b"\x00" * 100_000,
-                headers={"Content-Type": "application/x-protobuf"},
-                timeout=30,
-            )
+            over = tight.post_otlp(b"\x00" * 100_000)
             if over.status_code == 503:
                 break
             time.sleep(0.05)
@@ -94,19 +76,9 @@ def test_bodies_in_flight_share_a_budget(tight: ServerProcess) -> None:
     finally:
         big.close()
     # alone, a request over the budget gets through (to the decoder, which says what is wrong)
-    alone = httpx.post(
-        f"{tight.otlp_http_url}/v1/traces",
-        content=b"\x00" * 400_000,
-        headers={"Content-Type": "application/x-protobuf"},
-        timeout=30,
-    )
+    alone = tight.post_otlp(b"\x00" * 400_000)
     for _ in range(50):  # the closed request leaves the budget once the server saw it go
         if alone.status_code != 503:
             break
-        alone = httpx.post(
-            f"{tight.otlp_http_url}/v1/traces",
-            content=b"\x00" * 400_000,
-            headers={"Content-Type": "application/x-protobuf"},
-            timeout=30,
-        )
+        alone = tight.post_otlp(b"\x00" * 400_000)
     assert alone.status_code == 400, alone.text

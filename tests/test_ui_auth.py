@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -27,13 +26,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc
     server = ServerProcess(data_dir).start()
     try:
         for tenant in ("shop", "bank"):
-            response = httpx.post(
-                f"{server.otlp_http_url}/v1/traces",
-                content=_otlp(tenant),
-                headers={"Content-Type": "application/x-protobuf", **_bearer(keys[f"ingest-{tenant}"])},
-                timeout=30,
-            )
-            assert response.status_code == 200
+            assert server.post_otlp(_otlp(tenant), **_bearer(keys[f"ingest-{tenant}"])).status_code == 200
         yield server, keys
     finally:
         server.stop()

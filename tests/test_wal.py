@@ -75,13 +75,7 @@ def test_a_query_finds_every_span_answered_before_it(data_dir: Path):
     try:
         for _ in range(3):
             trace_id = os.urandom(16)
-            response = httpx.post(
-                f"{server.otlp_http_url}/v1/traces",
-                content=_request(trace_id),
-                headers={"Content-Type": "application/x-protobuf"},
-                timeout=30,
-            )
-            assert response.status_code == 200
+            assert server.post_otlp(_request(trace_id)).status_code == 200
             time.sleep(0.3)  # nobody reads: the spans stay in the log
             assert (
                 httpx.get(f"{server.http_url}/healthz", timeout=10).json()["ingest"]["uncommittedSpans"]
