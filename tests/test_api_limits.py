@@ -71,3 +71,38 @@ def test_the_edges_of_each_range_answer(shop_server: ServerProcess):
     assert response.status_code == 200
     assert _get(shop_server, "/api/traces?service=frontend&limit=1001").status_code == 400
     assert _get(shop_server, f"/api/v1/traces/{A}").status_code == 200
+
+
+def test_backslashes_in_any_value_are_taken_as_sent(server: ServerProcess):
+    """Finding 3: `\\` in a service name, a Jaeger tag or a path segment is a plain character (no
+    escape decoding, no engine error), so `C:\\temp\\x` is found exactly and `\\x61` is not `a`."""
+    span = {
+        "traceId": "c" * 32,
+        "spanId": "1" * 16,
+        "name": "open",
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000000001000000",
+        "attributes": [{"key": "path", "value": {"stringValue": "C:\\temp\\x"}}],
+    }
+    doc = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "a\\b"}}]},
+                              "scopeSpans": [{"spans": [span]}]}]}  # fmt: skip
+    assert httpx.post(f"{server.otlp_http_url}/v1/traces", json=doc, timeout=30).status_code == 200
+    window = {"start": "1699999990000000", "end": "1700000010000000"}
+    for service, found in (("a\\b", 1), ("\\", 0), ("a\\\\b", 0)):
+        response = _get(server, "/api/traces?" + httpx.QueryParams({"service": service, **window}).__str__())
+        assert response.status_code == 200 and len(response.json()["data"]) == found, service
+    response = _get(server, "/api/services/a%5Cb/operations")
+    assert response.status_code == 200 and response.json()["data"] == ["open"]
+    assert _get(server, "/api/services/%5C/operations").json()["data"] == []
+    for tags, found in (
+        ('{"path":"C:\\\\temp\\\\x"}', 1),
+        ('{"path":"C:\\\\temp\\\\x61"}', 0),
+        ('{"path":"C:"}', 0),
+    ):
+        params = httpx.QueryParams({"service": "a\\b", "tags": tags, **window})
+        response = _get(server, f"/api/traces?{params}")
+        assert response.status_code == 200 and len(response.json()["data"]) == found, tags
+    response = _get(
+        server, "/api/v1/search?" + str(httpx.QueryParams({"q": '{ .path = "C:\\\\temp\\\\x" }', "start": 0}))
+    )
+    assert response.status_code == 200 and [t["traceID"] for t in response.json()["traces"]] == ["c" * 32]
