@@ -54,6 +54,9 @@ def broken_shop() -> dict:
             # trace 6: clock skew, the child ends after its parent
             resource("api", [span(6, 10, None, "GET /slow", 2, 0, 50)]),
             resource("db", [span(6, 11, 10, "query", 2, 10, 90)]),
+            # trace 7: not skew: the server span ends 16 ms after its client (within 25 ms + 10%)
+            resource("api", [span(7, 12, None, "GET /late", 3, 0, 50)]),
+            resource("db", [span(7, 13, 12, "query", 2, 5, 66)]),
         ]
     }
 

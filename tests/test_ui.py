@@ -207,7 +207,9 @@ def test_span_details_show_everything_as_text(page: Page, ui_server: ServerProce
 def test_orphans_and_clock_skew_are_flagged(page: Page, ui_server: ServerProcess) -> None:
     open_page(page, ui_server, f"/trace/{F}")
     expect(page.locator("#warnings")).to_contain_text("1 orphan span")
-    expect(page.locator("#warnings")).to_contain_text("clock skew")
+    expect(page.locator("#warnings")).to_contain_text("1 span outside the parent's time by more than 25 ms")
+    expect(page.locator("#warnings")).to_contain_text("orphans: skewed")
+    expect(page.locator("#warnings")).not_to_contain_text("late server")
     page.click(f".span-row[data-span-id='{'d' * 16}']")
     expect(page.locator("#span-detail")).to_contain_text("Orphan")
 
@@ -339,3 +341,32 @@ def test_ui_pages_are_served_with_a_strict_content_policy(ui_server: ServerProce
         assert '<main id="main">' in response.text
     vendor = httpx.get(f"{ui_server.http_url}/static/vendor/cytoscape.min.js")
     assert vendor.status_code == 200 and len(vendor.content) > 100_000
+
+
+def test_unknown_addresses_get_the_ui_not_plain_text(page: Page, ui_server: ServerProcess) -> None:
+    response = httpx.get(f"{ui_server.http_url}/monitor", timeout=30)
+    assert response.status_code == 404 and response.headers["content-type"].startswith("text/html")
+    api = httpx.get(f"{ui_server.http_url}/api/nope", timeout=30)
+    assert api.status_code == 404 and api.json()["error"] == "no such endpoint: /api/nope"
+    open_page(page, ui_server, "/monitor")
+    expect(page.locator("main h1")).to_have_text("Not found")
+    expect(page.locator("nav.topnav")).to_contain_text("Search")
+
+
+def test_services_get_distinct_stable_colours(page: Page, ui_server: ServerProcess) -> None:
+    """The demo shop's services used to share colours (cart, inventory and notifications one,
+    frontend and payment another): now every service shown gets its own, the same on every load."""
+    shop = ["frontend", "auth", "catalog", "cart", "checkout", "payment", "inventory", "notifications"]
+    script = """async (names) => {
+        const util = await import('/static/js/util.js');
+        util.seedColors(names);
+        return names.map((n) => util.serviceColor(n));
+    }"""
+    open_page(page, ui_server, "/search")
+    first = page.evaluate(script, shop)
+    assert len(set(first)) == len(shop), dict(zip(shop, first, strict=True))
+    services = httpx.get(f"{ui_server.http_url}/api/services", timeout=30).json()["data"]
+    seeded = page.evaluate(script, services)
+    assert len(set(seeded)) == len(services)
+    open_page(page, ui_server, "/search")  # a new load: the stored services keep their colours
+    assert page.evaluate(script, services) == seeded

@@ -23,11 +23,13 @@ def extras() -> dict:
     parallel = span(E, "d", "a", "read", 3, start + 25 * MS, 10)  # inside write's time: off the critical path
     orphan_root = span(F, "c", None, "GET /orphans", 2, start, 50)
     orphan = span(F, "d", "8", "lost child", 1, start + 5 * MS, 10)
-    skewed = span(F, "f", "c", "skewed", 1, start + 40 * MS, 30)  # ends after its parent
+    skewed = span(F, "f", "c", "skewed", 1, start + 40 * MS, 130)  # ends 120 ms after its parent
+    # ends 15 ms after its parent, within 25 ms + 10%: how a server span ends after its client's
+    late = span(F, "e", "c", "late server", 2, start + 10 * MS, 55)
     return {
         "resourceSpans": [
             resource("worker", [linked, child, parallel]),
-            resource("orphans", [orphan_root, orphan, skewed]),
+            resource("orphans", [orphan_root, orphan, skewed, late]),
         ]
     }
 

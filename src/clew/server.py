@@ -46,7 +46,7 @@ from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.receivers.zipkin import zipkin_app
 from clew.store.traces import TraceReader
-from clew.web.app import SecurityHeaders, is_ui_path, ui_routes
+from clew.web.app import SecurityHeaders, is_ui_path, not_found, ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def http_app(
             *ui_routes(),
         ],
         middleware=[Middleware(SecurityHeaders), Middleware(IdentityMiddleware)],
-        exception_handlers=handlers(_http_problem),
+        exception_handlers={**handlers(_http_problem), 404: not_found},
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +51,15 @@ class SecurityHeaders:
 
 async def _ui(request: Request) -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    """An address nothing serves: the UI's shell with 404 (it shows "Not found" with its navigation)
+    for a browser, a JSON reason for the API."""
+    path = request.url.path
+    if path.startswith("/api/") or path in ("/metrics", "/healthz"):
+        return JSONResponse({"error": f"no such endpoint: {path[:200]}"}, 404)
+    return FileResponse(STATIC / "index.html", status_code=404, headers={"Cache-Control": "no-cache"})
 
 
 def ui_routes() -> list[BaseRoute]:

@@ -24,7 +24,10 @@ from clew.store.sql import AROUND, PARENT_KEY, SPAN_KEY, WINDOW, childless_clien
 
 HOUR = 3600 * 10**9
 EXAMPLES = 5
-SKEW_TOLERANCE = 10**6  # 1 ms: rounding in SDKs, not a broken clock
+# How far a child may lie outside its parent's time before it is called clock skew: 25 ms for the
+# network and scheduling (a server span routinely ends a few ms after its client's, on one clock) plus
+# a tenth of the parent's duration. The trace view applies the same rule (web/static/js/model.js).
+SKEW_SLACK_NS = 25 * 10**6
 MAX_CANDIDATES = 50_000
 
 
@@ -120,8 +123,9 @@ class Completeness(BaseComponent):
             f"INNER JOIN (SELECT {SPAN_KEY} AS k, service_name, "
             "toUnixTimestamp64Nano(start_time) AS s, toUnixTimestamp64Nano(start_time) + duration AS e "
             f"FROM {self.db}.spans WHERE {AROUND}) AS p ON c.k = p.k "
-            "WHERE c.s < p.s - {tol:Int64} OR c.e > p.e + {tol:Int64} GROUP BY parent, child ORDER BY parent, child",
-            {**params, "tol": SKEW_TOLERANCE},
+            "WHERE greatest(p.s - c.s, c.e - p.e) > {slack:Int64} + intDiv(p.e - p.s, 10) "
+            "GROUP BY parent, child ORDER BY parent, child",
+            {**params, "slack": SKEW_SLACK_NS},
         ).to_pylist()
         gaps = self._gaps(params)
         broken: dict[str, int] = defaultdict(int)

@@ -4,7 +4,7 @@ import { renderCompare } from "./compare.js";
 import { renderMap } from "./map.js";
 import { renderSearch } from "./search.js";
 import { openTraceFile, renderTrace } from "./trace.js";
-import { apiKey, clear, h, link, setApiKey } from "./util.js";
+import { apiKey, authHeaders, clear, h, link, seedColors, setApiKey } from "./util.js";
 
 const main = document.getElementById("main");
 
@@ -87,4 +87,9 @@ document.addEventListener("keydown", (e) => {
     }
   }
 });
-route();
+// the services' colours, before any page draws one (see seedColors); a failure only leaves them unseeded
+fetch("/api/services", { headers: authHeaders() })
+  .then((r) => (r.ok ? r.json() : { data: [] }))
+  .then((body) => seedColors(Array.isArray(body.data) ? body.data : []))
+  .catch(() => {})
+  .finally(route);

@@ -109,7 +109,8 @@ export function buildTrace(doc) {
     for (let i = s.children.length - 1; i >= 0; i--) stack.push(s.children[i]);
   }
   for (const s of spans) {
-    if (s.parent && (s.start < s.parent.start || s.end > s.parent.end)) s.skew = true;
+    s.skewNs = s.parent ? outsideParent(s) : 0;
+    s.skew = s.skewNs > 0;
     s.selfTime = selfTime(s);
   }
   const trace = {
@@ -127,9 +128,24 @@ export function buildTrace(doc) {
   const orphans = spans.filter((s) => s.orphan);
   if (orphans.length) trace.warnings.push(`${orphans.length} orphan span${orphans.length > 1 ? "s" : ""}: the parent is not in this trace (broken propagation or a span still missing)`);
   const skewed = spans.filter((s) => s.skew);
-  if (skewed.length) trace.warnings.push(`${skewed.length} span${skewed.length > 1 ? "s" : ""} outside the parent's time (clock skew between hosts?)`);
+  if (skewed.length) {
+    const named = skewed.slice(0, 3).map((s) => `${s.service}: ${s.name}`).join(", ") + (skewed.length > 3 ? ", ..." : "");
+    trace.warnings.push(`${skewed.length} span${skewed.length > 1 ? "s" : ""} outside the parent's time by more than 25 ms + 10% of the parent's duration (clock skew between hosts?): ${named}`);
+  }
   markCriticalPath(trace);
   return trace;
+}
+
+// How far a child may lie outside its parent's time before it is called clock skew: 25 ms for the
+// network and scheduling (a server span routinely ends a few ms after its client's, on one clock) plus
+// a tenth of the parent's duration. /api/v1/completeness applies the same rule (SKEW_SLACK_NS).
+export const SKEW_SLACK_NS = 25e6;
+
+/** Nanoseconds a span lies outside its parent's time beyond the tolerance, or 0. */
+export function outsideParent(s) {
+  const p = s.parent;
+  const out = Math.max(p.start - s.start, s.end - p.end);
+  return out > SKEW_SLACK_NS + (p.end - p.start) / 10 ? out : 0;
 }
 
 /** Time of a span not covered by any child. */

@@ -237,7 +237,7 @@ function showDetail(panel, span, trace) {
       fact("Status", span.statusMessage ? `${span.statusCode}: ${span.statusMessage}` : span.statusCode, "detail-status"),
       span.critical ? fact("Critical path", "yes", "detail-critical") : null),
     span.orphan ? h("p", { class: "warning" }, "Orphan: its parent is not in this trace.") : null,
-    span.skew ? h("p", { class: "warning" }, "Outside its parent's time: clock skew?") : null,
+    span.skew ? h("p", { class: "warning" }, `Outside its parent's time by ${formatDuration(span.skewNs)}: clock skew between hosts?`) : null,
     h("h3", {}, "Attributes"), kvTable(span.attributes, "detail-attributes"),
     h("h3", {}, "Resource"), kvTable(span.resource, "detail-resource"),
     h("h3", {}, `Events (${span.events.length})`),

@@ -37,13 +37,37 @@ export function svg(tag, attrs = {}, ...children) {
   return el;
 }
 
-const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#bab0ac", "#e15759", "#8cd17d", "#86bcb6"];
+// Tableau's 20 categorical colours, ordered so that neighbours differ in hue.
+const PALETTE = [
+  "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#bab0ac",
+  "#a0cbe8", "#ffbe7d", "#8cd17d", "#ff9d9a", "#d4a6c8", "#86bcb6", "#f1ce63", "#fabfd2", "#d7b5a6", "#79706e",
+];
+const assigned = new Map();
+const taken = new Set();
 
-/** A stable colour per service name. */
-export function serviceColor(name) {
+function hashOf(name) {
   let hash = 0;
   for (const ch of name) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return PALETTE[hash % PALETTE.length];
+  return hash;
+}
+
+/** Give the known services their colours first, in name order, each its hash's slot or the next free
+ * one: the same set of services gets the same colours on every page and every load, and no two of
+ * them share a colour while there are no more than 20. */
+export function seedColors(names) {
+  for (const name of [...names].sort()) serviceColor(name);
+}
+
+/** A colour per service name: stable, and distinct from the colours already given out. */
+export function serviceColor(name) {
+  const known = assigned.get(name);
+  if (known) return known;
+  let slot = hashOf(name) % PALETTE.length;
+  for (let i = 0; i < PALETTE.length && taken.has(PALETTE[slot]); i++) slot = (slot + 1) % PALETTE.length;
+  const colour = PALETTE[slot];
+  taken.add(colour);
+  assigned.set(name, colour);
+  return colour;
 }
 
 const KEY = "clew.key";
