@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ServerProcess
 from tests.shop_data import A, B, C
-from tests.ui_data import XSS, E, F, G, all_docs
+from tests.ui_data import STACK, XSS, E, F, G, H, all_docs
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -302,7 +302,7 @@ def test_download_a_snapshot_and_open_it_again(page: Page, ui_server: ServerProc
     elsewhere.write_text(text)
     page.set_input_files("#open-file", str(elsewhere))
     page.wait_for_selector("#file-banner")
-    assert page.url.endswith(f"/trace/{other}#file")
+    assert f"/trace/{other}?" in page.url and page.url.endswith("#file")  # (?span=: its error, selected)
     assert rows(page) == [c * 16 for c in "12789"]
     expect(page.locator("#fact-trace-id")).to_have_text(other)
     assert httpx.get(f"{ui_server.http_url}/api/v1/traces/{other}").status_code == 404
@@ -370,3 +370,27 @@ def test_services_get_distinct_stable_colours(page: Page, ui_server: ServerProce
     assert len(set(seeded)) == len(services)
     open_page(page, ui_server, "/search")  # a new load: the stored services keep their colours
     assert page.evaluate(script, services) == seeded
+
+
+def test_a_trace_with_errors_opens_on_the_first_error_and_its_exception(
+    page: Page, ui_server: ServerProcess
+) -> None:
+    open_page(page, ui_server, f"/trace/{H}")
+    detail = page.locator("#span-detail")
+    expect(detail.locator("#detail-name")).to_have_text("write ledger")
+    expect(page.locator(".span-row.selected")).to_have_attribute("data-span-id", "3" * 16)
+    expect(detail.locator(".exception")).to_contain_text("ValueError: balance below zero")
+    assert detail.locator(".stacktrace").inner_text() == STACK  # as text, line breaks kept
+    assert page.locator("#span-detail b").count() == 0
+    assert page.url.endswith(f"?span={'3' * 16}")  # the selection is in the address
+
+
+def test_a_link_opens_the_trace_on_its_span(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, f"/trace/{A}?span={'8' * 16}")
+    expect(page.locator("#span-detail #detail-name")).to_have_text("db.query")
+    expect(page.locator(".span-row.selected")).to_have_attribute("data-span-id", "8" * 16)
+    page.click(f".span-row[data-span-id='{'9' * 16}']")
+    assert page.url.endswith(f"/trace/{A}?span={'9' * 16}")
+    page.reload()
+    page.wait_for_selector("body[data-ready]", timeout=30_000)
+    expect(page.locator("#span-detail #detail-name")).to_have_text("cache.get")

@@ -6,6 +6,8 @@ from tests.shop_data import MS, NOW, A, attr, resource, shop, span
 
 XSS = "<img src=x onerror=alert(1)>"
 E, F, G = "e" * 32, "f" * 32, "1" * 32  # events + links, orphan, big
+H = "2" * 32  # an error deep in the tree, with an exception event
+STACK = 'Traceback (most recent call last):\n  File "ledger.py", line 12, in write\n    raise ValueError(x)\nValueError: <b>no</b>'
 
 
 def extras() -> dict:
@@ -26,10 +28,27 @@ def extras() -> dict:
     skewed = span(F, "f", "c", "skewed", 1, start + 40 * MS, 130)  # ends 120 ms after its parent
     # ends 15 ms after its parent, within 25 ms + 10%: how a server span ends after its client's
     late = span(F, "e", "c", "late server", 2, start + 10 * MS, 55)
+    ledger = [
+        span(H, "1", None, "POST /ledger", 2, start, 40),
+        span(H, "2", "1", "validate", 1, start + 2 * MS, 5),
+        span(H, "3", "1", "write ledger", 1, start + 10 * MS, 20, error="write failed"),
+    ]
+    ledger[2]["events"] = [
+        {
+            "timeUnixNano": str(start + 25 * MS),
+            "name": "exception",
+            "attributes": [
+                attr("exception.type", "ValueError"),
+                attr("exception.message", "balance below zero"),
+                attr("exception.stacktrace", STACK),
+            ],
+        }
+    ]
     return {
         "resourceSpans": [
             resource("worker", [linked, child, parallel]),
             resource("orphans", [orphan_root, orphan, skewed, late]),
+            resource("ledger", ledger),
         ]
     }
 

@@ -69,13 +69,23 @@ function showTrace(root, trace, doc, view, fromFile) {
   const main = h("div", { class: "trace-main" });
   clear(root).append(...[header, banner, toolbar, warnings, h("div", { class: "trace-body" }, main, detail)].filter(Boolean));
 
-  const select = (span) => showDetail(detail, span, trace);
+  // the selected span is in the address (`?span=`), so a link can point at it
+  const select = (span) => {
+    showDetail(detail, span, trace);
+    const url = new URL(location.href);
+    url.searchParams.set("span", span.spanId);
+    history.replaceState(history.state, "", url);
+  };
   if (view === "flamegraph") {
     drawFlame(main, trace, select);
   } else {
     const wf = waterfall(main, trace, select);
     collapseSelect.addEventListener("change", () => { if (collapseSelect.value) wf.collapseService(collapseSelect.value); });
     expandAll.addEventListener("click", () => { collapseSelect.value = ""; wf.expandAll(); });
+    // a linked span, else the first error: a trace with errors opens on what went wrong
+    const wanted = (new URLSearchParams(location.search).get("span") || "").toLowerCase();
+    const first = trace.byId.get(wanted) || trace.spans.find((s) => s.error);
+    if (first) wf.reveal(first);
   }
 }
 
@@ -178,6 +188,14 @@ function waterfall(container, trace, onSelect) {
   });
   recompute();
   return {
+    /** Select `span`, expanding what hides it and scrolling it into view. */
+    reveal(span) {
+      for (let p = span.parent; p; p = p.parent) collapsed.delete(p);
+      recompute();
+      choose(span);
+      const y = visible.indexOf(span) * ROW;
+      viewport.scrollTop = Math.max(0, y - (viewport.clientHeight || 600) / 2);
+    },
     collapseService(service) {
       for (const s of trace.spans) if (s.service === service && s.children.length) collapsed.add(s);
       recompute();
@@ -238,6 +256,7 @@ function showDetail(panel, span, trace) {
       span.critical ? fact("Critical path", "yes", "detail-critical") : null),
     span.orphan ? h("p", { class: "warning" }, "Orphan: its parent is not in this trace.") : null,
     span.skew ? h("p", { class: "warning" }, `Outside its parent's time by ${formatDuration(span.skewNs)}: clock skew between hosts?`) : null,
+    ...span.events.filter((e) => e.name === "exception").map(exceptionBlock),
     h("h3", {}, "Attributes"), kvTable(span.attributes, "detail-attributes"),
     h("h3", {}, "Resource"), kvTable(span.resource, "detail-resource"),
     h("h3", {}, `Events (${span.events.length})`),
@@ -248,6 +267,21 @@ function showDetail(panel, span, trace) {
     h("p", { id: "detail-scope" }, span.scope.name ? `${span.scope.name}${span.scope.version ? ` ${span.scope.version}` : ""}` : "(none)"),
     kvTable(span.scope.attributes),
   ].filter(Boolean));
+}
+
+/** An exception event (OpenTelemetry's semantic conventions) as the error it was: type, message and
+ * the stack trace as preformatted text. */
+function exceptionBlock(event) {
+  const value = (key) => {
+    const found = event.attributes.find((a) => a.key === key);
+    return found ? valueText(found.value) : "";
+  };
+  const type = value("exception.type");
+  const message = value("exception.message");
+  const stack = value("exception.stacktrace");
+  return h("div", { class: "exception" },
+    h("p", {}, h("strong", {}, type || "exception"), message ? `: ${message}` : ""),
+    stack ? h("pre", { class: "stacktrace" }, stack) : null);
 }
 
 /** "Open file": show an OTLP/JSON trace from disk without storing it. */
