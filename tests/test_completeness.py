@@ -84,3 +84,18 @@ def test_each_kind_of_break_is_found_and_named(server: ServerProcess) -> None:
         timeout=30,
     ).json()
     assert early["propagationGaps"] == [] and early["orphans"] == [] and early["services"] == []
+
+
+def test_a_trace_in_flight_is_not_called_broken(server: ServerProcess) -> None:
+    """A child that ended moments ago waits for its parent (exported when it ends) before it is an
+    orphan: one that ended over a minute ago is one."""
+    now = time.time_ns()
+    recent = span(20, 21, 22, "step", 1, 0, 5)
+    recent["startTimeUnixNano"], recent["endTimeUnixNano"] = str(now - 2 * 10**9), str(now - 10**9)
+    old = span(30, 31, 32, "step", 1, 0, 5)
+    old["startTimeUnixNano"], old["endTimeUnixNano"] = str(now - 90 * 10**9), str(now - 89 * 10**9)
+    doc = {"resourceSpans": [resource("flight", [recent, old])]}
+    assert httpx.post(f"{server.otlp_http_url}/v1/traces", json=doc, timeout=30).status_code == 200
+    report = httpx.get(f"{server.http_url}/api/v1/completeness", timeout=30).json()
+    (orphan,) = report["orphans"]
+    assert (orphan["service"], orphan["examples"]) == ("flight", [f"{30:032x}"])

@@ -29,6 +29,9 @@ EXAMPLES = 5
 # a tenth of the parent's duration. The trace view applies the same rule (web/static/js/model.js).
 SKEW_SLACK_NS = 25 * 10**6
 MAX_CANDIDATES = 50_000
+# A span is called an orphan only once it ended this long ago: its parent (which usually ends after
+# it, and may be exported later) has had the time to arrive; a trace still in flight is not broken.
+SETTLE_NS = 60 * 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,7 @@ class Completeness(BaseComponent):
     name = "completeness"
 
     def __init__(self, ctx: Context) -> None:
-        self.conn, self.db = ctx.conn, ctx.db
+        self.conn, self.db, self.clock = ctx.conn, ctx.db, ctx.clock
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -103,10 +106,11 @@ class Completeness(BaseComponent):
             "SELECT toString(c.service_name) AS service, count() AS spans, uniqExact(c.trace_id) AS traces, "
             "groupUniqArray({n:UInt32})(lower(hex(c.trace_id))) AS examples FROM "
             f"(SELECT trace_id, service_name, {PARENT_KEY} AS k FROM {self.db}.spans "
-            f"WHERE {WINDOW} AND parent_span_id != '') AS c "
+            f"WHERE {WINDOW} AND parent_span_id != '' "
+            "AND toUnixTimestamp64Nano(start_time) + duration <= {settled:Int64}) AS c "
             f"LEFT ANTI JOIN (SELECT {SPAN_KEY} AS k FROM {self.db}.spans WHERE {AROUND}) AS p "
             "ON c.k = p.k GROUP BY service ORDER BY service",
-            params,
+            {**params, "settled": self.clock() - SETTLE_NS},
         ).to_pylist()
         multi = q(
             "SELECT count() AS traces, groupArray({n:UInt32})(t) AS examples FROM ("
