@@ -394,3 +394,42 @@ def test_a_link_opens_the_trace_on_its_span(page: Page, ui_server: ServerProcess
     page.reload()
     page.wait_for_selector("body[data-ready]", timeout=30_000)
     expect(page.locator("#span-detail #detail-name")).to_have_text("cache.get")
+
+
+def test_trace_statistics_per_service_and_operation(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, f"/trace/{A}?view=stats")
+    table = page.locator("#trace-stats")
+    rows = table.locator("tbody tr").evaluate_all(
+        "trs => trs.map(tr => [...tr.cells].map(td => td.innerText))"
+    )
+    # sorted by self time, longest first: POST /pay ran 240 ms, 55 of them in its children
+    assert rows[0] == [
+        "checkout",
+        "POST /pay",
+        "1",
+        "240.0ms",
+        "240.0ms",
+        "240.0ms",
+        "240.0ms",
+        "185.0ms",
+        "61.7%",
+        "1",
+    ]
+    assert len(rows) == 5 and sum(int(r[2]) for r in rows) == 5
+    page.click("#trace-stats th[data-key='service']")
+    services = table.locator("tbody tr td:first-child").all_inner_texts()
+    assert services == sorted(services) and services[0] == "checkout"
+    page.click("#trace-stats th[data-key='errors']")
+    assert table.locator("tbody tr td:nth-child(2)").first.inner_text() == "POST /pay"
+
+
+def test_the_trace_as_raw_json_in_both_shapes(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, f"/trace/{E}?view=json")
+    raw = page.locator("#raw-json")
+    expect(raw).to_contain_text('"resourceSpans"')
+    expect(raw).to_contain_text(XSS)  # as text
+    assert json.loads(raw.inner_text())["resourceSpans"]
+    page.select_option("#json-format", "jaeger")
+    expect(raw).to_contain_text('"operationName"')
+    assert json.loads(raw.inner_text())["data"][0]["traceID"] == E
+    assert page.locator("img").count() == 0

@@ -6,11 +6,12 @@ import { authHeaders, clear, getJSON, h, link, navigate, serviceColor, valueText
 
 
 const ROW = 26;
+const VIEWS = ["waterfall", "flamegraph", "stats", "json"];
 const OVERSCAN = 10;
 
 export async function renderTrace(root, traceId) {
   const params = new URLSearchParams(location.search);
-  const view = params.get("view") === "flamegraph" ? "flamegraph" : "waterfall";
+  const view = VIEWS.includes(params.get("view")) ? params.get("view") : "waterfall";
   let doc;
   let fromFile = null;
   const local = window.clewLocalTrace;
@@ -50,13 +51,15 @@ function showTrace(root, trace, doc, view, fromFile) {
       fact("Errors", String(trace.errors), "fact-errors"),
       fromFile ? null : fact("Sampling", "…", "fact-sampling")));
   if (!fromFile) showSampling(header.querySelector("#fact-sampling"), trace.traceId);
-  const permalink = `${location.origin}/trace/${trace.traceId}${view === "flamegraph" ? "?view=flamegraph" : ""}`;
+  const permalink = `${location.origin}/trace/${trace.traceId}${view !== "waterfall" ? `?view=${view}` : ""}`;
   const download = h("a", { class: "button", id: "download-json", download: `trace-${trace.traceId}.json`, href: URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" })) }, "Download JSON");
   const collapseSelect = h("select", { id: "collapse-service", "aria-label": "Collapse by service" }, h("option", { value: "" }, "Collapse service…"), trace.services.map((s) => h("option", { value: s }, s)));
   const expandAll = h("button", { type: "button", id: "expand-all" }, "Expand all");
   const toolbar = h("div", { class: "toolbar" },
     link(`/trace/${trace.traceId}${fromFile ? "#file" : ""}`, h("span", { class: view === "waterfall" ? "tab active" : "tab", id: "tab-waterfall" }, "Waterfall")),
     link(`/trace/${trace.traceId}?view=flamegraph${fromFile ? "#file" : ""}`, h("span", { class: view === "flamegraph" ? "tab active" : "tab", id: "tab-flamegraph" }, "Flame graph")),
+    link(`/trace/${trace.traceId}?view=stats${fromFile ? "#file" : ""}`, h("span", { class: view === "stats" ? "tab active" : "tab", id: "tab-stats" }, "Statistics")),
+    link(`/trace/${trace.traceId}?view=json${fromFile ? "#file" : ""}`, h("span", { class: view === "json" ? "tab active" : "tab", id: "tab-json" }, "JSON")),
     view === "waterfall" ? collapseSelect : null,
     view === "waterfall" ? expandAll : null,
     h("a", { class: "button", id: "permalink", href: permalink }, "Permalink"),
@@ -78,6 +81,10 @@ function showTrace(root, trace, doc, view, fromFile) {
   };
   if (view === "flamegraph") {
     drawFlame(main, trace, select);
+  } else if (view === "stats") {
+    drawStats(main, trace);
+  } else if (view === "json") {
+    drawJson(main, trace, doc, fromFile);
   } else {
     const wf = waterfall(main, trace, select);
     collapseSelect.addEventListener("change", () => { if (collapseSelect.value) wf.collapseService(collapseSelect.value); });
@@ -205,6 +212,83 @@ function waterfall(container, trace, onSelect) {
       recompute();
     },
   };
+}
+
+/** Jaeger's trace statistics: per service and operation, how many spans, their total, average,
+ * shortest and longest duration, their self time and its share of the trace, and errors. Sortable. */
+export function traceStats(trace) {
+  const rows = new Map();
+  for (const s of trace.spans) {
+    const key = `${s.service}\u0000${s.name}`;
+    let r = rows.get(key);
+    if (!r) rows.set(key, (r = { service: s.service, operation: s.name, count: 0, total: 0, min: Infinity, max: 0, self: 0, errors: 0 }));
+    r.count += 1;
+    r.total += s.duration;
+    r.min = Math.min(r.min, s.duration);
+    r.max = Math.max(r.max, s.duration);
+    r.self += s.selfTime;
+    if (s.error) r.errors += 1;
+  }
+  const whole = Math.max(trace.duration, 1);
+  return [...rows.values()].map((r) => ({ ...r, avg: r.total / r.count, share: r.self / whole }));
+}
+
+const STAT_COLUMNS = [
+  ["service", "Service"], ["operation", "Operation"], ["count", "Spans"], ["total", "Total"], ["avg", "Avg"],
+  ["min", "Min"], ["max", "Max"], ["self", "Self time"], ["share", "Self % of trace"], ["errors", "Errors"],
+];
+
+function drawStats(container, trace) {
+  const rows = traceStats(trace);
+  let by = "self";
+  let descending = true;
+  const table = h("table", { class: "stats", id: "trace-stats" });
+  const cell = (r, key) => {
+    if (key === "service") return h("td", {}, h("span", { class: "svc", style: { borderLeftColor: serviceColor(r.service) } }, r.service));
+    if (key === "operation") return h("td", {}, r.operation);
+    if (key === "count" || key === "errors") return h("td", { class: "num" }, String(r[key]));
+    if (key === "share") return h("td", { class: "num" }, `${(r.share * 100).toFixed(1)}%`);
+    return h("td", { class: "num" }, formatDuration(r[key]));
+  };
+  const paint = () => {
+    rows.sort((a, b) => {
+      const x = a[by];
+      const y = b[by];
+      const order = typeof x === "string" ? x.localeCompare(y) : x - y;
+      return descending ? -order : order;
+    });
+    clear(table).append(
+      h("thead", {}, h("tr", {}, STAT_COLUMNS.map(([key, label]) => h("th", {
+        dataset: { key }, class: key === by ? (descending ? "sorted desc" : "sorted asc") : "",
+        onclick: () => { descending = key === by ? !descending : typeof rows[0][key] !== "string"; by = key; paint(); },
+      }, label)))),
+      h("tbody", {}, rows.map((r) => h("tr", {}, STAT_COLUMNS.map(([key]) => cell(r, key))))));
+  };
+  paint();
+  container.append(table);
+}
+
+/** The trace as stored, as text: OTLP/JSON (what Download saves) or Jaeger's JSON (its API's). */
+function drawJson(container, trace, doc, fromFile) {
+  const pre = h("pre", { class: "raw-json", id: "raw-json" });
+  const format = h("select", { id: "json-format", "aria-label": "JSON format" },
+    h("option", { value: "otlp" }, "OTLP/JSON"),
+    fromFile ? null : h("option", { value: "jaeger" }, "Jaeger JSON"));
+  const show = async () => {
+    if (format.value === "otlp") {
+      pre.textContent = JSON.stringify(doc, null, 2);
+      return;
+    }
+    pre.textContent = "Loading…";
+    try {
+      pre.textContent = JSON.stringify(await getJSON(`/api/traces/${encodeURIComponent(trace.traceId)}`), null, 2);
+    } catch (err) {
+      pre.textContent = err.message;
+    }
+  };
+  format.addEventListener("change", show);
+  container.append(h("div", { class: "toolbar" }, format), pre);
+  show();
 }
 
 function drawFlame(container, trace, onSelect) {
