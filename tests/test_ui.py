@@ -433,3 +433,21 @@ def test_the_trace_as_raw_json_in_both_shapes(page: Page, ui_server: ServerProce
     expect(raw).to_contain_text('"operationName"')
     assert json.loads(raw.inner_text())["data"][0]["traceID"] == E
     assert page.locator("img").count() == 0
+
+
+def test_find_in_trace_marks_matches_and_walks_them(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, f"/trace/{A}?uiFind=postgres")  # an attribute value: db.system=postgres
+    expect(page.locator("#find")).to_have_value("postgres")
+    expect(page.locator("#find-count")).to_have_text("1 match")
+    assert page.locator(".span-row.match").evaluate_all("els => els.map(e => e.dataset.spanId)") == ["8" * 16]
+    page.fill("#find", "checkout")  # a name and a service
+    expect(page.locator("#find-count")).to_have_text("4 matches")
+    assert "uiFind=checkout" in page.url
+    page.press("#find", "Enter")
+    expect(page.locator("#find-count")).to_have_text("1 of 4")
+    expect(page.locator("#span-detail #detail-name")).to_have_text("GET /checkout")
+    page.press("#find", "Enter")
+    expect(page.locator("#span-detail #detail-name")).to_have_text("POST /pay")
+    page.fill("#find", "")
+    expect(page.locator(".span-row.match")).to_have_count(0)
+    assert "uiFind" not in page.url

@@ -55,6 +55,8 @@ function showTrace(root, trace, doc, view, fromFile) {
   const download = h("a", { class: "button", id: "download-json", download: `trace-${trace.traceId}.json`, href: URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" })) }, "Download JSON");
   const collapseSelect = h("select", { id: "collapse-service", "aria-label": "Collapse by service" }, h("option", { value: "" }, "Collapse service…"), trace.services.map((s) => h("option", { value: s }, s)));
   const expandAll = h("button", { type: "button", id: "expand-all" }, "Expand all");
+  const find = h("input", { type: "search", id: "find", placeholder: "Find in trace", "aria-label": "Find in trace", value: new URLSearchParams(location.search).get("uiFind") || "" });
+  const findCount = h("span", { class: "muted", id: "find-count" });
   const toolbar = h("div", { class: "toolbar" },
     link(`/trace/${trace.traceId}${fromFile ? "#file" : ""}`, h("span", { class: view === "waterfall" ? "tab active" : "tab", id: "tab-waterfall" }, "Waterfall")),
     link(`/trace/${trace.traceId}?view=flamegraph${fromFile ? "#file" : ""}`, h("span", { class: view === "flamegraph" ? "tab active" : "tab", id: "tab-flamegraph" }, "Flame graph")),
@@ -62,6 +64,8 @@ function showTrace(root, trace, doc, view, fromFile) {
     link(`/trace/${trace.traceId}?view=json${fromFile ? "#file" : ""}`, h("span", { class: view === "json" ? "tab active" : "tab", id: "tab-json" }, "JSON")),
     view === "waterfall" ? collapseSelect : null,
     view === "waterfall" ? expandAll : null,
+    view === "waterfall" ? find : null,
+    view === "waterfall" ? findCount : null,
     h("a", { class: "button", id: "permalink", href: permalink }, "Permalink"),
     download,
     link(`/compare?a=${trace.traceId}`, h("span", { class: "button" }, "Compare…")),
@@ -93,7 +97,40 @@ function showTrace(root, trace, doc, view, fromFile) {
     const wanted = (new URLSearchParams(location.search).get("span") || "").toLowerCase();
     const first = trace.byId.get(wanted) || trace.spans.find((s) => s.error);
     if (first) wf.reveal(first);
+    // find in trace (Jaeger's `uiFind`): matching rows marked, Enter goes to the next one
+    let found = [];
+    let at = -1;
+    const search = () => {
+      const text = find.value.trim().toLowerCase();
+      found = text ? trace.spans.filter((s) => spanText(s).includes(text)) : [];
+      at = -1;
+      wf.mark(new Set(found));
+      findCount.textContent = text ? `${found.length} match${found.length === 1 ? "" : "es"}` : "";
+      const url = new URL(location.href);
+      if (text) url.searchParams.set("uiFind", find.value.trim());
+      else url.searchParams.delete("uiFind");
+      history.replaceState(history.state, "", url);
+    };
+    find.addEventListener("input", search);
+    find.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter" || !found.length) return;
+      e.preventDefault();
+      at = (at + (e.shiftKey ? found.length - 1 : 1)) % found.length;
+      wf.reveal(found[at]);
+      findCount.textContent = `${at + 1} of ${found.length}`;
+    });
+    if (find.value) search();
   }
+}
+
+/** What find-in-trace looks through: name, service, ids, attribute keys and values, resource, events. */
+function spanText(s) {
+  if (s.findText === undefined) {
+    const kv = (rows) => rows.map((r) => `${r.key}=${valueText(r.value)}`).join(" ");
+    s.findText = [s.name, s.service, s.spanId, kv(s.attributes), kv(s.resource), s.events.map((e) => e.name).join(" "), s.statusMessage]
+      .join(" ").toLowerCase();
+  }
+  return s.findText;
 }
 
 // The tail sampler's decision: every trace is kept in full for the first hour, then only if a policy
@@ -117,6 +154,7 @@ function waterfall(container, trace, onSelect) {
   const collapsed = new Set();
   let visible = [];
   let selected = null;
+  let marked = new Set();
   const ruler = h("div", { class: "ruler" }, h("div", { class: "ruler-label" }, "Service / operation"), h("div", { class: "ruler-ticks" },
     [0, 0.25, 0.5, 0.75, 1].map((f) => h("span", { class: "tick", style: { left: `${f * 100}%` } }, formatDuration(Math.round(trace.duration * f))))));
   const spacer = h("div", { class: "spacer" });
@@ -158,6 +196,7 @@ function waterfall(container, trace, onSelect) {
     if (span.critical) classes.push("critical");
     if (span.error) classes.push("error-row");
     if (selected === span) classes.push("selected");
+    if (marked.has(span)) classes.push("match");
     return h("div", {
       class: classes.join(" "), role: "treeitem", style: { top: `${i * ROW}px` },
       dataset: { spanId: span.spanId, service: span.service, depth: String(span.depth) },
@@ -202,6 +241,11 @@ function waterfall(container, trace, onSelect) {
       choose(span);
       const y = visible.indexOf(span) * ROW;
       viewport.scrollTop = Math.max(0, y - (viewport.clientHeight || 600) / 2);
+    },
+    /** Mark `spans` (find-in-trace matches). */
+    mark(spans) {
+      marked = spans;
+      paint(true);
     },
     collapseService(service) {
       for (const s of trace.spans) if (s.service === service && s.children.length) collapsed.add(s);
