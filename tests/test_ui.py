@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ServerProcess
-from tests.shop_data import A, B, C
+from tests.shop_data import A, B, C, D
 from tests.ui_data import STACK, XSS, E, F, G, H, all_docs
 
 CHROMIUM = "/usr/bin/chromium"
@@ -451,3 +451,22 @@ def test_find_in_trace_marks_matches_and_walks_them(page: Page, ui_server: Serve
     page.fill("#find", "")
     expect(page.locator(".span-row.match")).to_have_count(0)
     assert "uiFind" not in page.url
+
+
+def test_search_results_sort_and_say_how_long_ago(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, "/search?service=frontend&lookback=1d")
+    page.wait_for_selector(".result")
+    ids = lambda: page.locator(".result").evaluate_all("els => els.map(e => e.dataset.traceId)")  # noqa: E731
+    assert ids() == [C, A, B, D]  # newest first: 5, 10, 20 minutes and 3 hours before the data's now
+    ages = page.locator(".result .result-side .muted").all_inner_texts()
+    assert all(a.endswith(" ago") for a in ages) and ages[3].endswith(" h ago")
+    page.select_option("#sort", "slowest")
+    assert ids() == [C, A, D, B]  # 1200, 300, 30, 20 ms
+    page.select_option("#sort", "errors")
+    assert ids()[0] == A
+    page.select_option("#sort", "oldest")
+    assert ids() == [D, B, A, C]
+    assert "sort=oldest" in page.url
+    page.reload()
+    page.wait_for_selector(".result")
+    assert ids() == [D, B, A, C]  # the order is in the address

@@ -79,6 +79,7 @@ export async function renderSearch(root) {
     maxDuration: params.get("maxDuration") || "",
     limit: params.get("limit") || "20",
     q: params.get("q") || "",
+    sort: params.get("sort") || "newest",
   };
   let tagText = "";
   try {
@@ -169,6 +170,21 @@ export async function renderSearch(root) {
   }
   status.textContent = `${summaries.length} trace${summaries.length === 1 ? "" : "s"}`;
   drawScatter(plot, summaries);
+  const sortSelect = h("select", { id: "sort", "aria-label": "Sort results" },
+    Object.entries(SORTS).map(([value, [label]]) => h("option", { value, selected: value === (state.sort || "newest") }, label)));
+  compareButton.parentElement.append(h("label", { class: "sort" }, "Sort ", sortSelect));
+  sortSelect.addEventListener("change", () => {
+    state.sort = sortSelect.value;
+    const url = new URL(location.href);
+    url.searchParams.set("sort", sortSelect.value);
+    history.replaceState(history.state, "", url);
+    const order = SORTS[sortSelect.value][1];
+    const rows = [...list.querySelectorAll(".result")];
+    const byId = new Map(summaries.map((t) => [t.traceID, t]));
+    rows.sort((a, b) => order(byId.get(a.dataset.traceId), byId.get(b.dataset.traceId)));
+    list.append(...rows);
+  });
+  summaries.sort(SORTS[SORTS[state.sort] ? state.sort : "newest"][1]);
   const selected = new Set();
   compareButton.addEventListener("click", () => {
     const [a, b] = [...selected];
@@ -192,9 +208,30 @@ export async function renderSearch(root) {
       h("div", { class: "result-side" },
         h("div", { class: "duration" }, formatDuration(Number(t.durationNanos))),
         h("div", {}, `${t.spanCount} spans`, t.errorCount ? h("span", { class: "errors" }, ` · ${t.errorCount} errors`) : null),
-        h("div", { class: "muted" }, formatTime(t.startTimeUnixNano))),
+        h("div", { class: "muted", title: formatTime(t.startTimeUnixNano) }, ago(t.startTimeUnixNano))),
     ));
   }
+}
+
+const start = (t) => BigInt(t.startTimeUnixNano);
+const cmp = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+// the orders results can be shown in: label, comparator
+const SORTS = {
+  newest: ["Newest first", (a, b) => cmp(start(b), start(a))],
+  oldest: ["Oldest first", (a, b) => cmp(start(a), start(b))],
+  slowest: ["Slowest first", (a, b) => Number(b.durationNanos) - Number(a.durationNanos)],
+  fastest: ["Fastest first", (a, b) => Number(a.durationNanos) - Number(b.durationNanos)],
+  spans: ["Most spans", (a, b) => b.spanCount - a.spanCount],
+  errors: ["Most errors", (a, b) => (b.errorCount || 0) - (a.errorCount || 0)],
+};
+
+/** "3 min ago": when a trace started, relative to now (the exact time is the element's title). */
+export function ago(startNs) {
+  const seconds = Math.max(0, (Date.now() - Number(BigInt(startNs) / 1000000n)) / 1000);
+  if (seconds < 60) return `${Math.round(seconds)} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} d ago`;
 }
 
 function drawScatter(container, summaries) {
