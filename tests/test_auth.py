@@ -67,6 +67,7 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/api/v1/openapi.json": "/api/v1/openapi.json",
     "/api/v1/search": "/api/v1/search?q={}",
     "/api/v1/traces/{trace_id}": f"/api/v1/traces/{TRACE['shop']}",
+    "/api/v1/traces/{trace_id}/linked-from": f"/api/v1/traces/{TRACE['shop']}/linked-from?start=0",
     "/api/services": "/api/services",
     "/api/operations": "/api/operations?service=shop-svc",
     "/api/services/{service}/operations": "/api/services/shop-svc/operations",

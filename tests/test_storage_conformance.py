@@ -238,3 +238,39 @@ def test_a_stored_time_past_2262_does_not_make_its_trace_unreadable(store: Store
     doc = to_otlp_json(to_traces_data(batch))
     assert canonical_spans(doc)  # readable
     assert to_jaeger_traces(batch)[0]["spans"][0]["operationName"] == "late"
+
+
+def test_spans_linking_to_a_trace_are_found(store: Store):
+    """Back-references: the spans of other traces whose links point into a trace, in the tenant."""
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "worker"}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "ab" * 16,
+                                "spanId": "cd" * 8,
+                                "name": "consume",
+                                "startTimeUnixNano": str(NOW),
+                                "endTimeUnixNano": str(NOW + 10**6),
+                                "links": [
+                                    {"traceId": A, "spanId": "7" * 16},
+                                    {"traceId": "9" * 32, "spanId": "9" * 16},
+                                ],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    store.writer.write(decode_json(json.dumps(doc).encode()).batch)
+    store.writer.write(decode_json(json.dumps(doc).encode(), tenant="other").batch)
+    refs = store.reader.linked_from(bytes.fromhex(A), NOW - HOUR, NOW + HOUR)
+    assert [(r.trace_id.hex(), r.span_id.hex(), r.service, r.name, r.linked_span_id.hex()) for r in refs] == [
+        ("ab" * 16, "cd" * 8, "worker", "consume", "7" * 16)
+    ]
+    assert store.reader.linked_from(bytes.fromhex(A), NOW + HOUR, NOW + 2 * HOUR) == []
+    assert store.reader.linked_from(bytes.fromhex("ab" * 16), NOW - HOUR, NOW + HOUR) == []

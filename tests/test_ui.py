@@ -192,7 +192,9 @@ def test_span_details_show_everything_as_text(page: Page, ui_server: ServerProce
     expect(detail.locator("#detail-resource")).to_contain_text("worker")
     assert page.locator("img").count() == 0  # the attribute stayed text
     # a link to a stored trace becomes clickable; one to a missing trace stays text
-    expect(detail.locator(f"#detail-links a[href='/trace/{A}']")).to_have_count(1)
+    linked = detail.locator(f"#detail-links a[href='/trace/{A}?span={'7' * 16}']")
+    expect(linked).to_have_count(1)
+    expect(linked).to_contain_text("checkout: POST /pay")  # the span it points at, by name
     expect(detail.locator("#detail-links a")).to_have_count(1)
     expect(detail.locator("#detail-links")).to_contain_text("9" * 32)
     # keyboard: down moves the selection
@@ -200,8 +202,12 @@ def test_span_details_show_everything_as_text(page: Page, ui_server: ServerProce
     expect(detail.locator("#detail-name")).to_have_text("write")
     page.keyboard.press("ArrowUp")
     expect(detail.locator("#detail-name")).to_have_text("consume order")
-    page.click(f"#detail-links a[href='/trace/{A}']")
-    page.wait_for_selector(f".span-row[data-span-id='{'7' * 16}']")
+    page.click(f"#detail-links a[href='/trace/{A}?span={'7' * 16}']")
+    page.wait_for_selector(f".span-row.selected[data-span-id='{'7' * 16}']")
+    # and the other way: the span linked to says who links to it
+    back = page.locator("#detail-linked-from a")
+    expect(back).to_have_text("worker: consume order")
+    expect(back).to_have_attribute("href", f"/trace/{E}?span={'a' * 16}")
 
 
 def test_orphans_and_clock_skew_are_flagged(page: Page, ui_server: ServerProcess) -> None:

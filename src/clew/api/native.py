@@ -101,11 +101,34 @@ def native_routes(reader: TraceReader) -> list[Route]:
         result = await asyncio.to_thread(reader.search, search_req)
         return JSONResponse(search_json(search_req, request.query_params["q"], result))
 
+    async def linked_from(request: Request) -> JSONResponse:
+        """Back-references: spans of other traces (starting in `start`..`end`) linking to this one."""
+        trace_id = trace_id_param(request)
+        start, end = time_range(request)
+        refs = await asyncio.to_thread(
+            reader.linked_from, trace_id, int(start * 10**9), int(end * 10**9), tenant(request)
+        )
+        return JSONResponse(
+            {
+                "linkedFrom": [
+                    {
+                        "traceID": r.trace_id.hex(),
+                        "spanID": r.span_id.hex(),
+                        "service": r.service,
+                        "name": r.name,
+                        "linkedSpanID": r.linked_span_id.hex(),
+                    }
+                    for r in refs
+                ]
+            }
+        )
+
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(OPENAPI)
 
     return [
         Route("/api/v1/traces/{trace_id}", get_trace),
+        Route("/api/v1/traces/{trace_id}/linked-from", linked_from),
         Route("/api/v1/search", search),
         Route("/api/v1/openapi.json", openapi),
     ]

@@ -20,6 +20,7 @@ __all__ = [
     "MatchedSpan",
     "SearchRequest",
     "SearchResult",
+    "LinkRef",
     "TraceQuery",
     "TraceReader",
     "TraceSummary",
@@ -39,6 +40,21 @@ class TraceQuery:
     duration_max: int | None = None
     limit: int = 100
     tenant: str = DEFAULT_TENANT
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRef:
+    """A span of another trace that links to a span of this one."""
+
+    trace_id: bytes
+    span_id: bytes
+    service: str
+    name: str
+    linked_span_id: bytes  # the span of this trace it links to
+
+
+# the most back-references one trace answers with
+MAX_LINKED_FROM = 100
 
 
 class TraceReader(Protocol):
@@ -61,6 +77,10 @@ class TraceReader(Protocol):
     ) -> list[tuple[str, int]]: ...
 
     def span_count(self, tenant: str | None = None) -> int: ...
+
+    def linked_from(self, trace_id: bytes, start: int, end: int, tenant: str = ...) -> list[LinkRef]:
+        """Spans of other traces starting in [start, end] ns that link to this trace, oldest first."""
+        ...
 
 
 class ClickHouseTraceReader:
@@ -140,6 +160,24 @@ class ClickHouseTraceReader:
             f"SELECT DISTINCT name, kind FROM {self.db}.spans WHERE {where} ORDER BY name, kind", params
         )
         return list(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+
+    def linked_from(
+        self, trace_id: bytes, start: int, end: int, tenant: str = DEFAULT_TENANT
+    ) -> list[LinkRef]:
+        table = self.conn.query(
+            "SELECT hex(trace_id), hex(span_id), toString(service_name), toString(name), "
+            "hex(links_span_id[indexOf(links_trace_id, unhex({t:String}))]) "
+            f"FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
+            "AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
+            "AND start_time <= fromUnixTimestamp64Nano({end:Int64}, 'UTC') "
+            "AND has(links_trace_id, unhex({t:String})) AND trace_id != unhex({t:String}) "
+            f"ORDER BY start_time LIMIT {MAX_LINKED_FROM}",
+            {"t": trace_id.hex(), "tenant": tenant, "start": start, "end": end},
+        )
+        return [
+            LinkRef(bytes.fromhex(t), bytes.fromhex(s), service, name, bytes.fromhex(linked))
+            for t, s, service, name, linked in zip(*(c.to_pylist() for c in table.columns), strict=True)
+        ]
 
     def span_count(self, tenant: str | None = None) -> int:
         if tenant is None:

@@ -34,6 +34,16 @@ export async function renderTrace(root, traceId) {
     clear(root).append(h("div", { class: "error" }, err.message));
     return;
   }
+  if (!fromFile) {
+    // spans of other traces linking here, from a day around this one (back-references)
+    const s = Number(trace.startNs / 1000000000n);
+    try {
+      const body = await getJSON(`/api/v1/traces/${encodeURIComponent(trace.traceId)}/linked-from`, { start: Math.max(0, s - 86400), end: s + 86400 });
+      trace.linkedFrom = body.linkedFrom || [];
+    } catch {
+      trace.linkedFrom = [];
+    }
+  }
   showTrace(root, trace, doc, view, fromFile);
 }
 
@@ -362,14 +372,24 @@ function kvTable(rows, id) {
 function showDetail(panel, span, trace) {
   const linkItems = span.links.map((l) => {
     const item = h("li", {}, h("span", { class: "mono" }, `${l.traceId} / ${l.spanId}`), kvTable(l.attributes));
-    // clickable only when the linked trace is stored
+    // clickable, and named by the span it points at, only when the linked trace is stored
     if (l.traceId !== trace.traceId) {
-      fetch(`/api/v1/traces/${l.traceId}`, { method: "GET", headers: authHeaders() }).then((r) => {
-        if (r.ok) item.replaceChild(link(`/trace/${l.traceId}`, h("span", { class: "mono" }, `${l.traceId} / ${l.spanId}`)), item.firstChild);
+      fetch(`/api/v1/traces/${l.traceId}`, { method: "GET", headers: authHeaders() }).then(async (r) => {
+        if (!r.ok) return;
+        let named = null;
+        try {
+          const target = buildTrace(await r.json()).byId.get(l.spanId);
+          if (target) named = `${target.service}: ${target.name}`;
+        } catch {
+          named = null;
+        }
+        const label = h("span", {}, h("span", { class: "mono" }, `${l.traceId} / ${l.spanId}`), named ? h("span", { class: "link-name" }, ` ${named}`) : null);
+        item.replaceChild(link(`/trace/${l.traceId}?span=${l.spanId}`, label), item.firstChild);
       }).catch(() => {});
     }
     return item;
   });
+  const backs = (trace.linkedFrom || []).filter((b) => b.linkedSpanID === span.spanId);
   clear(panel).append(...[
     h("h2", { id: "detail-name" }, span.name),
     h("dl", { class: "facts small" },
@@ -391,6 +411,9 @@ function showDetail(panel, span, trace) {
     span.events.length ? h("ul", { class: "events", id: "detail-events" }, span.events.map((e) => h("li", {}, h("strong", {}, e.name), ` +${formatDuration(e.time)}`, kvTable(e.attributes)))) : h("p", { class: "muted" }, "none"),
     h("h3", {}, `Links (${span.links.length})`),
     span.links.length ? h("ul", { class: "links", id: "detail-links" }, linkItems) : h("p", { class: "muted" }, "none"),
+    backs.length ? h("h3", {}, `Linked from (${backs.length})`) : null,
+    backs.length ? h("ul", { class: "links", id: "detail-linked-from" }, backs.map((b) =>
+      h("li", {}, link(`/trace/${b.traceID}?span=${b.spanID}`, h("span", {}, `${b.service}: ${b.name}`)), h("span", { class: "mono muted" }, ` ${b.traceID.slice(0, 7)}`)))) : null,
     h("h3", {}, "Scope"),
     h("p", { id: "detail-scope" }, span.scope.name ? `${span.scope.name}${span.scope.version ? ` ${span.scope.version}` : ""}` : "(none)"),
     kvTable(span.scope.attributes),
