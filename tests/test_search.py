@@ -182,6 +182,11 @@ def test_bad_parameters_are_400(shop_server: ServerProcess, params: dict, messag
 def test_openapi_describes_the_native_api(shop_server: ServerProcess) -> None:
     doc = httpx.get(f"{shop_server.http_url}/api/v1/openapi.json", timeout=30).json()
     assert doc["openapi"].startswith("3.")
-    assert {"/api/v1/search", "/api/v1/traces/{traceID}", "/api/v1/openapi.json"} <= set(doc["paths"])
+    assert {
+        "/api/v1/search",
+        "/api/v1/traces/{traceID}",
+        "/api/v1/traces/{traceID}/linked-from",
+        "/api/v1/openapi.json",
+    } <= set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/v1/search"]["get"]["parameters"]}
     assert {"q", "start", "end", "limit"} <= params

@@ -293,6 +293,26 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/traces/{traceID}/linked-from": {
+            "get": {
+                "summary": "Spans of other traces that link to this one (back-references), oldest first, at most 100",
+                "parameters": [
+                    _param("traceID", "path", "up to 32 hex characters", {"type": "string"}, True),
+                    _param(
+                        "start", "query", "Unix seconds (default: an hour before end)", {"type": "number"}
+                    ),
+                    _param("end", "query", "Unix seconds (default: now)", {"type": "number"}),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "linkedFrom: traceID, spanID, service, name, linkedSpanID",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
+                },
+            }
+        },
         "/api/v1/traces/{traceID}/sampling": {
             "get": {
                 "summary": "The tail-sampling decision for a trace: kept or not, and by which policies",
