@@ -476,3 +476,28 @@ def test_search_results_sort_and_say_how_long_ago(page: Page, ui_server: ServerP
     page.reload()
     page.wait_for_selector(".result")
     assert ids() == [D, B, A, C]  # the order is in the address
+
+
+def test_shortcuts_on_question_mark_and_dark_mode(
+    page: Page, ui_server: ServerProcess, browser: Browser
+) -> None:
+    open_page(page, ui_server, f"/trace/{A}")
+    page.locator("body").click(position={"x": 5, "y": 700})  # focus on nothing that takes text
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts")).to_contain_text("next / previous match (find in trace)")
+    page.keyboard.press("Escape")
+    expect(page.locator("#shortcuts")).to_have_count(0)
+    background = "getComputedStyle(document.body).backgroundColor"
+    assert page.evaluate(background) == "rgb(255, 255, 255)"
+    dark = browser.new_context(color_scheme="dark", bypass_csp=True)
+    try:
+        other = dark.new_page()
+        other.goto(f"{ui_server.http_url}/trace/{A}")
+        other.wait_for_selector("body[data-ready]", timeout=30_000)
+        assert other.evaluate(background) == "rgb(13, 17, 23)"
+        assert (
+            other.evaluate("getComputedStyle(document.querySelector('#span-detail')).color")
+            == "rgb(230, 237, 243)"
+        )
+    finally:
+        dark.close()

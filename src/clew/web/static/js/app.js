@@ -78,13 +78,38 @@ window.addEventListener("clew:unauthorized", () => {
   }
 });
 window.addEventListener("clew:navigate", route);
+// The keyboard shortcuts, as `?` lists them.
+const SHORTCUTS = [
+  ["/", "focus the query (search page)"],
+  ["↑ / ↓", "previous / next span (trace waterfall)"],
+  ["← / →", "collapse / expand the selected span"],
+  ["Enter / Shift+Enter", "next / previous match (find in trace)"],
+  ["?", "show or hide this list"],
+  ["Esc", "close this list"],
+];
+
+function toggleShortcuts(show) {
+  const open = document.getElementById("shortcuts");
+  if (open) open.remove();
+  if (!show || open) return;
+  document.body.append(h("div", { id: "shortcuts", class: "shortcuts", role: "dialog", "aria-label": "Keyboard shortcuts" },
+    h("h2", {}, "Keyboard shortcuts"),
+    h("table", {}, h("tbody", {}, SHORTCUTS.map(([key, what]) => h("tr", {}, h("th", {}, h("kbd", {}, key)), h("td", {}, what)))))));
+}
+
 document.addEventListener("keydown", (e) => {
-  if (e.key === "/" && !(e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement || e.target instanceof HTMLSelectElement)) {
+  const typing = e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement || e.target instanceof HTMLSelectElement;
+  if (e.key === "/" && !typing) {
     const q = document.getElementById("q");
     if (q) {
       e.preventDefault();
       q.focus();
     }
+  } else if (e.key === "?" && !typing) {
+    e.preventDefault();
+    toggleShortcuts(true);
+  } else if (e.key === "Escape") {
+    toggleShortcuts(false);
   }
 });
 // the services' colours, before any page draws one (see seedColors); a failure only leaves them unseeded
