@@ -501,3 +501,24 @@ def test_shortcuts_on_question_mark_and_dark_mode(
         )
     finally:
         dark.close()
+
+
+def test_depth_and_critical_path_filters_flame_labels_and_time_axis(
+    page: Page, ui_server: ServerProcess
+) -> None:
+    open_page(page, ui_server, f"/trace/{A}?span={'1' * 16}")
+    page.select_option("#collapse-depth", "2")
+    assert rows(page) == ["1" * 16, "2" * 16]
+    page.select_option("#collapse-depth", "")
+    assert len(rows(page)) == 5
+    page.click("#tab-flamegraph")
+    expect(page.locator(f".flame-block[data-span-id='{'7' * 16}']")).to_contain_text("checkout: POST /pay")
+    open_page(page, ui_server, f"/trace/{E}")  # `read` runs inside `write`: off the critical path
+    page.check("#critical-only")
+    assert rows(page) == ["a" * 16, "b" * 16]
+    page.uncheck("#critical-only")
+    assert len(rows(page)) == 3
+    open_page(page, ui_server, "/search?service=frontend&lookback=1d")
+    page.wait_for_selector(".result")
+    expect(page.locator("#scatter text.time-tick")).to_have_count(3)
+    expect(page.locator("#scatter text.axis-title")).to_have_text("duration")

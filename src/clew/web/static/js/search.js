@@ -250,7 +250,12 @@ function drawScatter(container, summaries) {
   const plot = svg("svg", { width, height, class: "scatter-plot", role: "img", "aria-label": "trace durations over time" },
     svg("line", { x1: pad, y1: height - pad / 2, x2: width - pad / 2, y2: height - pad / 2, class: "axis" }),
     svg("text", { x: 4, y: 12, class: "axis-label" }, formatDuration(dMax)),
-    svg("text", { x: 4, y: height - pad / 2, class: "axis-label" }, "0"));
+    svg("text", { x: 4, y: height - pad / 2, class: "axis-label" }, "0"),
+    svg("text", { x: 4, y: height / 2, class: "axis-label axis-title" }, "duration"),
+    // the time axis: when the first, middle and last traces started (local time)
+    (t1 === t0 ? [t0] : [t0, (t0 + t1) / 2, t1]).map((t, i, all) => svg("text", {
+      x: x(t), y: height - 2, class: "axis-label time-tick", "text-anchor": all.length === 1 ? "middle" : ["start", "middle", "end"][i],
+    }, new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" }))));
   summaries.forEach((t, i) => {
     const dot = svg("circle", { cx: x(times[i]), cy: y(durations[i]), r: 5, class: t.errorCount ? "dot dot-error" : "dot", "data-trace-id": t.traceID, tabindex: 0, onclick: () => navigate(`/trace/${t.traceID}`), onkeydown: (e) => { if (e.key === "Enter") navigate(`/trace/${t.traceID}`); } },
       svg("title", {}, `${t.rootServiceName}: ${t.rootTraceName} · ${formatDuration(durations[i])}`));

@@ -65,6 +65,9 @@ function showTrace(root, trace, doc, view, fromFile) {
   const download = h("a", { class: "button", id: "download-json", download: `trace-${trace.traceId}.json`, href: URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" })) }, "Download JSON");
   const collapseSelect = h("select", { id: "collapse-service", "aria-label": "Collapse by service" }, h("option", { value: "" }, "Collapse service…"), trace.services.map((s) => h("option", { value: s }, s)));
   const expandAll = h("button", { type: "button", id: "expand-all" }, "Expand all");
+  const depthSelect = h("select", { id: "collapse-depth", "aria-label": "Show down to depth" }, h("option", { value: "" }, "All depths"),
+    Array.from({ length: Math.max(0, Math.min(trace.depth - 1, 12)) }, (_, i) => h("option", { value: String(i + 1) }, `Down to depth ${i + 1}`)));
+  const criticalOnly = h("label", { class: "check" }, h("input", { type: "checkbox", id: "critical-only" }), " Critical path only");
   const find = h("input", { type: "search", id: "find", placeholder: "Find in trace", "aria-label": "Find in trace", value: new URLSearchParams(location.search).get("uiFind") || "" });
   const findCount = h("span", { class: "muted", id: "find-count" });
   const toolbar = h("div", { class: "toolbar" },
@@ -74,6 +77,8 @@ function showTrace(root, trace, doc, view, fromFile) {
     link(`/trace/${trace.traceId}?view=json${fromFile ? "#file" : ""}`, h("span", { class: view === "json" ? "tab active" : "tab", id: "tab-json" }, "JSON")),
     view === "waterfall" ? collapseSelect : null,
     view === "waterfall" ? expandAll : null,
+    view === "waterfall" ? depthSelect : null,
+    view === "waterfall" ? criticalOnly : null,
     view === "waterfall" ? find : null,
     view === "waterfall" ? findCount : null,
     h("a", { class: "button", id: "permalink", href: permalink }, "Permalink"),
@@ -102,7 +107,9 @@ function showTrace(root, trace, doc, view, fromFile) {
   } else {
     const wf = waterfall(main, trace, select);
     collapseSelect.addEventListener("change", () => { if (collapseSelect.value) wf.collapseService(collapseSelect.value); });
-    expandAll.addEventListener("click", () => { collapseSelect.value = ""; wf.expandAll(); });
+    expandAll.addEventListener("click", () => { collapseSelect.value = ""; depthSelect.value = ""; wf.expandAll(); });
+    depthSelect.addEventListener("change", () => wf.collapseBelow(Number(depthSelect.value) || Infinity));
+    criticalOnly.querySelector("input").addEventListener("change", (e) => wf.criticalOnly(e.target.checked));
     // a linked span, else the first error: a trace with errors opens on what went wrong
     const wanted = (new URLSearchParams(location.search).get("span") || "").toLowerCase();
     const first = trace.byId.get(wanted) || trace.spans.find((s) => s.error);
@@ -165,6 +172,7 @@ function waterfall(container, trace, onSelect) {
   let visible = [];
   let selected = null;
   let marked = new Set();
+  let onlyCritical = false;
   const ruler = h("div", { class: "ruler" }, h("div", { class: "ruler-label" }, "Service / operation"), h("div", { class: "ruler-ticks" },
     [0, 0.25, 0.5, 0.75, 1].map((f) => h("span", { class: "tick", style: { left: `${f * 100}%` } }, formatDuration(Math.round(trace.duration * f))))));
   const spacer = h("div", { class: "spacer" });
@@ -176,7 +184,7 @@ function waterfall(container, trace, onSelect) {
     return false;
   };
   const recompute = () => {
-    visible = trace.spans.filter((s) => !hidden(s));
+    visible = trace.spans.filter((s) => !hidden(s) && (!onlyCritical || s.critical));
     spacer.style.height = `${visible.length * ROW}px`;
     paint(true);
   };
@@ -251,6 +259,17 @@ function waterfall(container, trace, onSelect) {
       choose(span);
       const y = visible.indexOf(span) * ROW;
       viewport.scrollTop = Math.max(0, y - (viewport.clientHeight || 600) / 2);
+    },
+    /** Show spans down to `depth` (1: the roots), their deeper descendants collapsed. */
+    collapseBelow(depth) {
+      collapsed.clear();
+      for (const s of trace.spans) if (s.depth >= depth - 1 && s.children.length) collapsed.add(s);
+      recompute();
+    },
+    /** Only the spans on the critical path, or every span again. */
+    criticalOnly(on) {
+      onlyCritical = on;
+      recompute();
     },
     /** Mark `spans` (find-in-trace matches). */
     mark(spans) {
@@ -359,7 +378,7 @@ function drawFlame(container, trace, onSelect) {
       title: `${span.service}: ${span.name}\n${formatDuration(span.duration)} (self ${formatDuration(span.selfTime)})`,
       style: { left: `${(span.start / total) * 100}%`, width: `${(span.duration / total) * 100}%`, top: `${span.depth * levelHeight}px`, background: serviceColor(span.service) },
       onclick: () => onSelect(span),
-    }, w > 40 ? `${span.name} · self ${formatDuration(span.selfTime)}` : ""));
+    }, w > 40 ? `${span.service}: ${span.name} · self ${formatDuration(span.selfTime)}` : ""));
   }
   container.append(h("p", { class: "muted" }, "Widths by duration; each block's own (self) time is in its label and tooltip. Click a block for details."), box);
 }

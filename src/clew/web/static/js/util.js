@@ -30,7 +30,7 @@ export function svg(tag, attrs = {}, ...children) {
     if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
     else if (value !== undefined && value !== null) el.setAttribute(key, String(value));
   }
-  for (const child of children) {
+  for (const child of children.flat()) {
     if (child instanceof Node) el.appendChild(child);
     else if (child !== null && child !== undefined) el.appendChild(document.createTextNode(String(child)));
   }
