@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ServerProcess
-from tests.shop_data import A, B, C, D
+from tests.shop_data import A, B, C, D, attr, span
 from tests.ui_data import STACK, XSS, E, F, G, H, all_docs
 
 CHROMIUM = "/usr/bin/chromium"
@@ -522,3 +522,19 @@ def test_depth_and_critical_path_filters_flame_labels_and_time_axis(
     page.wait_for_selector(".result")
     expect(page.locator("#scatter text.time-tick")).to_have_count(3)
     expect(page.locator("#scatter text.axis-title")).to_have_text("duration")
+
+
+def test_live_search_shows_new_traces_without_a_reload(page: Page, ui_server: ServerProcess) -> None:
+    query = '{ resource.service.name = "live-shop" }'
+    open_page(page, ui_server, "/search?" + str(httpx.QueryParams({"q": query, "lookback": "1h"})))
+    expect(page.locator("#search-status")).to_have_text("0 traces")
+    page.check("#live")
+    assert "live=1" in page.url
+    now = time.time_ns()
+    doc = {"resourceSpans": [{"resource": {"attributes": [attr("service.name", "live-shop")]},
+                              "scopeSpans": [{"spans": [span("3" * 32, "1", None, "GET /new", 2, now - 10**9, 5)]}]}]}  # fmt: skip
+    assert httpx.post(f"{ui_server.otlp_http_url}/v1/traces", json=doc, timeout=30).status_code == 200
+    expect(page.locator(f".result[data-trace-id='{'3' * 32}']")).to_have_count(1, timeout=20_000)
+    expect(page.locator("#live")).to_be_checked()  # still following
+    page.uncheck("#live")
+    assert "live=1" not in page.url

@@ -80,6 +80,7 @@ export async function renderSearch(root) {
     limit: params.get("limit") || "20",
     q: params.get("q") || "",
     sort: params.get("sort") || "newest",
+    live: params.get("live") === "1",
   };
   let tagText = "";
   try {
@@ -112,7 +113,19 @@ export async function renderSearch(root) {
   const plot = h("div", { class: "scatter", id: "scatter" });
   const list = h("div", { class: "results", id: "results" });
   const compareButton = h("button", { id: "compare-selected", disabled: true, type: "button" }, "Compare 2 selected");
-  clear(root).append(h("h1", {}, "Search"), form, status, plot, h("div", { class: "results-bar" }, compareButton), list);
+  clearTimeout(liveTimer);
+  const liveBox = h("input", { type: "checkbox", id: "live", checked: state.live });
+  liveBox.addEventListener("change", () => {
+    const url = new URL(location.href);
+    if (liveBox.checked) url.searchParams.set("live", "1");
+    else url.searchParams.delete("live");
+    history.replaceState(history.state, "", url);
+    state.live = liveBox.checked;
+    if (state.live) followLive();
+    else clearTimeout(liveTimer);
+  });
+  const liveLabel = h("label", { class: "live", title: `search again every ${LIVE_MS / 1000} s` }, liveBox, " Live");
+  clear(root).append(h("h1", {}, "Search"), form, status, plot, h("div", { class: "results-bar" }, compareButton, liveLabel), list);
 
   const services = await getJSON("/api/services").catch(() => ({ data: [] }));
   for (const name of services.data || []) serviceSelect.append(h("option", { value: name, selected: name === state.service }, name));
@@ -148,6 +161,7 @@ export async function renderSearch(root) {
     status.textContent = "Pick a service or write a query, then Find traces.";
     return;
   }
+  if (state.live) followLive();
   const endUs = state.lookback === "custom" && state.end ? Number(state.end) : Date.now() * 1000;
   const startUs = state.lookback === "custom" && state.start ? Number(state.start) : endUs - lookbackMs(state.lookback) * 1000;
   status.textContent = "Searching…";
@@ -211,6 +225,20 @@ export async function renderSearch(root) {
         h("div", { class: "muted", title: formatTime(t.startTimeUnixNano) }, ago(t.startTimeUnixNano))),
     ));
   }
+}
+
+// Live: the page searches again every few seconds while it is shown and nobody is typing in the form.
+const LIVE_MS = 5000;
+let liveTimer = 0;
+
+function followLive() {
+  clearTimeout(liveTimer);
+  liveTimer = setTimeout(() => {
+    if (location.pathname !== "/search" || new URLSearchParams(location.search).get("live") !== "1") return;
+    const active = document.activeElement;
+    if (active && active.closest && active.closest("#search-form")) return followLive();
+    window.dispatchEvent(new Event("clew:navigate"));
+  }, LIVE_MS);
 }
 
 const start = (t) => BigInt(t.startTimeUnixNano);
