@@ -85,9 +85,10 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/trace/{trace_id}": f"/trace/{TRACE['bank']}",
     "/dependencies": "/dependencies",
     "/compare": "/compare",
+    "/monitor": "/monitor",
     "/signin": "/signin",
 }
-PUBLIC = {"/healthz", "/static", "/", "/search", "/trace/{trace_id}", "/dependencies", "/compare", "/signin"}
+PUBLIC = {"/healthz", "/static", "/", "/search", "/trace/{trace_id}", "/dependencies", "/compare", "/monitor", "/signin"}
 
 
 def test_every_route_is_in_the_matrix(tmp_path: Path) -> None:

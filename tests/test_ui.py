@@ -350,11 +350,11 @@ def test_ui_pages_are_served_with_a_strict_content_policy(ui_server: ServerProce
 
 
 def test_unknown_addresses_get_the_ui_not_plain_text(page: Page, ui_server: ServerProcess) -> None:
-    response = httpx.get(f"{ui_server.http_url}/monitor", timeout=30)
+    response = httpx.get(f"{ui_server.http_url}/no-such-page", timeout=30)
     assert response.status_code == 404 and response.headers["content-type"].startswith("text/html")
     api = httpx.get(f"{ui_server.http_url}/api/nope", timeout=30)
     assert api.status_code == 404 and api.json()["error"] == "no such endpoint: /api/nope"
-    open_page(page, ui_server, "/monitor")
+    open_page(page, ui_server, "/no-such-page")
     expect(page.locator("main h1")).to_have_text("Not found")
     expect(page.locator("nav.topnav")).to_contain_text("Search")
 
@@ -538,3 +538,20 @@ def test_live_search_shows_new_traces_without_a_reload(page: Page, ui_server: Se
     expect(page.locator("#live")).to_be_checked()  # still following
     page.uncheck("#live")
     assert "live=1" not in page.url
+
+
+def test_monitor_page_rates_errors_latency_and_impact(page: Page, ui_server: ServerProcess) -> None:
+    """Jaeger's Monitor tab, from the RED metrics: services by impact, then one service's operations."""
+    open_page(page, ui_server, "/monitor?range=1h")
+    table = page.locator("#monitor-table")
+    names = table.locator("tbody tr").evaluate_all("trs => trs.map(tr => tr.dataset.name)")
+    assert {"frontend", "checkout"} <= set(names)
+    checkout = table.locator("tbody tr[data-name='checkout'] td")
+    assert checkout.nth(2).inner_text() == "50.0%"  # POST /pay failed once in two calls
+    expect(table.locator("tbody tr[data-name='frontend'] svg.sparkline polyline")).to_have_count(1)
+    page.click("#monitor-table th[data-key='errorRate']")
+    assert table.locator("tbody tr").first.get_attribute("data-name") == "checkout"
+    page.click("#monitor-table tbody tr[data-name='checkout'] a")
+    page.wait_for_selector("#monitor-table tbody tr[data-name='POST /pay']")
+    assert "service=checkout" in page.url
+    expect(page.locator("#monitor-status")).to_contain_text("operation")

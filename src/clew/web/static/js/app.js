@@ -2,6 +2,7 @@
 
 import { renderCompare } from "./compare.js";
 import { renderMap } from "./map.js";
+import { renderMonitor } from "./monitor.js";
 import { renderSearch } from "./search.js";
 import { openTraceFile, renderTrace } from "./trace.js";
 import { apiKey, authHeaders, clear, h, link, seedColors, setApiKey } from "./util.js";
@@ -26,6 +27,7 @@ function nav() {
     h("span", { class: "brand" }, "clew"),
     link("/search", "Search"),
     link("/dependencies", "Service map"),
+    link("/monitor", "Monitor"),
     link("/compare", "Compare"),
     h("label", { class: "open-file" }, "Open file ", fileInput),
     error);
@@ -59,6 +61,7 @@ async function route() {
     else if (path.startsWith("/trace/")) await renderTrace(main, decodeURIComponent(path.slice("/trace/".length)));
     else if (path === "/dependencies") await renderMap(main);
     else if (path === "/compare") await renderCompare(main);
+    else if (path === "/monitor") await renderMonitor(main);
     else clear(main).append(h("h1", {}, "Not found"), h("p", {}, link("/search", "Search traces")));
   } catch (err) {
     if (err.status === 401) return; // the sign-in page is up (clew:unauthorized)
