@@ -555,3 +555,16 @@ def test_monitor_page_rates_errors_latency_and_impact(page: Page, ui_server: Ser
     page.wait_for_selector("#monitor-table tbody tr[data-name='POST /pay']")
     assert "service=checkout" in page.url
     expect(page.locator("#monitor-status")).to_contain_text("operation")
+
+
+def test_span_table_sorts_and_opens_a_span(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, f"/trace/{A}?view=spans")
+    ids = lambda: page.locator("#span-table tbody tr").evaluate_all("trs => trs.map(tr => tr.dataset.spanId)")  # noqa: E731
+    assert ids()[0] == "7" * 16  # most self time first: POST /pay, 185 ms of its own
+    page.click("#span-table th[data-key='duration']")
+    assert ids() == [c * 16 for c in "12789"]  # 300, 250, 240, 50, 5 ms
+    page.click("#span-table th[data-key='service']")
+    services = page.locator("#span-table tbody tr td:first-child").all_inner_texts()
+    assert services == sorted(services)
+    page.click(f"#span-table tr[data-span-id='{'8' * 16}'] a")
+    expect(page.locator(".span-row.selected")).to_have_attribute("data-span-id", "8" * 16)

@@ -6,7 +6,7 @@ import { authHeaders, clear, getJSON, h, link, navigate, serviceColor, valueText
 
 
 const ROW = 26;
-const VIEWS = ["waterfall", "flamegraph", "stats", "json"];
+const VIEWS = ["waterfall", "flamegraph", "spans", "stats", "json"];
 const OVERSCAN = 10;
 
 export async function renderTrace(root, traceId) {
@@ -73,6 +73,7 @@ function showTrace(root, trace, doc, view, fromFile) {
   const toolbar = h("div", { class: "toolbar" },
     link(`/trace/${trace.traceId}${fromFile ? "#file" : ""}`, h("span", { class: view === "waterfall" ? "tab active" : "tab", id: "tab-waterfall" }, "Waterfall")),
     link(`/trace/${trace.traceId}?view=flamegraph${fromFile ? "#file" : ""}`, h("span", { class: view === "flamegraph" ? "tab active" : "tab", id: "tab-flamegraph" }, "Flame graph")),
+    link(`/trace/${trace.traceId}?view=spans${fromFile ? "#file" : ""}`, h("span", { class: view === "spans" ? "tab active" : "tab", id: "tab-spans" }, "Spans")),
     link(`/trace/${trace.traceId}?view=stats${fromFile ? "#file" : ""}`, h("span", { class: view === "stats" ? "tab active" : "tab", id: "tab-stats" }, "Statistics")),
     link(`/trace/${trace.traceId}?view=json${fromFile ? "#file" : ""}`, h("span", { class: view === "json" ? "tab active" : "tab", id: "tab-json" }, "JSON")),
     view === "waterfall" ? collapseSelect : null,
@@ -100,6 +101,8 @@ function showTrace(root, trace, doc, view, fromFile) {
   };
   if (view === "flamegraph") {
     drawFlame(main, trace, select);
+  } else if (view === "spans") {
+    drawSpanTable(main, trace, fromFile);
   } else if (view === "stats") {
     drawStats(main, trace);
   } else if (view === "json") {
@@ -336,6 +339,38 @@ function drawStats(container, trace) {
         onclick: () => { descending = key === by ? !descending : typeof rows[0][key] !== "string"; by = key; paint(); },
       }, label)))),
       h("tbody", {}, rows.map((r) => h("tr", {}, STAT_COLUMNS.map(([key]) => cell(r, key))))));
+  };
+  paint();
+  container.append(table);
+}
+
+const SPAN_COLUMNS = [["service", "Service"], ["name", "Operation"], ["start", "Start"], ["duration", "Duration"], ["selfTime", "Self time"], ["error", "Error"]];
+
+/** Every span as a row, sortable by service, start, duration or self time; a row opens the span. */
+function drawSpanTable(container, trace, fromFile) {
+  const rows = trace.spans.slice();
+  let by = "selfTime";
+  let descending = true;
+  const table = h("table", { class: "stats", id: "span-table" });
+  const paint = () => {
+    rows.sort((a, b) => {
+      const x = a[by];
+      const y = b[by];
+      const order = typeof x === "string" ? x.localeCompare(y) : Number(x) - Number(y);
+      return descending ? -order : order;
+    });
+    clear(table).append(
+      h("thead", {}, h("tr", {}, SPAN_COLUMNS.map(([key, label]) => h("th", {
+        dataset: { key }, class: key === by ? (descending ? "sorted desc" : "sorted asc") : "",
+        onclick: () => { descending = key === by ? !descending : typeof rows[0][key] !== "string"; by = key; paint(); },
+      }, label)))),
+      h("tbody", {}, rows.map((s) => h("tr", { dataset: { spanId: s.spanId } },
+        h("td", {}, h("span", { class: "svc", style: { borderLeftColor: serviceColor(s.service) } }, s.service)),
+        h("td", {}, link(`/trace/${trace.traceId}?span=${s.spanId}${fromFile ? "#file" : ""}`, s.name)),
+        h("td", { class: "num" }, `+${formatDuration(s.start)}`),
+        h("td", { class: "num" }, formatDuration(s.duration)),
+        h("td", { class: "num" }, formatDuration(s.selfTime)),
+        h("td", { class: s.error ? "errors" : "" }, s.error ? "error" : "")))));
   };
   paint();
   container.append(table);
