@@ -2,7 +2,7 @@
 // rate, error rate and p95 latency over a time range, from the span-derived RED metrics that
 // /api/metrics/* serves; "impact" is latency times rate, what a slow path costs its callers in total.
 
-import { clear, getJSON, h, link, navigate, svg } from "./util.js";
+import { clear, getJSON, h, link, navigate, sortableTable, svg } from "./util.js";
 
 const RANGES = [["15m", 15], ["1h", 60], ["6h", 360], ["24h", 1440]];
 const COLUMNS = [["name", "Name"], ["rate", "Requests/s"], ["errorRate", "Error rate"], ["p95", "p95"], ["impact", "Impact (ms/s)"], ["trend", "Requests over time"]];
@@ -45,29 +45,16 @@ export async function renderMonitor(root) {
   const [calls, errors, latencies] = await Promise.all([fetchMetric("calls"), fetchMetric("errors"), fetchMetric("latencies", { quantile: 0.95 })]);
   const rows = summarize(calls, errors, latencies, service);
   status.textContent = `${rows.length} ${service ? "operation" : "service"}${rows.length === 1 ? "" : "s"}, server spans, last ${range[0]}`;
-  let by = "impact";
-  let descending = true;
-  const paint = () => {
-    rows.sort((a, b) => {
-      const order = typeof a[by] === "string" ? a[by].localeCompare(b[by]) : a[by] - b[by];
-      return descending ? -order : order;
-    });
-    clear(table).append(
-      h("thead", {}, h("tr", {}, COLUMNS.map(([key, label]) => h("th", {
-        dataset: { key }, class: key === by ? (descending ? "sorted desc" : "sorted asc") : "",
-        onclick: key === "trend" ? undefined : () => { descending = key === by ? !descending : key !== "name"; by = key; paint(); },
-      }, label)))),
-      h("tbody", {}, rows.map((r) => h("tr", { dataset: { name: r.name } },
-        h("td", {}, service
-          ? link(`/search?${new URLSearchParams({ service, operation: r.name, lookback: "1h" })}`, r.name)
-          : link(`/monitor?${new URLSearchParams({ service: r.name, range: range[0] })}`, r.name)),
-        h("td", { class: "num" }, r.rate.toFixed(2)),
-        h("td", { class: `num${r.errorRate > 0 ? " errors" : ""}` }, `${(r.errorRate * 100).toFixed(1)}%`),
-        h("td", { class: "num" }, `${r.p95.toFixed(1)} ms`),
-        h("td", { class: "num" }, r.impact.toFixed(1)),
-        h("td", {}, sparkline(r.points))))));
-  };
-  paint();
+  const row = (r) => h("tr", { dataset: { name: r.name } },
+    h("td", {}, service
+      ? link(`/search?${new URLSearchParams({ service, operation: r.name, lookback: "1h" })}`, r.name)
+      : link(`/monitor?${new URLSearchParams({ service: r.name, range: range[0] })}`, r.name)),
+    h("td", { class: "num" }, r.rate.toFixed(2)),
+    h("td", { class: `num${r.errorRate > 0 ? " errors" : ""}` }, `${(r.errorRate * 100).toFixed(1)}%`),
+    h("td", { class: "num" }, `${r.p95.toFixed(1)} ms`),
+    h("td", { class: "num" }, r.impact.toFixed(1)),
+    h("td", {}, sparkline(r.points)));
+  table.replaceWith(sortableTable("monitor-table", COLUMNS, rows, "impact", row));
 }
 
 /** One row per service (or operation): mean rate, error rate weighted by calls, worst p95, impact. */

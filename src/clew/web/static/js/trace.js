@@ -2,7 +2,7 @@
 // and the detail panel of the selected span. Works on a stored trace or on a file opened in the browser.
 
 import { buildTrace, formatDuration, formatTime } from "./model.js";
-import { authHeaders, clear, getJSON, h, link, navigate, serviceColor, valueText } from "./util.js";
+import { authHeaders, clear, getJSON, h, link, navigate, serviceColor, sortableTable, valueText } from "./util.js";
 
 
 const ROW = 26;
@@ -315,10 +315,6 @@ const STAT_COLUMNS = [
 ];
 
 function drawStats(container, trace) {
-  const rows = traceStats(trace);
-  let by = "self";
-  let descending = true;
-  const table = h("table", { class: "stats", id: "trace-stats" });
   const cell = (r, key) => {
     if (key === "service") return h("td", {}, h("span", { class: "svc", style: { borderLeftColor: serviceColor(r.service) } }, r.service));
     if (key === "operation") return h("td", {}, r.operation);
@@ -326,54 +322,20 @@ function drawStats(container, trace) {
     if (key === "share") return h("td", { class: "num" }, `${(r.share * 100).toFixed(1)}%`);
     return h("td", { class: "num" }, formatDuration(r[key]));
   };
-  const paint = () => {
-    rows.sort((a, b) => {
-      const x = a[by];
-      const y = b[by];
-      const order = typeof x === "string" ? x.localeCompare(y) : x - y;
-      return descending ? -order : order;
-    });
-    clear(table).append(
-      h("thead", {}, h("tr", {}, STAT_COLUMNS.map(([key, label]) => h("th", {
-        dataset: { key }, class: key === by ? (descending ? "sorted desc" : "sorted asc") : "",
-        onclick: () => { descending = key === by ? !descending : typeof rows[0][key] !== "string"; by = key; paint(); },
-      }, label)))),
-      h("tbody", {}, rows.map((r) => h("tr", {}, STAT_COLUMNS.map(([key]) => cell(r, key))))));
-  };
-  paint();
-  container.append(table);
+  container.append(sortableTable("trace-stats", STAT_COLUMNS, traceStats(trace), "self", (r) => h("tr", {}, STAT_COLUMNS.map(([key]) => cell(r, key)))));
 }
 
 const SPAN_COLUMNS = [["service", "Service"], ["name", "Operation"], ["start", "Start"], ["duration", "Duration"], ["selfTime", "Self time"], ["error", "Error"]];
 
 /** Every span as a row, sortable by service, start, duration or self time; a row opens the span. */
 function drawSpanTable(container, trace, fromFile) {
-  const rows = trace.spans.slice();
-  let by = "selfTime";
-  let descending = true;
-  const table = h("table", { class: "stats", id: "span-table" });
-  const paint = () => {
-    rows.sort((a, b) => {
-      const x = a[by];
-      const y = b[by];
-      const order = typeof x === "string" ? x.localeCompare(y) : Number(x) - Number(y);
-      return descending ? -order : order;
-    });
-    clear(table).append(
-      h("thead", {}, h("tr", {}, SPAN_COLUMNS.map(([key, label]) => h("th", {
-        dataset: { key }, class: key === by ? (descending ? "sorted desc" : "sorted asc") : "",
-        onclick: () => { descending = key === by ? !descending : typeof rows[0][key] !== "string"; by = key; paint(); },
-      }, label)))),
-      h("tbody", {}, rows.map((s) => h("tr", { dataset: { spanId: s.spanId } },
-        h("td", {}, h("span", { class: "svc", style: { borderLeftColor: serviceColor(s.service) } }, s.service)),
-        h("td", {}, link(`/trace/${trace.traceId}?span=${s.spanId}${fromFile ? "#file" : ""}`, s.name)),
-        h("td", { class: "num" }, `+${formatDuration(s.start)}`),
-        h("td", { class: "num" }, formatDuration(s.duration)),
-        h("td", { class: "num" }, formatDuration(s.selfTime)),
-        h("td", { class: s.error ? "errors" : "" }, s.error ? "error" : "")))));
-  };
-  paint();
-  container.append(table);
+  container.append(sortableTable("span-table", SPAN_COLUMNS, trace.spans.slice(), "selfTime", (s) => h("tr", { dataset: { spanId: s.spanId } },
+    h("td", {}, h("span", { class: "svc", style: { borderLeftColor: serviceColor(s.service) } }, s.service)),
+    h("td", {}, link(`/trace/${trace.traceId}?span=${s.spanId}${fromFile ? "#file" : ""}`, s.name)),
+    h("td", { class: "num" }, `+${formatDuration(s.start)}`),
+    h("td", { class: "num" }, formatDuration(s.duration)),
+    h("td", { class: "num" }, formatDuration(s.selfTime)),
+    h("td", { class: s.error ? "errors" : "" }, s.error ? "error" : ""))));
 }
 
 /** The trace as stored, as text: OTLP/JSON (what Download saves) or Jaeger's JSON (its API's). */

@@ -134,3 +134,27 @@ export function navigate(url) {
 export function link(href, ...children) {
   return h("a", { href, onclick: (e) => { if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return; e.preventDefault(); navigate(href); } }, ...children);
 }
+
+/** A table sorted by `by`, re-sorted by a click on a column's head (again: the other way). Strings
+ * sort A to Z first, numbers largest first; `row(r)` draws one row; a column whose key the rows do
+ * not have (a chart) cannot be sorted by. */
+export function sortableTable(id, columns, rows, by, row) {
+  let descending = typeof (rows[0] || {})[by] !== "string";
+  const table = h("table", { class: "stats", id });
+  const paint = () => {
+    rows.sort((a, b) => {
+      const x = a[by];
+      const y = b[by];
+      const order = typeof x === "string" ? x.localeCompare(y) : Number(x) - Number(y);
+      return descending ? -order : order;
+    });
+    clear(table).append(
+      h("thead", {}, h("tr", {}, columns.map(([key, label]) => h("th", {
+        dataset: { key }, class: key === by ? (descending ? "sorted desc" : "sorted asc") : "",
+        onclick: rows.length && key in rows[0] ? () => { descending = key === by ? !descending : typeof rows[0][key] !== "string"; by = key; paint(); } : undefined,
+      }, label)))),
+      h("tbody", {}, rows.map(row)));
+  };
+  paint();
+  return table;
+}
