@@ -248,6 +248,21 @@ def _span_reason(span: Any, exc: Exception) -> str:
 Dropped = list[tuple[str, str]]  # (where, why) of each span that did not parse
 
 
+def _shell(item: Any, names: tuple[str, str], into: Any, where: str) -> list[Any]:
+    """Parse a resourceSpans or scopeSpans object into `into` without its list (`names`: the list's
+    JSON and proto names), and return that list, whose items are parsed one by one."""
+    items = _field(item, *names) if isinstance(item, dict) else None
+    if not isinstance(item, dict) or not isinstance(items, list | None):
+        raise BadRequest(f"invalid OTLP/JSON: {where}: expected an object with a list of {names[0]}")
+    try:
+        json_format.ParseDict(
+            {k: v for k, v in item.items() if k not in names}, into, ignore_unknown_fields=True
+        )
+    except _PARSE_ERRORS as exc:
+        raise BadRequest(f"invalid OTLP/JSON: {where}: {_short(exc)}") from exc
+    return items or []
+
+
 def _parse_spans(doc: dict[str, Any], first: Exception) -> tuple[ExportTraceServiceRequest, Dropped]:
     """Parse `doc` span by span: the request without the spans that do not parse, and where and why
     each did not. The rest must parse, or `BadRequest` for the whole request."""
@@ -258,28 +273,11 @@ def _parse_spans(doc: dict[str, Any], first: Exception) -> tuple[ExportTraceServ
         raise BadRequest(f"invalid OTLP/JSON: {_short(first)}")
     for i, rs in enumerate(resource_spans):
         where = f"resourceSpans[{i}]"
-        scope_spans = _field(rs, "scopeSpans", "scope_spans") if isinstance(rs, dict) else None
-        if not isinstance(rs, dict) or not isinstance(scope_spans, list | None):
-            raise BadRequest(f"invalid OTLP/JSON: {where}: expected an object with a list of scopeSpans")
         out = request.resource_spans.add()
-        try:
-            shell = {k: v for k, v in rs.items() if k not in ("scopeSpans", "scope_spans")}
-            json_format.ParseDict(shell, out, ignore_unknown_fields=True)
-        except _PARSE_ERRORS as exc:
-            raise BadRequest(f"invalid OTLP/JSON: {where}: {_short(exc)}") from exc
-        for j, ss in enumerate(scope_spans or []):
+        for j, ss in enumerate(_shell(rs, ("scopeSpans", "scope_spans"), out, where)):
             where = f"resourceSpans[{i}].scopeSpans[{j}]"
-            spans = _field(ss, "spans", "spans") if isinstance(ss, dict) else None
-            if not isinstance(ss, dict) or not isinstance(spans, list | None):
-                raise BadRequest(f"invalid OTLP/JSON: {where}: expected an object with a list of spans")
             scope = out.scope_spans.add()
-            try:
-                json_format.ParseDict(
-                    {k: v for k, v in ss.items() if k != "spans"}, scope, ignore_unknown_fields=True
-                )
-            except _PARSE_ERRORS as exc:
-                raise BadRequest(f"invalid OTLP/JSON: {where}: {_short(exc)}") from exc
-            for k, span in enumerate(spans or []):
+            for k, span in enumerate(_shell(ss, ("spans", "spans"), scope, where)):
                 try:
                     scope.spans.append(json_format.ParseDict(span, Span(), ignore_unknown_fields=True))
                 except _PARSE_ERRORS as exc:
