@@ -30,7 +30,6 @@ class SpanRate:
         self.config, self.clock = config, clock
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, when)
-        self.refused: dict[str, int] = {}
 
     def admit(self, tenant: str, spans: int) -> None:
         rate = self.config.of(tenant).spans_per_second
@@ -42,7 +41,6 @@ class SpanRate:
             tokens = min(rate, tokens + (now - when) * rate)
             if tokens <= 0:
                 self._buckets[tenant] = (tokens, now)
-                self.refused[tenant] = self.refused.get(tenant, 0) + spans
                 wait = max(1, math.ceil(-tokens / rate + spans / rate))
                 raise TooManyRequests(
                     f"tenant {tenant!r} is over its limit of {rate:g} spans a second (spans_per_second)",
