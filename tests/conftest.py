@@ -9,9 +9,11 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -120,11 +122,68 @@ class ServerProcess:
         return self.proc.returncode
 
 
+class ClickHouseServer:
+    """The ClickHouse server of the tests: `CLEW_TEST_CLICKHOUSE_URL` when set (a real server), else
+    ClickHouse's HTTP interface answered by the engine itself (tests/chserver.py), one process for
+    the whole session, started on first use. Each store gets a database of its own."""
+
+    USER, PASSWORD = "clew", "p@ss:word"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.base = os.environ.get("CLEW_TEST_CLICKHOUSE_URL", "").rstrip("/")
+        self.directory: Path | None = None
+
+    def url(self) -> str:
+        """A URL naming a fresh database."""
+        database = f"t{uuid.uuid4().hex[:12]}"
+        if self.base:
+            return f"{self.base}/{database}"
+        if self.proc is None:
+            import tempfile
+
+            self.directory = Path(tempfile.mkdtemp(prefix="clew-chserver-"))
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.chserver", str(self.directory / "engine"),
+                 "--user", self.USER, "--password", self.PASSWORD],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            )  # fmt: skip
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+            assert line.startswith("listening "), line
+            self.port = int(line.split()[1])
+        return f"clickhouse://{self.USER}:{quote(self.PASSWORD, safe='')}@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # the server stops when its input ends
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+        if self.directory is not None:
+            import shutil
+
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+CLICKHOUSE = ClickHouseServer()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_clickhouse() -> Iterator[None]:
+    yield
+    CLICKHOUSE.stop()
+
+
 # Store connections a server can run on: name -> extra `clew serve` arguments for a fresh store (the
-# data directory is always given). Conformance suites are parametrized over these; the ClickHouse
-# server connection of a later issue joins this table.
+# data directory is always given). Conformance suites are parametrized over these.
 STORE_CONNECTIONS: dict[str, Callable[[Path], list[str]]] = {
     "embedded": lambda directory: [],
+    "clickhouse": lambda directory: ["--storage", CLICKHOUSE.url()],
 }
 
 
@@ -134,9 +193,15 @@ def _embedded(directory: Path) -> Connection:
     return ChdbConnection(directory / "data")
 
 
+def _server(directory: Path) -> Connection:
+    from clew.store.server_connection import ServerConnection
+
+    return ServerConnection(CLICKHOUSE.url())
+
+
 # Storage backends the storage conformance suite (test_storage_conformance.py) runs on: name -> a
-# fresh `Connection` in an empty directory. The ClickHouse server joins with the scale-out issue.
-STORAGE_BACKENDS: dict[str, Callable[[Path], Connection]] = {"embedded": _embedded}
+# fresh `Connection` in an empty directory.
+STORAGE_BACKENDS: dict[str, Callable[[Path], Connection]] = {"embedded": _embedded, "clickhouse": _server}
 
 
 @pytest.fixture(scope="module", params=sorted(STORE_CONNECTIONS))

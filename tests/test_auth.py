@@ -88,7 +88,17 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/monitor": "/monitor",
     "/signin": "/signin",
 }
-PUBLIC = {"/healthz", "/static", "/", "/search", "/trace/{trace_id}", "/dependencies", "/compare", "/monitor", "/signin"}
+PUBLIC = {
+    "/healthz",
+    "/static",
+    "/",
+    "/search",
+    "/trace/{trace_id}",
+    "/dependencies",
+    "/compare",
+    "/monitor",
+    "/signin",
+}
 
 
 def test_every_route_is_in_the_matrix(tmp_path: Path) -> None:

@@ -26,16 +26,15 @@ from clew.store.traces import ClickHouseTraceReader, SearchRequest, TraceQuery
 from tests.conftest import STORAGE_BACKENDS, canonical_spans
 from tests.shop_data import NOW, A, B, C, D, shop
 
-DB = "clew"
 HOUR = 3600 * 10**9
 
 
 class Store:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        migrate(conn, DB, MIGRATIONS)
-        self.writer = ClickHouseSpanWriter(conn, DB)
-        self.reader = ClickHouseTraceReader(conn, DB)
+        migrate(conn, conn.database, MIGRATIONS)
+        self.writer = ClickHouseSpanWriter(conn, conn.database)
+        self.reader = ClickHouseTraceReader(conn, conn.database)
 
 
 @pytest.fixture(params=sorted(STORAGE_BACKENDS))
@@ -105,13 +104,13 @@ def test_query_language_search(store: Store):
 def test_received_until_covers_every_committed_write(backend: Connection):
     clock = iter(range(1000, 10**6, 1000))
     s = Store(backend)
-    writer = ClickHouseSpanWriter(backend, DB, clock=lambda: next(clock))
+    writer = ClickHouseSpanWriter(backend, backend.database, clock=lambda: next(clock))
     marks = []
     for _ in range(3):
         writer.write(decode_json(json.dumps(shop()).encode()).batch)
         marks.append(writer.received_until())
     assert marks == sorted(marks) and len(set(marks)) == 3
-    received = backend.query(f"SELECT max(toUnixTimestamp64Nano(received_at)) FROM {DB}.spans")
+    received = backend.query(f"SELECT max(toUnixTimestamp64Nano(received_at)) FROM {backend.database}.spans")
     assert int(received.column(0)[0].as_py()) <= marks[-1]
     assert s.reader.span_count() == 30
 
@@ -128,23 +127,26 @@ def test_concurrent_writes_are_all_stored(backend: Connection):
 
 
 def test_migrations_apply_once_in_order_and_are_recorded(backend: Connection):
-    assert len(migrate(backend, DB, MIGRATIONS)) == len(MIGRATIONS)
-    assert applied(backend, DB) == {"spans": len(MIGRATIONS)}
-    assert migrate(backend, DB, MIGRATIONS) == []  # a restart applies nothing
+    assert len(migrate(backend, backend.database, MIGRATIONS)) == len(MIGRATIONS)
+    assert applied(backend, backend.database) == {"spans": len(MIGRATIONS)}
+    assert migrate(backend, backend.database, MIGRATIONS) == []  # a restart applies nothing
     extra = steps(
         "probe",
         ("a table", ["CREATE TABLE {db}.probe (x UInt8) ENGINE = MergeTree ORDER BY x"]),
         ("a column", ["ALTER TABLE {db}.probe ADD COLUMN y UInt8"]),
     )
-    assert [m.version for m in migrate(backend, DB, [*MIGRATIONS, extra[0]])] == [1]
-    assert [m.name for m in migrate(backend, DB, [*MIGRATIONS, *extra])] == ["a column"]
-    columns = backend.query(f"SELECT name FROM system.columns WHERE database = '{DB}' AND table = 'probe'")
+    assert [m.version for m in migrate(backend, backend.database, [*MIGRATIONS, extra[0]])] == [1]
+    assert [m.name for m in migrate(backend, backend.database, [*MIGRATIONS, *extra])] == ["a column"]
+    columns = backend.query(
+        "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'probe'",
+        {"db": backend.database},
+    )
     assert columns.column(0).to_pylist() == ["x", "y"]
     # a data directory written by a newer clew is refused, not run on an unknown schema
     with pytest.raises(StoreError, match="newer than this clew knows"):
-        migrate(backend, DB, [*MIGRATIONS, extra[0]])
+        migrate(backend, backend.database, [*MIGRATIONS, extra[0]])
     with pytest.raises(ValueError, match="numbered 1..n"):
-        migrate(backend, DB, [Migration("gap", 2, "two", ())])
+        migrate(backend, backend.database, [Migration("gap", 2, "two", ())])
 
 
 def test_a_slow_read_holds_up_neither_writes_nor_other_reads(backend: Connection):
@@ -167,10 +169,13 @@ def test_a_slow_read_holds_up_neither_writes_nor_other_reads(backend: Connection
 def test_a_slow_write_does_not_hold_up_reads(backend: Connection):
     s = Store(backend)
     s.writer.write(decode_json(json.dumps(shop()).encode()).batch)
-    backend.command(f"CREATE TABLE {DB}.slow (x UInt8) ENGINE = MergeTree ORDER BY x")
+    backend.command(f"CREATE TABLE {backend.database}.slow (x UInt8) ENGINE = MergeTree ORDER BY x")
     done: list[str] = []
     slow = threading.Thread(
-        target=lambda: (backend.command(f"INSERT INTO {DB}.slow SELECT sleep(2)"), done.append("slow write"))
+        target=lambda: (
+            backend.command(f"INSERT INTO {backend.database}.slow SELECT sleep(2)"),
+            done.append("slow write"),
+        )
     )
     slow.start()
     time.sleep(0.3)
@@ -195,18 +200,20 @@ def test_parameter_values_reach_the_engine_as_sent(backend: Connection, tenant: 
 def test_a_failed_statement_never_changes_the_next_answer(store: Store, backend: Connection):
     """A statement the engine refuses (RE2 rejects the lookahead Python's `re` accepts) fails alone:
     every statement after it, on any session, reads what it would have read (issue 12, finding 1)."""
-    backend.command("CREATE TABLE clew.words (a UInt64, s String) ENGINE = MergeTree ORDER BY a")
-    backend.command("INSERT INTO clew.words SELECT number, toString(number) FROM numbers(100)")
+    backend.command(
+        f"CREATE TABLE {backend.database}.words (a UInt64, s String) ENGINE = MergeTree ORDER BY a"
+    )
+    backend.command(f"INSERT INTO {backend.database}.words SELECT number, toString(number) FROM numbers(100)")
     expected = store.reader.services()
     trace = canonical_spans(to_otlp_json(to_traces_data(store.reader.get_trace(bytes.fromhex(A)))))
     for _ in range(3):
         # a regex the engine cannot compile is the request's fault: a 400 without the engine's text
         with pytest.raises(BadRequest, match="CANNOT_COMPILE_REGEXP"):
-            backend.query("SELECT count() FROM clew.words WHERE match(s, '(?=a)a')")
+            backend.query(f"SELECT count() FROM {backend.database}.words WHERE match(s, '(?=a)a')")
         with pytest.raises(StoreError):
             backend.query("SELECT count() FROM clew.no_such_table")
         with pytest.raises(BadRequest):
-            backend.command("SELECT count() FROM clew.words WHERE match(s, '(?<=a)')")
+            backend.command(f"SELECT count() FROM {backend.database}.words WHERE match(s, '(?<=a)')")
         for _ in range(3):  # every reader session of a pool, whichever the failure landed on
             assert store.reader.services() == expected
             got = store.reader.get_trace(bytes.fromhex(A))

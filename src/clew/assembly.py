@@ -26,7 +26,7 @@ from clew.components.servicegraph import ServiceGraph
 from clew.config import Settings
 from clew.core.telemetry import Metric, Sample
 from clew.store.connection import Connection
-from clew.store.migrations import migrate
+from clew.store.migrations import applied, migrate
 from clew.store.schema import MIGRATIONS as SPANS_MIGRATIONS
 from clew.store.schema import set_fsync
 from clew.store.spans import ClickHouseSpanWriter
@@ -34,7 +34,6 @@ from clew.store.traces import ClickHouseTraceReader
 from clew.store.transforms import compose
 
 C = TypeVar("C")
-DATABASE = "clew"
 
 
 @dataclass
@@ -60,6 +59,10 @@ class Assembly:
     def metrics(self) -> Iterable[Sample]:
         for c in self.components:
             yield from c.metrics()
+
+    def schema_versions(self) -> dict[str, int]:
+        """The schema version of each owner (spans, components), as the store records it."""
+        return applied(self.conn, self.conn.database)
 
     def close(self) -> None:
         self.conn.close()
@@ -95,13 +98,11 @@ def assemble(
     clock: Callable[[], int] = time.time_ns,
     state_dir: Path | None = None,
 ) -> Assembly:
-    """Open the store of `settings` (the embedded engine in `data_dir` unless `conn` is given) with
-    every enabled component built, migrated and started. Files clew keeps itself (the redaction
-    hash key) go to `state_dir`, the data directory by default."""
+    """Open the store of `settings` (`connect(settings)` unless `conn` is given) with every enabled
+    component built, migrated and started. Files clew keeps itself (the redaction hash key) go to
+    `state_dir`, the data directory by default."""
     if conn is None:
-        from clew.store.chdb_connection import ChdbConnection
-
-        conn = ChdbConnection(settings.data_dir)
+        conn = connect(settings)
     writer: list[ClickHouseSpanWriter] = []  # set below: components are built before the writer
 
     def received_until() -> int:
@@ -110,19 +111,31 @@ def assemble(
     def wrote_after(t: int) -> bool:
         return writer[0].wrote_after(t)
 
-    ctx = Context(conn, DATABASE, clock, received_until, wrote_after)
+    db = conn.database
+    ctx = Context(conn, db, clock, received_until, wrote_after)
     parts = components(settings, ctx, state_dir or settings.data_dir)
     try:
-        migrate(conn, DATABASE, [*SPANS_MIGRATIONS, *(m for c in parts for m in c.migrations())])
-        set_fsync(conn, DATABASE, settings.fsync)
+        migrate(conn, db, [*SPANS_MIGRATIONS, *(m for c in parts for m in c.migrations())])
+        set_fsync(conn, db, settings.fsync)
         stages = [stage for c in parts if (stage := c.insert_stage()) is not None]
-        writer.append(ClickHouseSpanWriter(conn, DATABASE, compose(*stages), clock))
+        writer.append(ClickHouseSpanWriter(conn, db, compose(*stages), clock))
         for c in parts:
             c.start()
     except BaseException:
         conn.close()
         raise
-    return Assembly(conn, writer[0], ClickHouseTraceReader(conn, DATABASE), parts)
+    return Assembly(conn, writer[0], ClickHouseTraceReader(conn, db), parts)
+
+
+def connect(settings: Settings) -> Connection:
+    """The store `settings.storage` names: the embedded engine in `data_dir`, or a ClickHouse server."""
+    if settings.storage == "embedded":
+        from clew.store.chdb_connection import ChdbConnection
+
+        return ChdbConnection(settings.data_dir)
+    from clew.store.server_connection import ServerConnection
+
+    return ServerConnection(settings.storage)
 
 
 def open_embedded(

@@ -53,11 +53,49 @@ def _as_caller(f: FC) -> FC:
     )(f)
 
 
+def _storage(f: FC) -> FC:
+    """`--storage` and `--cluster`: the store, when it is not the embedded engine in --data-dir."""
+    f = click.option(
+        "--cluster",
+        help="with a ClickHouse server: replicate and shard the tables over this cluster (CLEW_CLUSTER)",
+    )(f)
+    return click.option(
+        "--storage",
+        help="'embedded' (default: the engine in --data-dir) or clickhouse://user:pass@host:8123/db "
+        "(https://... for TLS; or CLEW_STORAGE, [storage] url in clew.toml)",
+    )(f)
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="clew.toml to read")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="the embedded store's data directory")
+@_storage
+def migrate(config_file: Path | None, **flags: object) -> None:
+    """Bring the store's schema to this clew's version and exit (`clew serve` does it at start too;
+    with several instances on one server, run this once before starting them)."""
+    from clew.assembly import assemble
+
+    try:
+        settings = Settings.load(config_file, **flags)
+        store = assemble(settings)
+    except (ConfigError, StoreError) as exc:
+        _fail(str(exc))
+    try:
+        versions = store.schema_versions()
+    finally:
+        store.close()
+    from clew.store.server_connection import shown_url
+
+    shown = settings.data_dir if settings.storage == "embedded" else shown_url(settings.storage)
+    click.echo(f"schema of {shown}: " + ", ".join(f"{o} {v}" for o, v in sorted(versions.items())))
+
+
 @main.command()
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="clew.toml to read")
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), help="where spans are stored (default ./clew-data)"
 )
+@_storage
 @click.option("--host", help="address to listen on (default 127.0.0.1)")
 @_port("otlp-grpc-port", 4317)
 @_port("otlp-http-port", 4318)

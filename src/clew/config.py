@@ -34,13 +34,24 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "max_queue_spans",
         "max_batch_spans",
     ),
+    "storage": ("url", "cluster", "instance_lease_s"),
 }
+# keys of a group's table that name a setting of another name
+ALIASES = {("storage", "url"): "storage"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = Path("./clew-data")
+    # where spans are stored: "embedded" (the engine in this process, in data_dir) or a ClickHouse
+    # server, clickhouse://user:password@host:8123/database (https:// or clickhouses:// for TLS)
+    storage: str = "embedded"
+    # with a server: the ClickHouse cluster the tables are replicated and sharded over ("" none)
+    cluster: str = ""
+    # with a server: an instance that has not renewed its lease for this long is taken for gone,
+    # and the oldest live one runs the housekeeping (sampling, retention) for all
+    instance_lease_s: int = 15
     host: str = "127.0.0.1"
     otlp_grpc_port: int = 4317
     otlp_http_port: int = 4318
@@ -97,6 +108,7 @@ class Settings:
                 unknown = sorted(set(table) - set(names)) if isinstance(table, dict) else [group]
                 if unknown:
                     raise ConfigError(f"config file {path}: unknown setting {group}.{unknown[0]}")
+                table = {ALIASES.get((group, k), k): v for k, v in table.items()}
                 settings = settings._with(table, f"config file {path} [{group}]")
             try:
                 sampling = SamplingConfig.from_toml(doc.get("sampling", {}))

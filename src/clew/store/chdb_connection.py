@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import shutil
 import tempfile
 import threading
@@ -14,18 +13,16 @@ from typing import Any
 import pyarrow as pa
 
 from clew.core.budget import QUERY_SECONDS
-from clew.core.errors import BadRequest, QueryTooCostly, StoreError
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+from clew.core.errors import StoreError
+from clew.store.connection import engine_error, over_budget
+from clew.store.sql import quote
 
 
 def _settings_clause(settings: dict[str, object]) -> str:
     if not settings:
         return ""
     return " SETTINGS " + ", ".join(
-        f"{k} = {_quote(v) if isinstance(v, str) else v}" for k, v in settings.items()
+        f"{k} = {quote(v) if isinstance(v, str) else v}" for k, v in settings.items()
     )
 
 
@@ -61,12 +58,7 @@ class _Session:
             return self.session.query(sql, fmt, params=_escaped(params))
         except Exception as exc:  # chdb raises RuntimeError with ClickHouse's text
             self._recover(fmt)
-            kind = _QUERY_FAULTS.search(str(exc))
-            if kind is not None:  # what the request asked is what the engine cannot run
-                raise BadRequest(
-                    f"the query cannot be run as written ({kind.group(1)}): simplify it"
-                ) from exc
-            raise StoreError(str(exc)) from exc
+            raise engine_error(str(exc)) from exc
 
     def _recover(self, fmt: str) -> None:
         """After a failed statement, chdb hands the next result of the session back malformed
@@ -85,11 +77,6 @@ class _Session:
 
 
 _PROBES = 3
-# Engine errors that come from what a request asked, not from the store: a backstop behind the
-# parsers' own checks (regexes, nesting), answered 400 with the error's name and no engine text.
-_QUERY_FAULTS = re.compile(
-    r"\((CANNOT_COMPILE_REGEXP|TOO_DEEP_RECURSION|TOO_DEEP_AST|TOO_BIG_AST|TOO_DEEP_SUBQUERIES)\)"
-)
 
 
 def _probe_ok(result: Any, fmt: str) -> bool:
@@ -106,6 +93,8 @@ class ChdbConnection:
     `readers` more sessions on the same directory, so a slow query never waits behind an insert nor
     holds one up, and reads run in parallel (chdb runs statements of different sessions at once, and
     each sees the others' writes as soon as they return)."""
+
+    database = "clew"
 
     def __init__(self, data_dir: str | Path, readers: int = 2) -> None:
         self.path = Path(data_dir).resolve()
@@ -144,12 +133,7 @@ class ChdbConnection:
                     table = reader.execute(sql, "ArrowTable", params)
                     return table
                 except StoreError as exc:
-                    if "TIMEOUT_EXCEEDED" in exc.message:
-                        raise QueryTooCostly(
-                            f"the query ran past this tenant's budget of {budget:g} s (query_timeout_s) "
-                            "and was stopped: narrow the time range or the query"
-                        ) from exc
-                    raise
+                    raise over_budget(exc, budget) from exc
                 finally:
                     reader.execute("SET max_execution_time = 0", "CSV", None)
         finally:
@@ -158,14 +142,6 @@ class ChdbConnection:
     def command(self, sql: str, params: dict[str, object] | None = None) -> None:
         self._check()
         self._writer.run(sql, "CSV", params)
-
-    def format_schema(self, name: str, text: str) -> str:
-        directory = self.path / "format_schemas"
-        directory.mkdir(exist_ok=True)
-        path = directory / name
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-        return str(path)
 
     def insert_formatted(
         self,
@@ -180,7 +156,7 @@ class ChdbConnection:
         with self._writer.lock:  # one spool file at a time, and the insert that reads it
             spool = self._spool / "batch.bin"
             spool.write_bytes(data)
-            source = f"file({_quote(str(spool))}, {_quote(fmt)}, {_quote(structure)})"
+            source = f"file({quote(str(spool))}, {quote(fmt)}, {quote(structure)})"
             try:
                 self._writer.execute(
                     sql.replace("{source}", source) + _settings_clause(settings), "CSV", params

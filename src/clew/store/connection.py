@@ -1,21 +1,22 @@
 """The storage seam: a ClickHouse connection, the engine in-process (chdb) or a server. Everything
-above it speaks SQL through these five methods."""
+above it speaks SQL through these four methods."""
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import pyarrow as pa
 
+from clew.core.errors import BadRequest, ClewError, QueryTooCostly, StoreError
+
 
 class Connection(Protocol):
+    database: str  # where clew's tables are
+
     def query(self, sql: str, params: dict[str, object] | None = None) -> pa.Table: ...
 
     def command(self, sql: str, params: dict[str, object] | None = None) -> None: ...
-
-    def format_schema(self, name: str, text: str) -> str:
-        """Make a `.proto` schema available to the engine; returns the `format_schema` path for it."""
-        ...
 
     def insert_formatted(
         self,
@@ -30,3 +31,28 @@ class Connection(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# Engine errors that come from what a request asked, not from the store: a backstop behind the
+# parsers' own checks (regexes, nesting), answered 400 with the error's name and no engine text.
+_QUERY_FAULTS = re.compile(
+    r"\((CANNOT_COMPILE_REGEXP|TOO_DEEP_RECURSION|TOO_DEEP_AST|TOO_BIG_AST|TOO_DEEP_SUBQUERIES)\)"
+)
+
+
+def engine_error(text: str) -> ClewError:
+    """The domain error for an engine's error text, the same whichever connection reported it."""
+    kind = _QUERY_FAULTS.search(text)
+    if kind is not None:  # what the request asked is what the engine cannot run
+        return BadRequest(f"the query cannot be run as written ({kind.group(1)}): simplify it")
+    return StoreError(text)
+
+
+def over_budget(exc: StoreError, budget: float) -> ClewError:
+    """A statement run under a tenant's `max_execution_time`: its timeout is the tenant's budget."""
+    if "TIMEOUT_EXCEEDED" in exc.message:
+        return QueryTooCostly(
+            f"the query ran past this tenant's budget of {budget:g} s (query_timeout_s) "
+            "and was stopped: narrow the time range or the query"
+        )
+    return exc

@@ -49,8 +49,12 @@ class ClickHouseSpanWriter:
     ) -> None:
         self.conn, self.db = conn, db
         stage = stage or Transforms({})
-        schema = conn.format_schema("clew_otlp.proto", WIRE_PROTO)
-        self._insert_settings = {**INSERT_SETTINGS, "format_schema": f"{schema}:{WIRE_MESSAGE}"}
+        self._insert_settings = {
+            **INSERT_SETTINGS,  # the schema travels with the insert: a server has no file of ours
+            "format_schema_source": "string",
+            "format_schema": WIRE_PROTO,
+            "format_schema_message_name": WIRE_MESSAGE,
+        }
         self._insert_sql = insert_select(f"{db}.spans", stage, {"received_at": RECEIVED_SQL})
         self._params = dict(stage.params)
         self._clock = clock
