@@ -179,6 +179,20 @@ def _stop_clickhouse() -> Iterator[None]:
     CLICKHOUSE.stop()
 
 
+@pytest.fixture(params=["embedded", "clickhouse"])
+def storage(request: pytest.FixtureRequest) -> Callable[[Path], str]:
+    """`Settings.storage` for a store kept in a directory: "embedded", or a database of the test
+    ClickHouse server, the same one each time the same directory is named (a restart)."""
+    urls: dict[Path, str] = {}
+
+    def of(directory: Path) -> str:
+        if request.param == "embedded":
+            return "embedded"
+        return urls.setdefault(directory, CLICKHOUSE.url())
+
+    return of
+
+
 # Store connections a server can run on: name -> extra `clew serve` arguments for a fresh store (the
 # data directory is always given). Conformance suites are parametrized over these.
 STORE_CONNECTIONS: dict[str, Callable[[Path], list[str]]] = {

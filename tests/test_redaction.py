@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ from clew.components.redaction import RedactionConfig, RedactionError
 from clew.core.otlp import to_traces_data
 from clew.receivers.otlp import decode_json, to_otlp_json
 from tests.chfiles import readable_bytes
-from tests.conftest import ServerProcess, counters
+from tests.conftest import CLICKHOUSE, ServerProcess, counters
 
 NOW = time.time_ns()
 TRACE = "ab" * 16
@@ -104,8 +105,10 @@ def all_bytes(directory: Path) -> bytes:
     return readable_bytes(directory)
 
 
-def test_secrets_never_reach_the_disk_or_the_apis(data_dir: Path) -> None:
-    server = ServerProcess(data_dir).start()
+def test_secrets_never_reach_the_disk_or_the_apis(data_dir: Path, storage: Callable[[Path], str]) -> None:
+    """On either store: with a ClickHouse server, its data directory is scanned too."""
+    store = storage(data_dir)
+    server = ServerProcess(data_dir, extra_args=["--storage", store]).start()
     try:
         response = httpx.post(f"{server.otlp_http_url}/v1/traces", json=leaky_trace(), timeout=30)
         assert response.status_code == 200, response.text
@@ -139,6 +142,10 @@ def test_secrets_never_reach_the_disk_or_the_apis(data_dir: Path) -> None:
         for answer in answers:
             assert secret not in answer, secret
     raw = all_bytes(data_dir)
+    if store != "embedded":
+        assert CLICKHOUSE.directory is not None  # the test server's engine, where the spans went
+        raw += all_bytes(CLICKHOUSE.directory)
+    assert b"GET /reset" in raw  # the scan reads where the spans are
     for secret in SECRETS:
         assert secret.encode() not in raw, f"{secret!r} is on disk"
     # what was kept, and how

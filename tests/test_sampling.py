@@ -136,8 +136,9 @@ class Harness:
 
     def partitions(self) -> dict[str, int]:
         table = self.store.conn.query(
-            "SELECT partition_id, sum(rows) FROM system.parts WHERE database = 'clew' AND table = 'spans' "
-            "AND active GROUP BY partition_id"
+            "SELECT partition_id, sum(rows) FROM system.parts WHERE database = {db:String} AND table = 'spans' "
+            "AND active GROUP BY partition_id",
+            {"db": self.store.conn.database},
         )
         return {str(p): int(n) for p, n in zip(*(c.to_pylist() for c in table.columns), strict=True)}
 
@@ -174,12 +175,15 @@ class Harness:
 
 
 @pytest.fixture
-def make(tmp_path) -> Iterator:
+def make(tmp_path, storage) -> Iterator:
+    """Harnesses on each store connection (sampling and retention run in the store's SQL)."""
     made: list[Harness] = []
 
     def factory(limits: LimitsConfig | None = None, **config: object) -> Harness:
         extra = {"limits": limits} if limits is not None else {}
-        harness = Harness(tmp_path / str(len(made)), replace(SamplingConfig(), **config), **extra)
+        directory = tmp_path / str(len(made))
+        extra["storage"] = storage(directory)
+        harness = Harness(directory, replace(SamplingConfig(), **config), **extra)
         made.append(harness)
         return harness
 
@@ -419,8 +423,9 @@ def test_a_sweep_cut_off_between_its_steps_loses_and_doubles_nothing(make):
     h.clock.advance(11)
     h.sampler.tick()
     h.past_full_fidelity()
+    db = h.store.conn.database
     h.store.conn.command(
-        f"INSERT INTO clew.spans_sweep SELECT * REPLACE ({SETTLED} AS tier_hour) FROM clew.spans "
+        f"INSERT INTO {db}.spans_sweep SELECT * REPLACE ({SETTLED} AS tier_hour) FROM {db}.spans "
         "WHERE toMinute(tier_hour) = 0 AND toSecond(tier_hour) = 0"
     )
     h.retention.start()  # a restart

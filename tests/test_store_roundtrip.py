@@ -96,11 +96,11 @@ def _request() -> ExportTraceServiceRequest:
     return request
 
 
-def test_every_field_survives_the_store(tmp_path):
+def test_every_field_survives_the_store(tmp_path, storage):
     request = _request()
     decoded = accept_request(_request())
     assert decoded.rejected == 0 and len(decoded.batch) == 4
-    store = open_embedded(tmp_path / "data")
+    store = open_embedded(tmp_path / "data", storage=storage(tmp_path))
     try:
         store.writer.write(decoded.batch)
         batch = store.reader.get_trace(bytes.fromhex("0123456789abcdef0123456789abcdef"))
@@ -122,12 +122,12 @@ def test_every_field_survives_the_store(tmp_path):
     assert [len(rs["scopeSpans"]) for rs in got["resourceSpans"]] == [2, 2]
 
 
-def test_zero_parent_means_root_and_types_are_kept(tmp_path):
+def test_zero_parent_means_root_and_types_are_kept(tmp_path, storage):
     request = _request()
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
             ss.spans[0].parent_span_id = bytes(8)
-    store = open_embedded(tmp_path / "data")
+    store = open_embedded(tmp_path / "data", storage=storage(tmp_path))
     try:
         store.writer.write(accept_request(request).batch)
         table = store.reader.get_trace(bytes.fromhex("0123456789abcdef0123456789abcdef")).table
@@ -145,7 +145,7 @@ def test_zero_parent_means_root_and_types_are_kept(tmp_path):
     assert complex_["mixed"][:1] == b"a" and complex_["nested"][:1] == b"k"
 
 
-def test_trace_ids_ending_in_zero_bytes_are_found(tmp_path):
+def test_trace_ids_ending_in_zero_bytes_are_found(tmp_path, storage):
     """A String ending in \\0 once failed to match its FixedString(16) inside IN: 1 trace in 256 lost."""
     request = ExportTraceServiceRequest()
     ids = [bytes.fromhex("254dcb3359ff4bbfe22747ae524dc100"), bytes(15) + b"\x01", b"\x01" + bytes(15)]
@@ -156,7 +156,7 @@ def test_trace_ids_ending_in_zero_bytes_are_found(tmp_path):
             1_700_000_000_000_000_000,
             1_700_000_000_000_000_001,
         )
-    store = open_embedded(tmp_path / "data")
+    store = open_embedded(tmp_path / "data", storage=storage(tmp_path))
     try:
         store.writer.write(accept_request(request).batch)
         for trace_id in ids:

@@ -34,7 +34,15 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "
 def _escaped(params: dict[str, object] | None) -> dict[str, object] | None:
     if not params:
         return None
-    return {k: v.translate(_ESCAPES) if isinstance(v, str) else v for k, v in params.items()}
+    return {k: _text(v).translate(_ESCAPES) if isinstance(v, str | list) else v for k, v in params.items()}
+
+
+def _text(value: object) -> str:
+    """A parameter's value as the engine parses it: an array (a list of strings or numbers) as its
+    literal, as a server's client sends it."""
+    if isinstance(value, list):
+        return "[" + ",".join(quote(v) if isinstance(v, str) else str(v) for v in value) + "]"
+    return str(value)
 
 
 class _Session:

@@ -223,7 +223,7 @@ class DependencyGraph:
                 "end": end,
                 "lo": max(buckets[0], start),
                 "hi": min(buckets[-1] + BUCKET - 1, end),
-                "buckets": "[" + ",".join(str(b) for b in buckets) + "]",
+                "buckets": list(buckets),
             },
         )
         out: dict[int, Edges] = {}

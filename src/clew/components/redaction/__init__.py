@@ -36,8 +36,7 @@ class Redaction(BaseComponent):
         self.config = config
         # keyed hashes need a key kept beside the data, so equal values hash equal across restarts
         self.key = hash_key(key_dir) if config.enabled else (0, 0)
-        marks = "[" + ",".join(f"'{m}'" for m in MARKS) + "]"
-        self.counter = MarkCounter(ctx, MARKED, {"marks": marks})
+        self.counter = MarkCounter(ctx, MARKED, {"marks": MARKS})
 
     def insert_stage(self) -> Transforms | None:
         return transforms(self.config, self.key) if self.config.enabled else None

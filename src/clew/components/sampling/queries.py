@@ -113,7 +113,7 @@ class SamplingQueries:
             out.append((tenant, bytes(trace_id), state))
         return out
 
-    def rare_operations(self, now: int, max_per_hour: int) -> str:
+    def rare_operations(self, now: int, max_per_hour: int) -> list[int]:
         """Hashes of (service, operation) seen at most `max_per_hour` times in the last hour, as an
         array parameter; from the RED table, which counts every span before sampling."""
         table = self.conn.query(
@@ -123,7 +123,7 @@ class SamplingQueries:
             "GROUP BY service, operation HAVING n <= {most:UInt64})",
             {"now": now, "most": max_per_hour},
         )
-        return "[" + ",".join(str(h) for h in table.column(0).to_pylist()) + "]"
+        return [int(h) for h in table.column(0).to_pylist()]
 
     def write_decisions(self, decisions: list[Decision]) -> None:
         rows = "".join(
