@@ -26,6 +26,8 @@ from clew.components.servicegraph import ServiceGraph
 from clew.config import Settings
 from clew.core.telemetry import Metric, Sample
 from clew.store.connection import Connection
+from clew.store.instances import MIGRATIONS as INSTANCES
+from clew.store.instances import Instances
 from clew.store.migrations import applied, migrate
 from clew.store.schema import MIGRATIONS as SPANS_MIGRATIONS
 from clew.store.schema import set_fsync
@@ -42,6 +44,8 @@ class Assembly:
     writer: ClickHouseSpanWriter
     reader: ClickHouseTraceReader
     components: list[Component]
+    # with a ClickHouse server: this instance's lease among those writing to the same store
+    instances: Instances | None = None
 
     def component(self, kind: type[C]) -> C:
         """The one component of this kind (tests and tools reach a component's logic this way)."""
@@ -104,18 +108,29 @@ def assemble(
     if conn is None:
         conn = connect(settings)
     writer: list[ClickHouseSpanWriter] = []  # set below: components are built before the writer
+    db = conn.database
+    # on a server, other instances may write to the same store: periodic work reads up to what all
+    # of them have committed
+    instances = None
+    if settings.storage != "embedded":
+        instances = Instances(
+            conn,
+            db,
+            settings.instance_lease_s,
+            lambda: writer[0].received_until(),
+            lambda: writer[0].wrote_until(),
+        )
 
     def received_until() -> int:
-        return writer[0].received_until()
+        return instances.received_until() if instances else writer[0].received_until()
 
     def wrote_after(t: int) -> bool:
-        return writer[0].wrote_after(t)
+        return instances.wrote_after(t, writer[0].wrote_after) if instances else writer[0].wrote_after(t)
 
-    db = conn.database
     ctx = Context(conn, db, clock, received_until, wrote_after)
     parts = components(settings, ctx, state_dir or settings.data_dir)
     try:
-        migrate(conn, db, [*SPANS_MIGRATIONS, *(m for c in parts for m in c.migrations())])
+        migrate(conn, db, [*SPANS_MIGRATIONS, *INSTANCES, *(m for c in parts for m in c.migrations())])
         set_fsync(conn, db, settings.fsync)
         stages = [stage for c in parts if (stage := c.insert_stage()) is not None]
         writer.append(ClickHouseSpanWriter(conn, db, compose(*stages), clock))
@@ -124,7 +139,7 @@ def assemble(
     except BaseException:
         conn.close()
         raise
-    return Assembly(conn, writer[0], ClickHouseTraceReader(conn, db), parts)
+    return Assembly(conn, writer[0], ClickHouseTraceReader(conn, db), parts, instances)
 
 
 def connect(settings: Settings) -> Connection:

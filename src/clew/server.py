@@ -45,6 +45,7 @@ from clew.ingest.writer import IngestStats, Writer, writer_metrics
 from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.receivers.zipkin import zipkin_app
+from clew.store.instances import Instances
 from clew.store.traces import TraceReader
 from clew.web.app import SecurityHeaders, is_ui_path, not_found, ui_routes
 
@@ -162,10 +163,13 @@ def assembly_http_app(assembly: Assembly, writer: IngestStats | None = None) -> 
     def health() -> dict[str, object]:
         """How far the committer is behind: acknowledged spans not yet queryable, and the age of
         the oldest (`/healthz`)."""
-        if not isinstance(writer, LoggedWriter):
-            return {}
-        spans, age = writer.lag()
-        return {"ingest": {"uncommittedSpans": spans, "oldestUncommittedMs": round(age * 1000, 1)}}
+        health: dict[str, object] = {}
+        if isinstance(writer, LoggedWriter):
+            spans, age = writer.lag()
+            health["ingest"] = {"uncommittedSpans": spans, "oldestUncommittedMs": round(age * 1000, 1)}
+        if assembly.instances is not None:
+            health["instance"] = {"name": assembly.instances.name, "leader": assembly.instances.leader}
+        return health
 
     return http_app(assembly.reader, assembly.routes(), telemetry, metrics, health)
 
@@ -209,12 +213,26 @@ def replay_log(settings: Settings, assembly: Assembly) -> int:
 
 
 async def housekeeping(
-    components: list[tuple[Component, int]], clock: Callable[[], int] = time.time_ns
+    components: list[tuple[Component, int]],
+    clock: Callable[[], int] = time.time_ns,
+    instances: Instances | None = None,
 ) -> None:
-    """Every component's periodic work, each at its own interval, one at a time off the loop."""
+    """Every component's periodic work, each at its own interval, one at a time off the loop. With
+    several instances on one store, only the leader does it; one that becomes leader starts its
+    components again first (what another leader did meanwhile is in the store)."""
     due = {id(c): 0 for c, _ in components}
     step = min((interval for _, interval in components), default=10**9)
+    leading = instances is None
     while True:
+        if instances is not None:
+            was, leading = leading, instances.leader
+            if leading and not was:
+                log.info("instance %s leads the housekeeping", instances.name)
+                for component, _ in components:
+                    await asyncio.to_thread(component.start)
+        if not leading:
+            await asyncio.sleep(step / 1e9)
+            continue
         for component, interval in components:
             now = clock()
             if now < due[id(component)]:
@@ -227,6 +245,17 @@ async def housekeeping(
             except Exception:  # a bug in one component must not stop the others' periodic work
                 log.exception("%s: periodic work failed", component.name)
         await asyncio.sleep(step / 1e9)
+
+
+async def renew_lease(instances: Instances) -> None:
+    """This instance's lease, renewed until cancelled; a failed renewal is tried again next time
+    (the lease outlives several)."""
+    while True:
+        await asyncio.sleep(instances.renew_every)
+        try:
+            await asyncio.to_thread(instances.renew)
+        except ClewError as exc:
+            log.warning("instance lease: %s", exc)
 
 
 def key_ring(settings: Settings) -> FileKeyRing:
@@ -274,7 +303,12 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
     await asyncio.to_thread(replay_log, settings, assembly)
     writer = ingest_writer(settings, assembly)
     writer.start()
-    chores = asyncio.create_task(housekeeping(every(assembly.components)))
+    instances = assembly.instances
+    lease = None
+    if instances is not None:  # registered before the ports open: the leader waits for what we commit
+        await asyncio.to_thread(instances.renew)
+        lease = asyncio.create_task(renew_lease(instances))
+    chores = asyncio.create_task(housekeeping(every(assembly.components), instances=instances))
     try:
         reads: ASGIApp = assembly_http_app(assembly, writer)
         if isinstance(writer, LoggedWriter):  # a query finds every span answered before it
@@ -346,9 +380,14 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         announcer.cancel()
         await grpc.stop(grace=10)
     finally:
-        chores.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await chores
+        for task in (chores, lease):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         writer.close()
+        if instances is not None:
+            with contextlib.suppress(ClewError):  # others take over once the lease runs out
+                instances.leave()
         assembly.close()
     print("clew stopped: all accepted spans committed", file=sys.stderr, flush=True)

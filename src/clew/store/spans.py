@@ -83,6 +83,11 @@ class ClickHouseSpanWriter:
             with self._received_lock:
                 self._inflight.discard(received)
 
+    def wrote_until(self) -> int:
+        """The receive time of the newest span this writer stored or is storing (ns; 0: none yet)."""
+        with self._received_lock:
+            return max([self._last_received, *self._inflight])
+
     def wrote_after(self, t: int) -> bool:
         """Whether this writer may have stored spans received after `t` (ns)."""
         with self._received_lock:

@@ -63,6 +63,11 @@ class Sampling(BaseComponent):
     def migrations(self) -> Sequence[Migration]:
         return MIGRATIONS
 
+    def start(self) -> None:
+        """Also when this instance becomes the one that decides (several on one store): what
+        another decided meanwhile is in the store, not in this sampler's memory."""
+        self.sampler.reset()
+
     def tick(self, now: int) -> None:
         self.sampler.tick()
 

@@ -69,6 +69,13 @@ class Sampler:
         self._since: int | None = None
         self.counters = SamplerCounters()
 
+    def reset(self) -> None:
+        """Forget pending and decided traces, as a restart would; the next tick looks back over the
+        window in which traces may still be undecided (counters stay)."""
+        self.pending.clear()
+        self._decided.clear()
+        self._since = None
+
     def tick(self) -> list[Decision]:
         now = self.clock()
         until = self.source.received_until()
