@@ -85,7 +85,7 @@ def components(settings: Settings, ctx: Context, state_dir: Path) -> list[Compon
     )
     return [
         Enrichment(ctx, settings.enrich),  # names templated before redaction sees them
-        Redaction(ctx, settings.redaction, state_dir),
+        Redaction(ctx, settings.redaction, state_dir if settings.storage == "embedded" else None),
         Limits(ctx, settings.limits),  # after redaction: the detectors see whole values
         retention,
         Red(ctx),
