@@ -24,6 +24,7 @@ from clew.components.retention import Retention
 from clew.components.sampling import Sampling
 from clew.components.servicegraph import ServiceGraph
 from clew.config import Settings
+from clew.core.errors import ConfigError
 from clew.core.telemetry import Metric, Sample
 from clew.store.connection import Connection
 from clew.store.instances import MIGRATIONS as INSTANCES
@@ -145,12 +146,21 @@ def assemble(
 def connect(settings: Settings) -> Connection:
     """The store `settings.storage` names: the embedded engine in `data_dir`, or a ClickHouse server."""
     if settings.storage == "embedded":
+        if settings.cluster:
+            raise ConfigError(
+                "a cluster needs a ClickHouse server: --storage clickhouse://... with --cluster"
+            )
         from clew.store.chdb_connection import ChdbConnection
 
         return ChdbConnection(settings.data_dir)
     from clew.store.server_connection import ServerConnection
 
-    return ServerConnection(settings.storage)
+    server = ServerConnection(settings.storage)
+    if not settings.cluster:
+        return server
+    from clew.store.cluster import ClusterConnection
+
+    return ClusterConnection(server, settings.cluster)
 
 
 def open_embedded(
