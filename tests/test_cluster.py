@@ -174,3 +174,42 @@ def test_cluster_names_are_checked_and_need_a_server() -> None:
 
     with pytest.raises(ConfigError, match="--storage"):
         connect(replace(Settings(), cluster="c"))
+
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def test_the_compose_cluster_is_two_shards_of_two_replicas_that_clew_is_pointed_at() -> None:
+    """deploy/ cannot run here (no Docker): its parts are checked against each other instead."""
+    import xml.etree.ElementTree as ET
+
+    import yaml
+
+    from clew.store.server_connection import ServerAddress
+
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    remote = ET.parse(DEPLOY / "clickhouse" / "cluster.xml").getroot().find("remote_servers")
+    assert remote is not None
+    (cluster,) = list(remote)
+    shards = [[r.findtext("host") for r in shard.findall("replica")] for shard in cluster.findall("shard")]
+    assert len(shards) == 2 and all(len(replicas) == 2 for replicas in shards)
+    users = ET.parse(DEPLOY / "clickhouse" / "users.xml").getroot()
+    for number, replicas in enumerate(shards, 1):
+        for host in replicas:
+            assert services[host]["hostname"] == host
+            macros_file = next(v.split(":")[0] for v in services[host]["volumes"] if "macros" in v)
+            macros = ET.parse(DEPLOY / macros_file).getroot().find("macros")
+            assert macros is not None
+            assert int(macros.findtext("shard") or 0) == number and macros.findtext("replica") == host
+    instances = [s for s in services.values() if "serve" in s.get("command", [])]
+    assert len(instances) == 2
+    for service in [*instances, services["migrate"]]:
+        command = service["command"]
+        assert command[command.index("--cluster") + 1] == cluster.tag
+        address = ServerAddress.parse(command[command.index("--storage") + 1])
+        assert address.host in {h for replicas in shards for h in replicas}
+        assert users.findtext(f"users/{address.username}/password") == address.password
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    for name in ("clew-1", "clew-2"):
+        assert f"server {name}:4318" in nginx and f"server {name}:4317" in nginx
