@@ -28,7 +28,9 @@ from workload import requests  # noqa: E402
 def clew(data_dir: str, storage: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
     cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", data_dir, "--storage", storage]
     cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if LISTENING.search(line):
@@ -36,7 +38,9 @@ def clew(data_dir: str, storage: str) -> tuple[subprocess.Popen[str], dict[str, 
     raise SystemExit("clew serve did not start")
 
 
-def run(payloads: list[bytes], data_dir: str, storage: str, k: int, engine_pid: int | None) -> dict[str, float]:
+def run(
+    payloads: list[bytes], data_dir: str, storage: str, k: int, engine_pid: int | None
+) -> dict[str, float]:
     proc, ports = clew(data_dir, storage)
     try:
         before = server_cpu(proc.pid), server_cpu(engine_pid) if engine_pid else 0.0
@@ -72,7 +76,13 @@ def main() -> None:
         assert engine.stdout is not None and engine.stdin is not None
         port = int(engine.stdout.readline().split()[1])
         try:
-            server = run(payloads, os.path.join(tmp, "a"), f"clickhouse://127.0.0.1:{port}/bench", args.connections, engine.pid)
+            server = run(
+                payloads,
+                os.path.join(tmp, "a"),
+                f"clickhouse://127.0.0.1:{port}/bench",
+                args.connections,
+                engine.pid,
+            )
         finally:
             engine.stdin.close()
             engine.wait(60)

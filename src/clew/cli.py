@@ -168,6 +168,14 @@ def _configured_data_dir() -> Path:
         _fail(str(exc))
 
 
+def _embedded() -> bool:
+    """Whether the configured store is the embedded engine (not a ClickHouse server)."""
+    try:
+        return Settings.load().storage == "embedded"
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
 def _store(data_dir: Path) -> Assembly:
     from clew.assembly import open_embedded
 
@@ -278,7 +286,7 @@ def export(
     from clew.receivers.otlp import to_otlp_json
 
     directory = data_dir or _configured_data_dir()
-    if not directory.is_dir():
+    if not directory.is_dir() and _embedded():
         _fail(f"data directory {directory} does not exist")
     store = _store(directory)
     try:
