@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import CLICKHOUSE, ServerProcess
-from tests.shop_data import A, B, C, D, NOW, shop
+from tests.shop_data import NOW, A, B, C, D, shop
 
 HOUR = 3600 * 10**9
 WINDOW = f"start={(NOW - 4 * HOUR) // 10**9}&end={NOW // 10**9 + 1}"  # seconds
