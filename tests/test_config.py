@@ -67,3 +67,28 @@ def test_retention_has_its_own_table_and_reads_the_first_documented_keys(tmp_pat
         load('[sampling]\nfull_fidelity = "2d"\nmax_age = "5m"\n[retention]\nperiod = "1d"\n')
     with pytest.raises(ConfigError, match=r"\[retention\] period: cannot parse duration"):
         load('[retention]\nperiod = "forever"\n')
+
+
+def test_the_store_comes_from_storage_its_table_env_or_flag(tmp_path, monkeypatch):
+    from clew.store.server_connection import ServerAddress
+
+    config = tmp_path / "clew.toml"
+    config.write_text('[storage]\nurl = "clickhouse://clew:s%40cret@ch:8123/traces"\ncluster = "c1"\n')
+    s = Settings.load(config)
+    assert (s.storage, s.cluster, s.instance_lease_s) == ("clickhouse://clew:s%40cret@ch:8123/traces", "c1", 15)
+    address = ServerAddress.parse(s.storage)
+    assert (address.host, address.port, address.secure) == ("ch", 8123, False)
+    assert (address.username, address.password, address.database) == ("clew", "s@cret", "traces")
+    assert ServerAddress.parse("https://ch").port == 8443 and ServerAddress.parse("https://ch").secure
+    assert ServerAddress.parse("clickhouse://ch").database == "clew"
+    monkeypatch.setenv("CLEW_STORAGE", "clickhouse://other:8123/x")
+    assert Settings.load(config).storage == "clickhouse://other:8123/x"
+    assert Settings.load(config, storage="embedded").storage == "embedded"
+    config.write_text('[storage]\nurl = "mysql://u:hunter2@h/db"\n')
+    monkeypatch.delenv("CLEW_STORAGE")
+    with pytest.raises(ConfigError, match="scheme") as refused:
+        ServerAddress.parse(Settings.load(config).storage)
+    assert "hunter2" not in str(refused.value)  # a password never reaches a message
+    for bad in ("clickhouse://h/no-dashes", "clickhouse://h:99999/x", "clickhouse:///x"):
+        with pytest.raises(ConfigError):
+            ServerAddress.parse(bad)
