@@ -21,7 +21,7 @@ import pytest
 from clew.store.connection import Connection
 from tests.shop_data import shop
 
-LISTENING = re.compile(r"clew listening otlp-grpc=(\d+) otlp-http=(\d+) zipkin=(\d+) http=(\d+)")
+LISTENING = re.compile(r"clew listening otlp-grpc=(\d+) otlp-http=(\d+) zipkin=(\d+) http=(\d+) tempo=(\d+)")
 # A verbatim copy of the team's ../shared/conformance (other projects' own test data, sources and
 # licences in its README), kept in the repository so that a clone alone runs every test.
 CONFORMANCE = Path(__file__).resolve().parent / "conformance"
@@ -40,13 +40,25 @@ class ServerProcess:
     otlp_http_port: int = 0
     zipkin_port: int = 0
     http_port: int = 0
+    tempo_port: int = 0
     output: list[str] = field(default_factory=list)
 
     def start(
         self, timeout: float = 60, https: bool = False, verify: ssl.SSLContext | bool = True
     ) -> ServerProcess:
         cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", str(self.data_dir)]
-        cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0"]
+        cmd += [
+            "--otlp-grpc-port",
+            "0",
+            "--otlp-http-port",
+            "0",
+            "--zipkin-port",
+            "0",
+            "--http-port",
+            "0",
+            "--tempo-port",
+            "0",
+        ]
         self.proc = subprocess.Popen(
             cmd + self.extra_args,
             stdout=subprocess.PIPE,
@@ -63,9 +75,8 @@ class ServerProcess:
             self.output.append(line)
             match = LISTENING.search(line)
             if match:
-                self.grpc_port, self.otlp_http_port, self.zipkin_port, self.http_port = map(
-                    int, match.groups()
-                )
+                ports = map(int, match.groups())
+                self.grpc_port, self.otlp_http_port, self.zipkin_port, self.http_port, self.tempo_port = ports
                 break
         else:
             raise RuntimeError("clew serve did not print its listening line in time")
@@ -77,6 +88,10 @@ class ServerProcess:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def tempo_url(self) -> str:
+        return f"http://127.0.0.1:{self.tempo_port}"
 
     @property
     def otlp_http_url(self) -> str:

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from starlette.routing import Mount, Route
 
 from clew.assembly import open_embedded
-from clew.server import assembly_http_app
+from clew.server import assembly_http_app, tempo_app
 from tests.conftest import ServerProcess
 
 GRPC_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -101,14 +101,31 @@ PUBLIC = {
 }
 
 
+# The same for the Tempo port, where every route needs a read key (Grafana's data source sends it).
+TEMPO_ROUTE_REQUESTS: dict[str, str] = {
+    "/api/echo": "/api/echo",
+    "/ready": "/ready",
+    "/api/status/buildinfo": "/api/status/buildinfo",
+    "/api/search": "/api/search?q={}",
+    "/api/search/tags": "/api/search/tags",
+    "/api/v2/search/tags": "/api/v2/search/tags",
+    "/api/search/tag/{tag}/values": "/api/search/tag/note/values",
+    "/api/v2/search/tag/{tag}/values": "/api/v2/search/tag/resource.service.name/values",
+    "/api/traces/{trace_id}": f"/api/traces/{TRACE['shop']}",
+    "/api/v2/traces/{trace_id}": f"/api/v2/traces/{TRACE['shop']}",
+}
+
+
 def test_every_route_is_in_the_matrix(tmp_path: Path) -> None:
     store = open_embedded(tmp_path / "data")
     try:
         app = assembly_http_app(store)
         paths = {r.path for r in app.routes if isinstance(r, Route | Mount)}
+        tempo = {r.path for r in tempo_app(store.reader).routes if isinstance(r, Route | Mount)}
     finally:
         store.close()
     assert paths == set(ROUTE_REQUESTS), f"routes missing from the matrix: {paths - set(ROUTE_REQUESTS)}"
+    assert tempo == set(TEMPO_ROUTE_REQUESTS), f"missing: {tempo - set(TEMPO_ROUTE_REQUESTS)}"
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +186,22 @@ def test_isolation_matrix_of_the_http_port(secured, route: str, caller: str) -> 
     if caller != "admin" or route != "/metrics":
         for leaked in ("bank-svc", "bank-op", TRACE["bank"], SECRET["bank"]):
             assert leaked not in response.text, (route, caller, leaked)
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("route", sorted(TEMPO_ROUTE_REQUESTS))
+def test_isolation_matrix_of_the_tempo_port(secured, route: str, caller: str) -> None:
+    server, keys = secured
+    url = server.tempo_url + TEMPO_ROUTE_REQUESTS[route]
+    response = httpx.get(url, headers=_headers(caller, keys), timeout=30)
+    if caller in EXPECTED:
+        assert response.status_code == EXPECTED[caller], response.text
+    else:
+        assert response.status_code == 200, (route, response.text)
+    for leaked in ("bank-svc", "bank-op", TRACE["bank"], SECRET["bank"]):
+        assert leaked not in response.text, (route, caller, leaked)
+    if caller == "read-shop" and route.startswith("/api/v2/search/tag/"):  # its own data is there
+        assert "shop" in response.text
 
 
 def test_a_read_key_sees_its_tenant_and_admin_sees_all(secured) -> None:

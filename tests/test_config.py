@@ -75,7 +75,11 @@ def test_the_store_comes_from_storage_its_table_env_or_flag(tmp_path, monkeypatc
     config = tmp_path / "clew.toml"
     config.write_text('[storage]\nurl = "clickhouse://clew:s%40cret@ch:8123/traces"\ncluster = "c1"\n')
     s = Settings.load(config)
-    assert (s.storage, s.cluster, s.instance_lease_s) == ("clickhouse://clew:s%40cret@ch:8123/traces", "c1", 15)
+    assert (s.storage, s.cluster, s.instance_lease_s) == (
+        "clickhouse://clew:s%40cret@ch:8123/traces",
+        "c1",
+        15,
+    )
     address = ServerAddress.parse(s.storage)
     assert (address.host, address.port, address.secure) == ("ch", 8123, False)
     assert (address.username, address.password, address.database) == ("clew", "s@cret", "traces")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import ServerProcess, canonical_spans
 from tests.shop_data import A, shop
-from tests.test_auth import PUBLIC, ROUTE_REQUESTS
+from tests.test_auth import PUBLIC, ROUTE_REQUESTS, TEMPO_ROUTE_REQUESTS
 
 PARAMETERS = [
     "q", "start", "end", "limit", "spss", "service", "operation", "tags", "tag", "minDuration",
@@ -28,7 +28,7 @@ PATHS = sorted(
         for route, path in ROUTE_REQUESTS.items()
         if route not in PUBLIC and route != "/metrics"
     }
-)
+) + sorted(f"tempo:{route}" for route in TEMPO_ROUTE_REQUESTS)  # the Tempo port's, by route
 NASTY = st.sampled_from(
     ["nan", "inf", "-inf", "1e300", "-1", "0", "9" * 40, "\\", "a\\", "\\x61", "'", '"', "%", "{", "}", "(",
      "{ .a =~ \"(?=a)\" }", "{ duration > 2562048h }", "\ud7ff", "\u0000", "2562048h", "1e-300", "0x10",
@@ -67,16 +67,23 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
 @example(path="/api/traces", params={"service": "\\", "limit": "1" * 31})
 @example(path="/api/services/{service}/operations", params={})
 @example(path="/api/metrics/{which:str}", params={"service": "x", "quantile": "nan"})
+@example(path="tempo:/api/search", params={"tags": '"', "minDuration": "9" * 40 + "h"})
+@example(path="tempo:/api/v2/search/tag/{tag}/values", params={"tag": ".", "q": "{" * 300})
 def test_no_parameter_value_gets_a_server_error(fuzzed, path: str, params: dict[str, str]) -> None:
     server, trace, found = fuzzed
     concrete = path.replace("{trace_id}", A).replace("{service}", params.get("service", "frontend") or "x")
-    concrete = concrete.replace("{which:str}", "calls")
+    concrete = concrete.replace("{which:str}", "calls").replace("{tag}", params.get("tag", "name") or "x")
+    base = server.http_url
+    if concrete.startswith("tempo:"):
+        base, concrete = server.tempo_url, concrete.removeprefix("tempo:")
     try:
-        response = httpx.get(server.http_url + concrete, params=params, timeout=60)
+        response = httpx.get(base + concrete, params=params, timeout=60)
     except httpx.InvalidURL:  # the client refuses to send it (control characters): nothing to test
         return
     assert response.status_code < 500, (concrete, params, response.text[:300])
-    if response.status_code >= 400:
+    if response.status_code >= 400 and base == server.tempo_url:
+        assert response.text.strip(), "a Tempo error says why, as plain text"
+    elif response.status_code >= 400:
         body = response.json()
         reason = body.get("error") or (body.get("errors") or [{}])[0].get("msg")
         assert reason, body

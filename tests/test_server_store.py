@@ -93,3 +93,19 @@ def test_import_and_export_on_a_server_store(tmp_path: Path) -> None:
         for s in ss["spans"]
     ]
     assert {s["traceId"] for s in spans} == {A} and len(spans) == 5
+
+
+@pytest.mark.parametrize("kind", ["embedded", "clickhouse"])
+def test_clew_migrate_applies_the_schema_once(tmp_path: Path, kind: str) -> None:
+    store = ["--data-dir", str(tmp_path / "data")] if kind == "embedded" else ["--storage", CLICKHOUSE.url()]
+
+    def migrate() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "clew.cli", "migrate", *store], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = migrate()
+    assert "spans 4" in first and "sampling 1" in first and "instances 1" in first, first
+    assert migrate() == first  # nothing more to apply

@@ -259,7 +259,7 @@ def test_kills_during_replay_still_store_each_span_once(data_dir: Path):
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "CLEW_WAL_DIR": "auto"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "clew.cli", "serve", "--data-dir", str(data_dir), "--otlp-grpc-port", "0",
-             "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0"],
+             "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0", "--tempo-port", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         time.sleep(delay)

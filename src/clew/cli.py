@@ -101,6 +101,7 @@ def migrate(config_file: Path | None, **flags: object) -> None:
 @_port("otlp-http-port", 4318)
 @_port("zipkin-port", 9411)
 @_port("http-port", 16686)
+@_port("tempo-port", 3200)
 @click.option("--max-body-bytes", type=click.IntRange(1024), help="largest request body after decompression")
 @click.option("--max-queue-spans", type=click.IntRange(1), help="spans waiting for commit before 503s")
 @click.option(

@@ -57,6 +57,7 @@ class Settings:
     otlp_http_port: int = 4318
     zipkin_port: int = 9411
     http_port: int = 16686
+    tempo_port: int = 3200  # Tempo's HTTP API, for Grafana's Tempo data source
     max_body_bytes: int = 16 * 1024 * 1024
     # a body that sends nothing for this long is answered 408
     body_timeout_s: int = 30

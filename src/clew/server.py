@@ -18,12 +18,13 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clew.api.jaeger import jaeger_routes
 from clew.api.native import native_routes
+from clew.api.tempo import tempo_routes
 from clew.assembly import Assembly, assemble, every
 from clew.components.base import Component
 from clew.config import Settings
@@ -93,11 +94,12 @@ class Ports:
     otlp_http: int
     zipkin: int
     http: int
+    tempo: int
 
     def line(self) -> str:
         return (
             f"clew listening otlp-grpc={self.otlp_grpc} otlp-http={self.otlp_http} "
-            f"zipkin={self.zipkin} http={self.http}"
+            f"zipkin={self.zipkin} http={self.http} tempo={self.tempo}"
         )
 
 
@@ -114,6 +116,24 @@ def _http_problem(request: Request, problem: Problem, exc: ClewError) -> Respons
     if isinstance(exc, QuerySyntaxError):
         extra = {"position": exc.position, "expected": exc.expected}
     return JSONResponse({"error": problem.message, **extra}, problem.status, headers=headers)
+
+
+def _tempo_problem(request: Request, problem: Problem, exc: ClewError) -> Response:
+    """Tempo answers errors as plain text, which Grafana shows as they are."""
+    return PlainTextResponse(problem.message, problem.status, headers=dict(problem.headers))
+
+
+def tempo_app(reader: TraceReader) -> Starlette:
+    """The Tempo port (3200): Tempo's HTTP API for Grafana's Tempo data source."""
+
+    async def missing(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("404 page not found", 404)
+
+    return Starlette(
+        routes=tempo_routes(reader),
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={**handlers(_tempo_problem), 404: missing},
+    )
 
 
 def http_app(
@@ -311,8 +331,10 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
     chores = asyncio.create_task(housekeeping(every(assembly.components), instances=instances))
     try:
         reads: ASGIApp = assembly_http_app(assembly, writer)
+        tempo_reads: ASGIApp = tempo_app(assembly.reader)
         if isinstance(writer, LoggedWriter):  # a query finds every span answered before it
             reads = FreshReads(reads, writer.flush)
+            tempo_reads = FreshReads(tempo_reads, writer.flush)
         rate = SpanRate(settings.limits)
         sink = rate_limited(writer.write, rate)
         grpc = grpc_server(sink, settings.max_body_bytes, keys, settings.limits)
@@ -329,6 +351,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
             bind(settings.host, settings.otlp_http_port),
             bind(settings.host, settings.zipkin_port),
             bind(settings.host, settings.http_port),
+            bind(settings.host, settings.tempo_port),
         ]
         http_ports = [s.getsockname()[1] for s in sockets]
         ports = Ports(grpc_port, *http_ports)
@@ -341,6 +364,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
                     RequestSize(zipkin_app(sink, settings.max_body_bytes), settings.limits), keys, "ingest"
                 ),
                 ports.http: IdentityMiddleware(QueryGate(reads, settings.limits), keys, "read", _public),
+                ports.tempo: IdentityMiddleware(QueryGate(tempo_reads, settings.limits), keys, "read"),
             }
         )
         guarded = BodyGuard(

@@ -23,9 +23,15 @@ MAX_SPANS_PER_TRACE = 100
 _STATUS_NAMES = {s.value: s.name.lower() for s in StatusCode}
 
 
-def search_request(request: Request) -> SearchRequest:
-    """Parameters as Tempo's search takes them: `q`, `start`/`end` in Unix seconds, `limit`, `spss`."""
-    q = request.query_params.get("q")
+def search_request(
+    request: Request,
+    q: str | None = None,
+    min_trace_duration: int | None = None,
+    max_trace_duration: int | None = None,
+) -> SearchRequest:
+    """Parameters as Tempo's search takes them: `q` (unless given), `start`/`end` in Unix seconds,
+    `limit`, `spss`."""
+    q = q if q is not None else request.query_params.get("q")
     if q is None:
         raise BadRequest("parameter 'q' is required, for example q={ status = error }")
     start, end = time_range(request)
@@ -42,6 +48,8 @@ def search_request(request: Request) -> SearchRequest:
         limit=int(limit),
         spans_per_trace=int(spss),
         tenant=tenant(request),
+        min_trace_duration=min_trace_duration,
+        max_trace_duration=max_trace_duration,
     )
 
 

@@ -40,6 +40,10 @@ class SearchRequest:
     limit: int = 20
     spans_per_trace: int = 3
     tenant: str = DEFAULT_TENANT
+    # the trace's duration (its spans in the window, first start to last end), as Tempo's
+    # minDuration and maxDuration filter
+    min_trace_duration: int | None = None
+    max_trace_duration: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +242,23 @@ class Searcher:
             traces.append(summary)
         return SearchResult(traces, inspected, complete)
 
+    def _trace_duration(self) -> str:
+        low, high = self.request.min_trace_duration, self.request.max_trace_duration
+        if low is None and high is None:
+            return ""
+        bounds = []
+        if low is not None:
+            bounds.append(f"d >= {self.params.add(low, 'Int64')}")
+        if high is not None:
+            bounds.append(f"d <= {self.params.add(high, 'Int64')}")
+        return (
+            f" AND trace_id IN (SELECT trace_id FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
+            "AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
+            "AND start_time <= fromUnixTimestamp64Nano({end:Int64}, 'UTC') GROUP BY trace_id "
+            "HAVING (toInt64(max(toUnixTimestamp64Nano(start_time) + duration) - "
+            f"min(toUnixTimestamp64Nano(start_time))) AS d) >= 0 AND {' AND '.join(bounds)})"
+        )
+
     def _where_any_filter(self) -> str:
         return "(" + " OR ".join(self.flags) + ")"
 
@@ -252,7 +273,7 @@ class Searcher:
             "WHERE tenant = {tenant:String} "
             "AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
             "AND start_time <= fromUnixTimestamp64Nano({end:Int64}, 'UTC') "
-            f"AND {self._where_any_filter()} GROUP BY trace_id {having} "
+            f"AND {self._where_any_filter()}{self._trace_duration()} GROUP BY trace_id {having} "
             "ORDER BY max(start_time) DESC, trace_id LIMIT {page:UInt32} OFFSET {offset:UInt32}",
             {**self.params.values, **self.base, "page": page, "offset": offset},
         )

@@ -10,10 +10,13 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from clew.core.language import Condition
 from clew.core.model import DEFAULT_TENANT, KIND_CODES, SPAN_SCHEMA, STATUS_CODES, SpanBatch
+from clew.store import tags
 from clew.store.connection import Connection
 from clew.store.schema import SELECT_COLUMNS
 from clew.store.search import MatchedSpan, Searcher, SearchRequest, SearchResult, TraceSummary, trace_ids_in
+from clew.store.tags import AttributeScope, TagValue
 
 __all__ = [
     "ClickHouseTraceReader",
@@ -71,6 +74,21 @@ class TraceReader(Protocol):
         ...
 
     def services(self, tenant: str = ...) -> list[str]: ...
+
+    def tag_names(self, scope: AttributeScope, start: int, end: int, tenant: str, limit: int) -> list[str]:
+        """Attribute keys of spans starting in [start, end] ns, in one scope."""
+        ...
+
+    def tag_values(
+        self, scopes: tuple[AttributeScope, ...], key: str, start: int, end: int, tenant: str, limit: int,
+        among: Condition | None = None,
+    ) -> list[TagValue]:  # fmt: skip
+        """Values of an attribute, the most frequent first, among spans matching `among`."""
+        ...
+
+    def intrinsic_values(
+        self, name: str, start: int, end: int, tenant: str, limit: int, among: Condition | None = None
+    ) -> list[TagValue]: ...
 
     def operations(
         self, service: str, kind: int | None = None, tenant: str = ...
@@ -147,6 +165,20 @@ class ClickHouseTraceReader:
             {"tenant": tenant},
         )
         return [str(s) for s in table.column(0).to_pylist()]
+
+    def tag_names(self, scope: AttributeScope, start: int, end: int, tenant: str, limit: int) -> list[str]:
+        return tags.tag_names(self.conn, self.db, scope, start, end, tenant, limit)
+
+    def tag_values(
+        self, scopes: tuple[AttributeScope, ...], key: str, start: int, end: int, tenant: str, limit: int,
+        among: Condition | None = None,
+    ) -> list[TagValue]:  # fmt: skip
+        return tags.tag_values(self.conn, self.db, scopes, key, start, end, tenant, limit, among)
+
+    def intrinsic_values(
+        self, name: str, start: int, end: int, tenant: str, limit: int, among: Condition | None = None
+    ) -> list[TagValue]:
+        return tags.intrinsic_values(self.conn, self.db, name, start, end, tenant, limit, among)
 
     def operations(
         self, service: str, kind: int | None = None, tenant: str = DEFAULT_TENANT
