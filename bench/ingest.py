@@ -38,7 +38,8 @@ def launch(
     """A fresh `clew serve` on free ports: the process and its ports by name ("otlp-grpc", "otlp-http",
     "zipkin", "http"), as its `clew listening` line gives them."""
     cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", data_dir]
-    cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0", "--tempo-port", "0"]
+    cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0"]
+    cmd += ["--http-port", "0", "--tempo-port", "0"]
     if not pipeline:
         config = os.path.join(os.path.dirname(data_dir), "no-pipeline.toml")
         with open(config, "w") as f:

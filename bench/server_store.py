@@ -27,7 +27,8 @@ from workload import requests  # noqa: E402
 
 def clew(data_dir: str, storage: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
     cmd = [sys.executable, "-m", "clew.cli", "serve", "--data-dir", data_dir, "--storage", storage]
-    cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0", "--http-port", "0", "--tempo-port", "0"]
+    cmd += ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--zipkin-port", "0"]
+    cmd += ["--http-port", "0", "--tempo-port", "0"]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
