@@ -74,6 +74,13 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/api/traces": "/api/traces?service=shop-svc",
     "/api/traces/{trace_id}": f"/api/traces/{TRACE['shop']}",
     "/api/dependencies": "/api/dependencies",
+    "/api/v3/services": "/api/v3/services",
+    "/api/v3/operations": "/api/v3/operations?service=shop-svc",
+    "/api/v3/traces/{trace_id}": f"/api/v3/traces/{TRACE['shop']}",
+    "/api/v3/traces": "/api/v3/traces?query.service_name=shop-svc&query.start_time_min=2020-01-01T00:00:00Z"
+    "&query.start_time_max=2100-01-01T00:00:00Z",
+    "/api/v3/trace-summaries": "/api/v3/trace-summaries?query.service_name=shop-svc"
+    "&query.start_time_min=2020-01-01T00:00:00Z&query.start_time_max=2100-01-01T00:00:00Z",
     "/api/metrics/{which:str}": "/api/metrics/calls?service=shop-svc",
     "/api/v1/metrics": "/api/v1/metrics",
     "/api/v1/traces/{trace_id}/sampling": f"/api/v1/traces/{TRACE['shop']}/sampling",

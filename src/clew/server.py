@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clew.api.jaeger import jaeger_routes
+from clew.api.jaeger_v3 import jaeger_v3_routes
 from clew.api.native import native_routes
 from clew.api.tempo import tempo_routes
 from clew.assembly import Assembly, assemble, every
@@ -108,6 +109,9 @@ def _http_problem(request: Request, problem: Problem, exc: ClewError) -> Respons
     in its envelope, as Jaeger UI and Grafana read them."""
     headers = dict(problem.headers)
     path = request.url.path
+    if path.startswith("/api/v3/"):  # Jaeger's v3 gateway
+        v3 = {"error": {"httpCode": problem.status, "message": problem.message}}
+        return JSONResponse(v3, problem.status, headers=headers)
     if path.startswith("/api/") and not path.startswith("/api/v1/"):
         errors = [{"code": problem.status, "msg": problem.message}]
         body = {"data": None, "total": 0, "limit": 0, "offset": 0, "errors": errors}
@@ -165,6 +169,7 @@ def http_app(
             Route("/metrics", prometheus),
             *native_routes(reader),
             *jaeger_routes(reader),
+            *jaeger_v3_routes(reader),
             *routes,
             *ui_routes(),
         ],

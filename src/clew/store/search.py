@@ -334,46 +334,51 @@ class Searcher:
         return results
 
     def _summaries(self, trace_ids: list[bytes]) -> dict[bytes, TraceSummary]:
-        if not trace_ids:
-            return {}
-        ids_sql, ids_params = trace_ids_in(trace_ids)
-        table = self.conn.query(
-            "SELECT trace_id, toUnixTimestamp64Nano(min(start_time)) AS first, "
-            "max(toUnixTimestamp64Nano(start_time) + toInt64(duration)) AS last, count() AS spans, "
-            "countIf(status_code = 2) AS errors, "
-            "argMinIf(toString(service_name), start_time, parent_span_id = '') AS root_service, "
-            "argMinIf(toString(name), start_time, parent_span_id = '') AS root_name, "
-            "countIf(parent_span_id = '') AS roots, "
-            "argMin(toString(service_name), start_time) AS first_service, "
-            "argMin(toString(name), start_time) AS first_name "
-            f"FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
-            f"AND {ids_sql} GROUP BY trace_id",
-            {"tenant": self.request.tenant, **ids_params},
+        return trace_summaries(self.conn, self.db, self.request.tenant, trace_ids)
+
+
+def trace_summaries(
+    conn: Connection, db: str, tenant: str, trace_ids: list[bytes]
+) -> dict[bytes, TraceSummary]:
+    """What a result list shows of each trace: its root, times, span and error counts per service."""
+    if not trace_ids:
+        return {}
+    ids_sql, ids_params = trace_ids_in(trace_ids)
+    table = conn.query(
+        "SELECT trace_id, toUnixTimestamp64Nano(min(start_time)) AS first, "
+        "max(toUnixTimestamp64Nano(start_time) + toInt64(duration)) AS last, count() AS spans, "
+        "countIf(status_code = 2) AS errors, "
+        "argMinIf(toString(service_name), start_time, parent_span_id = '') AS root_service, "
+        "argMinIf(toString(name), start_time, parent_span_id = '') AS root_name, "
+        "countIf(parent_span_id = '') AS roots, "
+        "argMin(toString(service_name), start_time) AS first_service, "
+        "argMin(toString(name), start_time) AS first_name "
+        f"FROM {db}.spans WHERE tenant = {{tenant:String}} "
+        f"AND {ids_sql} GROUP BY trace_id",
+        {"tenant": tenant, **ids_params},
+    )
+    per_service = conn.query(
+        "SELECT trace_id, toString(service_name) AS service, count(), countIf(status_code = 2) "
+        f"FROM {db}.spans WHERE tenant = {{tenant:String}} "
+        f"AND {ids_sql} "
+        "GROUP BY trace_id, service ORDER BY trace_id, count() DESC, service",
+        {"tenant": tenant, **ids_params},
+    )
+    services: dict[bytes, dict[str, tuple[int, int]]] = defaultdict(dict)
+    for trace_id, service, spans, errors in zip(*(c.to_pylist() for c in per_service.columns), strict=True):
+        services[bytes(trace_id)][service] = (int(spans), int(errors))
+    result = {}
+    for row in table.to_pylist():
+        trace_id = bytes(row["trace_id"])
+        rooted = row["roots"] > 0
+        result[trace_id] = TraceSummary(
+            trace_id=trace_id,
+            root_service=row["root_service"] if rooted else row["first_service"],
+            root_name=row["root_name"] if rooted else row["first_name"],
+            start=int(row["first"]),
+            duration=int(row["last"]) - int(row["first"]),
+            span_count=int(row["spans"]),
+            error_count=int(row["errors"]),
+            services=services[trace_id],
         )
-        per_service = self.conn.query(
-            "SELECT trace_id, toString(service_name) AS service, count(), countIf(status_code = 2) "
-            f"FROM {self.db}.spans WHERE tenant = {{tenant:String}} "
-            f"AND {ids_sql} "
-            "GROUP BY trace_id, service ORDER BY trace_id, count() DESC, service",
-            {"tenant": self.request.tenant, **ids_params},
-        )
-        services: dict[bytes, dict[str, tuple[int, int]]] = defaultdict(dict)
-        for trace_id, service, spans, errors in zip(
-            *(c.to_pylist() for c in per_service.columns), strict=True
-        ):
-            services[bytes(trace_id)][service] = (int(spans), int(errors))
-        result = {}
-        for row in table.to_pylist():
-            trace_id = bytes(row["trace_id"])
-            rooted = row["roots"] > 0
-            result[trace_id] = TraceSummary(
-                trace_id=trace_id,
-                root_service=row["root_service"] if rooted else row["first_service"],
-                root_name=row["root_name"] if rooted else row["first_name"],
-                start=int(row["first"]),
-                duration=int(row["last"]) - int(row["first"]),
-                span_count=int(row["spans"]),
-                error_count=int(row["errors"]),
-                services=services[trace_id],
-            )
-        return result
+    return result

@@ -15,7 +15,15 @@ from clew.core.model import DEFAULT_TENANT, KIND_CODES, SPAN_SCHEMA, STATUS_CODE
 from clew.store import tags
 from clew.store.connection import Connection
 from clew.store.schema import SELECT_COLUMNS
-from clew.store.search import MatchedSpan, Searcher, SearchRequest, SearchResult, TraceSummary, trace_ids_in
+from clew.store.search import (
+    MatchedSpan,
+    Searcher,
+    SearchRequest,
+    SearchResult,
+    TraceSummary,
+    trace_ids_in,
+    trace_summaries,
+)
 from clew.store.tags import AttributeScope, TagValue
 
 __all__ = [
@@ -74,6 +82,10 @@ class TraceReader(Protocol):
         ...
 
     def services(self, tenant: str = ...) -> list[str]: ...
+
+    def summaries(self, trace_ids: list[bytes], tenant: str = ...) -> dict[bytes, TraceSummary]:
+        """What a result list shows of each trace (root, times, counts per service)."""
+        ...
 
     def tag_names(self, scope: AttributeScope, start: int, end: int, tenant: str, limit: int) -> list[str]:
         """Attribute keys of spans starting in [start, end] ns, in one scope."""
@@ -165,6 +177,9 @@ class ClickHouseTraceReader:
             {"tenant": tenant},
         )
         return [str(s) for s in table.column(0).to_pylist()]
+
+    def summaries(self, trace_ids: list[bytes], tenant: str = DEFAULT_TENANT) -> dict[bytes, TraceSummary]:
+        return trace_summaries(self.conn, self.db, tenant, trace_ids)
 
     def tag_names(self, scope: AttributeScope, start: int, end: int, tenant: str, limit: int) -> list[str]:
         return tags.tag_names(self.conn, self.db, scope, start, end, tenant, limit)
