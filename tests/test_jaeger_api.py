@@ -95,3 +95,37 @@ def test_special_tags_limit_and_lookback(server):
     assert {"key": "otel.status_description", "type": "string", "value": "boom"} in span["tags"]
     assert {"key": "span.kind", "type": "string", "value": "client"} in span["tags"]
     assert trace["processes"][span["processID"]]["serviceName"] == "cart"
+
+
+def test_array_and_map_attributes_render_as_jaeger_renders_them(server):
+    """As Jaeger's OTLP translator (pcommon `AsString`), in tags and process tags alike (issue 15)."""
+    arr = {"arrayValue": {"values": [{"stringValue": "a"}, {"stringValue": "b"}, {"intValue": "3"}]}}
+    kv = {
+        "kvlistValue": {
+            "values": [
+                {"key": "z", "value": {"boolValue": True}},
+                {"key": "a", "value": {"doubleValue": 1.5}},
+            ]
+        }
+    }
+    raw = {"bytesValue": "AQID"}
+    trace = "ab" * 16
+    body = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "arr"}}, {"key": "hosts", "value": arr}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace, "spanId": "cd" * 8, "name": "op", "kind": 2,
+            "startTimeUnixNano": str(time.time_ns() - 10**9), "endTimeUnixNano": str(time.time_ns()),
+            "attributes": [{"key": "list", "value": arr}, {"key": "map", "value": kv}, {"key": "raw", "value": raw}],
+            "events": [{"name": "e", "timeUnixNano": str(time.time_ns() - 5 * 10**8), "attributes": [{"key": "ev", "value": arr}]}],
+        }]}],
+    }]}  # fmt: skip
+    assert httpx.post(f"{server.otlp_http_url}/v1/traces", json=body, timeout=30).status_code == 200
+    (doc,) = httpx.get(f"{server.http_url}/api/traces/{trace}", timeout=30).json()["data"]
+    (span,) = doc["spans"]
+    tags = {t["key"]: (t["type"], t["value"]) for t in span["tags"]}
+    assert tags["list"] == ("string", '["a","b",3]')
+    assert tags["map"] == ("string", '{"a":1.5,"z":true}')
+    assert tags["raw"] == ("binary", "AQID")
+    assert {f["key"]: f["value"] for f in span["logs"][0]["fields"]}["ev"] == '["a","b",3]'
+    process = {t["key"]: t["value"] for t in doc["processes"][span["processID"]]["tags"]}
+    assert process["hosts"] == '["a","b",3]'

@@ -64,6 +64,8 @@ def test_sdk_zipkin_exporter_roundtrip(server):
     assert [e["name"] for e in root_span["events"]][0].startswith('{"cache miss"')
     child_span = stored[format(recorded[0].context.span_id, "016x")]["span"]
     assert child_span["status"] == {"code": 2, "message": "broker down"}
+    # the exporter's otel.status_code and error tags carried the status: not kept as attributes
+    assert not {"otel.status_code", "error"} & set(_attrs(child_span["attributes"]))
 
 
 def _post(server, body, headers=None) -> httpx.Response:
@@ -120,9 +122,8 @@ def test_zipkin_mapping_of_endpoints_shared_spans_and_64bit_ids(server_keeping_i
     assert c["span"]["traceId"] == "00000000000000005af7183fb1d4cf5f"
     assert c["span"]["kind"] == 3
     assert c["span"]["status"] == {"code": 2, "message": "timeout"}
-    assert _attrs(c["span"]["attributes"]) == {
+    assert _attrs(c["span"]["attributes"]) == {  # the error tag became the status, not a tag too
         "http.method": "GET",
-        "error": "timeout",
         "peer.service": "backend",
         "net.peer.ip": "10.1.2.3",
         "net.peer.port": "8080",
@@ -164,3 +165,25 @@ def test_zipkin_bad_input(server, body, status, reason):
 def test_zipkin_wrong_content_type(server):
     response = _post(server, b"[]", {"Content-Type": "application/x-protobuf"})
     assert response.status_code == 415
+
+
+@pytest.mark.parametrize(
+    ("tags", "status", "kept"),
+    [
+        ({"otel.status_code": "ERROR"}, {"code": 2}, {}),  # an error without a message is an error
+        ({"otel.status_code": "ERROR", "otel.status_description": "no stock"}, {"code": 2, "message": "no stock"}, {}),
+        ({"otel.status_code": "STATUS_CODE_OK", "a": "b"}, {"code": 1}, {"a": "b"}),
+        ({"otel.status_description": "alone"}, {}, {"otel.status_description": "alone"}),
+        ({"error": "true"}, {"code": 2}, {}),
+        ({"error": "disk full", "otel.status_code": "ERROR", "otel.status_description": "io"},
+         {"code": 2, "message": "io"}, {"error": "disk full"}),
+    ],
+)  # fmt: skip
+def test_status_tags_become_the_status_as_the_collector_reads_them(server, tags, status, kept):
+    span_id = f"{abs(hash(json.dumps(tags, sort_keys=True))) % 16**15:016x}"
+    body = [{"traceId": "6b" * 8, "id": span_id, "name": "s", "timestamp": 1556604172355000, "duration": 10,
+             "localEndpoint": {"serviceName": "z"}, "tags": tags}]  # fmt: skip
+    assert _post(server, json.dumps(body).encode()).status_code == 202
+    got = canonical_spans(server.trace("6b" * 8))[span_id]["span"]
+    assert {k: v for k, v in got.get("status", {}).items() if v} == status
+    assert _attrs(got["attributes"]) == kept

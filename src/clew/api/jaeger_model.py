@@ -12,7 +12,6 @@ import base64
 import json
 from typing import Any
 
-from google.protobuf import json_format
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from clew.core.attributes import attribute_list_to_keyvalues, typed_maps_to_keyvalues
@@ -47,8 +46,24 @@ def _tag(key: str, value: AnyValue) -> dict[str, Any]:
         return {"key": key, "type": "binary", "value": base64.b64encode(value.bytes_value).decode()}
     if kind is None:
         return {"key": key, "type": "string", "value": ""}
-    # arrays and key-value lists: their OTLP/JSON text, as Jaeger renders them
-    return {"key": key, "type": "string", "value": json.dumps(json_format.MessageToDict(value))}
+    # arrays and key-value lists: JSON of their plain values, as Jaeger's translator renders them
+    # (pcommon's AsString: ["a","b","c"], {"k":"v"} with sorted keys, bytes in base64)
+    return {
+        "key": key,
+        "type": "string",
+        "value": json.dumps(_raw(value), separators=(",", ":"), sort_keys=True),
+    }
+
+
+def _raw(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_raw(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _raw(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return getattr(value, kind) if kind is not None else None
 
 
 def _tags(kvs: list[KeyValue]) -> list[dict[str, Any]]:

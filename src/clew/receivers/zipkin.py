@@ -113,6 +113,33 @@ def _nanos(value: Any, where: str) -> int:
     return min(int(value) * 1000, _PAST_2262)
 
 
+_STATUS_CODES = {"UNSET": 0, "OK": 1, "ERROR": 2}
+
+
+def _status(tags: dict[str, str]) -> Status:
+    """The span status from its tags, as the OpenTelemetry Collector's Zipkin translator reads them,
+    and the tags that carried it removed: `otel.status_code` (`ERROR`, `STATUS_CODE_ERROR`, ...) with
+    `otel.status_description`; an `error` tag makes it an error (`error=true` is dropped). One step
+    further than the translator: an `error` tag holding a message, when no description was given (the
+    OpenTelemetry SDKs' Zipkin exporters put it there), becomes the status message instead of staying
+    a tag, so it is not lost nor written twice."""
+    status = Status()
+    code = tags.pop("otel.status_code", None)
+    if code is not None:
+        status.code = cast(
+            "Status.StatusCode.ValueType", _STATUS_CODES.get(code.upper().removeprefix("STATUS_CODE_"), 0)
+        )
+        status.message = tags.pop("otel.status_description", "")
+    if "error" in tags:
+        status.code = Status.STATUS_CODE_ERROR
+        value = tags["error"]
+        if value.lower() in ("true", ""):
+            del tags["error"]
+        elif not status.message:
+            status.message = tags.pop("error")
+    return status
+
+
 def _to_span(z: Any, i: int) -> tuple[str, Span]:
     where = f"span[{i}]"
     if not isinstance(z, Mapping):
@@ -131,14 +158,11 @@ def _to_span(z: Any, i: int) -> tuple[str, Span]:
     tags = z.get("tags") or {}
     if not isinstance(tags, Mapping):
         raise BadRequest(f"{where}.tags: expected an object of strings")
-    attrs = [_str_attr(str(k), str(v)) for k, v in tags.items()]
+    tags = {str(k): str(v) for k, v in tags.items()}
+    status = _status(tags)
+    attrs = [_str_attr(k, v) for k, v in tags.items()]
     attrs += _endpoint_attrs(local, "host", f"{where}.localEndpoint")
     attrs += _endpoint_attrs(z.get("remoteEndpoint"), "peer", f"{where}.remoteEndpoint")
-    status = Status()
-    if "error" in tags:
-        status.code = Status.STATUS_CODE_ERROR
-        message = str(tags["error"])
-        status.message = "" if message.lower() in ("", "true") else message
     if z.get("shared") and kind == SpanKind.SERVER and span_id:
         parent = span_id
         span_id = hashlib.sha256(trace_id + span_id + b"zipkin.shared").digest()[:8]
