@@ -74,6 +74,7 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/api/traces": "/api/traces?service=shop-svc",
     "/api/traces/{trace_id}": f"/api/traces/{TRACE['shop']}",
     "/api/dependencies": "/api/dependencies",
+    "/api/mcp": "/api/mcp",  # a JSON-RPC POST: MCP_CALL below
     "/api/v3/services": "/api/v3/services",
     "/api/v3/operations": "/api/v3/operations?service=shop-svc",
     "/api/v3/traces/{trace_id}": f"/api/v3/traces/{TRACE['shop']}",
@@ -173,6 +174,12 @@ def _headers(caller: str, keys: dict[str, str]) -> dict[str, str]:
     }[caller]
 
 
+MCP_CALL = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "search", "arguments": {"query": "{ }", "minutes": 60}},
+}
 EXPECTED = {"none": 401, "wrong": 401, "ingest-shop": 403, "read-bank-as-shop": 403}
 
 
@@ -180,7 +187,15 @@ EXPECTED = {"none": 401, "wrong": 401, "ingest-shop": 403, "read-bank-as-shop": 
 @pytest.mark.parametrize("route", sorted(ROUTE_REQUESTS))
 def test_isolation_matrix_of_the_http_port(secured, route: str, caller: str) -> None:
     server, keys = secured
-    response = httpx.get(server.http_url + ROUTE_REQUESTS[route], headers=_headers(caller, keys), timeout=30)
+    if route == "/api/mcp":  # an agent's tool call: the same keys, roles and tenants
+        response = httpx.post(
+            server.http_url + route, json=MCP_CALL, timeout=30,
+            headers={**_headers(caller, keys), "Accept": "application/json, text/event-stream"},
+        )  # fmt: skip
+    else:
+        response = httpx.get(
+            server.http_url + ROUTE_REQUESTS[route], headers=_headers(caller, keys), timeout=30
+        )
     if route in PUBLIC:
         assert response.status_code == 200, response.text
     elif caller in EXPECTED:

@@ -26,7 +26,7 @@ PATHS = sorted(
     {
         path.split("?")[0]
         for route, path in ROUTE_REQUESTS.items()
-        if route not in PUBLIC and route != "/metrics"
+        if route not in PUBLIC and route not in ("/metrics", "/api/mcp")  # MCP: JSON-RPC, tests/test_mcp.py
     }
 ) + sorted(f"tempo:{route}" for route in TEMPO_ROUTE_REQUESTS)  # the Tempo port's, by route
 NASTY = st.sampled_from(

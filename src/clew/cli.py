@@ -123,8 +123,13 @@ def migrate(config_file: Path | None, **flags: object) -> None:
 )
 def serve(config_file: Path | None, demo: bool, **flags: object) -> None:
     """Receive spans (OTLP gRPC/HTTP, Zipkin) and store them under --data-dir."""
+    import logging
+
     from clew.server import Ports
     from clew.server import serve as run
+
+    # warnings and errors of every part, one line each (before any library configures its own)
+    logging.basicConfig(level=logging.WARNING, format="clew %(levelname)s %(name)s: %(message)s")
 
     try:
         settings = Settings.load(config_file, **flags)

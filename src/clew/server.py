@@ -24,10 +24,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clew.api.jaeger import jaeger_routes
 from clew.api.jaeger_v3 import jaeger_v3_routes
+from clew.api.mcp import Sources, mcp_routes
 from clew.api.native import native_routes
 from clew.api.tempo import tempo_routes
 from clew.assembly import Assembly, assemble, every
 from clew.components.base import Component
+from clew.components.red import Red
+from clew.components.servicegraph import ServiceGraph
 from clew.config import Settings
 from clew.core.errors import ClewError, ConfigError
 from clew.core.identity import caller_of
@@ -179,7 +182,8 @@ def http_app(
 
 
 def assembly_http_app(assembly: Assembly, writer: IngestStats | None = None) -> Starlette:
-    """`http_app` over an assembly's reader and components (and the ingest writer's counters)."""
+    """`http_app` over an assembly's reader and components (and the ingest writer's counters), with
+    the MCP endpoint; its session manager is `app.state.mcp_sessions`, to run while serving."""
     telemetry = [*(INGEST_TELEMETRY if writer is not None else ()), *assembly.telemetry()]
 
     def metrics() -> list[Sample]:
@@ -196,7 +200,13 @@ def assembly_http_app(assembly: Assembly, writer: IngestStats | None = None) -> 
             health["instance"] = {"name": assembly.instances.name, "leader": assembly.instances.leader}
         return health
 
-    return http_app(assembly.reader, assembly.routes(), telemetry, metrics, health)
+    sources = Sources(
+        assembly.reader, assembly.component(ServiceGraph).graph_dict, assembly.component(Red).timeline
+    )
+    mcp, sessions = mcp_routes(sources)
+    app = http_app(assembly.reader, [*assembly.routes(), *mcp], telemetry, metrics, health)
+    app.state.mcp_sessions = sessions
+    return app
 
 
 def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWriter:
@@ -335,7 +345,8 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         lease = asyncio.create_task(renew_lease(instances))
     chores = asyncio.create_task(housekeeping(every(assembly.components), instances=instances))
     try:
-        reads: ASGIApp = assembly_http_app(assembly, writer)
+        http = assembly_http_app(assembly, writer)
+        reads: ASGIApp = http
         tempo_reads: ASGIApp = tempo_app(assembly.reader)
         if isinstance(writer, LoggedWriter):  # a query finds every span answered before it
             reads = FreshReads(reads, writer.flush)
@@ -405,7 +416,8 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
                     on_ready(ports)
 
         announcer = asyncio.create_task(announce())
-        await server.serve(sockets=sockets)
+        async with http.state.mcp_sessions.run():
+            await server.serve(sockets=sockets)
         announcer.cancel()
         await grpc.stop(grace=10)
     finally:

@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute
 
 from clew.components.base import BaseComponent, Context
 from clew.components.red.minutes import BOUNDS, MIGRATIONS, RedMetrics, Series
-from clew.components.red.routes import KIND_NAMES, STATUS_NAMES, red_routes
+from clew.components.red.routes import KIND_NAMES, STATUS_NAMES, point_json, red_routes
 from clew.core.telemetry import Exemplar, Metric, Sample
 from clew.store.migrations import Migration
 
@@ -61,6 +61,10 @@ class Red(BaseComponent):
 
     def routes(self) -> Sequence[BaseRoute]:
         return red_routes(self.red)
+
+    def timeline(self, start: int, end: int, step: int, service: str, tenant: str) -> list[dict[str, object]]:
+        """A service's RED timeline as `/api/v1/metrics` answers it (for the MCP tools)."""
+        return [point_json(p, step) for p in self.red.timeline(start, end, step, service, None, None, tenant)]
 
     def metrics(self) -> Iterable[Sample]:
         for tenant in self.red.tenants():

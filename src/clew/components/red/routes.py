@@ -11,12 +11,24 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from clew.components.http import MAX_NS, epoch_param, int_param, number, tenant, time_range
-from clew.components.red.minutes import QUANTILES, RedMetrics
+from clew.components.red.minutes import QUANTILES, Point, RedMetrics
 from clew.core.errors import BadRequest, NotFound
 from clew.core.model import KIND_CODES, STATUS_CODES
 
 KIND_NAMES = list(KIND_CODES)  # index = wire value
 STATUS_NAMES = list(STATUS_CODES)
+
+
+def point_json(p: Point, step: int) -> dict[str, object]:
+    """One step of a RED timeline: calls, errors, their rates and the latency quantiles in ms."""
+    return {
+        "time": p.time,
+        "calls": p.calls,
+        "errors": p.errors,
+        "rate": p.calls / step,
+        "errorRate": p.errors / p.calls if p.calls else 0.0,
+        **{f"p{round(qv * 100)}Ms": v / 1e6 for qv, v in zip(QUANTILES, p.quantiles, strict=True)},
+    }
 
 
 def red_routes(red: RedMetrics) -> list[Route]:
@@ -39,25 +51,7 @@ def red_routes(red: RedMetrics) -> list[Route]:
             KIND_NAMES.index(kind_name) if kind_name else None,
             tenant(request),
         )
-        return JSONResponse(
-            {
-                "step": step,
-                "points": [
-                    {
-                        "time": p.time,
-                        "calls": p.calls,
-                        "errors": p.errors,
-                        "rate": p.calls / step,
-                        "errorRate": p.errors / p.calls if p.calls else 0.0,
-                        **{
-                            f"p{round(qv * 100)}Ms": v / 1e6
-                            for qv, v in zip(QUANTILES, p.quantiles, strict=True)
-                        },
-                    }
-                    for p in points
-                ],
-            }
-        )
+        return JSONResponse({"step": step, "points": [point_json(p, step) for p in points]})
 
     async def jaeger_monitor(request: Request) -> JSONResponse:
         """Jaeger's Monitor tab API (`/api/metrics/calls|errors|latencies`), from the same minutes."""

@@ -65,6 +65,10 @@ class ServiceGraph(BaseComponent):
             Route("/api/v1/servicegraph", over_time_range(lambda s, e, t: graph_json(self.graph(s, e, t))))
         ]
 
+    def graph_dict(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        """The graph as `/api/v1/servicegraph` answers it (for the MCP tools)."""
+        return graph_json(self.graph(start, end, tenant))
+
     def graph(self, start: int, end: int, tenant: str = DEFAULT_TENANT) -> Graph:
         params = {"tenant": tenant, "start": start, "end": end}
         calls = self.conn.query(

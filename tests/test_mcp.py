@@ -1,0 +1,137 @@
+"""The MCP endpoint (issue 15, part 5) through the `mcp` package's own client over real HTTP: the
+tools an agent uses to find a trace and look into it step by step, with the API's tenants."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+
+from tests.conftest import ServerProcess
+from tests.shop_data import A, B, C, shop
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("mcp") / "data").start()
+    try:
+        assert httpx.post(f"{proc.otlp_http_url}/v1/traces", json=shop(), timeout=30).status_code == 200
+        yield proc
+    finally:
+        proc.stop()
+
+
+def call(proc: ServerProcess, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    """Each tool's structured answer (or its error text), through one client session."""
+
+    async def run() -> list[Any]:
+        out: list[Any] = []
+        async with Client(f"{proc.http_url}/api/mcp") as client:
+            for name, args in calls:
+                result = await client.call_tool(name, args)
+                if result.is_error:
+                    out.append(("error", " ".join(getattr(c, "text", "") for c in result.content)))
+                else:
+                    out.append(result.structured_content or json.loads(result.content[0].text))
+        return out
+
+    return asyncio.run(run())
+
+
+def test_the_tools_are_listed_with_descriptions(served: ServerProcess) -> None:
+    async def tools() -> list[Any]:
+        async with Client(f"{served.http_url}/api/mcp") as client:
+            return list((await client.list_tools()).tools)
+
+    listed = {t.name: t for t in asyncio.run(tools())}
+    assert set(listed) >= {
+        "services", "search", "trace_summary", "critical_path", "trace_errors", "span_details",
+        "compare_traces", "service_graph", "red_metrics",
+    }  # fmt: skip
+    assert all(t.description for t in listed.values())
+
+
+def test_an_agent_finds_a_failed_trace_and_looks_into_it(served: ServerProcess) -> None:
+    services, found, summary, errors, path, details = call(
+        served,
+        [
+            ("services", {}),
+            ("search", {"query": "{ status = error }", "minutes": 600}),
+            ("trace_summary", {"trace_id": A}),
+            ("trace_errors", {"trace_id": A}),
+            ("critical_path", {"trace_id": A}),
+            ("span_details", {"trace_id": A, "span_id": "7" * 16}),
+        ],
+    )
+    assert {s["service"] for s in services["services"]} == {"frontend", "checkout"}
+    assert "POST /pay" in next(s for s in services["services"] if s["service"] == "checkout")["operations"]
+    assert [t["traceId"] for t in found["traces"]] == [A]
+    assert found["traces"][0]["root"] == "frontend: GET /checkout" and found["traces"][0]["errors"] == 1
+    assert summary["spans"] == 5 and summary["errors"] == 1 and summary["durationMs"] == 300
+    assert summary["calls"] == [{"from": "frontend", "to": "checkout", "count": 1}]
+    assert summary["services"]["checkout"] == {"spans": 3, "errors": 1}
+    (failed,) = errors["errors"]
+    assert failed["name"] == "POST /pay" and failed["message"] == "card declined"
+    # the path runs root -> client call -> the failing server span -> its children, in time order
+    assert [p["name"] for p in path["path"]] == [
+        "GET /checkout",
+        "HTTP POST",
+        "POST /pay",
+        "db.query",
+        "cache.get",
+    ]
+    assert sum(p["selfMs"] for p in path["path"]) == pytest.approx(300, abs=0.01)
+    assert details["span"]["name"] == "POST /pay"
+    attrs = {a["key"]: a["value"] for a in details["span"]["attributes"]}
+    assert attrs["http.status_code"] == {"intValue": "500"}
+    assert details["resource"]["attributes"][0]["value"]["stringValue"] == "checkout"
+
+
+def test_comparison_graph_and_metrics(served: ServerProcess) -> None:
+    compared, graph, red = call(
+        served,
+        [
+            ("compare_traces", {"trace_a": A, "trace_b": C}),
+            ("service_graph", {"minutes": 600}),
+            ("red_metrics", {"service": "frontend", "minutes": 600}),
+        ],
+    )
+    top = compared["operations"][0]
+    assert (top["service"], top["operation"]) == ("frontend", "GET /checkout") and top["deltaMs"] == 900
+    edges = {(e["parent"], e["child"]) for e in graph["edges"]}
+    assert ("frontend", "checkout") in edges
+    assert sum(p["calls"] for p in red["points"]) == 6  # frontend's spans in the window
+
+
+def test_bad_arguments_are_tool_errors_and_tenants_stay_apart(served: ServerProcess) -> None:
+    bad_query, bad_id, missing = call(
+        served,
+        [
+            ("search", {"query": "{ status = }"}),
+            ("trace_summary", {"trace_id": "not-hex"}),
+            ("trace_summary", {"trace_id": "1" * 32}),
+        ],
+    )
+    # the reason reaches the agent
+    assert bad_query[0] == "error" and "search" in bad_query[1] and "expected" in bad_query[1].lower()
+    assert bad_id[0] == "error" and bad_id[1].endswith("trace id 'not-hex' is not up to 32 hex characters")
+    assert missing[0] == "error" and missing[1].endswith(f"trace {'1' * 32} not found")
+
+    async def as_other_tenant() -> Any:
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        async with httpx2.AsyncClient(headers={"X-Scope-OrgID": "elsewhere"}) as http:
+            async with Client(
+                streamable_http_client(f"{served.http_url}/api/mcp", http_client=http)
+            ) as client:
+                result = await client.call_tool("search", {"query": "{ }", "minutes": 600})
+                return result.structured_content
+
+    assert asyncio.run(as_other_tenant()) == {"traces": []}
+    assert B  # the default tenant holds B, the other tenant saw nothing
