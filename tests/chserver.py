@@ -22,6 +22,8 @@ import sys
 import tempfile
 import threading
 import uuid
+from email.parser import BytesParser
+from email.policy import default
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,19 @@ def _with_data(sql: str, path: str) -> str:
     return f"INSERT INTO {plain.group(1)} {columns} SELECT * FROM file({_quote(path)}, {_quote(fmt)})"
 
 
+def _form(content_type: str, body: bytes) -> dict[str, str]:
+    """The fields of a multipart/form-data body (clickhouse-connect sends a query and its parameters
+    that way when they would make the URL too long)."""
+    message = BytesParser(policy=default).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    fields = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            payload = part.get_payload(decode=True)
+            fields[name] = payload.decode() if isinstance(payload, bytes) else ""
+    return fields
+
+
 def handler(engine: Engine, user: str | None, password: str | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -126,6 +141,9 @@ def handler(engine: Engine, user: str | None, password: str | None) -> type[Base
                     {"X-ClickHouse-Exception-Code": "516"},
                 )
             args = dict(parse_qsl(url.query, keep_blank_values=True))
+            if self.headers.get("Content-Type", "").startswith("multipart/form-data"):
+                args.update(_form(self.headers["Content-Type"], body))  # long queries: the client's form
+                body = b""
             query, data = args.get("query", ""), None
             if query and body:
                 if re.match(r"\s*INSERT\b", query, re.I):

@@ -259,9 +259,14 @@ def server(data_dir: Path) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-@pytest.fixture(scope="session")
-def shop_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(Path(tmp_path_factory.mktemp("search")) / "data").start()
+@pytest.fixture(scope="session", params=sorted(STORE_CONNECTIONS))
+def shop_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The shop's traces on a server, once on each store connection (the query-language cases
+    run on both)."""
+    directory = Path(tmp_path_factory.mktemp(f"search-{request.param}"))
+    proc = ServerProcess(directory / "data", extra_args=STORE_CONNECTIONS[request.param](directory)).start()
     try:
         response = httpx.post(f"{proc.otlp_http_url}/v1/traces", json=shop(), timeout=30)
         assert response.status_code == 200, response.text
