@@ -112,6 +112,8 @@ PUBLIC = {
 # The same for the Tempo port, where every route needs a read key (Grafana's data source sends it).
 TEMPO_ROUTE_REQUESTS: dict[str, str] = {
     "/api/echo": "/api/echo",
+    "/api/metrics/query_range": "/api/metrics/query_range?q=%7B%7D%20%7C%20count_over_time()%20by%20(resource.service.name)",
+    "/api/metrics/query": "/api/metrics/query?q=%7B%7D%20%7C%20rate()",
     "/ready": "/ready",
     "/api/status/buildinfo": "/api/status/buildinfo",
     "/api/search": "/api/search?q={}",

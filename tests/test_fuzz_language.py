@@ -30,6 +30,7 @@ from clew.core.language import (
     evaluate,
     parse,
 )
+from clew.core.metrics_query import parse_metrics
 from clew.store.search import Searcher, SearchRequest
 from tests.conftest import ServerProcess
 from tests.shop_data import NOW, A, shop
@@ -347,3 +348,36 @@ def test_a_server_answers_any_query_below_500_and_the_next_query_correctly(
     known = _search(fuzz_server, "{ status = error }")
     assert known.status_code == 200, known.text
     assert [t["traceID"] for t in known.json()["traces"]] == [A]
+
+
+# --- TraceQL metrics ------------------------------------------------------------------------------
+
+METRICS_TAILS = st.sampled_from(
+    ["rate()", "count_over_time()", "quantile_over_time(duration, .5, .99)", "histogram_over_time(span.ratio)",
+     "avg_over_time(.n) by (name, resource.service.name)", "rate() by (status) | topk(2)", "sum_over_time(",
+     "rate() by ()", "max_over_time(duration, 1)", "quantile_over_time(duration, 9)", "min_over_time(name)",
+     "count_over_time() by (" + ", ".join(f".a{i}" for i in range(8)) + ")", "rate() | bottomk(99999)"]
+)  # fmt: skip
+JUNK = st.sampled_from(["", " ", ")", " | topk(0)", " by (x)", " |", '"', "`", " | rate()"])
+METRICS = st.builds(lambda q, tail, junk: f"{q} | {tail}{junk}", NEAR_VALID, METRICS_TAILS, JUNK)
+
+
+@settings(FUZZ, max_examples=400)
+@given(st.one_of(METRICS, st.text(max_size=60)))
+@example('{ .a = "| rate()" } | rate()')  # a pipe inside a string is not the metrics stage
+def test_metrics_queries_parse_or_are_refused_with_a_reason(text: str) -> None:
+    try:
+        query = parse_metrics(text)
+    except QuerySyntaxError as exc:
+        assert exc.message
+        return
+    assert query.function in text and query.filter.simple
+
+
+@settings(FUZZ, max_examples=40)
+@given(st.one_of(METRICS, st.text(max_size=40)))
+def test_a_server_answers_any_metrics_query_below_500(fuzz_server: ServerProcess, text: str) -> None:
+    params = {"q": text, **WINDOW, "step": "600s"}
+    response = httpx.get(f"{fuzz_server.tempo_url}/api/metrics/query_range", params=params, timeout=60)
+    assert response.status_code < 500, (text, response.text[:300])
+    assert response.status_code == 200 or response.text.strip()

@@ -4,6 +4,7 @@ search, tag discovery for the query builder, traces by id as protobuf (v2 first,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -150,3 +151,77 @@ def test_tenants_through_x_scope_orgid(tempo: ServerProcess) -> None:
         headers=other, timeout=30,
     )  # fmt: skip
     assert values.json() == {"tagValues": []}
+
+
+HOUR = 3600
+
+
+def metrics(proc: ServerProcess, q: str, path: str = "/api/metrics/query_range", **params: object) -> dict:
+    response = get(proc, path, q=q, **{**WINDOW, **params})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def labels(series: dict) -> dict[str, str]:
+    return {label["key"]: label["value"]["stringValue"] for label in series["labels"]}
+
+
+def test_traceql_metrics_computed_in_the_engine(tempo: ServerProcess) -> None:
+    """TraceQL metrics as Grafana's Tempo data source asks for them (`/api/metrics/query_range`,
+    Prometheus-style series), over the shop's ten spans: six of frontend, four of checkout."""
+    instant = metrics(tempo, "{ } | count_over_time() by (resource.service.name)", "/api/metrics/query")
+    assert {labels(s)["resource.service.name"]: s["value"] for s in instant["series"]} == {
+        "frontend": 6,
+        "checkout": 4,
+    }
+    ranged = metrics(tempo, "{ } | rate()", step=f"{HOUR}s")
+    (series,) = ranged["series"]
+    assert labels(series) == {"__name__": "rate"} and series["promLabels"] == '{__name__="rate"}'
+    times = [int(s["timestampMs"]) for s in series["samples"]]
+    assert times == sorted(times) and all(
+        b - a == HOUR * 1000 for a, b in zip(times, times[1:], strict=False)
+    )
+    assert sum(s["value"] for s in series["samples"]) * HOUR == pytest.approx(10)  # every span counted once
+    assert {e["labels"][0]["value"]["stringValue"] for e in series["exemplars"]} <= {A, B, C, D}
+
+    q = '{ resource.service.name = "checkout" } | quantile_over_time(duration, .5, 1)'
+    by_p = {labels(s)["p"]: s["samples"] for s in metrics(tempo, q, step=f"{4 * HOUR + 60}s")["series"]}
+    assert by_p["1"][0]["value"] == pytest.approx(1.1)  # seconds, as Tempo gives durations
+    assert by_p["0.5"][0]["value"] == pytest.approx(0.145)  # between 50 ms and 240 ms
+
+    hist = metrics(tempo, "{ } | histogram_over_time(duration)", step=f"{4 * HOUR + 60}s")["series"]
+    buckets = {float(labels(s)["__bucket"]): sum(p["value"] for p in s["samples"]) for s in hist}
+    assert sum(buckets.values()) == 10 and all(b == 2 ** round(math.log2(b)) for b in buckets)
+    assert buckets[2.0] == 2  # trace C: the 1.2 s checkout and its 1.1 s payment, in (1 s, 2 s]
+
+    statuses = metrics(tempo, "{ } | count_over_time() by (status) | topk(1)", step=f"{4 * HOUR + 60}s")
+    assert [labels(s) for s in statuses["series"]] == [{"status": "unset"}]
+    codes = metrics(tempo, "{ } | avg_over_time(span.http.status_code) by (name)", step=f"{4 * HOUR + 60}s")
+    assert [(labels(s), s["samples"][0]["value"]) for s in codes["series"]] == [({"name": "POST /pay"}, 350)]
+
+
+@pytest.mark.parametrize(
+    ("q", "params"),
+    [
+        ("{ } | rate(duration)", {}),
+        ("{ } | avg_over_time()", {}),
+        ("{ status = error }", {}),
+        ("{ } >> { } | rate()", {}),
+        ("{ } | quantile_over_time(duration, 2)", {}),
+        ("{ } | rate()", {"step": "1ms"}),
+        ("{ } | rate()", {"start": "yesterday"}),
+    ],
+)
+def test_metrics_queries_clew_cannot_answer_are_400_with_the_reason(
+    tempo: ServerProcess, q: str, params: dict
+) -> None:
+    response = get(tempo, "/api/metrics/query_range", q=q, **{**WINDOW, **params})
+    assert response.status_code == 400 and response.text.strip()
+
+
+def test_metrics_see_only_the_callers_tenant(tempo: ServerProcess) -> None:
+    response = httpx.get(
+        f"{tempo.tempo_url}/api/metrics/query", params={"q": "{ } | count_over_time()", **WINDOW},
+        headers={"X-Scope-OrgID": "elsewhere"}, timeout=30,
+    )  # fmt: skip
+    assert response.json() == {"series": []}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -17,11 +18,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from clew import __version__
+from clew.api.jaeger_v3 import rfc3339_ns
 from clew.api.native import search_json, search_request
 from clew.components.http import tenant, time_range, trace_id_param
 from clew.core.errors import BadRequest, NotFound
 from clew.core.language import Condition, parse, parse_duration_literal
+from clew.core.metrics_query import MetricsQuery, parse_metrics
 from clew.core.otlp import to_otlp_json, to_traces_data
+from clew.store.metrics import MetricSeries
 from clew.store.tags import AttributeScope, TagValue
 from clew.store.traces import TraceReader
 
@@ -124,7 +128,25 @@ def tempo_routes(reader: TraceReader) -> list[Route]:
     async def trace_v2(request: Request) -> Response:
         return await trace(request, v2=True)
 
+    async def query_range(request: Request) -> JSONResponse:
+        q, start, end, step = _metrics_request(request, instant=False)
+        found = await asyncio.to_thread(reader.metrics, q, start, end, step, tenant(request))
+        return JSONResponse({"series": [_series_json(s, q.function) for s in found], "metrics": {}})
+
+    async def query_instant(request: Request) -> JSONResponse:
+        q, start, end, step = _metrics_request(request, instant=True)
+        found = await asyncio.to_thread(reader.metrics, q, start, end, step, tenant(request))
+        out = []
+        for s in found:
+            doc = _series_json(s, q.function)
+            out.append(
+                {"labels": doc["labels"], "promLabels": doc["promLabels"], "value": sum(s.samples.values())}
+            )
+        return JSONResponse({"series": out})
+
     return [
+        Route("/api/metrics/query_range", query_range),
+        Route("/api/metrics/query", query_instant),
         Route("/api/echo", echo),
         Route("/ready", ready),
         Route("/api/status/buildinfo", buildinfo),
@@ -164,6 +186,73 @@ def tags_query(tags: str) -> str:
             numeric = re.fullmatch(r"-?\d+(\.\d+)?", value) is not None
             conditions.append(f"({attr} = {text} || {attr} = {value})" if numeric else f"{attr} = {text}")
     return "{ " + " && ".join(conditions) + " }" if conditions else "{ }"
+
+
+MAX_STEPS = 11_000  # Tempo's limit of points a series
+
+
+def _metrics_request(request: Request, instant: bool) -> tuple[MetricsQuery, int, int, int]:
+    """`q`, `start`, `end` (Unix seconds, nanoseconds or RFC 3339; the last hour by default) and
+    `step` (a duration such as 30s, or seconds; about 100 points by default)."""
+    params = request.query_params
+    q = params.get("q") or params.get("query")
+    if not q:
+        raise BadRequest("q is required, such as q={ status = error } | rate()")
+    given_end, given_start = (
+        _instant(params.get("end", ""), "end"),
+        _instant(params.get("start", ""), "start"),
+    )
+    end = time.time_ns() if given_end is None else given_end
+    start = end - 3600 * 10**9 if given_start is None else given_start
+    if not 0 <= start < end:
+        raise BadRequest("start must be before end")
+    text = params.get("step", "")
+    if instant:
+        step = end - start
+    elif text:
+        try:
+            step = (
+                parse_duration_literal(text)
+                if not re.fullmatch(r"\d+(\.\d+)?", text)
+                else int(float(text) * 10**9)
+            )
+        except ValueError as exc:
+            raise BadRequest(f"step: {exc}") from exc
+    else:
+        step = max(10**9, -(-(end - start) // 100) // 10**9 * 10**9)
+    if step <= 0 or (end - start) // step > MAX_STEPS:
+        raise BadRequest(f"step must be positive and give at most {MAX_STEPS} points over start..end")
+    return parse_metrics(q), start, end, step
+
+
+def _instant(text: str, name: str) -> int | None:
+    if not text:
+        return None
+    if re.fullmatch(r"\d{13,19}", text):
+        return int(text)  # nanoseconds
+    if re.fullmatch(r"\d{1,12}(\.\d+)?", text):
+        return int(float(text) * 10**9)
+    if "T" in text:
+        return rfc3339_ns(text, name)
+    raise BadRequest(f"{name} must be Unix seconds, nanoseconds or an RFC 3339 time, got {text[:40]!r}")
+
+
+def _series_json(s: MetricSeries, function: str) -> dict[str, Any]:
+    """A series as Tempo answers it, with Prometheus-style labels for Grafana."""
+    labels = [(k, v) for k, v in s.labels if v is not None] or [("__name__", function)]
+    return {
+        "labels": [{"key": k, "value": {"stringValue": v}} for k, v in labels],
+        "promLabels": "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in labels) + "}",
+        "samples": [{"timestampMs": str(at // 10**6), "value": v} for at, v in sorted(s.samples.items())],
+        "exemplars": [
+            {
+                "labels": [{"key": "trace:id", "value": {"stringValue": trace.hex()}}],
+                "value": value,
+                "timestampMs": str(at // 10**6),
+            }
+            for at, (trace, value) in sorted(s.exemplars.items())[:100]
+        ],
+    }
 
 
 def tag_name(tag: str) -> tuple[str | None, tuple[AttributeScope, ...], str]:

@@ -316,6 +316,11 @@ def _check_regex(pattern: str, at: int) -> None:
             ) from None
 
 
+def field_of(token: Token) -> Field:
+    """A field as a query names it (`duration`, `span.x`, `resource.x`, `.x`)."""
+    return _field(token)
+
+
 def _field(token: Token) -> Field:
     text = str(token)
     if text in _ALIASES:

@@ -185,7 +185,7 @@ def _necessary(expr: SpansetExpr, flags: list[str]) -> str:
     return f"({_necessary(expr.left, flags)} {joiner} {_necessary(expr.right, flags)})"
 
 
-def _value_sql(field_: Field, params: Params) -> str:
+def value_sql(field_: Field, params: Params) -> str:
     """A numeric input of an aggregate, NULL where the span has none."""
     if field_.scope == "intrinsic":
         return "toFloat64(duration)"
@@ -207,7 +207,7 @@ class Searcher:
         query: Query = request.query
         self.flags = [condition_sql(f.condition, self.params) for f in query.filters]
         self.values = [
-            _value_sql(stage.field, self.params) if stage.field is not None else "NULL"
+            value_sql(stage.field, self.params) if stage.field is not None else "NULL"
             for stage in query.pipeline
         ]
         self.base = {

@@ -11,9 +11,11 @@ from typing import Protocol
 import pyarrow as pa
 
 from clew.core.language import Condition
+from clew.core.metrics_query import MetricsQuery
 from clew.core.model import DEFAULT_TENANT, KIND_CODES, SPAN_SCHEMA, STATUS_CODES, SpanBatch
-from clew.store import tags
+from clew.store import metrics, tags
 from clew.store.connection import Connection
+from clew.store.metrics import MetricSeries
 from clew.store.schema import SELECT_COLUMNS
 from clew.store.search import (
     MatchedSpan,
@@ -82,6 +84,12 @@ class TraceReader(Protocol):
         ...
 
     def services(self, tenant: str = ...) -> list[str]: ...
+
+    def metrics(
+        self, query: MetricsQuery, start: int, end: int, step: int, tenant: str
+    ) -> list[MetricSeries]:
+        """TraceQL metrics: series of `query` over [start, end) ns in steps of `step` ns."""
+        ...
 
     def summaries(self, trace_ids: list[bytes], tenant: str = ...) -> dict[bytes, TraceSummary]:
         """What a result list shows of each trace (root, times, counts per service)."""
@@ -177,6 +185,11 @@ class ClickHouseTraceReader:
             {"tenant": tenant},
         )
         return [str(s) for s in table.column(0).to_pylist()]
+
+    def metrics(
+        self, query: MetricsQuery, start: int, end: int, step: int, tenant: str
+    ) -> list[MetricSeries]:
+        return metrics.compute(self.conn, self.db, query, start, end, step, tenant)
 
     def summaries(self, trace_ids: list[bytes], tenant: str = DEFAULT_TENANT) -> dict[bytes, TraceSummary]:
         return trace_summaries(self.conn, self.db, tenant, trace_ids)

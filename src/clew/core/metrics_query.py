@@ -1,0 +1,142 @@
+"""TraceQL metrics queries: a spanset filter followed by a metrics function,
+`{ resource.service.name = "shop" } | quantile_over_time(duration, .5, .99) by (span.http.route)`,
+optionally ranked with `| topk(5)` or `| bottomk(5)`.
+
+The filter is the query language's (`language.parse`); what follows it is parsed here with its own
+small grammar. Supported now: one spanset filter (or `{ }`) before the function; `rate`,
+`count_over_time`, `sum_over_time`, `avg_over_time`, `min_over_time`, `max_over_time`,
+`quantile_over_time` and `histogram_over_time` over `duration` or a numeric attribute; `by(...)`
+over intrinsics and attributes; `topk`/`bottomk`. Anything else is a 400 that says so
+(docs/query-language.md)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from lark import Lark, Token
+from lark.exceptions import UnexpectedInput
+
+from clew.core.language import Field, Query, QuerySyntaxError, field_of, parse
+
+FUNCTIONS = (
+    "rate", "count_over_time", "sum_over_time", "avg_over_time", "min_over_time", "max_over_time",
+    "quantile_over_time", "histogram_over_time",
+)  # fmt: skip
+NEEDS_FIELD = {"sum_over_time", "avg_over_time", "min_over_time", "max_over_time", "quantile_over_time",
+               "histogram_over_time"}  # fmt: skip
+MAX_BY = 5
+MAX_QUANTILES = 10
+Function = Literal[
+    "rate", "count_over_time", "sum_over_time", "avg_over_time", "min_over_time", "max_over_time",
+    "quantile_over_time", "histogram_over_time",
+]  # fmt: skip
+
+_GRAMMAR = r"""
+start: FN "(" [args] ")" [BY "(" field ("," field)* ")"] [PIPE RANK "(" INT ")"]
+args: field ("," NUMBER)*
+field: ATTRIBUTE | NAME
+FN.3: /(rate|count_over_time|sum_over_time|avg_over_time|min_over_time|max_over_time|quantile_over_time|histogram_over_time)(?=\s*\()/
+BY.3: /by(?=\s*\()/
+RANK.3: /(topk|bottomk)(?=\s*\()/
+PIPE: "|"
+INT: /\d{1,4}/
+ATTRIBUTE.2: /(span|resource)?\.("([^"\\]|\\.)*"|[A-Za-z0-9_][A-Za-z0-9_.\-\/]*)/
+NAME: /[A-Za-z_][A-Za-z0-9_]*(:[A-Za-z_][A-Za-z0-9_]*)?/
+NUMBER: /(\d+(\.\d*)?|\.\d+)/
+%import common.WS
+%ignore WS
+"""
+_PARSER = Lark(_GRAMMAR, parser="lalr")
+_STAGE = re.compile(r"\|\s*(" + "|".join(FUNCTIONS) + r")\s*\(")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsQuery:
+    filter: Query
+    function: Function
+    field: Field | None  # what the *_over_time functions read (duration, or a numeric attribute)
+    quantiles: tuple[float, ...]
+    by: tuple[Field, ...]
+    rank: tuple[Literal["topk", "bottomk"], int] | None = None
+    labels: tuple[str, ...] = ()  # the `by` fields as the query wrote them: the series' label keys
+
+
+def parse_metrics(text: str) -> MetricsQuery:
+    at = _metrics_stage(text)
+    if at is None:
+        raise QuerySyntaxError(
+            f"a metrics query ends in a metrics function ({', '.join(FUNCTIONS)}), "
+            "such as { status = error } | rate()",
+            len(text),
+        )
+    query = parse(text[:at])
+    if not query.simple:
+        raise QuerySyntaxError(
+            "metrics are computed over one spanset filter for now, such as { .a = 1 && .b = 2 } | rate()", 0
+        )
+    tail = text[at + 1 :]
+    try:
+        tree = _PARSER.parse(tail)
+    except UnexpectedInput as exc:
+        raise QuerySyntaxError(
+            f"cannot read the metrics stage at {tail[exc.pos_in_stream or 0 :][:20]!r}: expected "
+            "fn(args) [by (fields)] [| topk(n)]",
+            at + 1 + (exc.pos_in_stream or 0),
+        ) from None
+    tokens = [t for t in tree.scan_values(lambda v: isinstance(v, Token))]
+    function = str(tokens[0])
+    fields = [field_of(t) for t in tokens if t.type in ("ATTRIBUTE", "NAME")]
+    numbers = [float(t) for t in tokens if t.type == "NUMBER"]
+    after_by = next((i for i, t in enumerate(tokens) if t.type == "BY"), None)
+    arg_fields = (
+        fields
+        if after_by is None
+        else [field_of(t) for t in tokens[:after_by] if t.type in ("ATTRIBUTE", "NAME")]
+    )
+    by = tuple(fields[len(arg_fields) :])
+    field_tokens = [str(t) for t in tokens if t.type in ("ATTRIBUTE", "NAME")]
+    labels = tuple(field_tokens[len(arg_fields) :])
+    rank_at = next((i for i, t in enumerate(tokens) if t.type == "RANK"), None)
+    rank = (str(tokens[rank_at]), int(str(tokens[rank_at + 1]))) if rank_at is not None else None
+    if function in NEEDS_FIELD and len(arg_fields) != 1:
+        raise QuerySyntaxError(f"{function} takes a field, such as {function}(duration)", at + 1)
+    if function not in NEEDS_FIELD and (arg_fields or numbers):
+        raise QuerySyntaxError(f"{function}() takes no arguments", at + 1)
+    field = arg_fields[0] if arg_fields else None
+    if field is not None and field.scope == "intrinsic" and field.name != "duration":
+        raise QuerySyntaxError(
+            f"{function} reads a number: duration or a numeric attribute, not {field}", at + 1
+        )
+    if function == "quantile_over_time":
+        if not 1 <= len(numbers) <= MAX_QUANTILES or not all(0 <= q <= 1 for q in numbers):
+            raise QuerySyntaxError(
+                f"quantile_over_time takes 1 to {MAX_QUANTILES} quantiles from 0 to 1", at + 1
+            )
+    elif numbers:
+        raise QuerySyntaxError(f"{function} takes no numbers", at + 1)
+    if len(by) > MAX_BY:
+        raise QuerySyntaxError(f"by() takes at most {MAX_BY} fields", at + 1)
+    if rank is not None and not 1 <= rank[1] <= 1000:
+        raise QuerySyntaxError(f"{rank[0]} takes a count from 1 to 1000", at + 1)
+    return MetricsQuery(query, function, field, tuple(numbers), by, rank, labels)  # type: ignore[arg-type]  # checked above
+
+
+def _metrics_stage(text: str) -> int | None:
+    """Where the metrics stage's `|` is: the first one outside strings followed by a function."""
+    i, quote = 0, ""
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 2
+                continue
+            if ch == quote:
+                quote = ""
+        elif ch in ('"', "`"):
+            quote = ch
+        elif ch == "|" and _STAGE.match(text, i):
+            return i
+        i += 1
+    return None
