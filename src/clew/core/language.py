@@ -36,7 +36,9 @@ from clew.core.model import KIND_CODES, STATUS_CODES
 GRAMMAR = r"""
 ?start: pipeline
 
-pipeline: spanset_or (PIPE aggregate)*
+pipeline: spanset_or (PIPE aggregate)* [hints]
+hints: WITH LPAR [hint ("," hint)*] RPAR
+hint: NAME "=" value
 
 ?spanset_or: spanset_and (OR spanset_and)*
 ?spanset_and: structural (AND structural)*
@@ -46,8 +48,14 @@ pipeline: spanset_or (PIPE aggregate)*
 
 ?cond_or: cond_and (OR cond_and)*
 ?cond_and: cond_atom (AND cond_atom)*
-?cond_atom: field CMP_OP value           -> comparison
+?cond_atom: field CMP_OP value_expr      -> comparison
           | LPAR cond_or RPAR            -> group
+          | NOT LPAR cond_or RPAR        -> negation
+          | field                        -> exists
+          | NOT field                    -> missing
+
+?value_expr: value_term (SUM_OP value_term)*   -> arithmetic
+?value_term: value (MUL_OP value)*             -> arithmetic
 
 aggregate: AGG_FN LPAR [field] RPAR CMP_OP value
 
@@ -61,10 +69,14 @@ LBRACE: "{"
 RBRACE: "}"
 LPAR: "("
 RPAR: ")"
-STRUCT_OP: ">>" | ">" | "~"
+STRUCT_OP: "&>>" | "&>" | "&<<" | "&<" | "&~" | "!>>" | "!>" | "!<<" | "!<" | "!~" | ">>" | ">" | "<<" | "<" | "~"
+NOT: "!"
+WITH.3: /with(?=\s*\()/
+SUM_OP: "+" | "-"
+MUL_OP: "*" | "/"
 CMP_OP: "=~" | "!~" | "!=" | ">=" | "<=" | "=" | ">" | "<"
 AGG_FN.3: /(count|avg|min|max|sum)(?=\s*\()/
-ATTRIBUTE.2: /(span|resource)?\.("([^"\\]|\\.)*"|[A-Za-z0-9_][A-Za-z0-9_.\-\/]*)/
+ATTRIBUTE.2: /(span|resource|event|link|instrumentation)?\.("([^"\\]|\\.)*"|[A-Za-z0-9_][A-Za-z0-9_.\-\/]*)/
 DURATION.2: /-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)(?![A-Za-z0-9_])/
 NUMBER: /-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/
 NAME: /[A-Za-z_][A-Za-z0-9_]*(:[A-Za-z_][A-Za-z0-9_]*)?/
@@ -84,7 +96,11 @@ _TERMINAL_TEXT = {
     "RBRACE": "'}'",
     "LPAR": "'('",
     "RPAR": "')'",
-    "STRUCT_OP": "a structural operator ('>', '>>' or '~')",
+    "STRUCT_OP": "a structural operator (> >> < << ~, negated !> ..., union &> ...)",
+    "NOT": "'!'",
+    "WITH": "'with'",
+    "SUM_OP": "'+' or '-'",
+    "MUL_OP": "'*' or '/'",
     "CMP_OP": "a comparison operator (= != > >= < <= =~ !~)",
     "AGG_FN": "an aggregate (count, avg, min, max, sum)",
     "ATTRIBUTE": "an attribute (span.x, resource.x or .x)",
@@ -96,7 +112,7 @@ _TERMINAL_TEXT = {
     "$END": "the end of the query",
 }
 
-Scope = Literal["intrinsic", "span", "resource", "any"]
+Scope = Literal["intrinsic", "span", "resource", "any", "event", "link", "instrumentation"]
 ValueKind = Literal["string", "int", "float", "bool", "duration", "status", "kind", "nil"]
 
 # intrinsic name -> its type; `span:` forms are Tempo's newer spelling of the same fields
@@ -107,6 +123,16 @@ INTRINSICS: dict[str, ValueKind] = {
     "duration": "duration",
     "service": "string",
     "statusMessage": "string",
+    # scoped intrinsics of Tempo's that have no unscoped form
+    "span:id": "string",
+    "span:parentID": "string",
+    "trace:id": "string",
+    "instrumentation:name": "string",
+    "instrumentation:version": "string",
+    "event:name": "string",
+    "event:timeSinceStart": "duration",
+    "link:traceID": "string",
+    "link:spanID": "string",
 }
 _ALIASES = {
     **{f"span:{name}": name for name in ("name", "status", "kind", "duration", "statusMessage")},
@@ -174,7 +200,9 @@ class Field:
     name: str  # the intrinsic's canonical name, or the attribute key
 
     def __str__(self) -> str:
-        return {"intrinsic": "", "span": "span.", "resource": "resource.", "any": "."}[self.scope] + self.name
+        if self.scope == "intrinsic":
+            return self.name
+        return ("" if self.scope == "any" else self.scope) + "." + self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +225,21 @@ class BoolOp:
     right: Condition
 
 
-Condition = Comparison | BoolOp
+@dataclass(frozen=True, slots=True)
+class Not:
+    """`!( cond )`."""
+
+    condition: Condition
+
+
+@dataclass(frozen=True, slots=True)
+class Static:
+    """`true` or `false` where a condition goes (`{ true }`)."""
+
+    value: bool
+
+
+Condition = Comparison | BoolOp | Not | Static
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +250,14 @@ class SpansetFilter:
     condition: Condition | None
 
 
+# attribute scopes held as lists per span (scope, events, links): filters only, not aggregates
+LISTED_SCOPES = ("event", "link", "instrumentation")
+STRUCTURAL = (">", ">>", "<", "<<", "~", "!>", "!>>", "!<", "!<<", "!~", "&>", "&>>", "&<", "&<<", "&~")
+
+
 @dataclass(frozen=True, slots=True)
 class SpansetOp:
-    op: Literal["&&", "||", ">", ">>", "~"]
+    op: str  # "&&", "||" or one of STRUCTURAL
     left: SpansetExpr
     right: SpansetExpr
 
@@ -244,7 +291,7 @@ class Query:
         """Whether evaluation needs the parent links of every span in a candidate trace."""
 
         def walk(e: SpansetExpr) -> bool:
-            return isinstance(e, SpansetOp) and (e.op in (">", ">>", "~") or walk(e.left) or walk(e.right))
+            return isinstance(e, SpansetOp) and (e.op in STRUCTURAL or walk(e.left) or walk(e.right))
 
         return walk(self.spansets)
 
@@ -339,7 +386,10 @@ def _field(token: Token) -> Field:
     scope, _, key = text.partition(".")
     if key.startswith('"'):
         key = _unquote(key, (token.start_pos or 0) + len(scope) + 1)
-    scopes: dict[str, Scope] = {"span": "span", "resource": "resource", "": "any"}
+    scopes: dict[str, Scope] = {
+        "span": "span", "resource": "resource", "": "any", "event": "event", "link": "link",
+        "instrumentation": "instrumentation",
+    }  # fmt: skip
     return Field(scopes[scope], key)
 
 
@@ -398,6 +448,8 @@ def _value(token: Token) -> Value:
         return Value("bool", text == "true")
     if text == "nil":
         return Value("nil", None)
+    if text in ("minInt", "maxInt"):
+        return Value("int", INT64_MIN if text == "minInt" else INT64_MAX)
     if text in STATUS_CODES:
         return Value("status", STATUS_CODES[text])
     if text in KIND_CODES:
@@ -407,6 +459,33 @@ def _value(token: Token) -> Value:
         "ok, error, unset and the span kinds",
         token.start_pos,
     )
+
+
+_ARITHMETIC = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def _apply(left: Value, op: str, right: Value, at: int | None) -> Value:
+    numeric = ("int", "float", "duration")
+    if left.kind not in numeric or right.kind not in numeric:
+        raise QuerySyntaxError(f"arithmetic ({op}) applies to numbers and durations", at)
+    a, b = left.value, right.value
+    assert isinstance(a, int | float) and isinstance(b, int | float)
+    if op == "/":
+        if b == 0:
+            raise QuerySyntaxError("division by zero", at)
+        result: float = a / b
+    else:
+        result = _ARITHMETIC[op](a, b)
+    kind: ValueKind = "duration" if "duration" in (left.kind, right.kind) else "float"
+    if kind == "float" and left.kind == right.kind == "int" and op != "/":
+        kind = "int"
+    if kind in ("int", "duration"):
+        if not INT64_MIN <= result <= INT64_MAX:
+            raise QuerySyntaxError("the arithmetic overflows 64-bit integers", at)
+        return Value(kind, int(result))
+    if not math.isfinite(result):
+        raise QuerySyntaxError("the arithmetic overflows 64-bit floating point", at)
+    return Value("float", result)
 
 
 def _check(field: Field, op: Token, value: Value, value_pos: int) -> Value:
@@ -457,17 +536,63 @@ class _ToAst(Transformer[Token, object]):
     def value(self, items: list[Token]) -> Token:
         return items[0]
 
-    def comparison(self, items: list[Token]) -> Comparison:
+    def comparison(self, items: list[object]) -> Comparison:
         name, op, raw = items
+        assert isinstance(name, Token) and isinstance(op, Token)
+        self._count(name)
+        f = _field(name)
+        if isinstance(raw, Value):  # folded arithmetic
+            value, at = raw, op.start_pos or 0
+        else:
+            assert isinstance(raw, Token)
+            value, at = _value(raw), raw.start_pos or 0
+        return Comparison(f, str(op), _check(f, op, value, at))
+
+    def _count(self, token: Token) -> None:
         self.conditions += 1
         if self.conditions > MAX_CONDITIONS:
             raise QuerySyntaxError(
                 f"the query has more than {MAX_CONDITIONS} conditions (MAX_CONDITIONS, comparisons in all "
                 "its spanset filters): split it, or match many values with one regular expression",
-                name.start_pos,
+                token.start_pos,
             )
+
+    def arithmetic(self, items: list[object]) -> object:
+        """Arithmetic over literals (`10 * 1024 * 1024`), folded to one value here; a lone literal
+        stays a token (its position is where an error about it points)."""
+        first = items[0]
+        if len(items) == 1:
+            return first
+        result = first if isinstance(first, Value) else _value(first)  # type: ignore[arg-type]
+        for op, raw in zip(items[1::2], items[2::2], strict=True):
+            operand = raw if isinstance(raw, Value) else _value(raw)  # type: ignore[arg-type]
+            result = _apply(result, str(op), operand, getattr(op, "start_pos", None))
+        return result
+
+    def negation(self, items: list[object]) -> Not:
+        return Not(items[2])  # type: ignore[arg-type]  # "!" "(" condition ")"
+
+    def exists(self, items: list[Token]) -> Condition:
+        """A field alone: `true`/`false`, or a boolean attribute compared with true (as Tempo reads
+        an attribute used as an operand of && and ||)."""
+        (name,) = items
+        if str(name) in ("true", "false"):
+            return Static(str(name) == "true")
+        self._count(name)
         f = _field(name)
-        return Comparison(f, str(op), _check(f, op, _value(raw), raw.start_pos or 0))
+        if f.scope == "intrinsic":
+            raise QuerySyntaxError(f"intrinsic {f} needs a comparison, such as {f} = ...", name.start_pos)
+        return Comparison(f, "=", Value("bool", True))
+
+    def missing(self, items: list[Token]) -> Condition:
+        return Not(self.exists(items[1:]))
+
+    def hints(self, items: list[object]) -> None:
+        """`with(name = value, ...)`: accepted; clew's search returns the most recent traces already."""
+        return None
+
+    def hint(self, items: list[object]) -> None:
+        return None
 
     def group(self, items: list[object]) -> object:
         return items[1]
@@ -515,6 +640,8 @@ class _ToAst(Transformer[Token, object]):
             raise QuerySyntaxError(f"{fn}() needs a field, such as {fn}(duration)", fn.start_pos)
         elif f.scope == "intrinsic" and f.name != "duration":
             raise QuerySyntaxError(f"{fn}() needs a number: duration or a numeric attribute", fn.start_pos)
+        elif f.scope in LISTED_SCOPES:
+            raise QuerySyntaxError(f"{fn}() reads span or resource attributes, not {f}", fn.start_pos)
         if str(op) in _REGEX_OPS:
             raise QuerySyntaxError(f"aggregates compare with = != > >= < <=, not {op}", op.start_pos)
         value = _value(raw)
@@ -673,25 +800,51 @@ def _eval(expr: SpansetExpr, spans: TraceSpans) -> set[int]:
         return left | right
     if expr.op == "&&":
         return left | right if left and right else set()
-    if expr.op == ">":
-        return {i for i in right if spans.parent_of(i) in left}
-    if expr.op == ">>":
-        found = set()
-        for i in right:
-            seen, p = {i}, spans.parent_of(i)
-            while p is not None and p not in seen:
-                if p in left:
-                    found.add(i)
-                    break
-                seen.add(p)
-                p = spans.parent_of(p)
-        return found
-    # "~": another span with the same (present) parent
-    by_parent: dict[bytes, set[int]] = {}
-    for i in left:
-        if spans.parents[i]:
-            by_parent.setdefault(spans.parents[i], set()).add(i)
-    return {i for i in right if spans.parents[i] and by_parent.get(spans.parents[i], set()) - {i}}
+    # structural: spans of the right side related to one of the left side's; `!` those that are
+    # not, `&` also the left side's spans they relate to
+    related = _RELATIONS[expr.op.lstrip("!&")]
+    out: set[int] = set()
+    for i in right:
+        partners = related(spans, i) & left
+        if expr.op.startswith("!"):
+            if not partners:
+                out.add(i)
+        elif partners:
+            out.add(i)
+            if expr.op.startswith("&"):
+                out |= partners
+    return out
+
+
+def _ancestors(spans: TraceSpans, i: int) -> set[int]:
+    seen, out, p = {i}, set(), spans.parent_of(i)
+    while p is not None and p not in seen:
+        out.add(p)
+        seen.add(p)
+        p = spans.parent_of(p)
+    return out
+
+
+def _children(spans: TraceSpans, i: int) -> set[int]:
+    return {j for j in range(len(spans.span_ids)) if j != i and spans.parent_of(j) == i}
+
+
+def _descendants(spans: TraceSpans, i: int) -> set[int]:
+    return {j for j in range(len(spans.span_ids)) if i in _ancestors(spans, j)}
+
+
+def _siblings(spans: TraceSpans, i: int) -> set[int]:
+    parent = spans.parents[i]
+    return {j for j in range(len(spans.span_ids)) if j != i and parent and spans.parents[j] == parent}
+
+
+def _parent(spans: TraceSpans, i: int) -> set[int]:
+    p = spans.parent_of(i)
+    return set() if p is None else {p}
+
+
+# what a right-hand span must have on the left: `{A} > {B}` B spans whose parent is an A span, ...
+_RELATIONS = {">": _parent, ">>": _ancestors, "<": _children, "<<": _descendants, "~": _siblings}
 
 
 _COMPARE = {

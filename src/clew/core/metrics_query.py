@@ -18,7 +18,7 @@ from typing import Literal
 from lark import Lark, Token
 from lark.exceptions import UnexpectedInput
 
-from clew.core.language import Field, Query, QuerySyntaxError, field_of, parse
+from clew.core.language import LISTED_SCOPES, Field, Query, QuerySyntaxError, field_of, parse
 
 FUNCTIONS = (
     "rate", "count_over_time", "sum_over_time", "avg_over_time", "min_over_time", "max_over_time",
@@ -116,6 +116,29 @@ def parse_metrics(text: str) -> MetricsQuery:
             )
     elif numbers:
         raise QuerySyntaxError(f"{function} takes no numbers", at + 1)
+    if any(f.scope in LISTED_SCOPES for f in (*arg_fields, *by)):
+        raise QuerySyntaxError(
+            "metrics read span and resource attributes and intrinsics, not event., link. or instrumentation.",
+            at + 1,
+        )
+    if any(
+        f.scope == "intrinsic"
+        and f.name
+        not in (
+            "name",
+            "service",
+            "status",
+            "kind",
+            "statusMessage",
+            "duration",
+            "instrumentation:name",
+            "instrumentation:version",
+        )
+        for f in by
+    ):
+        raise QuerySyntaxError(
+            "by() takes name, status, kind, statusMessage, resource.service.name or attributes", at + 1
+        )
     if len(by) > MAX_BY:
         raise QuerySyntaxError(f"by() takes at most {MAX_BY} fields", at + 1)
     if rank is not None and not 1 <= rank[1] <= 1000:

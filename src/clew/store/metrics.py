@@ -37,6 +37,8 @@ def _label_sql(f: Field, params: Params) -> str:
             "status": f"{_names(STATUS_CODES)}[status_code + 1]",
             "kind": f"{_names(KIND_CODES)}[kind + 1]",
             "duration": "toString(duration)",
+            "instrumentation:name": "toString(scope_name)",
+            "instrumentation:version": "toString(scope_version)",
         }[f.name]
     key = params.add(f.name, "String")
     parts = []

@@ -19,9 +19,11 @@ from clew.core.language import (
     Comparison,
     Condition,
     Field,
+    Not,
     Query,
     SpansetExpr,
     SpansetFilter,
+    Static,
     TraceSpans,
     anchored,
     evaluate,
@@ -79,6 +81,11 @@ class SearchResult:
 
 MAX_INSPECTED_TRACES = 20_000
 _INTRINSIC_COLUMNS = {
+    "span:id": "lower(hex(span_id))",
+    "span:parentID": "lower(hex(parent_span_id))",
+    "trace:id": "lower(hex(trace_id))",
+    "instrumentation:name": "toString(scope_name)",
+    "instrumentation:version": "toString(scope_version)",
     "name": "name",
     "service": "service_name",
     "statusMessage": "status_message",
@@ -148,8 +155,61 @@ def _attribute_sql(prefix: str, cmp: Comparison, params: Params) -> str:
     return f"({as_int} OR {as_float})"
 
 
+# Tempo's scoped intrinsics over lists: a comparison matches when any element matches; != and !~
+# when none does (as Tempo compares arrays)
+_LIST_INTRINSICS = {
+    "event:name": ("x", "events_name"),
+    "link:traceID": ("lower(hex(x))", "links_trace_id"),
+    "link:spanID": ("lower(hex(x))", "links_span_id"),
+    "event:timeSinceStart": (
+        "toInt64(toUnixTimestamp64Nano(x) - toUnixTimestamp64Nano(start_time))",
+        "events_time",
+    ),
+}
+_IDS = {"span:id", "span:parentID", "trace:id", "link:traceID", "link:spanID"}
+# attribute lists of scopes, events and links: (key, AnyValue field number, value as text)
+_ATTRIBUTE_LISTS = {
+    "instrumentation": "arrayExists(t -> {test}, scope_attributes)",
+    "event": "arrayExists(e -> arrayExists(t -> {test}, e), events_attributes)",
+    "link": "arrayExists(e -> arrayExists(t -> {test}, e), links_attributes)",
+}
+
+
+def _listed_attribute_sql(cmp: Comparison, params: Params) -> str:
+    """An `instrumentation.`, `event.` or `link.` attribute: any of the scope's, events' or links'
+    attributes with that key and a matching value of its type."""
+    template = _ATTRIBUTE_LISTS[cmp.field.scope]
+    key = f"t.key = {params.add(cmp.field.name, 'String')}"
+    kind, value, op = cmp.value.kind, cmp.value.value, cmp.op
+    if kind == "nil":
+        found = template.format(test=key)
+        return found if op == "!=" else f"NOT {found}"
+    if kind == "string":
+        v = _pattern(value) if op in ("=~", "!~") else value
+        test = f"t.type = 1 AND {_compare('t.value', op, params.add(v, 'String'))}"
+    elif kind == "bool":
+        test = f"t.type = 2 AND {_compare('t.value', op, params.add('true' if value else 'false', 'String'))}"
+    else:
+        test = f"t.type IN (3, 4) AND {_compare('toFloat64OrNull(t.value)', op, params.add(float(value), 'Float64'))}"  # type: ignore[arg-type]
+    return template.format(test=f"{key} AND {test}")
+
+
 def _comparison_sql(cmp: Comparison, params: Params) -> str:
     f = cmp.field
+    if f.scope in _ATTRIBUTE_LISTS:
+        return _listed_attribute_sql(cmp, params)
+    if f.scope == "intrinsic" and f.name in _LIST_INTRINSICS:
+        element, array = _LIST_INTRINSICS[f.name]
+        kind, value = cmp.value.kind, cmp.value.value
+        if kind == "duration":
+            placeholder = params.add(value, "Int64")
+        else:
+            v = _pattern(value) if cmp.op in ("=~", "!~") else value
+            placeholder = params.add(str(v).lower() if f.name in _IDS else v, "String")
+        if cmp.op in ("!=", "!~"):  # none of the elements matches
+            positive = {"!=": "=", "!~": "=~"}[cmp.op]
+            return f"NOT arrayExists(x -> {_compare(element, positive, placeholder)}, {array})"
+        return f"arrayExists(x -> {_compare(element, cmp.op, placeholder)}, {array})"
     if f.scope == "intrinsic":
         column = _INTRINSIC_COLUMNS[f.name]
         kind, value = cmp.value.kind, cmp.value.value
@@ -158,6 +218,8 @@ def _comparison_sql(cmp: Comparison, params: Params) -> str:
         if kind == "duration":
             return _compare(f"toInt64({column})", cmp.op, params.add(value, "Int64"))
         v = _pattern(value) if cmp.op in ("=~", "!~") else value
+        if f.name in _IDS and isinstance(v, str):
+            v = v.lower()
         return _compare(column, cmp.op, params.add(v, "String"))
     if f.scope == "span":
         return _attribute_sql("attributes", cmp, params)
@@ -174,6 +236,10 @@ def condition_sql(cond: Condition | None, params: Params) -> str:
     if isinstance(cond, BoolOp):
         joiner = "AND" if cond.op == "&&" else "OR"
         return f"({condition_sql(cond.left, params)} {joiner} {condition_sql(cond.right, params)})"
+    if isinstance(cond, Not):
+        return f"NOT ({condition_sql(cond.condition, params)})"
+    if isinstance(cond, Static):
+        return "1" if cond.value else "0"
     return _comparison_sql(cond, params)
 
 
@@ -181,6 +247,8 @@ def _necessary(expr: SpansetExpr, flags: list[str]) -> str:
     """What a trace must hold for `expr` to possibly match: a HAVING clause over candidate spans."""
     if isinstance(expr, SpansetFilter):
         return f"countIf({flags[expr.index]}) > 0"
+    if expr.op.startswith("!"):  # not related to the left side: the left side may be absent
+        return _necessary(expr.right, flags)
     joiner = "OR" if expr.op == "||" else "AND"
     return f"({_necessary(expr.left, flags)} {joiner} {_necessary(expr.right, flags)})"
 
