@@ -93,6 +93,11 @@ SUPPORTED = [
     "{ } | sum(span.bytesProcessed) > 1000000000",
     "{ span.http.request_content_length > 10 * 1024 * 1024 }",
     "{} with (most_recent=true)",
+    "{ trace:duration > 5s }",
+    '{ resource.deployment.environment = "production" && trace:duration > 2s } | count() > 30',
+    '{ resource.k8s.cluster.name="service-name" && trace:rootName !~ ".*perf.*"}',
+    '{ trace:rootName = "HTTP GET" }',
+    '{ trace:rootService = "gateway" }',
     '{ span.foo = "bar" } >> { status = error } with (most_recent=true)',
 ]
 # documented, not supported yet: each answers 400 with the position of what is not
@@ -101,9 +106,6 @@ UNSUPPORTED = [
     '{ resource.service.name = "frontend" && span:childCount = 0 }',
     "{ span:childCount > 10 }",
     "{ span.http.status_code = 200 } | select(resource.service.name)",
-    "{ trace:duration > 5s }",
-    '{ resource.deployment.environment = "production" && trace:duration > 2s } | count() > 30',
-    '{ resource.k8s.cluster.name="service-name" && trace:rootName !~ ".*perf.*"}',
     '{ span.attribute."attribute name with space" = "value" }',
     "{ status = error } | by(resource.service.name) | count() > 1",
     "{ status = error } | select(span.http.status_code, span.http.url)",
@@ -174,6 +176,10 @@ def test_documented_metrics_queries_run_on_the_tempo_port(served: ServerProcess,
         ('{ trace:id = "' + A.upper() + '" }', {A}),
         ('{ span:id = "' + "7" * 16 + '" } > { }', {A}),
         ("{ span.http.status_code != minInt } | count() = 2", set()),  # one such span a trace
+        ("{ trace:duration > 1s }", {C}),
+        ("{ trace:duration <= 30ms }", {B, D}),
+        ('{ trace:rootService = "frontend" && resource.service.name = "checkout" }', {A, C}),
+        ('{ trace:rootName =~ "GET /c.*" && name = "db.query" }', {A}),
     ],
 )
 def test_semantics_on_known_traces(served: ServerProcess, q: str, traces: set[str]) -> None:

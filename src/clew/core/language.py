@@ -133,6 +133,9 @@ INTRINSICS: dict[str, ValueKind] = {
     "event:timeSinceStart": "duration",
     "link:traceID": "string",
     "link:spanID": "string",
+    "trace:duration": "duration",
+    "trace:rootName": "string",
+    "trace:rootService": "string",
 }
 _ALIASES = {
     **{f"span:{name}": name for name in ("name", "status", "kind", "duration", "statusMessage")},

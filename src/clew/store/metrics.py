@@ -63,7 +63,7 @@ def compute(
     conn: Connection, db: str, q: MetricsQuery, start: int, end: int, step: int, tenant: str
 ) -> list[MetricSeries]:
     """Series of `q` over [start, end) ns in steps of `step` ns."""
-    params = Params()
+    params = Params(db=db)
     where = condition_sql(q.filter.filters[0].condition, params)
     labels = [_label_sql(f, params) for f in q.by]
     value = _number_sql(q.field, params) if q.field is not None else "1"

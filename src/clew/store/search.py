@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from clew.core.errors import BadRequest
 from clew.core.language import (
     BoolOp,
     Comparison,
@@ -30,6 +31,7 @@ from clew.core.language import (
 )
 from clew.core.model import DEFAULT_TENANT
 from clew.store.connection import Connection
+from clew.store.sql import AROUND
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,9 @@ class Params:
     """Query parameters by generated name, so no user text is ever part of the SQL."""
 
     values: dict[str, object] = field(default_factory=dict)
+    # the database, where a condition reads other spans of the trace (trace:duration, ...); None
+    # where conditions run without a query window (the sampling policies)
+    db: str | None = None
 
     def add(self, value: object, ch_type: str) -> str:
         name = f"q{len(self.values)}"
@@ -194,8 +199,34 @@ def _listed_attribute_sql(cmp: Comparison, params: Params) -> str:
     return template.format(test=f"{key} AND {test}")
 
 
+# trace-level intrinsics: over the trace's spans within an hour of the query's window
+_TRACE_INTRINSICS = {
+    "trace:duration": "toInt64(max(toUnixTimestamp64Nano(start_time) + duration) - min(toUnixTimestamp64Nano(start_time)))",
+    "trace:rootName": "argMinIf(toString(name), start_time, parent_span_id = '')",
+    "trace:rootService": "argMinIf(toString(service_name), start_time, parent_span_id = '')",
+}
+
+
+def _trace_sql(cmp: Comparison, params: Params) -> str:
+    if params.db is None:
+        raise BadRequest(f"{cmp.field} is not available here: it needs the spans of a whole trace")
+    expr = _TRACE_INTRINSICS[cmp.field.name]
+    kind, value = cmp.value.kind, cmp.value.value
+    if kind == "duration":
+        test = _compare(expr, cmp.op, params.add(value, "Int64"))
+    else:
+        test = _compare(
+            expr, cmp.op, params.add(_pattern(value) if cmp.op in ("=~", "!~") else value, "String")
+        )
+    return (
+        f"trace_id IN (SELECT trace_id FROM {params.db}.spans WHERE {AROUND} GROUP BY trace_id HAVING {test})"
+    )
+
+
 def _comparison_sql(cmp: Comparison, params: Params) -> str:
     f = cmp.field
+    if f.scope == "intrinsic" and f.name in _TRACE_INTRINSICS:
+        return _trace_sql(cmp, params)
     if f.scope in _ATTRIBUTE_LISTS:
         return _listed_attribute_sql(cmp, params)
     if f.scope == "intrinsic" and f.name in _LIST_INTRINSICS:
@@ -271,7 +302,7 @@ class Searcher:
 
     def __init__(self, conn: Connection, db: str, request: SearchRequest) -> None:
         self.conn, self.db, self.request = conn, db, request
-        self.params = Params()
+        self.params = Params(db=db)
         query: Query = request.query
         self.flags = [condition_sql(f.condition, self.params) for f in query.filters]
         self.values = [

@@ -64,7 +64,7 @@ def tag_values(
     among: Condition | None = None,
 ) -> list[TagValue]:
     """Values of attribute `key` in `scopes`, among spans matching `among`."""
-    params = Params()
+    params = Params(db=db)
     where = f"{WINDOW} AND {condition_sql(among, params)}"
     name = params.add(key, "String")
     parts = [
@@ -82,7 +82,7 @@ def intrinsic_values(
 ) -> list[TagValue]:  # fmt: skip
     """Values of an intrinsic (`name`, `service`, `status`, `kind`, `statusMessage`)."""
     expr, label = _INTRINSIC_SQL[intrinsic]
-    params = Params()
+    params = Params(db=db)
     where = f"{WINDOW} AND {condition_sql(among, params)}"
     sql = f"SELECT '{label}' AS t, {expr} AS v FROM {db}.spans WHERE {where}"
     return _values(conn, sql, params, tenant, start, end, limit)
