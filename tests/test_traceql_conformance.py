@@ -93,6 +93,9 @@ SUPPORTED = [
     "{ } | sum(span.bytesProcessed) > 1000000000",
     "{ span.http.request_content_length > 10 * 1024 * 1024 }",
     "{} with (most_recent=true)",
+    "{ span:childCount = 0 }",
+    '{ resource.service.name = "frontend" && span:childCount = 0 }',
+    "{ span:childCount > 10 }",
     "{ trace:duration > 5s }",
     '{ resource.deployment.environment = "production" && trace:duration > 2s } | count() > 30',
     '{ resource.k8s.cluster.name="service-name" && trace:rootName !~ ".*perf.*"}',
@@ -102,9 +105,6 @@ SUPPORTED = [
 ]
 # documented, not supported yet: each answers 400 with the position of what is not
 UNSUPPORTED = [
-    "{ span:childCount = 0 }",
-    '{ resource.service.name = "frontend" && span:childCount = 0 }',
-    "{ span:childCount > 10 }",
     "{ span.http.status_code = 200 } | select(resource.service.name)",
     '{ span.attribute."attribute name with space" = "value" }',
     "{ status = error } | by(resource.service.name) | count() > 1",
@@ -177,6 +177,10 @@ def test_documented_metrics_queries_run_on_the_tempo_port(served: ServerProcess,
         ('{ span:id = "' + "7" * 16 + '" } > { }', {A}),
         ("{ span.http.status_code != minInt } | count() = 2", set()),  # one such span a trace
         ("{ trace:duration > 1s }", {C}),
+        ('{ span:childCount = 2 && name = "POST /pay" }', {A}),  # the query and the cache lookup
+        ('{ resource.service.name = "frontend" && span:childCount = 0 }', {B, D}),  # render, GET /old
+        ("{ span:childCount > 2 }", set()),
+        ("{ span:childCount != 0 } | count() = 3", {A}),  # GET /checkout, HTTP POST, POST /pay
         ("{ trace:duration <= 30ms }", {B, D}),
         ('{ trace:rootService = "frontend" && resource.service.name = "checkout" }', {A, C}),
         ('{ trace:rootName =~ "GET /c.*" && name = "db.query" }', {A}),

@@ -133,6 +133,7 @@ INTRINSICS: dict[str, ValueKind] = {
     "event:timeSinceStart": "duration",
     "link:traceID": "string",
     "link:spanID": "string",
+    "span:childCount": "int",
     "trace:duration": "duration",
     "trace:rootName": "string",
     "trace:rootService": "string",
@@ -521,6 +522,9 @@ def _check(field: Field, op: Token, value: Value, value_pos: int) -> Value:
     elif expected == "duration":
         if value.kind != "duration" or operator in _REGEX_OPS:
             raise QuerySyntaxError(f"{field.name} compares with a duration such as 250ms or 1.5s", pos)
+    elif expected == "int":
+        if value.kind != "int" or operator in _REGEX_OPS:
+            raise QuerySyntaxError(f"{field.name} compares with a whole number", pos)
     elif value.kind != "string":
         raise QuerySyntaxError(f"{field.name} compares with a quoted string", pos)
     return value
@@ -850,7 +854,7 @@ def _parent(spans: TraceSpans, i: int) -> set[int]:
 _RELATIONS = {">": _parent, ">>": _ancestors, "<": _children, "<<": _descendants, "~": _siblings}
 
 
-_COMPARE = {
+COMPARE = {
     "=": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
     ">": lambda a, b: a > b,
@@ -884,6 +888,6 @@ def evaluate(query: Query, spans: TraceSpans) -> list[int]:
             else [v for i in matched if (v := spans.values[n][i]) is not None]
         )
         result = aggregate(stage.fn, inputs)
-        if result is None or not _COMPARE[stage.op](result, stage.value):
+        if result is None or not COMPARE[stage.op](result, stage.value):
             matched = set()
     return sorted(matched)

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from clew.core.errors import BadRequest
 from clew.core.language import (
+    COMPARE,
     BoolOp,
     Comparison,
     Condition,
@@ -31,7 +32,7 @@ from clew.core.language import (
 )
 from clew.core.model import DEFAULT_TENANT
 from clew.store.connection import Connection
-from clew.store.sql import AROUND
+from clew.store.sql import AROUND, PARENT_KEY, SPAN_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +224,23 @@ def _trace_sql(cmp: Comparison, params: Params) -> str:
     )
 
 
+def _child_count_sql(cmp: Comparison, params: Params) -> str:
+    """`span:childCount`: a span's direct children, among the trace's spans around the window. The
+    spans with children are counted in one set; a span absent from it has none."""
+    if params.db is None:
+        raise BadRequest("span:childCount is not available here: it needs the spans of a whole trace")
+    value = int(cmp.value.value)  # type: ignore[arg-type]  # an integer, by the type rules
+    n = params.add(value, "Int64")
+    parents = f"SELECT {PARENT_KEY} FROM {params.db}.spans WHERE {AROUND} AND parent_span_id != '' GROUP BY {PARENT_KEY}"
+    if COMPARE[cmp.op](0, value):  # childless spans match: exclude the parents that do not
+        return f"{SPAN_KEY} NOT IN ({parents} HAVING NOT (toInt64(count()) {cmp.op} {n}))"
+    return f"{SPAN_KEY} IN ({parents} HAVING toInt64(count()) {cmp.op} {n})"
+
+
 def _comparison_sql(cmp: Comparison, params: Params) -> str:
     f = cmp.field
+    if f.scope == "intrinsic" and f.name == "span:childCount":
+        return _child_count_sql(cmp, params)
     if f.scope == "intrinsic" and f.name in _TRACE_INTRINSICS:
         return _trace_sql(cmp, params)
     if f.scope in _ATTRIBUTE_LISTS:
