@@ -84,6 +84,7 @@ ROUTE_REQUESTS: dict[str, str] = {
     "&query.start_time_min=2020-01-01T00:00:00Z&query.start_time_max=2100-01-01T00:00:00Z",
     "/api/metrics/{which:str}": "/api/metrics/calls?service=shop-svc",
     "/api/v1/metrics": "/api/v1/metrics",
+    "/api/v1/metrics/query_range": "/api/v1/metrics/query_range?q=%7B%7D%20%7C%20rate()",
     "/api/v1/traces/{trace_id}/sampling": f"/api/v1/traces/{TRACE['shop']}/sampling",
     "/api/v1/servicegraph": "/api/v1/servicegraph",
     "/api/v1/completeness": "/api/v1/completeness",

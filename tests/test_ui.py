@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -568,3 +569,22 @@ def test_span_table_sorts_and_opens_a_span(page: Page, ui_server: ServerProcess)
     assert services == sorted(services)
     page.click(f"#span-table tr[data-span-id='{'8' * 16}'] a")
     expect(page.locator(".span-row.selected")).to_have_attribute("data-span-id", "8" * 16)
+
+
+def test_a_metrics_query_is_charted_with_exemplars_that_open_traces(
+    page: Page, ui_server: ServerProcess
+) -> None:
+    """A TraceQL metrics query on the search page draws its series (issue 15)."""
+    q = "{ } | count_over_time() by (resource.service.name)"
+    open_page(page, ui_server, f"/search?q={quote(q)}&lookback=1d")
+    page.wait_for_selector("#metrics-chart polyline")
+    names = page.locator("#metrics-chart polyline").evaluate_all("els => els.map(e => e.dataset.series)")
+    assert sorted(names) == sorted(set(names)) and "resource.service.name=frontend" in names
+    assert "resource.service.name=checkout" in page.locator("#metrics-legend").inner_text()
+    assert not page.locator(".result").count()  # a chart, not a trace list
+    dot = page.locator("#metrics-chart .exemplar").first
+    trace = dot.get_attribute("data-trace-id")
+    dot.click()
+    page.wait_for_url(f"**/trace/{trace}")
+    page.goto(f"{ui_server.http_url}/search?q={quote('{ } | rate(duration)')}&lookback=1d")
+    expect(page.locator("#search-error")).to_contain_text("takes no arguments")

@@ -26,7 +26,7 @@ from clew.api.jaeger import jaeger_routes
 from clew.api.jaeger_v3 import jaeger_v3_routes
 from clew.api.mcp import Sources, mcp_routes
 from clew.api.native import native_routes
-from clew.api.tempo import tempo_routes
+from clew.api.tempo import metrics_routes, tempo_routes
 from clew.assembly import Assembly, assemble, every
 from clew.components.base import Component
 from clew.components.red import Red
@@ -173,6 +173,7 @@ def http_app(
             *native_routes(reader),
             *jaeger_routes(reader),
             *jaeger_v3_routes(reader),
+            *metrics_routes(reader, "/api/v1/metrics/query_range"),
             *routes,
             *ui_routes(),
         ],

@@ -38,6 +38,18 @@ INTRINSICS = ("duration", "kind", "name", "status", "statusMessage", "span:durat
 _LOGFMT = re.compile(r'\s*([^\s=]+)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
+def metrics_routes(reader: TraceReader, path: str = "/api/metrics/query_range") -> list[Route]:
+    """TraceQL metrics over a range, as Tempo answers them (also served on the http port as
+    `/api/v1/metrics/query_range`, for the web UI's charts)."""
+
+    async def query_range(request: Request) -> JSONResponse:
+        q, start, end, step = _metrics_request(request, instant=False)
+        found = await asyncio.to_thread(reader.metrics, q, start, end, step, tenant(request))
+        return JSONResponse({"series": [_series_json(s, q.function) for s in found], "metrics": {}})
+
+    return [Route(path, query_range)]
+
+
 def tempo_routes(reader: TraceReader) -> list[Route]:
     async def echo(request: Request) -> Response:
         return PlainTextResponse("echo")
@@ -128,11 +140,6 @@ def tempo_routes(reader: TraceReader) -> list[Route]:
     async def trace_v2(request: Request) -> Response:
         return await trace(request, v2=True)
 
-    async def query_range(request: Request) -> JSONResponse:
-        q, start, end, step = _metrics_request(request, instant=False)
-        found = await asyncio.to_thread(reader.metrics, q, start, end, step, tenant(request))
-        return JSONResponse({"series": [_series_json(s, q.function) for s in found], "metrics": {}})
-
     async def query_instant(request: Request) -> JSONResponse:
         q, start, end, step = _metrics_request(request, instant=True)
         found = await asyncio.to_thread(reader.metrics, q, start, end, step, tenant(request))
@@ -145,7 +152,7 @@ def tempo_routes(reader: TraceReader) -> list[Route]:
         return JSONResponse({"series": out})
 
     return [
-        Route("/api/metrics/query_range", query_range),
+        *metrics_routes(reader),
         Route("/api/metrics/query", query_instant),
         Route("/api/echo", echo),
         Route("/ready", ready),
