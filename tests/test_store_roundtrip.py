@@ -166,3 +166,24 @@ def test_trace_ids_ending_in_zero_bytes_are_found(tmp_path, storage):
         assert len(store.reader.get_traces(ids)) == 3
     finally:
         store.close()
+
+
+def test_nothing_is_written_where_clew_was_started(tmp_path):
+    """The engine caches a Protobuf schema given as text under `__cache__/` in the working
+    directory: the embedded store keeps it in the data directory instead."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.shop_data import shop
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shop.json").write_text(json.dumps(shop()))
+    done = subprocess.run(
+        [sys.executable, "-m", "clew.cli", "import", str(tmp_path / "shop.json"), "--data-dir", str(tmp_path / "data")],
+        cwd=work, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert list(work.iterdir()) == []
+    assert list((tmp_path / "data" / "format_schemas").glob("*.proto"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import shutil
@@ -161,6 +162,7 @@ class ChdbConnection:
         params: dict[str, object],
     ) -> None:
         self._check()
+        settings = self._schema_file(settings)
         with self._writer.lock:  # one spool file at a time, and the insert that reads it
             spool = self._spool / "batch.bin"
             spool.write_bytes(data)
@@ -171,6 +173,25 @@ class ChdbConnection:
                 )
             finally:
                 spool.unlink(missing_ok=True)
+
+    def _schema_file(self, settings: dict[str, object]) -> dict[str, object]:
+        """A schema sent as a string (`format_schema_source = 'string'`) made a file in the data
+        directory: given the text, the embedded engine caches it under `__cache__/` in the process's
+        working directory, wherever `clew` was started."""
+        if settings.get("format_schema_source") != "string":
+            return settings
+        text = str(settings["format_schema"])
+        directory = self.path / "format_schemas"
+        directory.mkdir(exist_ok=True)
+        path = directory / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.proto"
+        if not path.exists():
+            path.write_text(text)
+        rest = {
+            k: v
+            for k, v in settings.items()
+            if k not in ("format_schema_source", "format_schema", "format_schema_message_name")
+        }
+        return {**rest, "format_schema": f"{path}:{settings['format_schema_message_name']}"}
 
     def close(self) -> None:
         if self._closed:
