@@ -72,7 +72,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         engine = subprocess.Popen(
             [sys.executable, "-m", "tests.chserver", os.path.join(tmp, "engine")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         assert engine.stdout is not None and engine.stdin is not None
         port = int(engine.stdout.readline().split()[1])

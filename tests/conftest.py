@@ -162,7 +162,9 @@ class ClickHouseServer:
                 [sys.executable, "-m", "tests.chserver", str(self.directory / "engine"),
                  "--user", self.USER, "--password", self.PASSWORD],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                cwd=Path(__file__).resolve().parent.parent,
+                # its own directory, as a server's: the engine caches schemas in the working directory
+                cwd=self.directory,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
             )  # fmt: skip
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline()
