@@ -18,6 +18,7 @@ import base64
 import json
 import queue
 import re
+import ssl
 import sys
 import tempfile
 import threading
@@ -204,9 +205,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--user")
     parser.add_argument("--password", default="")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args(argv)
     engine = Engine(args.directory)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(engine, args.user, args.password))
+    if args.tls_cert:  # HTTPS, as a server configured with a certificate answers on 8443
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     print(f"listening {server.server_address[1]}", flush=True)
     threading.Thread(target=lambda: (sys.stdin.read(), server.shutdown()), daemon=True).start()

@@ -109,3 +109,41 @@ def test_clew_migrate_applies_the_schema_once(tmp_path: Path, kind: str) -> None
     first = migrate()
     assert "spans 4" in first and "sampling 1" in first and "instances 1" in first, first
     assert migrate() == first  # nothing more to apply
+
+
+def test_tls_to_the_server_when_the_url_says_https(tmp_path: Path) -> None:
+    """`https://` talks TLS and checks the server's certificate (`?ca_cert=` for a private CA)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    root = Path(__file__).resolve().parent.parent
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "tests.chserver", str(tmp_path / "engine"), "--tls-cert", str(cert), "--tls-key", str(key)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    try:
+        assert engine.stdout is not None
+        port = int(engine.stdout.readline().split()[1])
+        url = f"https://127.0.0.1:{port}/tls?ca_cert={cert}"
+        server = ServerProcess(tmp_path / "data", extra_args=["--storage", url]).start()
+        try:
+            assert httpx.post(f"{server.otlp_http_url}/v1/traces", json=shop(), timeout=30).status_code == 200
+            assert len(answer(server, f"/api/v1/traces/{A}")["resourceSpans"]) == 2
+        finally:
+            server.stop()
+        refused = subprocess.run(  # without the CA, the certificate is not trusted: no start
+            [sys.executable, "-m", "clew.cli", "migrate", "--storage", f"https://127.0.0.1:{port}/tls"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr.upper().replace(
+            " ", "_"
+        )
+    finally:
+        assert engine.stdin is not None
+        engine.stdin.close()
+        engine.wait(30)

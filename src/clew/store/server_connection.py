@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow as pa
 
@@ -29,6 +29,7 @@ class ServerAddress:
     username: str
     password: str
     database: str
+    ca_cert: str | None = None  # `?ca_cert=/path.pem`: the CA the server's certificate is checked against
 
     @classmethod
     def parse(cls, url: str) -> ServerAddress:
@@ -45,6 +46,10 @@ class ServerAddress:
             port = parts.port or (8443 if secure else 8123)
         except ValueError as exc:
             raise ConfigError(f"storage {shown_url(url)!r}: {exc}") from exc
+        options = dict(parse_qsl(parts.query))
+        unknown = sorted(set(options) - {"ca_cert"})
+        if unknown:
+            raise ConfigError(f"storage {shown_url(url)!r}: unknown option {unknown[0]!r} (known: ca_cert)")
         database = unquote(parts.path.strip("/")) or "clew"
         if not _DATABASE.match(database):
             raise ConfigError(
@@ -57,6 +62,7 @@ class ServerAddress:
             unquote(parts.username or "default"),
             unquote(parts.password or ""),
             database,
+            options.get("ca_cert"),
         )
 
 
@@ -87,8 +93,9 @@ class ServerConnection:
                 username=address.username,
                 password=address.password,
                 secure=address.secure,
+                ca_cert=address.ca_cert,
                 autogenerate_session_id=False,
-                pool_mgr=httputil.get_pool_manager(maxsize=connections),
+                pool_mgr=httputil.get_pool_manager(maxsize=connections, ca_cert=address.ca_cert),
                 connect_timeout=10,
                 send_receive_timeout=300,
             )
