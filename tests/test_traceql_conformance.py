@@ -93,6 +93,8 @@ SUPPORTED = [
     "{ } | sum(span.bytesProcessed) > 1000000000",
     "{ span.http.request_content_length > 10 * 1024 * 1024 }",
     "{} with (most_recent=true)",
+    "{ span.http.status_code = 200 } | select(resource.service.name)",
+    "{ status = error } | select(span.http.status_code, span.http.url)",
     "{ span:childCount = 0 }",
     '{ resource.service.name = "frontend" && span:childCount = 0 }',
     "{ span:childCount > 10 }",
@@ -105,10 +107,8 @@ SUPPORTED = [
 ]
 # documented, not supported yet: each answers 400 with the position of what is not
 UNSUPPORTED = [
-    "{ span.http.status_code = 200 } | select(resource.service.name)",
     '{ span.attribute."attribute name with space" = "value" }',
     "{ status = error } | by(resource.service.name) | count() > 1",
-    "{ status = error } | select(span.http.status_code, span.http.url)",
     "count() > 10",
     "avg(duration) > 20ms",
 ]
@@ -196,3 +196,17 @@ def test_union_operators_return_both_sides(served: ServerProcess) -> None:
     plain = search(served, '{ status = error } > { name = "db.query" }').json()["traces"][0]["spanSet"]
     union = search(served, '{ status = error } &> { name = "db.query" }').json()["traces"][0]["spanSet"]
     assert plain["matched"] == 1 and union["matched"] == 2  # the query and its failed parent
+
+
+def test_select_reports_fields_of_the_matching_spans(served: ServerProcess) -> None:
+    q = "{ span.http.status_code >= 200 } | select(span.http.status_code, resource.service.name, name, .nothing)"
+    (hit, other) = sorted(search(served, q).json()["traces"], key=lambda t: t["traceID"])
+    spans = {t["traceID"]: t["spanSet"]["spans"] for t in (hit, other)}
+    assert [s["attributes"] for s in spans[A]] == [
+        [
+            {"key": "span.http.status_code", "value": {"stringValue": "500"}},
+            {"key": "resource.service.name", "value": {"stringValue": "checkout"}},
+            {"key": "name", "value": {"stringValue": "POST /pay"}},
+        ]
+    ]  # a field the span lacks is left out
+    assert spans[C][0]["attributes"][0]["value"] == {"stringValue": "200"}

@@ -78,6 +78,15 @@ def summary_json(summary: TraceSummary) -> dict[str, Any]:
                     "startTimeUnixNano": str(span.start),
                     "durationNanos": str(span.duration),
                     "status": _STATUS_NAMES.get(span.status_code, "unset"),
+                    **(
+                        {
+                            "attributes": [
+                                {"key": k, "value": {"stringValue": v}} for k, v in span.attributes.items()
+                            ]
+                        }
+                        if span.attributes
+                        else {}
+                    ),
                 }
                 for span in summary.spans
             ],

@@ -36,7 +36,8 @@ from clew.core.model import KIND_CODES, STATUS_CODES
 GRAMMAR = r"""
 ?start: pipeline
 
-pipeline: spanset_or (PIPE aggregate)* [hints]
+pipeline: spanset_or (PIPE (aggregate | selection))* [hints]
+selection: SELECT LPAR field ("," field)* RPAR
 hints: WITH LPAR [hint ("," hint)*] RPAR
 hint: NAME "=" value
 
@@ -76,6 +77,7 @@ SUM_OP: "+" | "-"
 MUL_OP: "*" | "/"
 CMP_OP: "=~" | "!~" | "!=" | ">=" | "<=" | "=" | ">" | "<"
 AGG_FN.3: /(count|avg|min|max|sum)(?=\s*\()/
+SELECT.3: /select(?=\s*\()/
 ATTRIBUTE.2: /(span|resource|event|link|instrumentation)?\.("([^"\\]|\\.)*"|[A-Za-z0-9_][A-Za-z0-9_.\-\/]*)/
 DURATION.2: /-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)(?![A-Za-z0-9_])/
 NUMBER: /-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/
@@ -103,6 +105,7 @@ _TERMINAL_TEXT = {
     "MUL_OP": "'*' or '/'",
     "CMP_OP": "a comparison operator (= != > >= < <= =~ !~)",
     "AGG_FN": "an aggregate (count, avg, min, max, sum)",
+    "SELECT": "'select'",
     "ATTRIBUTE": "an attribute (span.x, resource.x or .x)",
     "NAME": "a name (an intrinsic such as duration, or a keyword such as error, server, true, nil)",
     "STRING": "a string",
@@ -280,10 +283,17 @@ class Aggregate:
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    fields: tuple[tuple[Field, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Query:
     spansets: SpansetExpr
     pipeline: tuple[Aggregate, ...] = ()
     filters: tuple[SpansetFilter, ...] = field(default=())
+    # `| select(a, b)`: fields reported with each matching span, as (the field, its name as written)
+    select: tuple[tuple[Field, str], ...] = ()
 
     @property
     def simple(self) -> bool:
@@ -658,7 +668,18 @@ class _ToAst(Transformer[Token, object]):
 
     def pipeline(self, items: list[object]) -> Query:
         stages = tuple(item for item in items[1:] if isinstance(item, Aggregate))
-        return Query(items[0], stages, tuple(self.filters))  # type: ignore[arg-type]  # a spanset expression
+        selected = tuple(f for item in items[1:] if isinstance(item, Selection) for f in item.fields)
+        return Query(items[0], stages, tuple(self.filters), selected)  # type: ignore[arg-type]  # a spanset expression
+
+    def selection(self, items: list[object]) -> Selection:
+        tokens = [t for t in items if isinstance(t, Token) and t.type in ("ATTRIBUTE", "NAME")]
+        fields = []
+        for token in tokens:
+            f = _field(token)
+            if f.scope in LISTED_SCOPES:
+                raise QuerySyntaxError(f"select() reads span and resource fields, not {f}", token.start_pos)
+            fields.append((f, str(token)))
+        return Selection(tuple(fields))
 
     @staticmethod
     def _fold(items: list[object], node: type) -> object:

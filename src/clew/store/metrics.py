@@ -8,12 +8,10 @@ from dataclasses import dataclass, field
 
 from clew.core.language import Field
 from clew.core.metrics_query import MetricsQuery
-from clew.core.model import KIND_CODES, STATUS_CODES
 from clew.store.connection import Connection
-from clew.store.search import Params, condition_sql, value_sql
+from clew.store.search import Params, condition_sql, field_text_sql, value_sql
 
 MAX_SERIES = 1000
-_MAPS = {"span": ("attributes",), "resource": ("resource",), "any": ("attributes", "resource")}
 
 
 @dataclass(slots=True)
@@ -21,35 +19,6 @@ class MetricSeries:
     labels: tuple[tuple[str, str | None], ...]  # (key, value); None where the span had no value
     samples: dict[int, float] = field(default_factory=dict)  # step start (ns) -> value
     exemplars: dict[int, tuple[bytes, float]] = field(default_factory=dict)  # step start -> (trace, value)
-
-
-def _names(codes: dict[str, int]) -> str:
-    return "[" + ", ".join(f"'{n}'" for n in sorted(codes, key=codes.__getitem__)) + "]"
-
-
-def _label_sql(f: Field, params: Params) -> str:
-    """A `by` field as text (NULL where the span has none)."""
-    if f.scope == "intrinsic":
-        return {
-            "name": "toString(name)",
-            "service": "toString(service_name)",
-            "statusMessage": "status_message",
-            "status": f"{_names(STATUS_CODES)}[status_code + 1]",
-            "kind": f"{_names(KIND_CODES)}[kind + 1]",
-            "duration": "toString(duration)",
-            "instrumentation:name": "toString(scope_name)",
-            "instrumentation:version": "toString(scope_version)",
-        }[f.name]
-    key = params.add(f.name, "String")
-    parts = []
-    for prefix in _MAPS[f.scope]:
-        parts += [
-            f"mapContains({prefix}_string, {key}), {prefix}_string[{key}]",
-            f"mapContains({prefix}_int, {key}), toString({prefix}_int[{key}])",
-            f"mapContains({prefix}_float, {key}), toString({prefix}_float[{key}])",
-            f"mapContains({prefix}_bool, {key}), if({prefix}_bool[{key}], 'true', 'false')",
-        ]
-    return f"multiIf({', '.join(parts)}, NULL)"
 
 
 def _number_sql(f: Field, params: Params) -> str:
@@ -65,7 +34,7 @@ def compute(
     """Series of `q` over [start, end) ns in steps of `step` ns."""
     params = Params(db=db)
     where = condition_sql(q.filter.filters[0].condition, params)
-    labels = [_label_sql(f, params) for f in q.by]
+    labels = [field_text_sql(f, params) for f in q.by]
     value = _number_sql(q.field, params) if q.field is not None else "1"
     extra, group = "", [f"g{i}" for i in range(len(labels))]
     if q.function == "rate":

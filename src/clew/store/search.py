@@ -30,7 +30,7 @@ from clew.core.language import (
     anchored,
     evaluate,
 )
-from clew.core.model import DEFAULT_TENANT
+from clew.core.model import DEFAULT_TENANT, KIND_CODES, STATUS_CODES
 from clew.store.connection import Connection
 from clew.store.sql import AROUND, PARENT_KEY, SPAN_KEY
 
@@ -59,6 +59,7 @@ class MatchedSpan:
     start: int
     duration: int
     status_code: int
+    attributes: dict[str, str] = field(default_factory=dict)  # what `select(...)` asked for
 
 
 @dataclass(slots=True)
@@ -313,6 +314,38 @@ def value_sql(field_: Field, params: Params) -> str:
     return f"multiIf({', '.join(parts)}, NULL)"
 
 
+_TEXT_MAPS = {"span": ("attributes",), "resource": ("resource",), "any": ("attributes", "resource")}
+
+
+def _names(codes: dict[str, int]) -> str:
+    return "[" + ", ".join(f"'{n}'" for n in sorted(codes, key=codes.__getitem__)) + "]"
+
+
+def field_text_sql(f: Field, params: Params) -> str:
+    """A field as text, NULL where the span has none (metrics' `by`, search's `select`)."""
+    if f.scope == "intrinsic":
+        return {
+            "name": "toString(name)",
+            "service": "toString(service_name)",
+            "statusMessage": "status_message",
+            "status": f"{_names(STATUS_CODES)}[status_code + 1]",
+            "kind": f"{_names(KIND_CODES)}[kind + 1]",
+            "duration": "toString(duration)",
+            "instrumentation:name": "toString(scope_name)",
+            "instrumentation:version": "toString(scope_version)",
+        }[f.name]
+    key = params.add(f.name, "String")
+    parts = []
+    for prefix in _TEXT_MAPS[f.scope]:
+        parts += [
+            f"mapContains({prefix}_string, {key}), {prefix}_string[{key}]",
+            f"mapContains({prefix}_int, {key}), toString({prefix}_int[{key}])",
+            f"mapContains({prefix}_float, {key}), toString({prefix}_float[{key}])",
+            f"mapContains({prefix}_bool, {key}), if({prefix}_bool[{key}], 'true', 'false')",
+        ]
+    return f"multiIf({', '.join(parts)}, NULL)"
+
+
 class Searcher:
     """Runs one `SearchRequest` on a connection; holds the compiled SQL of its query."""
 
@@ -401,6 +434,9 @@ class Searcher:
         query = self.request.query
         flag_columns = ", ".join(f"{sql} AS f{i}" for i, sql in enumerate(self.flags))
         value_columns = "".join(f", {sql} AS v{i}" for i, sql in enumerate(self.values))
+        value_columns += "".join(
+            f", {field_text_sql(f, self.params)} AS s{i}" for i, (f, _) in enumerate(query.select)
+        )
         only_matching = "" if query.structural else f"AND {self._where_any_filter()}"
         ids_sql, ids_params = trace_ids_in(candidates)
         table = self.conn.query(
@@ -441,6 +477,11 @@ class Searcher:
                                 start=int(columns["start"][rows[i]]),
                                 duration=int(columns["duration"][rows[i]]),
                                 status_code=int(columns["status_code"][rows[i]]),
+                                attributes={
+                                    name: str(columns[f"s{k}"][rows[i]])
+                                    for k, (_, name) in enumerate(query.select)
+                                    if columns[f"s{k}"][rows[i]] is not None
+                                },
                             )
                             for i in hits
                         ],
