@@ -93,6 +93,7 @@ SUPPORTED = [
     "{ } | sum(span.bytesProcessed) > 1000000000",
     "{ span.http.request_content_length > 10 * 1024 * 1024 }",
     "{} with (most_recent=true)",
+    "{ status = error } | by(resource.service.name) | count() > 1",
     "{ span.http.status_code = 200 } | select(resource.service.name)",
     "{ status = error } | select(span.http.status_code, span.http.url)",
     "{ span:childCount = 0 }",
@@ -108,7 +109,6 @@ SUPPORTED = [
 # documented, not supported yet: each answers 400 with the position of what is not
 UNSUPPORTED = [
     '{ span.attribute."attribute name with space" = "value" }',
-    "{ status = error } | by(resource.service.name) | count() > 1",
     "count() > 10",
     "avg(duration) > 20ms",
 ]
@@ -210,3 +210,13 @@ def test_select_reports_fields_of_the_matching_spans(served: ServerProcess) -> N
         ]
     ]  # a field the span lacks is left out
     assert spans[C][0]["attributes"][0]["value"] == {"stringValue": "200"}
+
+
+def test_by_splits_a_traces_spans_and_later_stages_apply_to_each_group(served: ServerProcess) -> None:
+    q = "{ } | by(resource.service.name) | count() > 2"
+    (hit,) = search(served, q).json()["traces"]
+    assert (
+        hit["traceID"] == A and hit["spanSet"]["matched"] == 3
+    )  # checkout's three spans, not frontend's two
+    assert {s["service"] for s in hit["spanSet"]["spans"]} == {"checkout"}
+    assert search(served, "{ } | by(span.http.status_code) | count() > 1").json()["traces"] == []

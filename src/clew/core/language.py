@@ -36,7 +36,8 @@ from clew.core.model import KIND_CODES, STATUS_CODES
 GRAMMAR = r"""
 ?start: pipeline
 
-pipeline: spanset_or (PIPE (aggregate | selection))* [hints]
+pipeline: spanset_or (PIPE (aggregate | selection | grouping))* [hints]
+grouping: BY LPAR field RPAR
 selection: SELECT LPAR field ("," field)* RPAR
 hints: WITH LPAR [hint ("," hint)*] RPAR
 hint: NAME "=" value
@@ -78,6 +79,7 @@ MUL_OP: "*" | "/"
 CMP_OP: "=~" | "!~" | "!=" | ">=" | "<=" | "=" | ">" | "<"
 AGG_FN.3: /(count|avg|min|max|sum)(?=\s*\()/
 SELECT.3: /select(?=\s*\()/
+BY.3: /by(?=\s*\()/
 ATTRIBUTE.2: /(span|resource|event|link|instrumentation)?\.("([^"\\]|\\.)*"|[A-Za-z0-9_][A-Za-z0-9_.\-\/]*)/
 DURATION.2: /-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)(?![A-Za-z0-9_])/
 NUMBER: /-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/
@@ -106,6 +108,7 @@ _TERMINAL_TEXT = {
     "CMP_OP": "a comparison operator (= != > >= < <= =~ !~)",
     "AGG_FN": "an aggregate (count, avg, min, max, sum)",
     "SELECT": "'select'",
+    "BY": "'by'",
     "ATTRIBUTE": "an attribute (span.x, resource.x or .x)",
     "NAME": "a name (an intrinsic such as duration, or a keyword such as error, server, true, nil)",
     "STRING": "a string",
@@ -283,6 +286,16 @@ class Aggregate:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupBy:
+    """`| by(field)`: the spanset split into one per value of the field; later stages apply to each."""
+
+    field: Field
+
+
+Stage = Aggregate | GroupBy
+
+
+@dataclass(frozen=True, slots=True)
 class Selection:
     fields: tuple[tuple[Field, str], ...]
 
@@ -290,7 +303,7 @@ class Selection:
 @dataclass(frozen=True, slots=True)
 class Query:
     spansets: SpansetExpr
-    pipeline: tuple[Aggregate, ...] = ()
+    pipeline: tuple[Stage, ...] = ()
     filters: tuple[SpansetFilter, ...] = field(default=())
     # `| select(a, b)`: fields reported with each matching span, as (the field, its name as written)
     select: tuple[tuple[Field, str], ...] = ()
@@ -667,9 +680,22 @@ class _ToAst(Transformer[Token, object]):
         return Aggregate(str(fn), f, str(op), float(value.value))  # type: ignore[arg-type]  # numeric, checked above
 
     def pipeline(self, items: list[object]) -> Query:
-        stages = tuple(item for item in items[1:] if isinstance(item, Aggregate))
+        stages = tuple(item for item in items[1:] if isinstance(item, Aggregate | GroupBy))
         selected = tuple(f for item in items[1:] if isinstance(item, Selection) for f in item.fields)
         return Query(items[0], stages, tuple(self.filters), selected)  # type: ignore[arg-type]  # a spanset expression
+
+    def grouping(self, items: list[object]) -> GroupBy:
+        token = next(t for t in items if isinstance(t, Token) and t.type in ("ATTRIBUTE", "NAME"))
+        self.stages += 1
+        if self.stages > MAX_PIPELINE_STAGES:
+            raise QuerySyntaxError(
+                f"the query has more than {MAX_PIPELINE_STAGES} pipeline stages (MAX_PIPELINE_STAGES)",
+                token.start_pos,
+            )
+        f = _field(token)
+        if f.scope in LISTED_SCOPES:
+            raise QuerySyntaxError(f"by() groups by span and resource fields, not {f}", token.start_pos)
+        return GroupBy(f)
 
     def selection(self, items: list[object]) -> Selection:
         tokens = [t for t in items if isinstance(t, Token) and t.type in ("ATTRIBUTE", "NAME")]
@@ -810,7 +836,7 @@ class TraceSpans:
     span_ids: list[bytes]
     parents: list[bytes]
     flags: list[list[bool]]  # flags[filter index][span]
-    values: list[list[float | None]]  # values[aggregate index][span]
+    values: list[list[float | str | None]]  # values[stage index][span]: numbers, or by()'s text
     _index: dict[bytes, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -899,16 +925,28 @@ def aggregate(fn: str, values: list[float]) -> float | None:
 
 def evaluate(query: Query, spans: TraceSpans) -> list[int]:
     """Indexes of the spans the query returns for this trace; empty when the trace does not match."""
-    matched = _eval(query.spansets, spans)
+    groups = [_eval(query.spansets, spans)]
     for n, stage in enumerate(query.pipeline):
-        if not matched:
+        groups = [g for g in groups if g]
+        if not groups:
             break
-        inputs = (
-            [1.0] * len(matched)
-            if stage.fn == "count"
-            else [v for i in matched if (v := spans.values[n][i]) is not None]
-        )
-        result = aggregate(stage.fn, inputs)
-        if result is None or not COMPARE[stage.op](result, stage.value):
-            matched = set()
-    return sorted(matched)
+        if isinstance(stage, GroupBy):  # spans without the field form no group
+            split: dict[object, set[int]] = {}
+            for g in groups:
+                for i in g:
+                    if (key := spans.values[n][i]) is not None:
+                        split.setdefault((id(g), key), set()).add(i)
+            groups = list(split.values())
+            continue
+        kept = []
+        for g in groups:
+            inputs = (
+                [1.0] * len(g)
+                if stage.fn == "count"
+                else [float(v) for i in g if (v := spans.values[n][i]) is not None]
+            )
+            result = aggregate(stage.fn, inputs)
+            if result is not None and COMPARE[stage.op](result, stage.value):
+                kept.append(g)
+        groups = kept
+    return sorted(set().union(*groups)) if groups else []

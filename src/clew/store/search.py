@@ -21,6 +21,7 @@ from clew.core.language import (
     Comparison,
     Condition,
     Field,
+    GroupBy,
     Not,
     Query,
     SpansetExpr,
@@ -355,7 +356,11 @@ class Searcher:
         query: Query = request.query
         self.flags = [condition_sql(f.condition, self.params) for f in query.filters]
         self.values = [
-            value_sql(stage.field, self.params) if stage.field is not None else "NULL"
+            field_text_sql(stage.field, self.params)
+            if isinstance(stage, GroupBy)
+            else value_sql(stage.field, self.params)
+            if stage.field is not None
+            else "NULL"
             for stage in query.pipeline
         ]
         self.base = {
