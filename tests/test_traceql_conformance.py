@@ -220,3 +220,12 @@ def test_by_splits_a_traces_spans_and_later_stages_apply_to_each_group(served: S
     )  # checkout's three spans, not frontend's two
     assert {s["service"] for s in hit["spanSet"]["spans"]} == {"checkout"}
     assert search(served, "{ } | by(span.http.status_code) | count() > 1").json()["traces"] == []
+
+
+def test_coalesce_and_filters_after_aggregates(served: ServerProcess) -> None:
+    merged = search(served, "{ } | by(resource.service.name) | count() > 1 | coalesce()").json()["traces"]
+    # A: both services' groups as one set; B: frontend's two spans
+    assert {t["traceID"]: t["spanSet"]["matched"] for t in merged} == {A: 5, B: 2}
+    (hit,) = search(served, "{ } | count() > 4 | { status = error }").json()["traces"]
+    assert hit["traceID"] == A and [s["name"] for s in hit["spanSet"]["spans"]] == ["POST /pay"]
+    assert search(served, '{ } | count() > 4 | { name = "nope" }').json()["traces"] == []

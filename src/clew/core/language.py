@@ -36,8 +36,10 @@ from clew.core.model import KIND_CODES, STATUS_CODES
 GRAMMAR = r"""
 ?start: pipeline
 
-pipeline: spanset_or (PIPE (aggregate | selection | grouping))* [hints]
+pipeline: spanset_or (PIPE (aggregate | selection | grouping | merge | stage_filter))* [hints]
 grouping: BY LPAR field RPAR
+merge: COALESCE LPAR RPAR
+stage_filter: LBRACE [cond_or] RBRACE
 selection: SELECT LPAR field ("," field)* RPAR
 hints: WITH LPAR [hint ("," hint)*] RPAR
 hint: NAME "=" value
@@ -80,6 +82,7 @@ CMP_OP: "=~" | "!~" | "!=" | ">=" | "<=" | "=" | ">" | "<"
 AGG_FN.3: /(count|avg|min|max|sum)(?=\s*\()/
 SELECT.3: /select(?=\s*\()/
 BY.3: /by(?=\s*\()/
+COALESCE.3: /coalesce(?=\s*\()/
 ATTRIBUTE.2: /(span|resource|event|link|instrumentation)?\.("([^"\\]|\\.)*"|[A-Za-z0-9_][A-Za-z0-9_.\-\/]*)/
 DURATION.2: /-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)(?![A-Za-z0-9_])/
 NUMBER: /-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/
@@ -109,6 +112,7 @@ _TERMINAL_TEXT = {
     "AGG_FN": "an aggregate (count, avg, min, max, sum)",
     "SELECT": "'select'",
     "BY": "'by'",
+    "COALESCE": "'coalesce'",
     "ATTRIBUTE": "an attribute (span.x, resource.x or .x)",
     "NAME": "a name (an intrinsic such as duration, or a keyword such as error, server, true, nil)",
     "STRING": "a string",
@@ -292,7 +296,19 @@ class GroupBy:
     field: Field
 
 
-Stage = Aggregate | GroupBy
+@dataclass(frozen=True, slots=True)
+class Coalesce:
+    """`| coalesce()`: the spansets that by() made, one again."""
+
+
+@dataclass(frozen=True, slots=True)
+class FilterStage:
+    """`| { cond }` after other stages: keeps, in each spanset, the spans the filter matches."""
+
+    filter: SpansetFilter
+
+
+Stage = Aggregate | GroupBy | Coalesce | FilterStage
 
 
 @dataclass(frozen=True, slots=True)
@@ -680,9 +696,27 @@ class _ToAst(Transformer[Token, object]):
         return Aggregate(str(fn), f, str(op), float(value.value))  # type: ignore[arg-type]  # numeric, checked above
 
     def pipeline(self, items: list[object]) -> Query:
-        stages = tuple(item for item in items[1:] if isinstance(item, Aggregate | GroupBy))
+        stages = tuple(
+            item for item in items[1:] if isinstance(item, Aggregate | GroupBy | Coalesce | FilterStage)
+        )
         selected = tuple(f for item in items[1:] if isinstance(item, Selection) for f in item.fields)
         return Query(items[0], stages, tuple(self.filters), selected)  # type: ignore[arg-type]  # a spanset expression
+
+    def merge(self, items: list[object]) -> Coalesce:
+        self._stage(items[0])
+        return Coalesce()
+
+    def stage_filter(self, items: list[object]) -> FilterStage:
+        self._stage(items[0])
+        return FilterStage(self.spanset_filter(items))
+
+    def _stage(self, token: object) -> None:
+        self.stages += 1
+        if self.stages > MAX_PIPELINE_STAGES:
+            raise QuerySyntaxError(
+                f"the query has more than {MAX_PIPELINE_STAGES} pipeline stages (MAX_PIPELINE_STAGES)",
+                getattr(token, "start_pos", None),
+            )
 
     def grouping(self, items: list[object]) -> GroupBy:
         token = next(t for t in items if isinstance(t, Token) and t.type in ("ATTRIBUTE", "NAME"))
@@ -930,6 +964,13 @@ def evaluate(query: Query, spans: TraceSpans) -> list[int]:
         groups = [g for g in groups if g]
         if not groups:
             break
+        if isinstance(stage, Coalesce):
+            groups = [set().union(*groups)]
+            continue
+        if isinstance(stage, FilterStage):
+            flags = spans.flags[stage.filter.index]
+            groups = [{i for i in g if flags[i]} for g in groups]
+            continue
         if isinstance(stage, GroupBy):  # spans without the field form no group
             split: dict[object, set[int]] = {}
             for g in groups:

@@ -17,6 +17,7 @@ import pyarrow as pa
 from clew.core.errors import BadRequest
 from clew.core.language import (
     COMPARE,
+    Aggregate,
     BoolOp,
     Comparison,
     Condition,
@@ -359,7 +360,7 @@ class Searcher:
             field_text_sql(stage.field, self.params)
             if isinstance(stage, GroupBy)
             else value_sql(stage.field, self.params)
-            if stage.field is not None
+            if isinstance(stage, Aggregate) and stage.field is not None
             else "NULL"
             for stage in query.pipeline
         ]
