@@ -93,6 +93,7 @@ SUPPORTED = [
     "{ } | sum(span.bytesProcessed) > 1000000000",
     "{ span.http.request_content_length > 10 * 1024 * 1024 }",
     "{} with (most_recent=true)",
+    '{ span.attribute."attribute name with space" = "value" }',
     "{ status = error } | by(resource.service.name) | count() > 1",
     "{ span.http.status_code = 200 } | select(resource.service.name)",
     "{ status = error } | select(span.http.status_code, span.http.url)",
@@ -108,7 +109,6 @@ SUPPORTED = [
 ]
 # documented, not supported yet: each answers 400 with the position of what is not
 UNSUPPORTED = [
-    '{ span.attribute."attribute name with space" = "value" }',
     "count() > 10",
     "avg(duration) > 20ms",
 ]
@@ -172,6 +172,8 @@ def test_documented_metrics_queries_run_on_the_tempo_port(served: ServerProcess,
         ('{ !.user.vip && name = "render" }', set()),
         ('{ instrumentation:name = "shop" } && { name = "GET /old" }', {D}),
         ("{ false }", set()),
+        ("{ 1 + 1 = 2 }", {A, B, C, D}),
+        ('{ 2 * 3 < 5 || name = "render" }', {B}),
         ("{ true } | count() > 4", {A}),
         ('{ trace:id = "' + A.upper() + '" }', {A}),
         ('{ span:id = "' + "7" * 16 + '" } > { }', {A}),

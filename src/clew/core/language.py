@@ -57,6 +57,11 @@ hint: NAME "=" value
           | NOT LPAR cond_or RPAR        -> negation
           | field                        -> exists
           | NOT field                    -> missing
+          | static_expr CMP_OP value_expr -> static_comparison
+
+?static_expr: static_term (SUM_OP static_term)*  -> arithmetic
+?static_term: static_value (MUL_OP value)*       -> arithmetic
+static_value: STRING | RAW_STRING | DURATION | NUMBER
 
 ?value_expr: value_term (SUM_OP value_term)*   -> arithmetic
 ?value_term: value (MUL_OP value)*             -> arithmetic
@@ -83,7 +88,7 @@ AGG_FN.3: /(count|avg|min|max|sum)(?=\s*\()/
 SELECT.3: /select(?=\s*\()/
 BY.3: /by(?=\s*\()/
 COALESCE.3: /coalesce(?=\s*\()/
-ATTRIBUTE.2: /(span|resource|event|link|instrumentation)?\.("([^"\\]|\\.)*"|[A-Za-z0-9_][A-Za-z0-9_.\-\/]*)/
+ATTRIBUTE.2: /(span|resource|event|link|instrumentation)?\.("([^"\\]|\\.)*"|[A-Za-z0-9_][A-Za-z0-9_\-\/]*)(\.("([^"\\]|\\.)*"|[A-Za-z0-9_][A-Za-z0-9_\-\/]*))*/
 DURATION.2: /-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)(?![A-Za-z0-9_])/
 NUMBER: /-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?/
 NAME: /[A-Za-z_][A-Za-z0-9_]*(:[A-Za-z_][A-Za-z0-9_]*)?/
@@ -406,6 +411,9 @@ def _check_regex(pattern: str, at: int) -> None:
             ) from None
 
 
+_SEGMENT = re.compile(r'"(?:[^"\\]|\\.)*"|[^."]+')
+
+
 def field_of(token: Token) -> Field:
     """A field as a query names it (`duration`, `span.x`, `resource.x`, `.x`)."""
     return _field(token)
@@ -427,8 +435,13 @@ def _field(token: Token) -> Field:
             )
         return Field("intrinsic", text)
     scope, _, key = text.partition(".")
-    if key.startswith('"'):
-        key = _unquote(key, (token.start_pos or 0) + len(scope) + 1)
+    if '"' in key:  # quoted segments (`span.a."b c"`): each unquoted, joined by dots
+        at = (token.start_pos or 0) + len(scope) + 1
+        parts = [m.group(0) for m in _SEGMENT.finditer(key)]
+        offsets = [m.start() for m in _SEGMENT.finditer(key)]
+        key = ".".join(
+            _unquote(p, at + o) if p.startswith('"') else p for p, o in zip(parts, offsets, strict=True)
+        )
     scopes: dict[str, Scope] = {
         "span": "span", "resource": "resource", "": "any", "event": "event", "link": "link",
         "instrumentation": "instrumentation",
@@ -581,6 +594,28 @@ class _ToAst(Transformer[Token, object]):
 
     def value(self, items: list[Token]) -> Token:
         return items[0]
+
+    def static_value(self, items: list[Token]) -> Token:
+        return items[0]
+
+    def static_comparison(self, items: list[object]) -> Static:
+        """A comparison of literals (`{ 1 + 1 = 2 }`), decided here."""
+        left, op, right = items
+        assert isinstance(op, Token)
+        a = left if isinstance(left, Value) else _value(left)  # type: ignore[arg-type]
+        b = right if isinstance(right, Value) else _value(right)  # type: ignore[arg-type]
+        numeric = ("int", "float", "duration")
+        same = (a.kind in numeric and b.kind in numeric) or a.kind == b.kind
+        operator = str(op)
+        if not same or operator in _REGEX_OPS and a.kind != "string":
+            raise QuerySyntaxError(
+                f"cannot compare {a.kind} {a.value!r} with {b.kind} {b.value!r}", op.start_pos
+            )
+        if operator in _REGEX_OPS:
+            _check_regex(str(b.value), op.start_pos or 0)
+            hit = re2.fullmatch(str(b.value), str(a.value)) is not None
+            return Static(hit if operator == "=~" else not hit)
+        return Static(bool(COMPARE[operator](a.value, b.value)))
 
     def comparison(self, items: list[object]) -> Comparison:
         name, op, raw = items
