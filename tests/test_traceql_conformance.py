@@ -231,3 +231,50 @@ def test_coalesce_and_filters_after_aggregates(served: ServerProcess) -> None:
     (hit,) = search(served, "{ } | count() > 4 | { status = error }").json()["traces"]
     assert hit["traceID"] == A and [s["name"] for s in hit["spanSet"]["spans"]] == ["POST /pay"]
     assert search(served, '{ } | count() > 4 | { name = "nope" }').json()["traces"] == []
+
+
+def test_arrays_match_when_any_element_does(server: ServerProcess) -> None:
+    """As Tempo compares arrays: `=` when an element equals, `!=` when none does (issue 15)."""
+    import time
+
+    def array(*values: dict) -> dict:
+        return {"arrayValue": {"values": list(values)}}
+
+    now = time.time_ns()
+    spans = []
+    for n, attrs in enumerate([
+        {"arr": array({"stringValue": "a"}, {"stringValue": "b"}, {"stringValue": "c"}), "nums": array({"intValue": "1"}, {"intValue": "200"})},
+        {"arr": array({"stringValue": "x"}), "nums": array({"doubleValue": 2.5}), "flags": array({"boolValue": True})},
+        {"arr": {"stringValue": "b"}},  # a plain string, for contrast
+    ]):  # fmt: skip
+        spans.append({
+            "traceId": f"{n + 1:032x}", "spanId": f"{n + 1:016x}", "name": f"s{n}", "kind": 1,
+            "startTimeUnixNano": str(now - 10**9), "endTimeUnixNano": str(now),
+            "attributes": [{"key": k, "value": v} for k, v in attrs.items()],
+        })  # fmt: skip
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "arr"}}]},
+                "scopeSpans": [{"spans": spans}],
+            }
+        ]
+    }
+    assert httpx.post(f"{server.otlp_http_url}/v1/traces", json=body, timeout=30).status_code == 200
+
+    def found(q: str) -> set[int]:
+        response = httpx.get(
+            f"{server.http_url}/api/v1/search",
+            params={"q": q, "start": now // 10**9 - 60, "end": now // 10**9 + 60},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return {int(t["traceID"], 16) for t in response.json()["traces"]}
+
+    assert found('{ span.arr = "b" }') == {1, 3}  # an element of 1, the whole value of 3
+    assert found('{ span.arr = "a" }') == {1}
+    assert found('{ span.arr != "b" }') == {2}  # arrays with no "b" (and no plain "b")
+    assert found("{ span.nums = 200 }") == {1}
+    assert found("{ span.nums = 2.5 }") == {2}
+    assert found("{ .flags = true }") == {2}
+    assert found('{ span.arr = "ab" }') == set()

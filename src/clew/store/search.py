@@ -13,10 +13,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from clew.core.errors import BadRequest
 from clew.core.language import (
     COMPARE,
+    INT64_MAX,
+    INT64_MIN,
     Aggregate,
     BoolOp,
     Comparison,
@@ -139,7 +142,54 @@ def _pattern(value: object) -> str:
     return anchored(str(value))
 
 
+def _element_patterns(kind: str, value: object) -> list[str]:
+    """How an array element equal to `value` is serialized inside an `ArrayValue` (field 1, length
+    delimited), as hex: arrays are stored as their serialized message (core/attributes.py)."""
+    if kind == "string":
+        candidates = [AnyValue(string_value=str(value))]
+    elif kind == "bool":
+        candidates = [AnyValue(bool_value=bool(value))]
+    else:
+        assert isinstance(value, int | float)
+        candidates = [AnyValue(double_value=float(value))]
+        if float(value).is_integer() and INT64_MIN <= int(value) <= INT64_MAX:
+            candidates.append(AnyValue(int_value=int(value)))
+    out = []
+    for candidate in candidates:
+        inner = candidate.SerializeToString()
+        length, size = bytearray(), len(inner)
+        while True:
+            length.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
+            size >>= 7
+            if not size:
+                break
+        out.append((b"\x0a" + bytes(length) + inner).hex())
+    return out
+
+
+def _array_sql(prefix: str, key: str, cmp: Comparison, params: Params) -> str | None:
+    """Arrays as Tempo compares them: `=` when any element equals, `!=` when none does."""
+    kind, op = cmp.value.kind, cmp.op
+    if op not in ("=", "!=") or kind not in ("string", "int", "float", "bool"):
+        return None
+    column = f"{prefix}_complex[{key}]"
+    found = " OR ".join(
+        f"position({column}, unhex({params.add(p, 'String')})) > 0"
+        for p in _element_patterns(kind, cmp.value.value)
+    )
+    is_array = f"startsWith({column}, 'a')"
+    return f"({is_array} AND ({found}))" if op == "=" else f"({is_array} AND NOT ({found}))"
+
+
 def _attribute_sql(prefix: str, cmp: Comparison, params: Params) -> str:
+    scalar = _scalar_attribute_sql(prefix, cmp, params)
+    if cmp.value.kind == "nil":
+        return scalar
+    array = _array_sql(prefix, params.add(cmp.field.name, "String"), cmp, params)
+    return scalar if array is None else f"({scalar} OR {array})"
+
+
+def _scalar_attribute_sql(prefix: str, cmp: Comparison, params: Params) -> str:
     key = params.add(cmp.field.name, "String")
     kind, value, op = cmp.value.kind, cmp.value.value, cmp.op
     if kind == "nil":
