@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 
 from clew.assembly import open_embedded
 from clew.server import assembly_http_app, tempo_app
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, self_signed
 
 GRPC_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SECRET = {"shop": "shop-4f1c-value", "bank": "bank-9e2d-value"}
@@ -368,13 +368,7 @@ def test_keys_are_stored_hashed_listed_and_revoked_at_once(secured) -> None:
 
 
 def test_tls_on_every_port(tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     server = ServerProcess(
         tmp_path / "data", extra_args=["--tls-cert", str(cert), "--tls-key", str(key)]
     ).start(https=True, verify=ssl.create_default_context(cafile=str(cert)))

@@ -6,14 +6,13 @@ and the IDL's camelCase names; answers shaped as Jaeger's own examples
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from tests.conftest import CONFORMANCE, ServerProcess
-from tests.shop_data import NOW, A, C, shop
+from tests.shop_data import NOW, A, C
 
 EXAMPLES = CONFORMANCE / "jaeger" / "api_v3"
 
@@ -25,14 +24,10 @@ def iso(ns: int) -> str:
 WINDOW = {"query.start_time_min": iso(NOW - 4 * 3600 * 10**9), "query.start_time_max": iso(NOW + 10**9)}
 
 
-@pytest.fixture(scope="module")
-def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("v3") / "data").start()
-    try:
-        assert httpx.post(f"{proc.otlp_http_url}/v1/traces", json=shop(), timeout=30).status_code == 200
-        yield proc
-    finally:
-        proc.stop()
+@pytest.fixture
+def jaeger(shop_server: ServerProcess) -> ServerProcess:
+    """The shop's traces, on each store connection."""
+    return shop_server
 
 
 def get(proc: ServerProcess, path: str, **params: object) -> httpx.Response:

@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from mcp import Client
 
 from tests.conftest import ServerProcess
-from tests.shop_data import A, B, C, shop
+from tests.shop_data import A, B, C
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("mcp") / "data").start()
-    try:
-        assert httpx.post(f"{proc.otlp_http_url}/v1/traces", json=shop(), timeout=30).status_code == 200
-        yield proc
-    finally:
-        proc.stop()
+@pytest.fixture
+def served(shop_server: ServerProcess) -> ServerProcess:
+    """The shop's traces, on each store connection."""
+    return shop_server
 
 
 def call(proc: ServerProcess, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CLICKHOUSE, ServerProcess
+from tests.conftest import CLICKHOUSE, ServerProcess, self_signed
 from tests.shop_data import NOW, A, B, C, D, shop
 
 HOUR = 3600 * 10**9
@@ -113,13 +113,7 @@ def test_clew_migrate_applies_the_schema_once(tmp_path: Path, kind: str) -> None
 
 def test_tls_to_the_server_when_the_url_says_https(tmp_path: Path) -> None:
     """`https://` talks TLS and checks the server's certificate (`?ca_cert=` for a private CA)."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     root = Path(__file__).resolve().parent.parent
     engine = subprocess.Popen(
         [sys.executable, "-m", "tests.chserver", str(tmp_path / "engine"), "--tls-cert", str(cert), "--tls-key", str(key)],

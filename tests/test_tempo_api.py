@@ -5,7 +5,6 @@ search, tag discovery for the query builder, traces by id as protobuf (v2 first,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
@@ -13,20 +12,16 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from tests.conftest import ServerProcess
-from tests.shop_data import NOW, A, B, C, D, shop
+from tests.shop_data import NOW, A, B, C, D
 
 START, END = (NOW - 4 * 3600 * 10**9) // 10**9, NOW // 10**9 + 60
 WINDOW = {"start": START, "end": END}
 
 
-@pytest.fixture(scope="module")
-def tempo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("tempo") / "data").start()
-    try:
-        assert httpx.post(f"{proc.otlp_http_url}/v1/traces", json=shop(), timeout=30).status_code == 200
-        yield proc
-    finally:
-        proc.stop()
+@pytest.fixture
+def tempo(shop_server: ServerProcess) -> ServerProcess:
+    """The shop's traces, on each store connection."""
+    return shop_server
 
 
 def get(proc: ServerProcess, path: str, **params: object) -> httpx.Response:

@@ -5,13 +5,11 @@ with the position, listed in docs/query-language.md. Issue 15."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from tests.conftest import ServerProcess
-from tests.shop_data import NOW, A, B, C, D, shop
+from tests.shop_data import NOW, A, B, C, D
 
 WINDOW = {"start": (NOW - 4 * 3600 * 10**9) // 10**9, "end": NOW // 10**9 + 60}
 
@@ -118,14 +116,10 @@ METRICS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("traceql") / "data").start()
-    try:
-        assert httpx.post(f"{proc.otlp_http_url}/v1/traces", json=shop(), timeout=30).status_code == 200
-        yield proc
-    finally:
-        proc.stop()
+@pytest.fixture
+def served(shop_server: ServerProcess) -> ServerProcess:
+    """The shop's traces, on each store connection."""
+    return shop_server
 
 
 def search(proc: ServerProcess, q: str) -> httpx.Response:
