@@ -94,18 +94,23 @@ class Sampler:
                     self.pending[key] = state
         if until > since:
             self._since = until
-        decisions = self._decide(now)
+        # complete means no new span up to `until`, not up to now: with several instances on one
+        # store, what another instance received may be committed later than the wall clock says
+        reached = min(now, self._since) if self._since is not None else now
+        decisions = self._decide(now, reached)
         if decisions:
             self.source.write_decisions(decisions)
         self.counters.ticks += 1
         return decisions
 
-    def _decide(self, now: int) -> list[Decision]:
+    def _decide(self, now: int, reached: int) -> list[Decision]:
+        """Decide what is complete: no new span of the trace received up to `reached` (what every
+        writer has committed) for `decision_wait`, or the trace is older than `max_age`."""
         config = self.config
         complete = [
             key
             for key, s in self.pending.items()
-            if (s.roots and s.last <= now - config.decision_wait) or s.first <= now - config.max_age
+            if (s.roots and s.last <= reached - config.decision_wait) or s.first <= reached - config.max_age
         ]
         early = [key for key in complete if not self.pending[key].roots]
         overflow = len(self.pending) - len(complete) - config.max_pending_traces
