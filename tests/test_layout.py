@@ -16,7 +16,7 @@ from clew.components.retention import MIGRATIONS as RETENTION_MIGRATIONS
 from clew.receivers.otlp import accept_request, decode_json
 from clew.store.chdb_connection import ChdbConnection
 from clew.store.migrations import applied, migrate
-from clew.store.schema import MAX_PARTITIONS_PER_INSERT, MIGRATIONS, ORDER_KEY, PARTITION_KEY
+from clew.store.schema import HISTORIC_NAMES, MAX_PARTITIONS_PER_INSERT, MIGRATIONS, ORDER_KEY, PARTITION_KEY
 from clew.store.spans import ClickHouseSpanWriter
 from tests.shop_data import A, shop
 
@@ -96,8 +96,15 @@ def test_a_data_directory_of_the_first_layout_is_rebuilt_once_with_all_it_held(t
     conn = ChdbConnection(data)
     try:  # a directory as the first layout left it: service-ordered, with the trace projection
         migrate(conn, "clew", [*MIGRATIONS[:2], *RED_MIGRATIONS[:2], *RETENTION_MIGRATIONS[:1]])
-        ClickHouseSpanWriter(conn).write(decode_json(json.dumps(shop()).encode()).batch)
-        conn.command("INSERT INTO clew.spans_sweep SELECT * FROM clew.spans WHERE name = 'db.query'")
+        # its rows, with the columns of its time (written through today's insert elsewhere, copied over)
+        migrate(conn, "then", MIGRATIONS)
+        ClickHouseSpanWriter(conn, "then").write(decode_json(json.dumps(shop()).encode()).batch)
+        conn.command(f"INSERT INTO clew.spans ({HISTORIC_NAMES}) SELECT {HISTORIC_NAMES} FROM then.spans")
+        conn.command("DROP DATABASE then")
+        conn.command(
+            f"INSERT INTO clew.spans_sweep ({HISTORIC_NAMES}) SELECT {HISTORIC_NAMES} FROM clew.spans "
+            "WHERE name = 'db.query'"
+        )
         old = conn.query("SELECT sorting_key FROM system.tables WHERE database = 'clew' AND name = 'spans'")
         assert old.column(0)[0].as_py() == "tenant, service_name, start_time"
     finally:

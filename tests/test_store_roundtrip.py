@@ -187,3 +187,53 @@ def test_nothing_is_written_where_clew_was_started(tmp_path):
     assert done.returncode == 0, done.stderr
     assert list(work.iterdir()) == []
     assert list((tmp_path / "data" / "format_schemas").glob("*.proto"))
+
+
+def test_attributes_come_back_in_the_order_they_were_sent(tmp_path, storage):
+    """Typed maps group attributes by type; the order sent is kept beside them where it differs
+    (issue 15), and costs nothing where it does not."""
+    import json
+
+    from clew.api.jaeger_model import to_jaeger_traces
+    from clew.receivers.otlp import decode_json
+
+    def kv(key: str, value: dict) -> dict:
+        return {"key": key, "value": value}
+
+    mixed = [kv("n", {"intValue": "1"}), kv("s", {"stringValue": "x"}), kv("b", {"boolValue": True}),
+             kv("a", {"arrayValue": {"values": [{"stringValue": "y"}]}}), kv("t", {"stringValue": "z"})]  # fmt: skip
+    plain = [kv("p", {"stringValue": "1"}), kv("q", {"stringValue": "2"})]
+    doc = {"resourceSpans": [{
+        "resource": {"attributes": [kv("service.name", {"stringValue": "o"}), kv("pid", {"intValue": "7"}), kv("host", {"stringValue": "h"})]},
+        "scopeSpans": [{"spans": [
+            {"traceId": "ab" * 16, "spanId": "01" * 8, "name": "mixed", "kind": 1, "startTimeUnixNano": "1700000000000000000",
+             "endTimeUnixNano": "1700000000001000000", "attributes": mixed},
+            {"traceId": "ab" * 16, "spanId": "02" * 8, "name": "plain", "kind": 1, "startTimeUnixNano": "1700000000000000000",
+             "endTimeUnixNano": "1700000000001000000", "attributes": plain},
+        ]}],
+    }]}  # fmt: skip
+    store = open_embedded(tmp_path / "data", storage=storage(tmp_path))
+    try:
+        store.writer.write(decode_json(json.dumps(doc).encode()).batch)
+        batch = store.reader.get_trace(bytes.fromhex("ab" * 16))
+        orders = store.conn.query(
+            f"SELECT name, attributes_order FROM {store.conn.database}.spans ORDER BY name"
+        ).to_pylist()
+    finally:
+        store.close()
+    got = to_otlp_json(to_traces_data(batch))
+    spans = {s["name"]: s for rs in got["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
+    assert [a["key"] for a in spans["mixed"]["attributes"]] == ["n", "s", "b", "a", "t"]
+    assert [a["key"] for a in spans["plain"]["attributes"]] == ["p", "q"]
+    assert [a["key"] for a in got["resourceSpans"][0]["resource"]["attributes"]] == [
+        "service.name",
+        "pid",
+        "host",
+    ]
+    (trace,) = to_jaeger_traces(batch)
+    mixed_tags = next(s for s in trace["spans"] if s["operationName"] == "mixed")["tags"]
+    assert [t["key"] for t in mixed_tags][:5] == ["n", "s", "b", "a", "t"]
+    assert orders == [
+        {"name": "mixed", "attributes_order": ["n", "s", "b", "a", "t"]},
+        {"name": "plain", "attributes_order": []},
+    ]

@@ -14,13 +14,12 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from clew.core.attributes import attribute_list_to_keyvalues, typed_maps_to_keyvalues
+from clew.core.attributes import attribute_list_to_keyvalues, row_keyvalues
 from clew.core.model import RESOURCE_COLUMNS, SpanBatch
 from clew.core.otlp import integer_times, nanos
 
 KIND_NAMES = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
-_TYPED = ("string", "int", "float", "bool", "complex")
 _JS_SAFE = 2**53 - 1
 
 
@@ -100,7 +99,7 @@ def to_jaeger_traces(batch: SpanBatch) -> list[dict[str, Any]]:
         pid = processes[trace_id].get(process_key)
         if pid is None:
             pid = processes[trace_id][process_key] = f"p{len(processes[trace_id]) + 1}"
-            resource = typed_maps_to_keyvalues(*(row[f"resource_{t}"] for t in _TYPED))
+            resource = row_keyvalues(row, "resource")
             trace["processes"][pid] = {
                 "serviceName": row["service_name"],
                 "tags": _tags([kv for kv in resource if kv.key != "service.name"]),
@@ -127,7 +126,7 @@ def _span(row: dict[str, Any], pid: str) -> dict[str, Any]:
                 "spanID": sid.hex(),
             }
         )
-    tags = _tags(typed_maps_to_keyvalues(*(row[f"attributes_{t}"] for t in _TYPED)))
+    tags = _tags(row_keyvalues(row, "attributes"))
     if row["kind"] in KIND_NAMES:
         tags.append(_string_tag("span.kind", KIND_NAMES[row["kind"]]))
     if row["status_code"]:

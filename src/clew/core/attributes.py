@@ -59,8 +59,11 @@ def typed_maps_to_keyvalues(
     floats: Iterable[tuple[str, float]],
     bools: Iterable[tuple[str, bool]],
     complex_: Iterable[tuple[str, bytes]],
+    order: list[str] | None = None,
 ) -> list[KeyValue]:
-    """Rebuild OTLP attributes from the five typed maps of one row."""
+    """Rebuild OTLP attributes from the five typed maps of one row, in the order they were sent
+    when `order` (the keys as sent) is given; keys not in it (added later, such as enrichment's)
+    follow."""
     out = [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in strings]
     out += [KeyValue(key=k, value=AnyValue(int_value=v)) for k, v in ints]
     out += [KeyValue(key=k, value=AnyValue(double_value=v)) for k, v in floats]
@@ -68,4 +71,19 @@ def typed_maps_to_keyvalues(
     for k, v in complex_:
         value = complex_to_anyvalue(v)
         out.append(KeyValue(key=k) if value is None else KeyValue(key=k, value=value))
+    if order:
+        rank = {k: i for i, k in enumerate(order)}
+        out.sort(key=lambda kv: rank.get(kv.key, len(rank)))
     return out
+
+
+def row_keyvalues(row: dict[str, Any], prefix: str) -> list[KeyValue]:
+    """The attributes of a stored row's `prefix` set (`attributes`, `resource`), in sent order."""
+    return typed_maps_to_keyvalues(
+        row[f"{prefix}_string"],
+        row[f"{prefix}_int"],
+        row[f"{prefix}_float"],
+        row[f"{prefix}_bool"],
+        row[f"{prefix}_complex"],
+        row.get(f"{prefix}_order"),
+    )

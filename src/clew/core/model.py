@@ -104,7 +104,14 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("links_attributes", f"Array({ATTRIBUTE_LIST}) {TEXT}", pa.list_(pa.list_(ATTRIBUTE))),
     ("links_dropped", "Array(UInt32)", pa.list_(pa.uint32())),
     ("links_flags", "Array(UInt32)", pa.list_(pa.uint32())),
+    # the keys of the span's and the resource's attributes in the order they were sent, where it
+    # differs from the typed maps' (strings, ints, floats, bools, others); empty where it does not
+    ("attributes_order", f"Array(LowCardinality(String)) {TEXT}", pa.list_(pa.string())),
+    ("resource_order", f"Array(LowCardinality(String)) {TEXT}", pa.list_(pa.string())),
 ]
+# the columns before the order columns (added by a migration): what older layouts' steps create
+HISTORIC_COLUMNS = COLUMNS[:-2]
+ORDER_COLUMNS = COLUMNS[-2:]
 
 SPAN_SCHEMA = pa.schema([(name, arrow_type) for name, _, arrow_type in COLUMNS])
 RESOURCE_COLUMNS = [name for name, _, _ in COLUMNS if name.startswith(("resource_", "service_name"))]

@@ -13,10 +13,8 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status, TracesData
 
-from clew.core.attributes import attribute_list_to_keyvalues, typed_maps_to_keyvalues
+from clew.core.attributes import attribute_list_to_keyvalues, row_keyvalues
 from clew.core.model import RESOURCE_COLUMNS, SCOPE_COLUMNS, SpanBatch
-
-_TYPED = ("string", "int", "float", "bool", "complex")
 
 
 def _key(value: Any) -> Any:
@@ -61,7 +59,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
             rs = data.resource_spans.add()
             rs.resource.CopyFrom(
                 Resource(
-                    attributes=typed_maps_to_keyvalues(*(row[f"resource_{t}"] for t in _TYPED)),
+                    attributes=row_keyvalues(row, "resource"),
                     dropped_attributes_count=row["resource_dropped"],
                 )
             )
@@ -92,7 +90,7 @@ def to_traces_data(batch: SpanBatch) -> TracesData:
             kind=row["kind"],
             start_time_unix_nano=start,
             end_time_unix_nano=start + row["duration"],
-            attributes=typed_maps_to_keyvalues(*(row[f"attributes_{t}"] for t in _TYPED)),
+            attributes=row_keyvalues(row, "attributes"),
             dropped_attributes_count=row["dropped_attributes"],
             dropped_events_count=row["dropped_events"],
             dropped_links_count=row["dropped_links"],

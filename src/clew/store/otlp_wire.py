@@ -162,7 +162,20 @@ def _select_expressions() -> dict[str, str]:
         exprs[f"resource_{kind}"] = expr
     for kind, expr in _typed_maps("sp.attributes").items():
         exprs[f"attributes_{kind}"] = expr
+    exprs["resource_order"] = _order(res)
+    exprs["attributes_order"] = _order("sp.attributes")
     return exprs
+
+
+def _order(attrs: str) -> str:
+    """The keys in the order sent, when the typed maps' order (by type, then as sent) differs."""
+    kinds = f"{attrs}.value.value"
+    grouped = ", ".join(
+        f"arrayFilter((x, t) -> t = '{kind}', {attrs}.key, {kinds})"
+        for kind in ("string_value", "int_value", "double_value", "bool_value")
+    )
+    others = f"arrayFilter((x, t) -> t NOT IN ('string_value', 'int_value', 'double_value', 'bool_value'), {attrs}.key, {kinds})"
+    return f"if({attrs}.key = arrayConcat({grouped}, {others}), [], {attrs}.key)"
 
 
 def insert_select(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from clew.core.model import COLUMNS
+from clew.core.model import COLUMNS, HISTORIC_COLUMNS, ORDER_COLUMNS
 from clew.store.connection import Connection
 from clew.store.migrations import Migration, rebuild, steps
 
@@ -53,12 +53,23 @@ RECEIVED_INDEX = "INDEX idx_received received_at TYPE minmax GRANULARITY 1"
 DEDUPLICATION_WINDOW = 1000
 
 SELECT_COLUMNS = ", ".join(name for name, _, _ in COLUMNS)
+# the columns a table of the spans' layout had before the order columns (migrations copy by them)
+HISTORIC_NAMES = ", ".join([*(name for name, _, _ in HISTORIC_COLUMNS), "received_at", "tier_hour"])
 
 
-def spans_ddl(table: str = "spans") -> str:
-    """The current layout of the spans table (with `{db}` left for the migration to fill)."""
+def order_columns_ddl(table: str) -> list[str]:
+    """Add the attribute-order columns to a table of the spans' layout (a no-op where present)."""
+    return [
+        f"ALTER TABLE {{db}}.{table} ADD COLUMN IF NOT EXISTS {name} {ch_type}"
+        for name, ch_type, _ in ORDER_COLUMNS
+    ]
+
+
+def spans_ddl(table: str = "spans", columns: list[tuple[str, str, object]] = HISTORIC_COLUMNS) -> str:
+    """The spans table's layout with `columns` (with `{db}` left for the migration to fill); the
+    migrations create it with the columns of their time and add the later ones."""
     return SPANS_DDL.format(
-        columns=",\n".join(f"    {name} {ch_type}" for name, ch_type, _ in COLUMNS),
+        columns=",\n".join(f"    {name} {ch_type}" for name, ch_type, _ in columns),
         received=RECEIVED,
         received_index=RECEIVED_INDEX,
         tier=TIER,
@@ -103,6 +114,7 @@ MIGRATIONS: list[Migration] = steps(
             f"ALTER TABLE {{db}}.spans MODIFY SETTING non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
         ],
     ),
+    ("attribute order as sent", order_columns_ddl("spans")),
 )
 
 

@@ -19,7 +19,7 @@ from clew.core.durations import DurationError, parse_duration
 from clew.core.errors import ConfigError
 from clew.core.telemetry import Metric, Sample
 from clew.store.migrations import Migration, steps
-from clew.store.schema import SETTLED
+from clew.store.schema import HISTORIC_NAMES, SETTLED, order_columns_ddl
 from clew.store.spans import RECEIVED_SQL
 from clew.store.sql import per_tenant
 from clew.store.transforms import Transforms
@@ -37,11 +37,13 @@ MIGRATIONS = steps(
         [
             "DROP TABLE IF EXISTS {db}.spans_sweep_next",
             "CREATE TABLE {db}.spans_sweep_next AS {db}.spans",
-            "INSERT INTO {db}.spans_sweep_next SELECT * FROM {db}.spans_sweep",
+            # by name: the spans table may have gained columns the old sweep table lacks
+            f"INSERT INTO {{db}}.spans_sweep_next ({HISTORIC_NAMES}) SELECT {HISTORIC_NAMES} FROM {{db}}.spans_sweep",
             "DROP TABLE {db}.spans_sweep",
             "RENAME TABLE {db}.spans_sweep_next TO {db}.spans_sweep",
         ],
     ),
+    ("attribute order as sent", order_columns_ddl("spans_sweep")),
 )
 RUNS = Metric("clew_retention_runs", "counter", "Rounds of the retention.")
 CAPPED = Metric(
