@@ -91,6 +91,8 @@ SUPPORTED = [
     "{ } | sum(span.bytesProcessed) > 1000000000",
     "{ span.http.request_content_length > 10 * 1024 * 1024 }",
     "{} with (most_recent=true)",
+    "count() > 10",
+    "avg(duration) > 20ms",
     '{ span.attribute."attribute name with space" = "value" }',
     "{ status = error } | by(resource.service.name) | count() > 1",
     "{ span.http.status_code = 200 } | select(resource.service.name)",
@@ -105,10 +107,12 @@ SUPPORTED = [
     '{ trace:rootService = "gateway" }',
     '{ span.foo = "bar" } >> { status = error } with (most_recent=true)',
 ]
-# documented, not supported yet: each answers 400 with the position of what is not
+# what clew does not support yet (metrics functions belong to the metrics API; compare() is not
+# implemented): a 400 with the position
 UNSUPPORTED = [
-    "count() > 10",
-    "avg(duration) > 20ms",
+    "{ } | rate()",
+    "{ } | compare({ status = error })",
+    "{ } | rate() by (resource.service.name)",
 ]
 METRICS = [
     "{ span:duration < 5ms } | count_over_time() by(resource.service.name) | topk(10)",
@@ -133,9 +137,7 @@ def test_documented_queries_run(served: ServerProcess, q: str) -> None:
 
 
 @pytest.mark.parametrize("q", UNSUPPORTED)
-def test_documented_queries_not_supported_yet_are_400_with_the_position(
-    served: ServerProcess, q: str
-) -> None:
+def test_queries_not_supported_yet_are_400_with_the_position(served: ServerProcess, q: str) -> None:
     response = search(served, q)
     assert response.status_code == 400, response.text
     body = response.json()

@@ -34,10 +34,11 @@ from clew.core.errors import BadRequest
 from clew.core.model import KIND_CODES, STATUS_CODES
 
 GRAMMAR = r"""
-?start: pipeline
+?start: pipeline | bare
 
 pipeline: spanset_or (PIPE (aggregate | selection | grouping | merge | stage_filter))* [hints]
 grouping: BY LPAR field RPAR
+bare: aggregate (PIPE (aggregate | selection | grouping | merge | stage_filter))* [hints]
 merge: COALESCE LPAR RPAR
 stage_filter: LBRACE [cond_or] RBRACE
 selection: SELECT LPAR field ("," field)* RPAR
@@ -752,6 +753,12 @@ class _ToAst(Transformer[Token, object]):
                 f"the query has more than {MAX_PIPELINE_STAGES} pipeline stages (MAX_PIPELINE_STAGES)",
                 getattr(token, "start_pos", None),
             )
+
+    def bare(self, items: list[object]) -> Query:
+        """A pipeline with no spanset before it (`count() > 10`): over every span, as `{ } | ...`."""
+        everything = SpansetFilter(len(self.filters), None)
+        self.filters.append(everything)
+        return self.pipeline([everything, *items])
 
     def grouping(self, items: list[object]) -> GroupBy:
         token = next(t for t in items if isinstance(t, Token) and t.type in ("ATTRIBUTE", "NAME"))
