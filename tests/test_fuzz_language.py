@@ -357,7 +357,9 @@ METRICS_TAILS = st.sampled_from(
     ["rate()", "count_over_time()", "quantile_over_time(duration, .5, .99)", "histogram_over_time(span.ratio)",
      "avg_over_time(.n) by (name, resource.service.name)", "rate() by (status) | topk(2)", "sum_over_time(",
      "rate() by ()", "max_over_time(duration, 1)", "quantile_over_time(duration, 9)", "min_over_time(name)",
-     "count_over_time() by (" + ", ".join(f".a{i}" for i in range(8)) + ")", "rate() | bottomk(99999)"]
+     "count_over_time() by (" + ", ".join(f".a{i}" for i in range(8)) + ")", "rate() | bottomk(99999)",
+     "compare({ status = error })", "compare({ duration > 1s }, 3)", "compare({ .a = \")\" }, 1, 2, 3)",
+     "compare(", "compare({ } >> { })", "compare({ }, 99999999999999999999)"]
 )  # fmt: skip
 JUNK = st.sampled_from(["", " ", ")", " | topk(0)", " by (x)", " |", '"', "`", " | rate()"])
 METRICS = st.builds(lambda q, tail, junk: f"{q} | {tail}{junk}", NEAR_VALID, METRICS_TAILS, JUNK)

@@ -220,3 +220,29 @@ def test_metrics_see_only_the_callers_tenant(tempo: ServerProcess) -> None:
         headers={"X-Scope-OrgID": "elsewhere"}, timeout=30,
     )  # fmt: skip
     assert response.json() == {"series": []}
+
+
+def test_compare_splits_spans_into_selection_and_baseline(tempo: ServerProcess) -> None:
+    """`compare()`: every attribute value's count in the selection and in the rest (the baseline),
+    the top N values of each, and an error series for an attribute that had more."""
+    q = '{ resource.service.name = "checkout" } | compare({ status = error })'
+    series = metrics(tempo, q, "/api/metrics/query")["series"]
+    counts = {
+        (labels(s)["__meta_type"], k, v): s["value"]
+        for s in series
+        for k, v in labels(s).items()
+        if k != "__meta_type"
+    }
+    assert counts[("selection", "span.http.status_code", "500")] == 1
+    assert counts[("selection", "name", "POST /pay")] == 1
+    assert counts[("baseline", "span.http.status_code", "200")] == 1
+    assert counts[("baseline", "status", "unset")] == 3
+    assert counts[("baseline", "resource.deployment.environment", "prod")] == 1
+    assert ("selection", "span.db.system", "postgres") not in counts
+    top1 = metrics(tempo, q.replace("})", "}, 1)"), "/api/metrics/query")["series"]
+    errors = [s for s in top1 if any(lbl["key"] == "__meta_error" for lbl in s["labels"])]
+    assert {lbl["key"] for s in errors for lbl in s["labels"]} >= {"__meta_error", "name"}
+    assert next(lbl for s in errors for lbl in s["labels"] if lbl["key"] == "name")["value"] == {}
+    ranged = metrics(tempo, q, step=f"{4 * HOUR + 60}s")["series"]
+    assert all(len(s["samples"]) >= 1 for s in ranged)
+    assert get(tempo, "/api/metrics/query", q="{ } | compare(1)", **WINDOW).status_code == 400

@@ -246,10 +246,11 @@ def _instant(text: str, name: str) -> int | None:
 
 def _series_json(s: MetricSeries, function: str) -> dict[str, Any]:
     """A series as Tempo answers it, with Prometheus-style labels for Grafana."""
-    labels = [(k, v) for k, v in s.labels if v is not None] or [("__name__", function)]
+    flagged = any(k.startswith("__meta") for k, _ in s.labels)  # compare(): a nil names the attribute
+    labels = [(k, v) for k, v in s.labels if v is not None or flagged] or [("__name__", function)]
     return {
-        "labels": [{"key": k, "value": {"stringValue": v}} for k, v in labels],
-        "promLabels": "{" + ", ".join(f"{k}={json.dumps(v)}" for k, v in labels) + "}",
+        "labels": [{"key": k, "value": {} if v is None else {"stringValue": v}} for k, v in labels],
+        "promLabels": "{" + ", ".join(f"{k}={'<nil>' if v is None else json.dumps(v)}" for k, v in labels) + "}",
         "samples": [{"timestampMs": str(at // 10**6), "value": v} for at, v in sorted(s.samples.items())],
         "exemplars": [
             {

@@ -18,7 +18,7 @@ from typing import Literal
 from lark import Lark, Token
 from lark.exceptions import UnexpectedInput
 
-from clew.core.language import LISTED_SCOPES, Field, Query, QuerySyntaxError, field_of, parse
+from clew.core.language import LISTED_SCOPES, Condition, Field, Query, QuerySyntaxError, field_of, parse
 
 FUNCTIONS = (
     "rate", "count_over_time", "sum_over_time", "avg_over_time", "min_over_time", "max_over_time",
@@ -29,6 +29,7 @@ NEEDS_FIELD = {"sum_over_time", "avg_over_time", "min_over_time", "max_over_time
 MAX_BY = 5
 MAX_QUANTILES = 10
 Function = Literal[
+    "compare",
     "rate", "count_over_time", "sum_over_time", "avg_over_time", "min_over_time", "max_over_time",
     "quantile_over_time", "histogram_over_time",
 ]  # fmt: skip
@@ -49,7 +50,9 @@ NUMBER: /(\d+(\.\d*)?|\.\d+)/
 %ignore WS
 """
 _PARSER = Lark(_GRAMMAR, parser="lalr")
-_STAGE = re.compile(r"\|\s*(" + "|".join(FUNCTIONS) + r")\s*\(")
+_STAGE = re.compile(r"\|\s*(" + "|".join((*FUNCTIONS, "compare")) + r")\s*\(")
+DEFAULT_TOP = 10
+MAX_TOP = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,11 @@ class MetricsQuery:
     by: tuple[Field, ...]
     rank: tuple[Literal["topk", "bottomk"], int] | None = None
     labels: tuple[str, ...] = ()  # the `by` fields as the query wrote them: the series' label keys
+    # compare({selection}, topN, start, end): the selection's condition, the values kept per
+    # attribute, and the time window of the selection (ns) if given
+    selection: Condition | None = None
+    top: int = DEFAULT_TOP
+    selection_window: tuple[int, int] | None = None
 
 
 def parse_metrics(text: str) -> MetricsQuery:
@@ -72,6 +80,10 @@ def parse_metrics(text: str) -> MetricsQuery:
             len(text),
         )
     query = parse(text[:at])
+    if _STAGE.match(text, at).group(1) == "compare":  # type: ignore[union-attr]  # found by _metrics_stage
+        if not query.simple:
+            raise QuerySyntaxError("compare() runs over one spanset filter for now", 0)
+        return _compare(query, text, at)
     if not query.simple:
         raise QuerySyntaxError(
             "metrics are computed over one spanset filter for now, such as { .a = 1 && .b = 2 } | rate()", 0
@@ -163,3 +175,59 @@ def _metrics_stage(text: str) -> int | None:
             return i
         i += 1
     return None
+
+
+def _compare(query: Query, text: str, at: int) -> MetricsQuery:
+    """`| compare({selection}, topN, start, end)`: its arguments, split at top-level commas."""
+    open_at = text.index("(", at)
+    args, i, depth, quote, start = [], open_at + 1, 0, "", open_at + 1
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 2
+                continue
+            if ch == quote:
+                quote = ""
+        elif ch in ('"', "`"):
+            quote = ch
+        elif ch in "({":
+            depth += 1
+        elif ch in ")}":
+            if depth == 0 and ch == ")":
+                args.append(text[start:i])
+                break
+            depth -= 1
+        elif ch == "," and depth == 0:
+            args.append(text[start:i])
+            start = i + 1
+        i += 1
+    else:
+        raise QuerySyntaxError("compare( is not closed", len(text))
+    if text[i + 1 :].strip():
+        raise QuerySyntaxError("nothing may follow compare(...)", i + 2)
+    if not args or not args[0].strip().startswith("{"):
+        raise QuerySyntaxError(
+            "compare() takes a spanset filter first, such as compare({ status = error })", open_at + 1
+        )
+    selection = parse(args[0])
+    if not selection.simple:
+        raise QuerySyntaxError(
+            "compare()'s selection is one spanset filter, such as { status = error }", open_at + 1
+        )
+    numbers = []
+    for arg in args[1:]:
+        if not re.fullmatch(r"\s*\d{1,19}\s*", arg):
+            raise QuerySyntaxError(
+                f"compare() takes whole numbers after the filter, not {arg.strip()[:20]!r}", open_at + 1
+            )
+        numbers.append(int(arg))
+    if len(numbers) not in (0, 1, 3):
+        raise QuerySyntaxError(
+            "compare({filter}, topN, start, end): start and end come together", open_at + 1
+        )
+    top = numbers[0] if numbers else DEFAULT_TOP
+    if not 1 <= top <= MAX_TOP:
+        raise QuerySyntaxError(f"compare()'s topN is from 1 to {MAX_TOP}", open_at + 1)
+    window = (numbers[1], numbers[2]) if len(numbers) == 3 else None
+    return MetricsQuery(query, "compare", None, (), (), None, (), selection.filters[0].condition, top, window)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from clew.core.language import Field
 from clew.core.metrics_query import MetricsQuery
+from clew.core.model import KIND_CODES, STATUS_CODES
 from clew.store.connection import Connection
 from clew.store.search import Params, condition_sql, field_text_sql, value_sql
 
@@ -32,6 +33,8 @@ def compute(
     conn: Connection, db: str, q: MetricsQuery, start: int, end: int, step: int, tenant: str
 ) -> list[MetricSeries]:
     """Series of `q` over [start, end) ns in steps of `step` ns."""
+    if q.function == "compare":
+        return _compare(conn, db, q, start, end, step, tenant)
     params = Params(db=db)
     where = condition_sql(q.filter.filters[0].condition, params)
     labels = [field_text_sql(f, params) for f in q.by]
@@ -97,3 +100,77 @@ def compute(
         out.sort(key=lambda s: sum(s.samples.values()) / max(1, len(s.samples)), reverse=kind == "topk")
         out = out[:n]
     return out
+
+
+def _pairs(scope: str, prefix: str) -> list[str]:
+    """(label, value as text) of every attribute of one set, for compare()."""
+    return [
+        f"arrayMap(k -> ('{scope}.' || k, {text}), mapKeys({prefix}_{kind}))"
+        for kind, text in (
+            ("string", f"{prefix}_string[k]"),
+            ("int", f"toString({prefix}_int[k])"),
+            ("float", f"toString({prefix}_float[k])"),
+            ("bool", f"if({prefix}_bool[k], 'true', 'false')"),
+        )
+    ]
+
+
+def _compare(
+    conn: Connection, db: str, q: MetricsQuery, start: int, end: int, step: int, tenant: str
+) -> list[MetricSeries]:
+    """`compare()`: for every attribute value of the matching spans, how many spans a step hold it
+    in the selection and in the rest (the baseline); the `top` most frequent values of each
+    attribute in each group, and an error series for an attribute that had more."""
+    params = Params(db=db)
+    where = condition_sql(q.filter.filters[0].condition, params)
+    selected = condition_sql(q.selection, params)
+    if q.selection_window is not None:
+        lo, hi = (params.add(t, "Int64") for t in q.selection_window)
+        selected = f"({selected} AND toUnixTimestamp64Nano(start_time) BETWEEN {lo} AND {hi})"
+    pairs = ", ".join([
+        *_pairs("span", "attributes"),
+        *_pairs("resource", "resource"),
+        "[('name', toString(name)), ('status', " + _status_text() + "), ('kind', " + _kind_text() + ")]",
+    ])  # fmt: skip
+    table = conn.query(
+        "SELECT b, grp, kv.1 AS attr, kv.2 AS val, count() AS n, argMax(trace_id, duration) AS ex FROM ("
+        f"SELECT intDiv(toUnixTimestamp64Nano(start_time) - {{start:Int64}}, {{step:Int64}}) AS b, "
+        f"if({selected}, 'selection', 'baseline') AS grp, arrayJoin(arrayConcat({pairs})) AS kv, duration, trace_id "
+        f"FROM {db}.spans WHERE tenant = {{tenant:String}} "
+        "AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
+        f"AND start_time < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC') AND {where}) "
+        "GROUP BY b, grp, attr, val",
+        {**params.values, "tenant": tenant, "start": start, "end": end, "step": step},
+    )
+    totals: dict[tuple[str, str], dict[str, float]] = {}
+    points: dict[tuple[str, str, str], MetricSeries] = {}
+    for row in table.to_pylist():
+        group, attr, value = str(row["grp"]), str(row["attr"]), str(row["val"])
+        key = (group, attr, value)
+        s = points.get(key)
+        if s is None:
+            s = points[key] = MetricSeries((("__meta_type", group), (attr, value)))
+        at = start + int(row["b"]) * step
+        s.samples[at] = s.samples.get(at, 0.0) + float(row["n"])
+        s.exemplars[at] = (bytes(row["ex"]), 0.0)
+        values = totals.setdefault((group, attr), {})
+        values[value] = values.get(value, 0.0) + float(row["n"])
+    out: list[MetricSeries] = []
+    for (group, attr), values in sorted(totals.items()):
+        ranked = sorted(values, key=lambda v: (-values[v], v))
+        out += [points[(group, attr, v)] for v in ranked[: q.top]]
+        if len(ranked) > q.top:
+            out.append(MetricSeries((("__meta_error", "__too_many_values__"), (attr, None))))
+    return out[:MAX_SERIES]
+
+
+def _status_text() -> str:
+    return (
+        "["
+        + ", ".join(f"'{n}'" for n in sorted(STATUS_CODES, key=STATUS_CODES.__getitem__))
+        + "][status_code + 1]"
+    )
+
+
+def _kind_text() -> str:
+    return "[" + ", ".join(f"'{n}'" for n in sorted(KIND_CODES, key=KIND_CODES.__getitem__)) + "][kind + 1]"
