@@ -250,7 +250,9 @@ def _series_json(s: MetricSeries, function: str) -> dict[str, Any]:
     labels = [(k, v) for k, v in s.labels if v is not None or flagged] or [("__name__", function)]
     return {
         "labels": [{"key": k, "value": {} if v is None else {"stringValue": v}} for k, v in labels],
-        "promLabels": "{" + ", ".join(f"{k}={'<nil>' if v is None else json.dumps(v)}" for k, v in labels) + "}",
+        "promLabels": "{"
+        + ", ".join(f"{k}={'<nil>' if v is None else json.dumps(v)}" for k, v in labels)
+        + "}",
         "samples": [{"timestampMs": str(at // 10**6), "value": v} for at, v in sorted(s.samples.items())],
         "exemplars": [
             {

@@ -59,21 +59,27 @@ def typed_maps_to_keyvalues(
     floats: Iterable[tuple[str, float]],
     bools: Iterable[tuple[str, bool]],
     complex_: Iterable[tuple[str, bytes]],
-    order: list[str] | None = None,
+    order: str | None = None,
 ) -> list[KeyValue]:
-    """Rebuild OTLP attributes from the five typed maps of one row, in the order they were sent
-    when `order` (the keys as sent) is given; keys not in it (added later, such as enrichment's)
-    follow."""
-    out = [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in strings]
-    out += [KeyValue(key=k, value=AnyValue(int_value=v)) for k, v in ints]
-    out += [KeyValue(key=k, value=AnyValue(double_value=v)) for k, v in floats]
-    out += [KeyValue(key=k, value=AnyValue(bool_value=v)) for k, v in bools]
+    """Rebuild OTLP attributes from the five typed maps of one row, in the order they were sent:
+    `order` says how the types were interleaved (`sisb`); what it does not cover (attributes added
+    after, such as enrichment's) follows."""
+    typed = {
+        "s": [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in strings],
+        "i": [KeyValue(key=k, value=AnyValue(int_value=v)) for k, v in ints],
+        "d": [KeyValue(key=k, value=AnyValue(double_value=v)) for k, v in floats],
+        "b": [KeyValue(key=k, value=AnyValue(bool_value=v)) for k, v in bools],
+        "c": [],
+    }
     for k, v in complex_:
         value = complex_to_anyvalue(v)
-        out.append(KeyValue(key=k) if value is None else KeyValue(key=k, value=value))
-    if order:
-        rank = {k: i for i, k in enumerate(order)}
-        out.sort(key=lambda kv: rank.get(kv.key, len(rank)))
+        typed["c"].append(KeyValue(key=k) if value is None else KeyValue(key=k, value=value))
+    queues = {letter: iter(kvs) for letter, kvs in typed.items()}
+    out = [
+        kv for letter in order or "" if letter in queues and (kv := next(queues[letter], None)) is not None
+    ]
+    for letter in "sidbc":
+        out.extend(queues[letter])
     return out
 
 

@@ -168,14 +168,13 @@ def _select_expressions() -> dict[str, str]:
 
 
 def _order(attrs: str) -> str:
-    """The keys in the order sent, when the typed maps' order (by type, then as sent) differs."""
-    kinds = f"{attrs}.value.value"
-    grouped = ", ".join(
-        f"arrayFilter((x, t) -> t = '{kind}', {attrs}.key, {kinds})"
-        for kind in ("string_value", "int_value", "double_value", "bool_value")
+    """The types' interleaving as sent (`sisb`), when it differs from the typed maps' grouping."""
+    letters = (
+        f"arrayMap(t -> multiIf(t = 'string_value', 's', t = 'int_value', 'i', t = 'double_value', 'd', "
+        f"t = 'bool_value', 'b', 'c'), {attrs}.value.value)"
     )
-    others = f"arrayFilter((x, t) -> t NOT IN ('string_value', 'int_value', 'double_value', 'bool_value'), {attrs}.key, {kinds})"
-    return f"if({attrs}.key = arrayConcat({grouped}, {others}), [], {attrs}.key)"
+    grouped = f"arraySort(x -> indexOf(['s', 'i', 'd', 'b', 'c'], x), {letters})"
+    return f"if({letters} = {grouped}, '', arrayStringConcat({letters}))"
 
 
 def insert_select(
