@@ -11,6 +11,7 @@ from clew.core.metrics_query import MetricsQuery
 from clew.core.model import KIND_CODES, STATUS_CODES
 from clew.store.connection import Connection
 from clew.store.search import Params, condition_sql, field_text_sql, value_sql
+from clew.store.sql import code_names
 
 MAX_SERIES = 1000
 
@@ -130,7 +131,8 @@ def _compare(
     pairs = ", ".join([
         *_pairs("span", "attributes"),
         *_pairs("resource", "resource"),
-        "[('name', toString(name)), ('status', " + _status_text() + "), ('kind', " + _kind_text() + ")]",
+        f"[('name', toString(name)), ('status', {code_names(STATUS_CODES, 'status_code')}), "
+        f"('kind', {code_names(KIND_CODES, 'kind')})]",
     ])  # fmt: skip
     table = conn.query(
         "SELECT b, grp, kv.1 AS attr, kv.2 AS val, count() AS n, argMax(trace_id, duration) AS ex FROM ("
@@ -162,15 +164,3 @@ def _compare(
         if len(ranked) > q.top:
             out.append(MetricSeries((("__meta_error", "__too_many_values__"), (attr, None))))
     return out[:MAX_SERIES]
-
-
-def _status_text() -> str:
-    return (
-        "["
-        + ", ".join(f"'{n}'" for n in sorted(STATUS_CODES, key=STATUS_CODES.__getitem__))
-        + "][status_code + 1]"
-    )
-
-
-def _kind_text() -> str:
-    return "[" + ", ".join(f"'{n}'" for n in sorted(KIND_CODES, key=KIND_CODES.__getitem__)) + "][kind + 1]"

@@ -37,7 +37,7 @@ from clew.core.language import (
 )
 from clew.core.model import DEFAULT_TENANT, KIND_CODES, STATUS_CODES
 from clew.store.connection import Connection
-from clew.store.sql import AROUND, PARENT_KEY, SPAN_KEY
+from clew.store.sql import AROUND, PARENT_KEY, SPAN_KEY, code_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,10 +369,6 @@ def value_sql(field_: Field, params: Params) -> str:
 _TEXT_MAPS = {"span": ("attributes",), "resource": ("resource",), "any": ("attributes", "resource")}
 
 
-def _names(codes: dict[str, int]) -> str:
-    return "[" + ", ".join(f"'{n}'" for n in sorted(codes, key=codes.__getitem__)) + "]"
-
-
 def field_text_sql(f: Field, params: Params) -> str:
     """A field as text, NULL where the span has none (metrics' `by`, search's `select`)."""
     if f.scope == "intrinsic":
@@ -380,8 +376,8 @@ def field_text_sql(f: Field, params: Params) -> str:
             "name": "toString(name)",
             "service": "toString(service_name)",
             "statusMessage": "status_message",
-            "status": f"{_names(STATUS_CODES)}[status_code + 1]",
-            "kind": f"{_names(KIND_CODES)}[kind + 1]",
+            "status": code_names(STATUS_CODES, "status_code"),
+            "kind": code_names(KIND_CODES, "kind"),
             "duration": "toString(duration)",
             "instrumentation:name": "toString(scope_name)",
             "instrumentation:version": "toString(scope_version)",

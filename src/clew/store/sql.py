@@ -42,3 +42,11 @@ def per_tenant(default: int, own: dict[str, int], tenant_sql: str = "tenant") ->
         return str(default)
     cases = ", ".join(f"{tenant_sql} = {quote(t)}, {v}" for t, v in sorted(own.items()))
     return f"multiIf({cases}, {default})"
+
+
+def code_names(codes: dict[str, int], column: str) -> str:
+    """SQL for the name of a code column (status, kind): an array of the names, indexed by code + 1
+    (the codes run from 0 without gaps)."""
+    assert sorted(codes.values()) == list(range(len(codes)))
+    names = ", ".join(f"'{n}'" for n in sorted(codes, key=codes.__getitem__))
+    return f"[{names}][{column} + 1]"

@@ -11,14 +11,7 @@ from clew.core.language import Condition
 from clew.core.model import KIND_CODES, STATUS_CODES
 from clew.store.connection import Connection
 from clew.store.search import Params, condition_sql
-from clew.store.sql import WINDOW
-
-
-def _names(codes: dict[str, int]) -> str:
-    """An array literal of the names, indexed by code + 1 (codes run from 0 without gaps)."""
-    assert sorted(codes.values()) == list(range(len(codes)))
-    return "[" + ", ".join(f"'{n}'" for n in sorted(codes, key=codes.__getitem__)) + "]"
-
+from clew.store.sql import WINDOW, code_names
 
 AttributeScope = Literal["span", "resource"]
 MAPS: dict[AttributeScope, str] = {"span": "attributes", "resource": "resource"}
@@ -28,8 +21,8 @@ _INTRINSIC_SQL = {
     "name": ("toString(name)", "string"),
     "service": ("toString(service_name)", "string"),
     "statusMessage": ("status_message", "string"),
-    "status": (f"{_names(STATUS_CODES)}[status_code + 1]", "keyword"),
-    "kind": (f"{_names(KIND_CODES)}[kind + 1]", "keyword"),
+    "status": (code_names(STATUS_CODES, "status_code"), "keyword"),
+    "kind": (code_names(KIND_CODES, "kind"), "keyword"),
 }
 
 
