@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from clew.components.http import tenant, trace_id_param
 from clew.core.errors import BadRequest, NotFound
+from clew.core.language import DURATION_UNITS
 from clew.core.model import KIND_CODES
 from clew.core.otlp import to_otlp_json, to_traces_data
 from clew.store.traces import TraceQuery, TraceReader
@@ -26,16 +27,7 @@ KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
 DEFAULT_NUM_TRACES = 20
 MAX_NUM_TRACES = 1000
 _GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNITS = {
-    "ns": 1,
-    "us": 10**3,
-    "µs": 10**3,
-    "μs": 10**3,
-    "ms": 10**6,
-    "s": 10**9,
-    "m": 60 * 10**9,
-    "h": 3600 * 10**9,
-}
+_UNITS = {**DURATION_UNITS, "μs": 10**3}  # Go also reads the Greek mu
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$", re.I)
 
 

@@ -19,7 +19,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -108,20 +108,26 @@ def mcp_server(sources: Sources) -> MCPServer:
 
         server.tool()(guarded)
 
-    async def spans_of(trace_id: str) -> list[_Span]:
+    async def trace_of(trace_id: str) -> TracesData:
         raw = parse_trace_id(trace_id)
         if raw is None:
             raise BadRequest(f"trace id {trace_id!r} is not up to 32 hex characters")
         batch = await asyncio.to_thread(reader.get_trace, raw, TENANT.get())
         if not len(batch):
             raise BadRequest(f"trace {trace_id} not found")
+        return to_traces_data(batch)
+
+    def spans_in(data: TracesData) -> list[_Span]:
         out: list[_Span] = []
-        for rs in to_traces_data(batch).resource_spans:
+        for rs in data.resource_spans:
             service = next(
                 (a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), ""
             )
             out.extend(_Span(s, service) for ss in rs.scope_spans for s in ss.spans)
         return out
+
+    async def spans_of(trace_id: str) -> list[_Span]:
+        return spans_in(await trace_of(trace_id))
 
     @tool
     async def services() -> dict[str, Any]:
@@ -230,21 +236,12 @@ def mcp_server(sources: Sources) -> MCPServer:
     async def span_details(trace_id: str, span_id: str) -> dict[str, Any]:
         """Everything about one span (attributes, events, links, status) and its resource, as
         OTLP/JSON."""
-        for s in await spans_of(trace_id):
-            if s.id == span_id.lower():
-                batch = await asyncio.to_thread(
-                    reader.get_trace, bytes.fromhex(trace_id.rjust(32, "0")), TENANT.get()
-                )
-                doc = to_otlp_json(to_traces_data(batch))
-                for rs in doc["resourceSpans"]:
-                    for ss in rs["scopeSpans"]:
-                        for span in ss["spans"]:
-                            if span["spanId"] == s.id:
-                                return {
-                                    "resource": rs["resource"],
-                                    "scope": ss.get("scope", {}),
-                                    "span": span,
-                                }
+        doc = to_otlp_json(await trace_of(trace_id))  # one read: the span is found in it
+        for rs in doc["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                for span in ss["spans"]:
+                    if span["spanId"] == span_id.lower():
+                        return {"resource": rs["resource"], "scope": ss.get("scope", {}), "span": span}
         raise BadRequest(f"span {span_id} not found in trace {trace_id}")
 
     @tool

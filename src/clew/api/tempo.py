@@ -26,6 +26,7 @@ from clew.core.language import Condition, parse, parse_duration_literal
 from clew.core.metrics_query import MetricsQuery, parse_metrics
 from clew.core.otlp import to_otlp_json, to_traces_data
 from clew.store.metrics import MetricSeries
+from clew.store.otlp_wire import length_delimited
 from clew.store.tags import AttributeScope, TagValue
 from clew.store.traces import TraceReader
 
@@ -128,7 +129,7 @@ def tempo_routes(reader: TraceReader) -> list[Route]:
             # in TraceByIDResponse's field 1
             body = data.SerializeToString()
             if v2:
-                body = b"\x0a" + _varint(len(body)) + body
+                body = b"\x0a" + length_delimited([body])
             return Response(body, media_type=PROTOBUF)
         resource_spans = to_otlp_json(data)["resourceSpans"]
         doc = {"trace": {"resourceSpans": resource_spans}} if v2 else {"batches": resource_spans}
@@ -307,12 +308,3 @@ def _filter(q: str) -> Condition | None:
     if not query.simple:
         raise BadRequest("q of a tag values request must be one spanset filter, such as { .a = 1 && .b = 2 }")
     return query.filters[0].condition
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)

@@ -159,7 +159,7 @@ _ALIASES = {
     "resource.service.name": "service",
     "rootServiceName": None,  # named so the error can say it is not supported yet
 }
-_DURATION_UNITS = {
+DURATION_UNITS = {
     "ns": 1,
     "us": 10**3,
     "µs": 10**3,
@@ -458,11 +458,11 @@ def parse_duration_literal(text: str) -> int:
         raise ValueError(f"{text!r} is not a duration")
     with localcontext() as ctx:
         ctx.prec = 60  # above the 19 digits of int64 nanoseconds and any unit's factor
-        nanos = (Decimal(match.group(1)) * _DURATION_UNITS[match.group(2)]).to_integral_value(ROUND_HALF_EVEN)
+        nanos = (Decimal(match.group(1)) * DURATION_UNITS[match.group(2)]).to_integral_value(ROUND_HALF_EVEN)
     if not INT64_MIN <= nanos <= INT64_MAX:
         raise ValueError(
             f"duration {text} is out of range: durations are 64-bit nanoseconds, "
-            f"at most {INT64_MAX // _DURATION_UNITS['h']}h ({INT64_MAX}ns)"
+            f"at most {INT64_MAX // DURATION_UNITS['h']}h ({INT64_MAX}ns)"
         )
     return int(nanos)
 
@@ -708,12 +708,7 @@ class _ToAst(Transformer[Token, object]):
     def aggregate(self, items: list[object]) -> Aggregate:
         fn, _, arg, _, op, raw = items
         assert isinstance(fn, Token) and isinstance(op, Token) and isinstance(raw, Token)
-        self.stages += 1
-        if self.stages > MAX_PIPELINE_STAGES:
-            raise QuerySyntaxError(
-                f"the query has more than {MAX_PIPELINE_STAGES} pipeline stages (MAX_PIPELINE_STAGES)",
-                fn.start_pos,
-            )
+        self._stage(fn)
         f = _field(arg) if isinstance(arg, Token) else None
         if str(fn) == "count":
             if f is not None:
@@ -762,12 +757,7 @@ class _ToAst(Transformer[Token, object]):
 
     def grouping(self, items: list[object]) -> GroupBy:
         token = next(t for t in items if isinstance(t, Token) and t.type in ("ATTRIBUTE", "NAME"))
-        self.stages += 1
-        if self.stages > MAX_PIPELINE_STAGES:
-            raise QuerySyntaxError(
-                f"the query has more than {MAX_PIPELINE_STAGES} pipeline stages (MAX_PIPELINE_STAGES)",
-                token.start_pos,
-            )
+        self._stage(token)
         f = _field(token)
         if f.scope in LISTED_SCOPES:
             raise QuerySyntaxError(f"by() groups by span and resource fields, not {f}", token.start_pos)

@@ -12,6 +12,7 @@ over intrinsics and attributes; `topk`/`bottomk`. Anything else is a 400 that sa
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -158,9 +159,9 @@ def parse_metrics(text: str) -> MetricsQuery:
     return MetricsQuery(query, function, field, tuple(numbers), by, rank, labels)  # type: ignore[arg-type]  # checked above
 
 
-def _metrics_stage(text: str) -> int | None:
-    """Where the metrics stage's `|` is: the first one outside strings followed by a function."""
-    i, quote = 0, ""
+def _outside_strings(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """The characters of `text` from `start` that are not inside a string ("..." or `...`)."""
+    i, quote = start, ""
     while i < len(text):
         ch = text[i]
         if quote:
@@ -171,39 +172,36 @@ def _metrics_stage(text: str) -> int | None:
                 quote = ""
         elif ch in ('"', "`"):
             quote = ch
-        elif ch == "|" and _STAGE.match(text, i):
-            return i
+        else:
+            yield i, ch
         i += 1
-    return None
+
+
+def _metrics_stage(text: str) -> int | None:
+    """Where the metrics stage's `|` is: the first one outside strings followed by a function."""
+    return next((i for i, ch in _outside_strings(text) if ch == "|" and _STAGE.match(text, i)), None)
 
 
 def _compare(query: Query, text: str, at: int) -> MetricsQuery:
     """`| compare({selection}, topN, start, end)`: its arguments, split at top-level commas."""
     open_at = text.index("(", at)
-    args, i, depth, quote, start = [], open_at + 1, 0, "", open_at + 1
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\" and quote == '"':
-                i += 2
-                continue
-            if ch == quote:
-                quote = ""
-        elif ch in ('"', "`"):
-            quote = ch
-        elif ch in "({":
+    args: list[str] = []
+    depth, start, end = 0, open_at + 1, None
+    for i, ch in _outside_strings(text, open_at + 1):
+        if ch in "({":
             depth += 1
         elif ch in ")}":
             if depth == 0 and ch == ")":
                 args.append(text[start:i])
+                end = i
                 break
             depth -= 1
         elif ch == "," and depth == 0:
             args.append(text[start:i])
             start = i + 1
-        i += 1
-    else:
+    if end is None:
         raise QuerySyntaxError("compare( is not closed", len(text))
+    i = end
     if text[i + 1 :].strip():
         raise QuerySyntaxError("nothing may follow compare(...)", i + 2)
     if not args or not args[0].strip().startswith("{"):

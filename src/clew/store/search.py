@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 
 from clew.core.errors import BadRequest
 from clew.core.language import (
@@ -154,17 +154,7 @@ def _element_patterns(kind: str, value: object) -> list[str]:
         candidates = [AnyValue(double_value=float(value))]
         if float(value).is_integer() and INT64_MIN <= int(value) <= INT64_MAX:
             candidates.append(AnyValue(int_value=int(value)))
-    out = []
-    for candidate in candidates:
-        inner = candidate.SerializeToString()
-        length, size = bytearray(), len(inner)
-        while True:
-            length.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
-            size >>= 7
-            if not size:
-                break
-        out.append((b"\x0a" + bytes(length) + inner).hex())
-    return out
+    return [ArrayValue(values=[candidate]).SerializeToString().hex() for candidate in candidates]
 
 
 def _array_sql(prefix: str, key: str, cmp: Comparison, params: Params) -> str | None:
