@@ -201,7 +201,7 @@ def test_traceql_metrics_computed_in_the_engine(tempo: ServerProcess) -> None:
         ("{ } | rate(duration)", {}),
         ("{ } | avg_over_time()", {}),
         ("{ status = error }", {}),
-        ("{ } >> { } | rate()", {}),
+        ("{ } >> { } | compare({ status = error })", {}),
         ("{ } | quantile_over_time(duration, 2)", {}),
         ("{ } | rate()", {"step": "1ms"}),
         ("{ } | rate()", {"start": "yesterday"}),
@@ -214,12 +214,47 @@ def test_metrics_queries_clew_cannot_answer_are_400_with_the_reason(
     assert response.status_code == 400 and response.text.strip()
 
 
+def test_metrics_over_structural_queries_and_pipelines(tempo: ServerProcess) -> None:
+    """Metrics over what SQL alone cannot decide: the search engine picks each trace's matching
+    spans (the right side of `>>`, both filters of `&&`, the spans of a pipeline's spansets)."""
+    window = {"step": f"{4 * HOUR + 60}s"}
+
+    def total(q: str, by: str | None = None) -> dict[str | None, float]:
+        answer = metrics(tempo, q, **window)
+        assert answer["metrics"]["completed"] is True and answer["metrics"]["inspectedTraces"] >= 1
+        return {
+            labels(s).get(by) if by else None: sum(p["value"] for p in s["samples"]) for s in answer["series"]
+        }
+
+    # checkout's spans below frontend's: A's 7, 8 and 9, C's e; not frontend's own children
+    below = '{ resource.service.name = "frontend" } >> { resource.service.name = "checkout" }'
+    assert total(f"{below} | count_over_time() by (resource.service.name)", "resource.service.name") == {
+        "checkout": 4
+    }
+    assert total("{ } | count() > 3 | count_over_time()") == {None: 5}  # trace A's five spans
+    assert total('{ status = error } && { name = "db.query" } | count_over_time()') == {None: 2}
+    longest = metrics(
+        tempo, '{ resource.service.name = "frontend" } >> { } | max_over_time(duration)', **window
+    )
+    (series,) = longest["series"]
+    assert series["samples"][0]["value"] == pytest.approx(1.1)  # C's payment, under frontend
+    assert series["exemplars"][0]["labels"][0]["value"]["stringValue"] == C
+    q = '{ name = "GET /checkout" } >> { } | quantile_over_time(duration, 0, 1) by (name)'
+    quantiles = {
+        (labels(s)["name"], labels(s)["p"]): s["samples"][0]["value"]
+        for s in metrics(tempo, q, **window)["series"]
+    }
+    assert quantiles[("POST /pay", "0")] == pytest.approx(0.24) and quantiles[
+        ("POST /pay", "1")
+    ] == pytest.approx(1.1)
+
+
 def test_metrics_see_only_the_callers_tenant(tempo: ServerProcess) -> None:
     response = httpx.get(
         f"{tempo.tempo_url}/api/metrics/query", params={"q": "{ } | count_over_time()", **WINDOW},
         headers={"X-Scope-OrgID": "elsewhere"}, timeout=30,
     )  # fmt: skip
-    assert response.json() == {"series": []}
+    assert response.json()["series"] == []
 
 
 def test_compare_splits_spans_into_selection_and_baseline(tempo: ServerProcess) -> None:

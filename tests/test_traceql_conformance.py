@@ -230,7 +230,8 @@ def test_coalesce_and_filters_after_aggregates(served: ServerProcess) -> None:
 
 
 def test_arrays_match_when_any_element_does(server: ServerProcess) -> None:
-    """As Tempo compares arrays: `=` when an element equals, `!=` when none does (issue 15)."""
+    """As Tempo compares arrays: a comparison matches when an element matches, `!=` and `!~` when
+    none does (issue 15); elements are decoded from the stored message in the engine."""
     import time
 
     def array(*values: dict) -> dict:
@@ -242,6 +243,7 @@ def test_arrays_match_when_any_element_does(server: ServerProcess) -> None:
         {"arr": array({"stringValue": "a"}, {"stringValue": "b"}, {"stringValue": "c"}), "nums": array({"intValue": "1"}, {"intValue": "200"})},
         {"arr": array({"stringValue": "x"}), "nums": array({"doubleValue": 2.5}), "flags": array({"boolValue": True})},
         {"arr": {"stringValue": "b"}},  # a plain string, for contrast
+        {"arr": array({"stringValue": "long-" + "z" * 300}, {"intValue": "7"}), "nums": array({"intValue": "-40"}, {"doubleValue": 1e6})},
     ]):  # fmt: skip
         spans.append({
             "traceId": f"{n + 1:032x}", "spanId": f"{n + 1:016x}", "name": f"s{n}", "kind": 1,
@@ -269,8 +271,18 @@ def test_arrays_match_when_any_element_does(server: ServerProcess) -> None:
 
     assert found('{ span.arr = "b" }') == {1, 3}  # an element of 1, the whole value of 3
     assert found('{ span.arr = "a" }') == {1}
-    assert found('{ span.arr != "b" }') == {2}  # arrays with no "b" (and no plain "b")
+    assert found('{ span.arr != "b" }') == {2, 4}  # arrays with no "b" (and no plain "b")
     assert found("{ span.nums = 200 }") == {1}
     assert found("{ span.nums = 2.5 }") == {2}
     assert found("{ .flags = true }") == {2}
     assert found('{ span.arr = "ab" }') == set()
+    # regular expressions and ordering look into the elements too, each of its own type
+    assert found('{ span.arr =~ "lon.*" }') == {4}  # a 305-byte element: two-byte lengths
+    assert found('{ span.arr =~ "[a-c]" }') == {1, 3}
+    assert found('{ span.arr !~ "[a-c]" }') == {2, 4}
+    assert found("{ span.nums > 100 }") == {1, 4}  # 200; 1e6
+    assert found("{ span.nums < 0 }") == {4}  # -40, a ten-byte varint
+    # each comparison finds its own element, as in Tempo: 1 has 200 >= 2.5 and 1 <= 2.5
+    assert found("{ span.nums >= 2.5 && span.nums <= 2.5 }") == {1, 2, 4}
+    assert found("{ span.arr >= 7 }") == {4}  # the int element of a mixed array
+    assert found('{ span.arr > "w" }') == {2}  # "x" (strings compare with strings only)

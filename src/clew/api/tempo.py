@@ -25,7 +25,7 @@ from clew.core.errors import BadRequest, NotFound
 from clew.core.language import Condition, parse, parse_duration_literal
 from clew.core.metrics_query import MetricsQuery, parse_metrics
 from clew.core.otlp import to_otlp_json, to_traces_data
-from clew.store.metrics import MetricSeries
+from clew.store.metrics import MetricSeries, MetricsResult
 from clew.store.otlp_wire import length_delimited
 from clew.store.tags import AttributeScope, TagValue
 from clew.store.traces import TraceReader
@@ -46,7 +46,9 @@ def metrics_routes(reader: TraceReader, path: str = "/api/metrics/query_range") 
     async def query_range(request: Request) -> JSONResponse:
         q, start, end, step = _metrics_request(request, instant=False)
         found = await asyncio.to_thread(reader.metrics, q, start, end, step, tenant(request))
-        return JSONResponse({"series": [_series_json(s, q.function) for s in found], "metrics": {}})
+        return JSONResponse(
+            {"series": [_series_json(s, q.function) for s in found.series], "metrics": _inspected(found)}
+        )
 
     return [Route(path, query_range)]
 
@@ -145,12 +147,12 @@ def tempo_routes(reader: TraceReader) -> list[Route]:
         q, start, end, step = _metrics_request(request, instant=True)
         found = await asyncio.to_thread(reader.metrics, q, start, end, step, tenant(request))
         out = []
-        for s in found:
+        for s in found.series:
             doc = _series_json(s, q.function)
             out.append(
                 {"labels": doc["labels"], "promLabels": doc["promLabels"], "value": sum(s.samples.values())}
             )
-        return JSONResponse({"series": out})
+        return JSONResponse({"series": out, "metrics": _inspected(found)})
 
     return [
         *metrics_routes(reader),
@@ -243,6 +245,13 @@ def _instant(text: str, name: str) -> int | None:
     if "T" in text:
         return rfc3339_ns(text, name)
     raise BadRequest(f"{name} must be Unix seconds, nanoseconds or an RFC 3339 time, got {text[:40]!r}")
+
+
+def _inspected(result: MetricsResult) -> dict[str, Any]:
+    """How much a structural query evaluated: it stops after the search's inspection limit."""
+    if result.inspected_traces is None:
+        return {}
+    return {"inspectedTraces": result.inspected_traces, "completed": result.complete}
 
 
 def _series_json(s: MetricSeries, function: str) -> dict[str, Any]:

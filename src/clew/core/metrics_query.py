@@ -3,7 +3,8 @@
 optionally ranked with `| topk(5)` or `| bottomk(5)`.
 
 The filter is the query language's (`language.parse`); what follows it is parsed here with its own
-small grammar. Supported now: one spanset filter (or `{ }`) before the function; `rate`,
+small grammar. Before the function comes any search query (spanset filters, structural operators,
+aggregate pipelines); `rate`,
 `count_over_time`, `sum_over_time`, `avg_over_time`, `min_over_time`, `max_over_time`,
 `quantile_over_time` and `histogram_over_time` over `duration` or a numeric attribute; `by(...)`
 over intrinsics and attributes; `topk`/`bottomk`. Anything else is a 400 that says so
@@ -85,10 +86,6 @@ def parse_metrics(text: str) -> MetricsQuery:
         if not query.simple:
             raise QuerySyntaxError("compare() runs over one spanset filter for now", 0)
         return _compare(query, text, at)
-    if not query.simple:
-        raise QuerySyntaxError(
-            "metrics are computed over one spanset filter for now, such as { .a = 1 && .b = 2 } | rate()", 0
-        )
     tail = text[at + 1 :]
     try:
         tree = _PARSER.parse(tail)

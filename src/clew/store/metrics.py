@@ -4,13 +4,15 @@ seconds, as Tempo gives them."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from clew.core.language import Field
 from clew.core.metrics_query import MetricsQuery
 from clew.core.model import KIND_CODES, STATUS_CODES
 from clew.store.connection import Connection
-from clew.store.search import Params, condition_sql, field_text_sql, value_sql
+from clew.store.search import Params, Searcher, SearchRequest, condition_sql, field_text_sql, value_sql
 from clew.store.sql import code_names
 
 MAX_SERIES = 1000
@@ -30,46 +32,136 @@ def _number_sql(f: Field, params: Params) -> str:
     return value_sql(f, params)
 
 
+@dataclass(slots=True)
+class MetricsResult:
+    series: list[MetricSeries]
+    inspected_traces: int | None = None  # candidate traces evaluated (structural queries only)
+    complete: bool = True  # False when a structural query stopped at the inspection limit
+
+
 def compute(
     conn: Connection, db: str, q: MetricsQuery, start: int, end: int, step: int, tenant: str
-) -> list[MetricSeries]:
+) -> MetricsResult:
     """Series of `q` over [start, end) ns in steps of `step` ns."""
     if q.function == "compare":
-        return _compare(conn, db, q, start, end, step, tenant)
+        return MetricsResult(_compare(conn, db, q, start, end, step, tenant))
+    if not q.filter.simple:
+        return _structural(conn, db, q, start, end, step, tenant)
     params = Params(db=db)
     where = condition_sql(q.filter.filters[0].condition, params)
-    labels = [field_text_sql(f, params) for f in q.by]
-    value = _number_sql(q.field, params) if q.field is not None else "1"
-    extra, group = "", [f"g{i}" for i in range(len(labels))]
-    if q.function == "rate":
-        agg = f"count() / {step / 1e9!r}"
-    elif q.function == "count_over_time":
-        agg = "count()"
-    elif q.function == "quantile_over_time":
-        agg = f"quantiles({', '.join(repr(x) for x in q.quantiles)})(v)"
-    elif q.function == "histogram_over_time":
-        agg = "count()"
-        extra = ", pow(2, ceil(log2(greatest(v, 1e-9)))) AS hb"
-        group.append("hb")
-    else:
-        agg = {"sum_over_time": "sum(v)", "avg_over_time": "avg(v)", "min_over_time": "min(v)",
-               "max_over_time": "max(v)"}[q.function]  # fmt: skip
-    selects = "".join(f", {sql} AS g{i}" for i, sql in enumerate(labels))
+    columns = _span_columns(q, params, step)
+    group = [
+        "b",
+        *(f"g{i}" for i in range(len(q.by))),
+        *(["hb"] if q.function == "histogram_over_time" else []),
+    ]
     spans = (
-        f"SELECT intDiv(toUnixTimestamp64Nano(start_time) - {{start:Int64}}, {{step:Int64}}) AS b{selects}, "
-        f"{value} AS v{extra}, duration, trace_id FROM {db}.spans "
-        "WHERE tenant = {tenant:String} AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
+        f"SELECT {', '.join(f'{sql} AS {alias}' for alias, sql in columns.items())}, duration, trace_id "
+        f"FROM {db}.spans WHERE tenant = {{tenant:String}} "
+        "AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
         f"AND start_time < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC') AND {where}"
     )
     table = conn.query(
-        f"SELECT b{''.join(', ' + g for g in group)}, {agg} AS value, argMax(trace_id, duration) AS ex_trace, "
-        f"max(duration) AS ex_duration FROM ({spans}) WHERE v IS NOT NULL "
-        f"GROUP BY b{''.join(', ' + g for g in group)} ORDER BY b",
+        f"SELECT {', '.join(group)}, {_AGGREGATES[q.function].format(step=step / 1e9, q=_quantiles(q))} "
+        "AS value, argMax(trace_id, duration) AS ex_trace, max(duration) AS ex_duration "
+        f"FROM ({spans}) WHERE v IS NOT NULL GROUP BY {', '.join(group)} ORDER BY b",
         {**params.values, "tenant": tenant, "start": start, "end": end, "step": step},
     )
+    return MetricsResult(_series(q, table.to_pylist(), start, end, step))
+
+
+# each function's aggregate over the spans of a step and a group (`v`: the number it reads)
+_AGGREGATES = {
+    "rate": "count() / {step!r}",
+    "count_over_time": "count()",
+    "histogram_over_time": "count()",
+    "quantile_over_time": "quantiles({q})(v)",
+    "sum_over_time": "sum(v)",
+    "avg_over_time": "avg(v)",
+    "min_over_time": "min(v)",
+    "max_over_time": "max(v)",
+}
+
+
+def _quantiles(q: MetricsQuery) -> str:
+    return ", ".join(repr(x) for x in q.quantiles)
+
+
+def _span_columns(q: MetricsQuery, params: Params, step: int) -> dict[str, str]:
+    """What each span contributes, as SQL: its step `b`, its `by` labels `g0..`, the number `v` it
+    adds (1 when the function only counts) and its histogram bucket `hb`."""
+    columns = {
+        "b": f"intDiv(toUnixTimestamp64Nano(start_time) - {{start:Int64}}, {step})",
+        **{f"g{i}": field_text_sql(f, params) for i, f in enumerate(q.by)},
+        "v": _number_sql(q.field, params) if q.field is not None else "1",
+    }
+    if q.function == "histogram_over_time":
+        columns["hb"] = f"pow(2, ceil(log2(greatest({columns['v']}, 1e-9))))"
+    return columns
+
+
+def _structural(
+    conn: Connection, db: str, q: MetricsQuery, start: int, end: int, step: int, tenant: str
+) -> MetricsResult:
+    """Metrics over a query that SQL alone cannot decide (several spanset filters, structural
+    operators, an aggregate pipeline): the search engine evaluates each candidate trace and the
+    matching spans starting in the window are aggregated here, in the same groups as the SQL path.
+    Bounded by the search's inspection limit (the newest candidate traces first)."""
+    searcher = Searcher(conn, db, SearchRequest(q.filter, start, end - 1, tenant=tenant))
+    extra = _span_columns(q, searcher.params, step)
+    groups: dict[tuple[object, ...], list[tuple[float, int, bytes]]] = defaultdict(list)
+    keys = [alias for alias in extra if alias != "v"]
+    for columns, rows in searcher.scan({f"m_{alias}": sql for alias, sql in extra.items()}):
+        for r in rows:
+            v = columns["m_v"][r]
+            if v is None or not start <= columns["start"][r] < end:
+                continue
+            key = tuple(columns[f"m_{k}"][r] for k in keys)
+            groups[key].append((float(v), int(columns["duration"][r]), bytes(columns["trace_id"][r])))
+    table = []
+    for key, spans in sorted(groups.items(), key=lambda item: item[0][0]):  # type: ignore[arg-type,return-value]  # b is an int
+        ex_duration, ex_trace = max((d, t) for _, d, t in spans)
+        row = {**dict(zip(keys, key, strict=True)), "ex_trace": ex_trace, "ex_duration": ex_duration}
+        row["value"] = _aggregate(q, [v for v, _, _ in spans], step)
+        table.append(row)
+    series = _series(q, table, start, end, step)
+    return MetricsResult(series, searcher.inspected, searcher.complete)
+
+
+def _aggregate(q: MetricsQuery, values: list[float], step: int) -> float | list[float]:
+    """The function over one group's numbers, as `_AGGREGATES` computes it in the engine."""
+    f = q.function
+    if f == "rate":
+        return len(values) / (step / 1e9)
+    if f in ("count_over_time", "histogram_over_time"):
+        return float(len(values))
+    if f == "quantile_over_time":
+        return [_quantile(sorted(values), p) for p in q.quantiles]
+    if f == "sum_over_time":
+        return sum(values)
+    if f == "min_over_time":
+        return min(values)
+    if f == "max_over_time":
+        return max(values)
+    return sum(values) / len(values)  # avg_over_time
+
+
+def _quantile(ordered: list[float], p: float) -> float:
+    """Linear interpolation between the closest ranks (the engine's `quantiles` on small sets)."""
+    at = p * (len(ordered) - 1)
+    low = int(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+
+
+def _series(
+    q: MetricsQuery, rows: list[dict[str, Any]], start: int, end: int, step: int
+) -> list[MetricSeries]:
+    """Series from aggregated rows (b, g0.., hb, value, ex_trace, ex_duration), labelled as Tempo
+    labels them, ranked by `topk`/`bottomk`."""
     series: dict[tuple[object, ...], MetricSeries] = {}
-    keys = [f"g{i}" for i in range(len(labels))]
-    for row in table.to_pylist():
+    keys = [f"g{i}" for i in range(len(q.by))]
+    for row in rows:
         at = start + int(row["b"]) * step
         values: list[tuple[str | None, float]] = [(None, row["value"])]
         if q.function == "quantile_over_time":

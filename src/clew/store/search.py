@@ -10,16 +10,15 @@ statement alone, so its LIMIT is exact; other queries read candidates page by pa
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 
 from clew.core.errors import BadRequest
 from clew.core.language import (
     COMPARE,
-    INT64_MAX,
-    INT64_MIN,
     Aggregate,
     BoolOp,
     Comparison,
@@ -36,6 +35,7 @@ from clew.core.language import (
     evaluate,
 )
 from clew.core.model import DEFAULT_TENANT, KIND_CODES, STATUS_CODES
+from clew.store import arrays
 from clew.store.connection import Connection
 from clew.store.sql import AROUND, PARENT_KEY, SPAN_KEY, code_names
 
@@ -89,6 +89,7 @@ class SearchResult:
 
 
 MAX_INSPECTED_TRACES = 20_000
+Columns = dict[str, list[Any]]  # a query's answer by column name
 _INTRINSIC_COLUMNS = {
     "span:id": "lower(hex(span_id))",
     "span:parentID": "lower(hex(parent_span_id))",
@@ -142,33 +143,31 @@ def _pattern(value: object) -> str:
     return anchored(str(value))
 
 
-def _element_patterns(kind: str, value: object) -> list[str]:
-    """How an array element equal to `value` is serialized inside an `ArrayValue` (field 1, length
-    delimited), as hex: arrays are stored as their serialized message (core/attributes.py)."""
-    if kind == "string":
-        candidates = [AnyValue(string_value=str(value))]
-    elif kind == "bool":
-        candidates = [AnyValue(bool_value=bool(value))]
-    else:
-        assert isinstance(value, int | float)
-        candidates = [AnyValue(double_value=float(value))]
-        if float(value).is_integer() and INT64_MIN <= int(value) <= INT64_MAX:
-            candidates.append(AnyValue(int_value=int(value)))
-    return [ArrayValue(values=[candidate]).SerializeToString().hex() for candidate in candidates]
-
-
 def _array_sql(prefix: str, key: str, cmp: Comparison, params: Params) -> str | None:
-    """Arrays as Tempo compares them: `=` when any element equals, `!=` when none does."""
-    kind, op = cmp.value.kind, cmp.op
-    if op not in ("=", "!=") or kind not in ("string", "int", "float", "bool"):
+    """Arrays as Tempo compares them: a comparison matches when any element matches; `!=` and `!~`
+    when none matches their positive form. Elements are compared with their own type's rules."""
+    kind, op, value = cmp.value.kind, cmp.op, cmp.value.value
+    if kind not in ("string", "int", "float", "bool"):
         return None
+    positive = {"!=": "=", "!~": "=~"}.get(op, op)
+    e = "e"
+    if kind == "string":
+        v = _pattern(value) if positive == "=~" else value
+        test = f"{arrays.tag(e)} = {arrays.STRING_TAG} AND {_compare(arrays.string_value(e), positive, params.add(v, 'String'))}"
+    elif kind == "bool":
+        test = f"{arrays.tag(e)} = {arrays.BOOL_TAG} AND {_compare(arrays.bool_value(e), positive, params.add(bool(value), 'Bool'))}"
+    else:
+        assert isinstance(value, int | float)  # the type rules admit only numbers here
+        as_int = params.add(value, "Int64" if kind == "int" else "Float64")
+        as_float = params.add(float(value), "Float64")
+        test = (
+            f"({arrays.tag(e)} = {arrays.INT_TAG} AND {_compare(arrays.int_value(e), positive, as_int)}) OR "
+            f"({arrays.tag(e)} = {arrays.DOUBLE_TAG} AND {_compare(arrays.double_value(e), positive, as_float)})"
+        )
     column = f"{prefix}_complex[{key}]"
-    found = " OR ".join(
-        f"position({column}, unhex({params.add(p, 'String')})) > 0"
-        for p in _element_patterns(kind, cmp.value.value)
-    )
+    found = f"arrayExists({e} -> {test}, {arrays.elements(f'substring({column}, 2)')})"
     is_array = f"startsWith({column}, 'a')"
-    return f"({is_array} AND ({found}))" if op == "=" else f"({is_array} AND NOT ({found}))"
+    return f"({is_array} AND {found})" if positive == op else f"({is_array} AND NOT {found})"
 
 
 def _attribute_sql(prefix: str, cmp: Comparison, params: Params) -> str:
@@ -400,6 +399,7 @@ class Searcher:
             else "NULL"
             for stage in query.pipeline
         ]
+        self.inspected, self.complete = 0, True
         self.base = {
             "tenant": request.tenant,
             "start": request.start,
@@ -410,19 +410,12 @@ class Searcher:
         query, limit = self.request.query, self.request.limit
         page = limit if query.simple else max(4 * limit, 200)
         found: list[tuple[bytes, list[MatchedSpan], int]] = []
-        inspected, offset, complete = 0, 0, True
-        while len(found) < limit:
-            candidates = self._candidates(page, offset)
-            inspected += len(candidates)
-            offset += page
+        for candidates in self._pages(page):
             for trace_id, spans in self._evaluate(candidates):
                 found.append((trace_id, spans[: self.request.spans_per_trace], len(spans)))
                 if len(found) == limit:
                     break
-            if len(candidates) < page:
-                break
-            if inspected >= MAX_INSPECTED_TRACES:
-                complete = False
+            if len(found) == limit:
                 break
         summaries = self._summaries([t for t, _, _ in found])
         traces = []
@@ -430,7 +423,30 @@ class Searcher:
             summary = summaries[trace_id]
             summary.spans, summary.matched = spans, matched
             traces.append(summary)
-        return SearchResult(traces, inspected, complete)
+        return SearchResult(traces, self.inspected, self.complete)
+
+    def scan(self, extra: dict[str, str], page: int = 1000) -> Iterator[tuple[Columns, list[int]]]:
+        """Every match in the window, not only the newest `limit` (metrics over a structural query):
+        the matching spans' rows of each candidate page, with the `extra` columns (alias -> SQL
+        compiled with `self.params`) read for them. Stops after MAX_INSPECTED_TRACES candidates."""
+        for candidates in self._pages(page):
+            columns, hits = self._matched_rows(candidates, extra)
+            yield columns, [row for _, rows in hits for row in rows]
+
+    def _pages(self, page: int) -> Iterator[list[bytes]]:
+        """Candidate traces a page at a time, newest first; counts them in `inspected` and clears
+        `complete` when it stops at the inspection limit."""
+        self.inspected, self.complete, offset = 0, True, 0
+        while True:
+            candidates = self._candidates(page, offset)
+            self.inspected += len(candidates)
+            offset += page
+            yield candidates
+            if len(candidates) < page:
+                return
+            if self.inspected >= MAX_INSPECTED_TRACES:
+                self.complete = False
+                return
 
     def _trace_duration(self) -> str:
         low, high = self.request.min_trace_duration, self.request.max_trace_duration
@@ -469,16 +485,20 @@ class Searcher:
         )
         return [bytes(t) for t in table.column(0).to_pylist()]
 
-    def _evaluate(self, candidates: list[bytes]) -> list[tuple[bytes, list[MatchedSpan]]]:
-        """Matching spans of each candidate that matches, in candidate order."""
+    def _matched_rows(
+        self, candidates: list[bytes], extra: dict[str, str] | None = None
+    ) -> tuple[Columns, list[tuple[bytes, list[int]]]]:
+        """The candidates' spans as columns, and the rows of each matching trace's matching spans
+        (in candidate order); `extra` adds columns (alias -> SQL)."""
         if not candidates:
-            return []
+            return {}, []
         query = self.request.query
         flag_columns = ", ".join(f"{sql} AS f{i}" for i, sql in enumerate(self.flags))
         value_columns = "".join(f", {sql} AS v{i}" for i, sql in enumerate(self.values))
         value_columns += "".join(
             f", {field_text_sql(f, self.params)} AS s{i}" for i, (f, _) in enumerate(query.select)
         )
+        value_columns += "".join(f", {sql} AS {alias}" for alias, sql in (extra or {}).items())
         only_matching = "" if query.structural else f"AND {self._where_any_filter()}"
         ids_sql, ids_params = trace_ids_in(candidates)
         table = self.conn.query(
@@ -497,7 +517,7 @@ class Searcher:
         rows_by_trace: dict[bytes, list[int]] = defaultdict(list)
         for row, trace_id in enumerate(columns["trace_id"]):
             rows_by_trace[bytes(trace_id)].append(row)
-        results = []
+        matched = []
         for trace_id in candidates:
             rows = rows_by_trace.get(trace_id, [])
             spans = TraceSpans(
@@ -508,28 +528,35 @@ class Searcher:
             )
             hits = evaluate(query, spans)
             if hits:
-                results.append(
-                    (
-                        trace_id,
-                        [
-                            MatchedSpan(
-                                span_id=bytes(columns["span_id"][rows[i]]),
-                                service=str(columns["service_name"][rows[i]]),
-                                name=str(columns["name"][rows[i]]),
-                                start=int(columns["start"][rows[i]]),
-                                duration=int(columns["duration"][rows[i]]),
-                                status_code=int(columns["status_code"][rows[i]]),
-                                attributes={
-                                    name: str(columns[f"s{k}"][rows[i]])
-                                    for k, (_, name) in enumerate(query.select)
-                                    if columns[f"s{k}"][rows[i]] is not None
-                                },
-                            )
-                            for i in hits
-                        ],
+                matched.append((trace_id, [rows[i] for i in hits]))
+        return columns, matched
+
+    def _evaluate(self, candidates: list[bytes]) -> list[tuple[bytes, list[MatchedSpan]]]:
+        """Matching spans of each candidate that matches, in candidate order."""
+        columns, matched = self._matched_rows(candidates)
+        select = self.request.query.select
+        return [
+            (
+                trace_id,
+                [
+                    MatchedSpan(
+                        span_id=bytes(columns["span_id"][r]),
+                        service=str(columns["service_name"][r]),
+                        name=str(columns["name"][r]),
+                        start=int(columns["start"][r]),
+                        duration=int(columns["duration"][r]),
+                        status_code=int(columns["status_code"][r]),
+                        attributes={
+                            name: str(columns[f"s{k}"][r])
+                            for k, (_, name) in enumerate(select)
+                            if columns[f"s{k}"][r] is not None
+                        },
                     )
-                )
-        return results
+                    for r in rows
+                ],
+            )
+            for trace_id, rows in matched
+        ]
 
     def _summaries(self, trace_ids: list[bytes]) -> dict[bytes, TraceSummary]:
         return trace_summaries(self.conn, self.db, self.request.tenant, trace_ids)

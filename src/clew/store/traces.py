@@ -15,7 +15,7 @@ from clew.core.metrics_query import MetricsQuery
 from clew.core.model import DEFAULT_TENANT, KIND_CODES, SPAN_SCHEMA, STATUS_CODES, SpanBatch
 from clew.store import metrics, tags
 from clew.store.connection import Connection
-from clew.store.metrics import MetricSeries
+from clew.store.metrics import MetricsResult
 from clew.store.schema import SELECT_COLUMNS
 from clew.store.search import (
     MatchedSpan,
@@ -87,7 +87,7 @@ class TraceReader(Protocol):
 
     def metrics(
         self, query: MetricsQuery, start: int, end: int, step: int, tenant: str
-    ) -> list[MetricSeries]:
+    ) -> MetricsResult:
         """TraceQL metrics: series of `query` over [start, end) ns in steps of `step` ns."""
         ...
 
@@ -188,7 +188,7 @@ class ClickHouseTraceReader:
 
     def metrics(
         self, query: MetricsQuery, start: int, end: int, step: int, tenant: str
-    ) -> list[MetricSeries]:
+    ) -> MetricsResult:
         return metrics.compute(self.conn, self.db, query, start, end, step, tenant)
 
     def summaries(self, trace_ids: list[bytes], tenant: str = DEFAULT_TENANT) -> dict[bytes, TraceSummary]:
