@@ -249,6 +249,7 @@ def test_arrays_match_when_any_element_does(server: ServerProcess) -> None:
             "traceId": f"{n + 1:032x}", "spanId": f"{n + 1:016x}", "name": f"s{n}", "kind": 1,
             "startTimeUnixNano": str(now - 10**9), "endTimeUnixNano": str(now),
             "attributes": [{"key": k, "value": v} for k, v in attrs.items()],
+            "events": [{"timeUnixNano": str(now - 10**8), "name": "e", "attributes": [{"key": "arr", "value": attrs["arr"]}]}],
         })  # fmt: skip
     body = {
         "resourceSpans": [
@@ -286,3 +287,7 @@ def test_arrays_match_when_any_element_does(server: ServerProcess) -> None:
     assert found("{ span.nums >= 2.5 && span.nums <= 2.5 }") == {1, 2, 4}
     assert found("{ span.arr >= 7 }") == {4}  # the int element of a mixed array
     assert found('{ span.arr > "w" }') == {2}  # "x" (strings compare with strings only)
+    # events' attributes (kept as lists) are looked into the same way
+    assert found('{ event.arr = "b" }') == {1, 3}
+    assert found('{ event.arr =~ "lon.*" }') == {4}
+    assert found("{ event.arr >= 7 }") == {4}

@@ -20,7 +20,7 @@ def _byte(s: str, position: str) -> str:
 
 def _varint(s: str, position: str, var: str) -> str:
     """(value, size in bytes) of the base-128 varint starting at `position`; `var` names the fold's
-    state so that folds nested in one another do not shadow each other's."""
+    state so that folds nested in one another (and the query's own aliases) are not shadowed."""
     b = _byte(s, f"{position} + {var}k")
     return (
         f"arrayFold(({var}, {var}k) -> if({var}.3, {var}, (bitOr({var}.1, bitShiftLeft("
@@ -31,12 +31,13 @@ def _varint(s: str, position: str, var: str) -> str:
 
 def elements(raw: str) -> str:
     """The serialized `AnyValue` of each element of the `ArrayValue` in `raw` (Array(String))."""
-    length = _varint(raw, "acc.1 + 1", "v")
+    length = _varint(raw, "arr_acc.1 + 1", "arr_len")
     value_len, header = f"tupleElement({length}, 1)", f"tupleElement({length}, 2)"
-    start = f"acc.1 + 1 + {header}"
-    step = f"({start} + {value_len}, arrayPushBack(acc.2, substring({raw}, {start}, {value_len})))"
+    start = f"arr_acc.1 + 1 + {header}"
+    step = f"({start} + {value_len}, arrayPushBack(arr_acc.2, substring({raw}, {start}, {value_len})))"
     return (
-        f"arrayFold((acc, i) -> if(i + 1 = acc.1 AND {_byte(raw, 'acc.1')} = 10, {step}, acc), "
+        f"arrayFold((arr_acc, arr_i) -> if(arr_i + 1 = arr_acc.1 AND {_byte(raw, 'arr_acc.1')} = 10, "
+        f"{step}, arr_acc), "
         f"range(length({raw})), (toUInt64(1), CAST([], 'Array(String)'))).2"
     )
 
@@ -46,11 +47,11 @@ def tag(element: str) -> str:
 
 
 def string_value(element: str) -> str:
-    return f"substring({element}, 2 + tupleElement({_varint(element, '2', 'w')}, 2))"
+    return f"substring({element}, 2 + tupleElement({_varint(element, '2', 'arr_value')}, 2))"
 
 
 def int_value(element: str) -> str:
-    return f"reinterpretAsInt64(tupleElement({_varint(element, '2', 'w')}, 1))"
+    return f"reinterpretAsInt64(tupleElement({_varint(element, '2', 'arr_value')}, 1))"
 
 
 def double_value(element: str) -> str:

@@ -143,14 +143,15 @@ def _pattern(value: object) -> str:
     return anchored(str(value))
 
 
-def _array_sql(prefix: str, key: str, cmp: Comparison, params: Params) -> str | None:
-    """Arrays as Tempo compares them: a comparison matches when any element matches; `!=` and `!~`
-    when none matches their positive form. Elements are compared with their own type's rules."""
+def _array_sql(raw: str, cmp: Comparison, params: Params) -> str | None:
+    """Arrays as Tempo compares them: a comparison matches when any element of the serialized
+    `ArrayValue` in `raw` matches; `!=` and `!~` when none matches their positive form. Elements
+    are compared with their own type's rules. None where the value's type has no elements to match."""
     kind, op, value = cmp.value.kind, cmp.op, cmp.value.value
     if kind not in ("string", "int", "float", "bool"):
         return None
     positive = {"!=": "=", "!~": "=~"}.get(op, op)
-    e = "e"
+    e = "arr_element"
     if kind == "string":
         v = _pattern(value) if positive == "=~" else value
         test = f"{arrays.tag(e)} = {arrays.STRING_TAG} AND {_compare(arrays.string_value(e), positive, params.add(v, 'String'))}"
@@ -164,18 +165,17 @@ def _array_sql(prefix: str, key: str, cmp: Comparison, params: Params) -> str | 
             f"({arrays.tag(e)} = {arrays.INT_TAG} AND {_compare(arrays.int_value(e), positive, as_int)}) OR "
             f"({arrays.tag(e)} = {arrays.DOUBLE_TAG} AND {_compare(arrays.double_value(e), positive, as_float)})"
         )
-    column = f"{prefix}_complex[{key}]"
-    found = f"arrayExists({e} -> {test}, {arrays.elements(f'substring({column}, 2)')})"
-    is_array = f"startsWith({column}, 'a')"
-    return f"({is_array} AND {found})" if positive == op else f"({is_array} AND NOT {found})"
+    found = f"arrayExists({e} -> {test}, {arrays.elements(raw)})"
+    return found if positive == op else f"NOT {found}"
 
 
 def _attribute_sql(prefix: str, cmp: Comparison, params: Params) -> str:
     scalar = _scalar_attribute_sql(prefix, cmp, params)
     if cmp.value.kind == "nil":
         return scalar
-    array = _array_sql(prefix, params.add(cmp.field.name, "String"), cmp, params)
-    return scalar if array is None else f"({scalar} OR {array})"
+    column = f"{prefix}_complex[{params.add(cmp.field.name, 'String')}]"
+    array = _array_sql(f"substring({column}, 2)", cmp, params)  # after the tag letter
+    return scalar if array is None else f"({scalar} OR (startsWith({column}, 'a') AND {array}))"
 
 
 def _scalar_attribute_sql(prefix: str, cmp: Comparison, params: Params) -> str:
@@ -239,6 +239,9 @@ def _listed_attribute_sql(cmp: Comparison, params: Params) -> str:
         test = f"t.type = 2 AND {_compare('t.value', op, params.add('true' if value else 'false', 'String'))}"
     else:
         test = f"t.type IN (3, 4) AND {_compare('toFloat64OrNull(t.value)', op, params.add(float(value), 'Float64'))}"  # type: ignore[arg-type]
+    array = _array_sql("t.value", cmp, params)
+    if array is not None:  # type 5: the serialized ArrayValue
+        test = f"(({test}) OR (t.type = 5 AND {array}))"
     return template.format(test=f"{key} AND {test}")
 
 
