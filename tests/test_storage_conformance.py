@@ -281,3 +281,22 @@ def test_spans_linking_to_a_trace_are_found(store: Store):
     ]
     assert store.reader.linked_from(bytes.fromhex(A), NOW + HOUR, NOW + 2 * HOUR) == []
     assert store.reader.linked_from(bytes.fromhex("ab" * 16), NOW - HOUR, NOW + HOUR) == []
+
+
+def test_statements_calling_clews_array_functions_get_their_definitions(backend: Connection) -> None:
+    """The array decoders (store/arrays.py) travel in each statement's WITH clause, merged with a
+    WITH the statement has and seen by its subqueries, on every backend."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
+
+    raw = ArrayValue(
+        values=[AnyValue(string_value="é" * 100), AnyValue(int_value=-3), AnyValue(double_value=0.5),
+                AnyValue(int_value=2**62), AnyValue(bool_value=True), AnyValue(string_value="")]
+    ).SerializeToString()  # fmt: skip
+    table = backend.query(
+        "WITH unhex({raw:String}) AS r SELECT clewArrayStrings(r) AS s, clewArrayInts(r) AS i, "
+        "(SELECT clewArrayFloats(unhex({raw:String}))) AS f, clewArrayBools(r) AS b",
+        {"raw": raw.hex()},
+    )
+    (row,) = table.to_pylist()
+    assert row["s"] == ["é" * 100, ""] and row["i"] == [-3, 2**62]
+    assert row["f"] == [0.5] and row["b"] == [True]

@@ -229,8 +229,8 @@ def test_coalesce_and_filters_after_aggregates(served: ServerProcess) -> None:
     assert search(served, '{ } | count() > 4 | { name = "nope" }').json()["traces"] == []
 
 
-def test_arrays_match_when_any_element_does(server: ServerProcess) -> None:
-    """As Tempo compares arrays: a comparison matches when an element matches, `!=` and `!~` when
+def test_arrays_match_when_any_element_does(store_server: ServerProcess) -> None:
+    """On each store connection, as Tempo compares arrays: a comparison matches when an element matches, `!=` and `!~` when
     none does (issue 15); elements are decoded from the stored message in the engine."""
     import time
 
@@ -259,11 +259,11 @@ def test_arrays_match_when_any_element_does(server: ServerProcess) -> None:
             }
         ]
     }
-    assert httpx.post(f"{server.otlp_http_url}/v1/traces", json=body, timeout=30).status_code == 200
+    assert httpx.post(f"{store_server.otlp_http_url}/v1/traces", json=body, timeout=30).status_code == 200
 
     def found(q: str) -> set[int]:
         response = httpx.get(
-            f"{server.http_url}/api/v1/search",
+            f"{store_server.http_url}/api/v1/search",
             params={"q": q, "start": now // 10**9 - 60, "end": now // 10**9 + 60},
             timeout=30,
         )

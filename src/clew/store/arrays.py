@@ -5,12 +5,17 @@ Protobuf input cannot follow the recursive `AnyValue`. Rather than keep a second
 every array on disk, a query that looks into arrays decodes them where it reads them: a fold over the
 bytes splits the message into its `AnyValue` elements (field 1, length-delimited), and each element's
 single field is read by its tag byte. Only rows holding an array under the compared key reach it.
+
+The decoder is written once per statement, as lambdas its WITH clause names (one per element type,
+`clewArrayStrings`..., see `with_functions`), and equality needs no decoding at all (the serialized
+form of an equal element is looked for in the message): a query with many comparisons stays short.
 """
 
 from __future__ import annotations
 
-# the tag byte of each scalar field of AnyValue: (field number << 3) | wire type
-STRING_TAG, BOOL_TAG, INT_TAG, DOUBLE_TAG = 0x0A, 0x10, 0x18, 0x21
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
+
+from clew.core.language import INT64_MAX, INT64_MIN
 
 
 def _byte(s: str, position: str) -> str:
@@ -29,34 +34,70 @@ def _varint(s: str, position: str, var: str) -> str:
     )
 
 
-def elements(raw: str) -> str:
-    """The serialized `AnyValue` of each element of the `ArrayValue` in `raw` (Array(String))."""
-    length = _varint(raw, "arr_acc.1 + 1", "arr_len")
-    value_len, header = f"tupleElement({length}, 1)", f"tupleElement({length}, 2)"
-    start = f"arr_acc.1 + 1 + {header}"
-    step = f"({start} + {value_len}, arrayPushBack(arr_acc.2, substring({raw}, {start}, {value_len})))"
-    return (
-        f"arrayFold((arr_acc, arr_i) -> if(arr_i + 1 = arr_acc.1 AND {_byte(raw, 'arr_acc.1')} = 10, "
-        f"{step}, arr_acc), "
-        f"range(length({raw})), (toUInt64(1), CAST([], 'Array(String)'))).2"
+def _let(name: str, value: str, body: str) -> str:
+    """`body` with `name` bound to `value`, which is written (and computed) once."""
+    return f"arrayMap({name} -> {body}, [{value}])[1]"
+
+
+def _decoder(raw: str) -> str:
+    """The SQL of `elements`, over the expression `raw`."""
+    start = "arr_acc.1 + 1 + arr_n.2"  # after the tag byte and the length's varint
+    step = _let(
+        "arr_n",
+        _varint("arr_raw", "arr_acc.1 + 1", "arr_len"),
+        f"({start} + arr_n.1, arrayPushBack(arr_acc.2, substring(arr_raw, {start}, arr_n.1)))",
     )
+    walk = (
+        f"arrayFold((arr_acc, arr_i) -> if(arr_i + 1 = arr_acc.1 AND {_byte('arr_raw', 'arr_acc.1')} = 10, "
+        f"{step}, arr_acc), range(length(arr_raw)), (toUInt64(1), CAST([], 'Array(String)'))).2"
+    )
+    return _let("arr_raw", raw, walk)
 
 
-def tag(element: str) -> str:
-    return _byte(element, "1")
+# Functions a statement may call, each the elements of one type of the `ArrayValue` given (as the
+# lambda its WITH clause defines): the tag byte of AnyValue's field, how to read that field's value.
+_TYPED = {
+    "string": (0x0A, "substring(arr_el, 2 + tupleElement({varint}, 2))", "String"),
+    "bool": (0x10, f"{_byte('arr_el', '2')} != 0", "Bool"),
+    "int": (0x18, "reinterpretAsInt64(tupleElement({varint}, 1))", "Int64"),
+    "float": (0x21, "reinterpretAsFloat64(substring(arr_el, 2, 8))", "Float64"),
+}
+NAMES = {kind: f"clewArray{kind.capitalize()}s" for kind in _TYPED}
+DEFINITIONS = {
+    NAMES[kind]: (
+        f"(arr_in -> arrayMap(arr_el -> {read.format(varint=_varint('arr_el', '2', 'arr_value'))}, "
+        f"arrayFilter(arr_el -> {_byte('arr_el', '1')} = {tag}, {_decoder('arr_in')})))"
+    )
+    for kind, (tag, read, _) in _TYPED.items()
+}
 
 
-def string_value(element: str) -> str:
-    return f"substring({element}, 2 + tupleElement({_varint(element, '2', 'arr_value')}, 2))"
+def elements(kind: str, raw: str) -> str:
+    """The elements of type `kind` (string, bool, int, float) of the `ArrayValue` in `raw`."""
+    return f"{NAMES[kind]}({raw})"
 
 
-def int_value(element: str) -> str:
-    return f"reinterpretAsInt64(tupleElement({_varint(element, '2', 'arr_value')}, 1))"
+def with_functions(sql: str) -> str:
+    """`sql` with the definitions of the functions it calls in its leading WITH clause (which the
+    engine extends to its subqueries). Every connection runs its statements through this."""
+    used = [f"{body} AS {name}" for name, body in DEFINITIONS.items() if f"{name}(" in sql]
+    if not used:
+        return sql
+    if sql.startswith("WITH "):
+        return f"WITH {', '.join(used)}, {sql[5:]}"
+    return f"WITH {', '.join(used)} {sql}"
 
 
-def double_value(element: str) -> str:
-    return f"reinterpretAsFloat64(substring({element}, 2, 8))"
-
-
-def bool_value(element: str) -> str:
-    return f"{_byte(element, '2')} != 0"
+def equal_patterns(kind: str, value: object) -> list[bytes]:
+    """How an element equal to `value` is serialized inside an `ArrayValue` (field 1, length
+    delimited): an integer may have been sent as an int or as a double."""
+    if kind == "string":
+        candidates = [AnyValue(string_value=str(value))]
+    elif kind == "bool":
+        candidates = [AnyValue(bool_value=bool(value))]
+    else:
+        assert isinstance(value, int | float)
+        candidates = [AnyValue(double_value=float(value))]
+        if float(value).is_integer() and INT64_MIN <= int(value) <= INT64_MAX:
+            candidates.append(AnyValue(int_value=int(value)))
+    return [ArrayValue(values=[candidate]).SerializeToString() for candidate in candidates]

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import StoreError
+from clew.store.arrays import with_functions
 from clew.store.connection import engine_error, over_budget
 from clew.store.sql import quote
 
@@ -129,6 +130,7 @@ class ChdbConnection:
         self._closed = False
 
     def query(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
+        sql = with_functions(sql)
         self._check()
         reader = self._readers.get()
         budget = QUERY_SECONDS.get()
@@ -149,6 +151,7 @@ class ChdbConnection:
             self._readers.put(reader)
 
     def command(self, sql: str, params: dict[str, object] | None = None) -> None:
+        sql = with_functions(sql)
         self._check()
         self._writer.run(sql, "CSV", params)
 

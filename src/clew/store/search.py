@@ -151,21 +151,28 @@ def _array_sql(raw: str, cmp: Comparison, params: Params) -> str | None:
     if kind not in ("string", "int", "float", "bool"):
         return None
     positive = {"!=": "=", "!~": "=~"}.get(op, op)
-    e = "arr_element"
+    if positive == "=":
+        found = " OR ".join(
+            f"position({raw}, unhex({params.add(p.hex(), 'String')})) > 0"
+            for p in arrays.equal_patterns(kind, value)
+        )
+        return f"({found})" if positive == op else f"NOT ({found})"
+
+    def any_element(element_kind: str, placeholder: str) -> str:
+        test = _compare("arr_x", positive, placeholder)
+        return f"arrayExists(arr_x -> {test}, {arrays.elements(element_kind, raw)})"
+
     if kind == "string":
-        v = _pattern(value) if positive == "=~" else value
-        test = f"{arrays.tag(e)} = {arrays.STRING_TAG} AND {_compare(arrays.string_value(e), positive, params.add(v, 'String'))}"
+        found = any_element("string", params.add(_pattern(value) if positive == "=~" else value, "String"))
     elif kind == "bool":
-        test = f"{arrays.tag(e)} = {arrays.BOOL_TAG} AND {_compare(arrays.bool_value(e), positive, params.add(bool(value), 'Bool'))}"
+        found = any_element("bool", params.add(bool(value), "Bool"))
     else:
         assert isinstance(value, int | float)  # the type rules admit only numbers here
-        as_int = params.add(value, "Int64" if kind == "int" else "Float64")
-        as_float = params.add(float(value), "Float64")
-        test = (
-            f"({arrays.tag(e)} = {arrays.INT_TAG} AND {_compare(arrays.int_value(e), positive, as_int)}) OR "
-            f"({arrays.tag(e)} = {arrays.DOUBLE_TAG} AND {_compare(arrays.double_value(e), positive, as_float)})"
+        found = (
+            f"({any_element('int', params.add(value, 'Int64' if kind == 'int' else 'Float64'))} OR "
+            f"{any_element('float', params.add(float(value), 'Float64'))})"
         )
-    found = f"arrayExists({e} -> {test}, {arrays.elements(raw)})"
+
     return found if positive == op else f"NOT {found}"
 
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import ConfigError, StoreError
+from clew.store.arrays import with_functions
 from clew.store.connection import engine_error, over_budget
 from clew.store.sql import quote
 
@@ -103,6 +104,7 @@ class ServerConnection:
             raise StoreError(f"cannot reach the ClickHouse server at {self.shown}: {exc}") from exc
 
     def query(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
+        sql = with_functions(sql)
         budget = QUERY_SECONDS.get()
         settings = {} if budget is None else {"max_execution_time": f"{budget:g}"}
         try:
@@ -114,6 +116,7 @@ class ServerConnection:
             raise over_budget(exc, budget) from exc
 
     def command(self, sql: str, params: dict[str, object] | None = None) -> None:
+        sql = with_functions(sql)
         self._call(self._client.command, sql, parameters=params)
 
     def insert_formatted(

@@ -85,9 +85,7 @@ class TraceReader(Protocol):
 
     def services(self, tenant: str = ...) -> list[str]: ...
 
-    def metrics(
-        self, query: MetricsQuery, start: int, end: int, step: int, tenant: str
-    ) -> MetricsResult:
+    def metrics(self, query: MetricsQuery, start: int, end: int, step: int, tenant: str) -> MetricsResult:
         """TraceQL metrics: series of `query` over [start, end) ns in steps of `step` ns."""
         ...
 
@@ -186,9 +184,7 @@ class ClickHouseTraceReader:
         )
         return [str(s) for s in table.column(0).to_pylist()]
 
-    def metrics(
-        self, query: MetricsQuery, start: int, end: int, step: int, tenant: str
-    ) -> MetricsResult:
+    def metrics(self, query: MetricsQuery, start: int, end: int, step: int, tenant: str) -> MetricsResult:
         return metrics.compute(self.conn, self.db, query, start, end, step, tenant)
 
     def summaries(self, trace_ids: list[bytes], tenant: str = DEFAULT_TENANT) -> dict[bytes, TraceSummary]:
