@@ -377,7 +377,6 @@ def test_metrics_queries_parse_or_are_refused_with_a_reason(text: str) -> None:
         assert exc.message
         return
     assert query.function in text
-    assert query.filter.simple or query.function != "compare"  # compare() still takes one filter
 
 
 @settings(FUZZ, max_examples=40)

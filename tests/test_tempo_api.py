@@ -201,7 +201,6 @@ def test_traceql_metrics_computed_in_the_engine(tempo: ServerProcess) -> None:
         ("{ } | rate(duration)", {}),
         ("{ } | avg_over_time()", {}),
         ("{ status = error }", {}),
-        ("{ } >> { } | compare({ status = error })", {}),
         ("{ } | quantile_over_time(duration, 2)", {}),
         ("{ } | rate()", {"step": "1ms"}),
         ("{ } | rate()", {"start": "yesterday"}),

@@ -83,8 +83,6 @@ def parse_metrics(text: str) -> MetricsQuery:
         )
     query = parse(text[:at])
     if _STAGE.match(text, at).group(1) == "compare":  # type: ignore[union-attr]  # found by _metrics_stage
-        if not query.simple:
-            raise QuerySyntaxError("compare() runs over one spanset filter for now", 0)
         return _compare(query, text, at)
     tail = text[at + 1 :]
     try:

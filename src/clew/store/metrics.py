@@ -5,6 +5,7 @@ seconds, as Tempo gives them."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ def compute(
 ) -> MetricsResult:
     """Series of `q` over [start, end) ns in steps of `step` ns."""
     if q.function == "compare":
-        return MetricsResult(_compare(conn, db, q, start, end, step, tenant))
+        return _compare(conn, db, q, start, end, step, tenant)
     if not q.filter.simple:
         return _structural(conn, db, q, start, end, step, tenant)
     params = Params(db=db)
@@ -100,32 +101,54 @@ def _span_columns(q: MetricsQuery, params: Params, step: int) -> dict[str, str]:
     return columns
 
 
+def _matching(
+    conn: Connection,
+    db: str,
+    q: MetricsQuery,
+    start: int,
+    end: int,
+    tenant: str,
+    columns: Callable[[Params], dict[str, str]],
+) -> tuple[list[dict[str, Any]], Searcher]:
+    """The spans starting in [start, end) that a query SQL alone cannot decide matches (several
+    spanset filters, structural operators, an aggregate pipeline), with `columns` (alias -> SQL)
+    read for each, and their duration and trace: the search engine evaluates each candidate trace,
+    the newest first, up to its inspection limit."""
+    searcher = Searcher(conn, db, SearchRequest(q.filter, start, end - 1, tenant=tenant))
+    extra = {f"m_{alias}": sql for alias, sql in columns(searcher.params).items()}
+    rows = []
+    for found, matched in searcher.scan(extra):
+        for r in matched:
+            if start <= found["start"][r] < end:
+                row = {alias[2:]: found[alias][r] for alias in extra}
+                row["duration"], row["trace_id"] = int(found["duration"][r]), bytes(found["trace_id"][r])
+                rows.append(row)
+    return rows, searcher
+
+
 def _structural(
     conn: Connection, db: str, q: MetricsQuery, start: int, end: int, step: int, tenant: str
 ) -> MetricsResult:
-    """Metrics over a query that SQL alone cannot decide (several spanset filters, structural
-    operators, an aggregate pipeline): the search engine evaluates each candidate trace and the
-    matching spans starting in the window are aggregated here, in the same groups as the SQL path.
-    Bounded by the search's inspection limit (the newest candidate traces first)."""
-    searcher = Searcher(conn, db, SearchRequest(q.filter, start, end - 1, tenant=tenant))
-    extra = _span_columns(q, searcher.params, step)
-    groups: dict[tuple[object, ...], list[tuple[float, int, bytes]]] = defaultdict(list)
-    keys = [alias for alias in extra if alias != "v"]
-    for columns, rows in searcher.scan({f"m_{alias}": sql for alias, sql in extra.items()}):
-        for r in rows:
-            v = columns["m_v"][r]
-            if v is None or not start <= columns["start"][r] < end:
-                continue
-            key = tuple(columns[f"m_{k}"][r] for k in keys)
-            groups[key].append((float(v), int(columns["duration"][r]), bytes(columns["trace_id"][r])))
+    """A metrics function over the spans `_matching` finds, aggregated here in the groups the SQL
+    path forms."""
+    spans, searcher = _matching(conn, db, q, start, end, tenant, lambda p: _span_columns(q, p, step))
+    groups: dict[tuple[object, ...], list[dict[str, Any]]] = defaultdict(list)
+    keys = [
+        "b",
+        *(f"g{i}" for i in range(len(q.by))),
+        *(["hb"] if q.function == "histogram_over_time" else []),
+    ]
+    for span in spans:
+        if span["v"] is not None:
+            groups[tuple(span[k] for k in keys)].append(span)
     table = []
-    for key, spans in sorted(groups.items(), key=lambda item: item[0][0]):  # type: ignore[arg-type,return-value]  # b is an int
-        ex_duration, ex_trace = max((d, t) for _, d, t in spans)
-        row = {**dict(zip(keys, key, strict=True)), "ex_trace": ex_trace, "ex_duration": ex_duration}
-        row["value"] = _aggregate(q, [v for v, _, _ in spans], step)
+    for key, members in sorted(groups.items(), key=lambda item: int(item[0][0])):  # type: ignore[call-overload]  # b is an int
+        slowest = max(members, key=lambda m: (m["duration"], m["trace_id"]))
+        row = {**dict(zip(keys, key, strict=True)), "ex_trace": slowest["trace_id"]}
+        row["ex_duration"] = slowest["duration"]
+        row["value"] = _aggregate(q, [float(m["v"]) for m in members], step)
         table.append(row)
-    series = _series(q, table, start, end, step)
-    return MetricsResult(series, searcher.inspected, searcher.complete)
+    return MetricsResult(_series(q, table, start, end, step), searcher.inspected, searcher.complete)
 
 
 def _aggregate(q: MetricsQuery, values: list[float], step: int) -> float | list[float]:
@@ -208,14 +231,9 @@ def _pairs(scope: str, prefix: str) -> list[str]:
     ]
 
 
-def _compare(
-    conn: Connection, db: str, q: MetricsQuery, start: int, end: int, step: int, tenant: str
-) -> list[MetricSeries]:
-    """`compare()`: for every attribute value of the matching spans, how many spans a step hold it
-    in the selection and in the rest (the baseline); the `top` most frequent values of each
-    attribute in each group, and an error series for an attribute that had more."""
-    params = Params(db=db)
-    where = condition_sql(q.filter.filters[0].condition, params)
+def _compare_columns(q: MetricsQuery, params: Params, step: int) -> dict[str, str]:
+    """What each span contributes to `compare()`: its step, its group (the selection or the
+    baseline) and its (attribute, value) pairs: span and resource attributes, name, status, kind."""
     selected = condition_sql(q.selection, params)
     if q.selection_window is not None:
         lo, hi = (params.add(t, "Int64") for t in q.selection_window)
@@ -226,19 +244,53 @@ def _compare(
         f"[('name', toString(name)), ('status', {code_names(STATUS_CODES, 'status_code')}), "
         f"('kind', {code_names(KIND_CODES, 'kind')})]",
     ])  # fmt: skip
+    return {
+        "b": f"intDiv(toUnixTimestamp64Nano(start_time) - {{start:Int64}}, {step})",
+        "grp": f"if({selected}, 'selection', 'baseline')",
+        "pairs": f"arrayConcat({pairs})",
+    }
+
+
+def _compare(
+    conn: Connection, db: str, q: MetricsQuery, start: int, end: int, step: int, tenant: str
+) -> MetricsResult:
+    """`compare()`: for every attribute value of the matching spans, how many spans a step hold it
+    in the selection and in the rest (the baseline); the `top` most frequent values of each
+    attribute in each group, and an error series for an attribute that had more."""
+    if not q.filter.simple:
+        spans, searcher = _matching(conn, db, q, start, end, tenant, lambda p: _compare_columns(q, p, step))
+        counts: dict[tuple[int, str, str, str], tuple[int, int, bytes]] = {}
+        for span in spans:
+            for attr, value in span["pairs"]:
+                key = (int(span["b"]), str(span["grp"]), str(attr), str(value))
+                n, longest, trace = counts.get(key, (0, -1, b""))
+                slower = (span["duration"], span["trace_id"]) > (longest, trace)
+                counts[key] = (n + 1, *((span["duration"], span["trace_id"]) if slower else (longest, trace)))
+        rows = [
+            {"b": b, "grp": g, "attr": a, "val": v, "n": n, "ex": ex}
+            for (b, g, a, v), (n, _, ex) in counts.items()
+        ]
+        return MetricsResult(_compare_series(q, rows, start, step), searcher.inspected, searcher.complete)
+    params = Params(db=db)
+    where = condition_sql(q.filter.filters[0].condition, params)
+    columns = _compare_columns(q, params, step)
     table = conn.query(
         "SELECT b, grp, kv.1 AS attr, kv.2 AS val, count() AS n, argMax(trace_id, duration) AS ex FROM ("
-        f"SELECT intDiv(toUnixTimestamp64Nano(start_time) - {{start:Int64}}, {{step:Int64}}) AS b, "
-        f"if({selected}, 'selection', 'baseline') AS grp, arrayJoin(arrayConcat({pairs})) AS kv, duration, trace_id "
-        f"FROM {db}.spans WHERE tenant = {{tenant:String}} "
+        f"SELECT {columns['b']} AS b, {columns['grp']} AS grp, arrayJoin({columns['pairs']}) AS kv, "
+        f"duration, trace_id FROM {db}.spans WHERE tenant = {{tenant:String}} "
         "AND start_time >= fromUnixTimestamp64Nano({start:Int64}, 'UTC') "
         f"AND start_time < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC') AND {where}) "
         "GROUP BY b, grp, attr, val",
-        {**params.values, "tenant": tenant, "start": start, "end": end, "step": step},
+        {**params.values, "tenant": tenant, "start": start, "end": end},
     )
+    return MetricsResult(_compare_series(q, table.to_pylist(), start, step))
+
+
+def _compare_series(q: MetricsQuery, rows: list[dict[str, Any]], start: int, step: int) -> list[MetricSeries]:
+    """compare()'s series from counted rows (b, grp, attr, val, n, ex)."""
     totals: dict[tuple[str, str], dict[str, float]] = {}
     points: dict[tuple[str, str, str], MetricSeries] = {}
-    for row in table.to_pylist():
+    for row in rows:
         group, attr, value = str(row["grp"]), str(row["attr"]), str(row["val"])
         key = (group, attr, value)
         s = points.get(key)
