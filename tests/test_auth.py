@@ -25,6 +25,7 @@ from tests.conftest import ServerProcess, self_signed
 GRPC_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SECRET = {"shop": "shop-4f1c-value", "bank": "bank-9e2d-value"}
 TRACE = {"shop": "5" * 32, "bank": "b" * 32}
+SPAN = {"shop": "5" * 16, "bank": "b" * 16}
 
 
 def _clew(*args: str, data_dir: Path) -> str:
@@ -45,7 +46,7 @@ def _otlp(tenant: str) -> bytes:
     now = time.time_ns()
     span = rs.scope_spans.add().spans.add(
         trace_id=bytes.fromhex(TRACE[tenant]),
-        span_id=os.urandom(8),
+        span_id=bytes.fromhex(SPAN[tenant]),
         name=f"{tenant}-op",
         kind=2,
         start_time_unix_nano=now - 5_000_000,
@@ -68,6 +69,8 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/api/v1/search": "/api/v1/search?q={}",
     "/api/v1/traces/{trace_id}": f"/api/v1/traces/{TRACE['shop']}",
     "/api/v1/traces/{trace_id}/linked-from": f"/api/v1/traces/{TRACE['shop']}/linked-from?start=0",
+    "/api/v1/traces/{trace_id}/skeleton": f"/api/v1/traces/{TRACE['shop']}/skeleton",
+    "/api/v1/traces/{trace_id}/spans/{span_id}": f"/api/v1/traces/{TRACE['shop']}/spans/{SPAN['shop']}",
     "/api/services": "/api/services",
     "/api/operations": "/api/operations?service=shop-svc",
     "/api/services/{service}/operations": "/api/services/shop-svc/operations",

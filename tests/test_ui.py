@@ -340,6 +340,29 @@ def test_ten_thousand_spans_render_virtualised_and_collapse_by_service(
     assert page.evaluate(spacer) == f"{10_000 * 26}px"
 
 
+def test_a_trace_over_the_full_size_opens_from_its_skeleton_and_loads_details_per_span(
+    page: Page, ui_server: ServerProcess
+) -> None:
+    """10,000 spans are over `full_trace_spans` (5,000): the page fetches the columnar skeleton, not
+    the whole document; a span's attributes and resource come when it is selected; the JSON tab and
+    Download fetch the whole trace when asked."""
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    open_page(page, ui_server, f"/trace/{G}")
+    expect(page.locator("#skeleton-banner")).to_contain_text("10,000 spans")
+    assert any(u.endswith(f"/api/v1/traces/{G}/skeleton") for u in requested)
+    assert not any(u.endswith(f"/api/v1/traces/{G}") for u in requested)
+    page.locator("#waterfall .span-row").nth(3).click()
+    expect(page.locator("#detail-resource")).to_contain_text("service.name")
+    expect(page.locator("#detail-loading")).to_have_count(0)
+    span_id = page.locator("#detail-span-id").inner_text()
+    assert any(u.endswith(f"/api/v1/traces/{G}/spans/{span_id}") for u in requested)
+    assert page.locator("#detail-service").inner_text() in page.locator("#detail-resource").inner_text()
+    page.click("#tab-json")
+    expect(page.locator("#raw-json")).to_contain_text('"resourceSpans"', timeout=30_000)
+    assert any(u.endswith(f"/api/v1/traces/{G}") for u in requested)
+
+
 def test_ui_pages_are_served_with_a_strict_content_policy(ui_server: ServerProcess) -> None:
     for path in ("/", "/search", f"/trace/{A}", "/dependencies", "/compare"):
         response = httpx.get(ui_server.http_url + path)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from clew.api.native import DEFAULT_FULL_TRACE_SPANS
 from clew.components.enrichment import EnrichConfig, EnrichError
 from clew.components.redaction import RedactionConfig, RedactionError
 from clew.components.retention import RetentionConfig
@@ -58,6 +59,8 @@ class Settings:
     zipkin_port: int = 9411
     http_port: int = 16686
     tempo_port: int = 3200  # Tempo's HTTP API, for Grafana's Tempo data source
+    # the UI opens a trace of more spans from its skeleton and fetches each span's details when shown
+    full_trace_spans: int = DEFAULT_FULL_TRACE_SPANS
     max_body_bytes: int = 16 * 1024 * 1024
     # a body that sends nothing for this long is answered 408
     body_timeout_s: int = 30

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from clew.api.jaeger import jaeger_routes
 from clew.api.jaeger_v3 import jaeger_v3_routes
 from clew.api.mcp import Sources, mcp_routes
-from clew.api.native import native_routes
+from clew.api.native import DEFAULT_FULL_TRACE_SPANS, native_routes
 from clew.api.tempo import metrics_routes, tempo_routes
 from clew.assembly import Assembly, assemble, every
 from clew.components.base import Component
@@ -149,6 +149,7 @@ def http_app(
     telemetry: list[Metric],
     metrics: Callable[[], list[Sample]],
     health: Callable[[], dict[str, object]] | None = None,
+    full_trace_spans: int = DEFAULT_FULL_TRACE_SPANS,
 ) -> Starlette:
     """The http port (16686): health, the native and Jaeger APIs, the components' routes, `/metrics`
     rendered from the declared telemetry, and the UI."""
@@ -170,7 +171,7 @@ def http_app(
         routes=[
             Route("/healthz", healthz),
             Route("/metrics", prometheus),
-            *native_routes(reader),
+            *native_routes(reader, full_trace_spans),
             *jaeger_routes(reader),
             *jaeger_v3_routes(reader),
             *metrics_routes(reader, "/api/v1/metrics/query_range"),
@@ -182,7 +183,9 @@ def http_app(
     )
 
 
-def assembly_http_app(assembly: Assembly, writer: IngestStats | None = None) -> Starlette:
+def assembly_http_app(
+    assembly: Assembly, writer: IngestStats | None = None, full_trace_spans: int = DEFAULT_FULL_TRACE_SPANS
+) -> Starlette:
     """`http_app` over an assembly's reader and components (and the ingest writer's counters), with
     the MCP endpoint; its session manager is `app.state.mcp_sessions`, to run while serving."""
     telemetry = [*(INGEST_TELEMETRY if writer is not None else ()), *assembly.telemetry()]
@@ -205,7 +208,7 @@ def assembly_http_app(assembly: Assembly, writer: IngestStats | None = None) -> 
         assembly.reader, assembly.component(ServiceGraph).graph_dict, assembly.component(Red).timeline
     )
     mcp, sessions = mcp_routes(sources)
-    app = http_app(assembly.reader, [*assembly.routes(), *mcp], telemetry, metrics, health)
+    app = http_app(assembly.reader, [*assembly.routes(), *mcp], telemetry, metrics, health, full_trace_spans)
     app.state.mcp_sessions = sessions
     return app
 
@@ -346,7 +349,7 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         lease = asyncio.create_task(renew_lease(instances))
     chores = asyncio.create_task(housekeeping(every(assembly.components), instances=instances))
     try:
-        http = assembly_http_app(assembly, writer)
+        http = assembly_http_app(assembly, writer, settings.full_trace_spans)
         reads: ASGIApp = http
         tempo_reads: ASGIApp = tempo_app(assembly.reader)
         if isinstance(writer, LoggedWriter):  # a query finds every span answered before it

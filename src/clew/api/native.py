@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clew.components.http import number, tenant, time_range, trace_id_param
@@ -20,6 +24,8 @@ DEFAULT_SEARCH_LIMIT = 20  # Tempo's default
 MAX_SEARCH_LIMIT = 1000
 DEFAULT_SEARCH_WINDOW_S = 3600
 MAX_SPANS_PER_TRACE = 100
+# a trace of more spans opens in the UI from its skeleton, each span's details fetched when shown
+DEFAULT_FULL_TRACE_SPANS = 5000
 _STATUS_NAMES = {s.value: s.name.lower() for s in StatusCode}
 
 
@@ -105,12 +111,67 @@ def search_json(request: SearchRequest, q: str, result: SearchResult) -> dict[st
     }
 
 
-def native_routes(reader: TraceReader) -> list[Route]:
+def skeleton_json(trace_id: bytes, table: pa.Table, full_trace_spans: int) -> dict[str, Any]:
+    """A trace's skeleton as columns (one array a field, services and names as indexes into their
+    lists), built column by column: a 100,000-span trace is never a Python object per span.
+    `full` says whether the UI should fetch the whole trace at once (at most `full_trace_spans`)."""
+    starts = table.column("start")
+    base = pc.min(starts).as_py()
+    columns: dict[str, Any] = {}
+    lists: dict[str, list[str]] = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if name in ("service", "name"):
+            encoded = column.dictionary_encode().combine_chunks()
+            lists[name] = encoded.dictionary.to_pylist()
+            column = encoded.indices
+        elif name == "start":
+            column = pc.subtract(starts, base)
+        columns[_camel(name)] = column.to_pylist()
+    return {
+        "traceID": trace_id.hex(),
+        "startTimeUnixNano": str(base),
+        "spanCount": table.num_rows,
+        "full": table.num_rows <= full_trace_spans,
+        "services": lists["service"],
+        "names": lists["name"],
+        "spans": columns,
+    }
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def span_id_param(request: Request) -> bytes:
+    text = request.path_params["span_id"]
+    if not re.fullmatch(r"[0-9a-fA-F]{16}", text):
+        raise BadRequest("a span id is 16 hexadecimal digits")
+    return bytes.fromhex(text)
+
+
+def native_routes(reader: TraceReader, full_trace_spans: int = DEFAULT_FULL_TRACE_SPANS) -> list[Route]:
     async def get_trace(request: Request) -> JSONResponse:
         trace_id = trace_id_param(request)
         batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request))
         if not len(batch):
             raise NotFound(f"trace {trace_id.hex()} not found")
+        return JSONResponse(to_otlp_json(to_traces_data(batch)))
+
+    async def skeleton(request: Request) -> Response:
+        trace_id = trace_id_param(request)
+        table = await asyncio.to_thread(reader.skeleton, trace_id, tenant(request))
+        if not table.num_rows:
+            raise NotFound(f"trace {trace_id.hex()} not found")
+        doc = await asyncio.to_thread(skeleton_json, trace_id, table, full_trace_spans)
+        return Response(orjson.dumps(doc), media_type="application/json")
+
+    async def get_span(request: Request) -> JSONResponse:
+        trace_id, span_id = trace_id_param(request), span_id_param(request)
+        batch = await asyncio.to_thread(reader.get_span, trace_id, span_id, tenant(request))
+        if not len(batch):
+            raise NotFound(f"span {span_id.hex()} of trace {trace_id.hex()} not found")
         return JSONResponse(to_otlp_json(to_traces_data(batch)))
 
     async def search(request: Request) -> JSONResponse:
@@ -146,6 +207,8 @@ def native_routes(reader: TraceReader) -> list[Route]:
     return [
         Route("/api/v1/traces/{trace_id}", get_trace),
         Route("/api/v1/traces/{trace_id}/linked-from", linked_from),
+        Route("/api/v1/traces/{trace_id}/skeleton", skeleton),
+        Route("/api/v1/traces/{trace_id}/spans/{span_id}", get_span),
         Route("/api/v1/search", search),
         Route("/api/v1/openapi.json", openapi),
     ]

@@ -26,8 +26,8 @@ function ns(text) {
   return BigInt(text || "0");
 }
 
-/** Spans of an OTLP/JSON TracesData document, in tree order, with depth and analysis. */
-export function buildTrace(doc) {
+/** The spans of an OTLP/JSON TracesData document, each beside its resource, service and scope. */
+function otlpRecords(doc) {
   const raw = [];
   for (const rs of doc.resourceSpans || []) {
     const resource = attributes(rs.resource && rs.resource.attributes);
@@ -39,6 +39,55 @@ export function buildTrace(doc) {
       }
     }
   }
+  return raw;
+}
+
+/** One span of the UI's model from an OTLP/JSON record, times relative to `t0` (BigInt ns). */
+function otlpSpan({ s, resource, service, scope }, index, t0) {
+  const start = Number(ns(s.startTimeUnixNano) - t0);
+  const end = Math.max(start, Number(ns(s.endTimeUnixNano) - t0));
+  const status = s.status || {};
+  const kind = typeof s.kind === "string" ? (KIND_NAMES[s.kind] ?? 0) : (s.kind || 0);
+  return newSpan({
+    index,
+    traceId: (s.traceId || "").toLowerCase(),
+    spanId: (s.spanId || "").toLowerCase(),
+    parentId: (s.parentSpanId || "").toLowerCase(),
+    name: s.name || "",
+    kind: KINDS[kind] || "unspecified",
+    service,
+    start,
+    end,
+    statusCode: status.code === undefined ? "unset" : (STATUS_ERROR.has(status.code) ? "error" : (status.code === 1 || status.code === "STATUS_CODE_OK" ? "ok" : "unset")),
+    statusMessage: status.message || "",
+    attributes: attributes(s.attributes),
+    resource,
+    scope: { name: scope.name || "", version: scope.version || "", attributes: attributes(scope.attributes) },
+    events: (s.events || []).map((e) => ({ name: e.name || "", time: Number(ns(e.timeUnixNano) - t0), attributes: attributes(e.attributes) })),
+    links: (s.links || []).map((l) => ({ traceId: (l.traceId || "").toLowerCase(), spanId: (l.spanId || "").toLowerCase(), attributes: attributes(l.attributes) })),
+  });
+}
+
+function newSpan(fields) {
+  return {
+    ...fields,
+    duration: fields.end - fields.start,
+    error: fields.statusCode === "error",
+    details: true,
+    children: [],
+    parent: null,
+    depth: 0,
+    orphan: false,
+    skew: false,
+    critical: false,
+    criticalSegments: [],
+    selfTime: 0,
+  };
+}
+
+/** Spans of an OTLP/JSON TracesData document, in tree order, with depth and analysis. */
+export function buildTrace(doc) {
+  const raw = otlpRecords(doc);
   if (!raw.length) throw new Error("the document holds no spans");
   let t0 = null;
   let t1 = null;
@@ -48,40 +97,54 @@ export function buildTrace(doc) {
     if (t0 === null || a < t0) t0 = a;
     if (t1 === null || b > t1) t1 = b;
   }
-  const spans = raw.map(({ s, resource, service, scope }, index) => {
-    const start = Number(ns(s.startTimeUnixNano) - t0);
-    const end = Math.max(start, Number(ns(s.endTimeUnixNano) - t0));
-    const status = s.status || {};
-    const kind = typeof s.kind === "string" ? (KIND_NAMES[s.kind] ?? 0) : (s.kind || 0);
-    return {
-      index,
-      traceId: (s.traceId || "").toLowerCase(),
-      spanId: (s.spanId || "").toLowerCase(),
-      parentId: (s.parentSpanId || "").toLowerCase(),
-      name: s.name || "",
-      kind: KINDS[kind] || "unspecified",
-      service,
-      start,
-      end,
-      duration: end - start,
-      error: STATUS_ERROR.has(status.code),
-      statusCode: status.code === undefined ? "unset" : (STATUS_ERROR.has(status.code) ? "error" : (status.code === 1 || status.code === "STATUS_CODE_OK" ? "ok" : "unset")),
-      statusMessage: status.message || "",
-      attributes: attributes(s.attributes),
-      resource,
-      scope: { name: scope.name || "", version: scope.version || "", attributes: attributes(scope.attributes) },
-      events: (s.events || []).map((e) => ({ name: e.name || "", time: Number(ns(e.timeUnixNano) - t0), attributes: attributes(e.attributes) })),
-      links: (s.links || []).map((l) => ({ traceId: (l.traceId || "").toLowerCase(), spanId: (l.spanId || "").toLowerCase(), attributes: attributes(l.attributes) })),
-      children: [],
-      parent: null,
-      depth: 0,
-      orphan: false,
-      skew: false,
-      critical: false,
-      criticalSegments: [],
-      selfTime: 0,
-    };
-  });
+  return assemble(raw.map((r, index) => otlpSpan(r, index, t0)), t0, t1);
+}
+
+const STATUS_NAMES = ["unset", "ok", "error"];
+
+/**
+ * A trace from its skeleton (`/api/v1/traces/{id}/skeleton`: one array a field): names, times,
+ * status and in-trace links of every span, without attributes, events or resources, which
+ * `loadDetails` fetches span by span. How a huge trace opens without a 20 MB document.
+ */
+export function buildSkeleton(sk) {
+  const c = sk.spans;
+  const t0 = BigInt(sk.startTimeUnixNano);
+  const traceId = sk.traceID;
+  const spans = new Array(sk.spanCount);
+  let last = 0;
+  for (let i = 0; i < sk.spanCount; i++) {
+    const start = c.start[i];
+    const end = start + c.duration[i];
+    if (end > last) last = end;
+    const span = newSpan({
+      index: i, traceId, spanId: c.spanId[i], parentId: c.parentId[i], name: sk.names[c.name[i]],
+      kind: KINDS[c.kind[i]] || "unspecified", service: sk.services[c.service[i]], start, end,
+      statusCode: STATUS_NAMES[c.status[i]] || "unset", statusMessage: "", attributes: [], resource: [],
+      scope: { name: "", version: "", attributes: [] }, events: [],
+      links: c.links[i].map((spanId) => ({ traceId, spanId, attributes: [] })),
+    });
+    span.details = false;
+    span.counts = { events: c.events[i], attributes: c.attributes[i], exception: c.exception[i] };
+    spans[i] = span;
+  }
+  const trace = assemble(spans, t0, t0 + BigInt(last));
+  trace.skeleton = true;
+  return trace;
+}
+
+/** Fill a skeleton span with what its own document (`/api/v1/traces/{id}/spans/{spanId}`) holds. */
+export function mergeDetails(trace, span, doc) {
+  const [record] = otlpRecords(doc);
+  if (!record) return;
+  const full = otlpSpan(record, span.index, trace.startNs);
+  for (const key of ["attributes", "resource", "scope", "events", "statusMessage"]) span[key] = full[key];
+  span.links = full.links;
+  span.details = true;
+  span.findText = undefined;
+}
+
+function assemble(spans, t0, t1) {
   const byId = new Map(spans.map((s) => [s.spanId, s]));
   const roots = [];
   for (const s of spans) {
@@ -121,7 +184,7 @@ export function buildTrace(doc) {
     duration: Number(t1 - t0),
     startNs: t0,
     services: [...new Set(spans.map((s) => s.service))].sort(),
-    depth: Math.max(...spans.map((s) => s.depth)) + 1,
+    depth: spans.reduce((m, s) => Math.max(m, s.depth), 0) + 1,
     errors: spans.filter((s) => s.error).length,
     warnings: [],
   };

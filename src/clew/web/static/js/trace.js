@@ -1,7 +1,7 @@
 // The trace page: header, waterfall (virtualised rows, collapsible tree, critical path) or flame graph,
 // and the detail panel of the selected span. Works on a stored trace or on a file opened in the browser.
 
-import { buildTrace, formatDuration, formatTime } from "./model.js";
+import { buildSkeleton, buildTrace, formatDuration, formatTime, mergeDetails } from "./model.js";
 import { authHeaders, clear, getJSON, h, link, navigate, serviceColor, sortableTable, valueText } from "./util.js";
 
 
@@ -12,7 +12,8 @@ const OVERSCAN = 10;
 export async function renderTrace(root, traceId) {
   const params = new URLSearchParams(location.search);
   const view = VIEWS.includes(params.get("view")) ? params.get("view") : "waterfall";
-  let doc;
+  let doc = null;
+  let trace = null;
   let fromFile = null;
   const local = window.clewLocalTrace;
   if (location.hash === "#file" && local && local.traceId === traceId) {
@@ -21,15 +22,18 @@ export async function renderTrace(root, traceId) {
   } else {
     clear(root).append(h("div", { class: "status" }, "Loading trace…"));
     try {
-      doc = await getJSON(`/api/v1/traces/${encodeURIComponent(traceId)}`);
+      // the skeleton first: a trace up to the server's size (`full_trace_spans`) is then fetched
+      // whole; a bigger one opens from its skeleton and fetches each span's details when shown
+      const skeleton = await getJSON(`/api/v1/traces/${encodeURIComponent(traceId)}/skeleton`);
+      if (skeleton.full) doc = await getJSON(`/api/v1/traces/${encodeURIComponent(traceId)}`);
+      else trace = buildSkeleton(skeleton);
     } catch (err) {
       clear(root).append(h("h1", {}, "Trace"), h("div", { class: "error", id: "trace-error" }, err.status === 404 ? `Trace ${traceId} not found.` : err.message));
       return;
     }
   }
-  let trace;
   try {
-    trace = buildTrace(doc);
+    trace = trace || buildTrace(doc);
   } catch (err) {
     clear(root).append(h("div", { class: "error" }, err.message));
     return;
@@ -62,7 +66,21 @@ function showTrace(root, trace, doc, view, fromFile) {
       fromFile ? null : fact("Sampling", "…", "fact-sampling")));
   if (!fromFile) showSampling(header.querySelector("#fact-sampling"), trace.traceId);
   const permalink = `${location.origin}/trace/${trace.traceId}${view !== "waterfall" ? `?view=${view}` : ""}`;
-  const download = h("a", { class: "button", id: "download-json", download: `trace-${trace.traceId}.json`, href: URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" })) }, "Download JSON");
+  const download = h("a", { class: "button", id: "download-json", download: `trace-${trace.traceId}.json`, href: doc ? jsonBlob(doc) : "#" }, "Download JSON");
+  if (!doc) {  // a skeleton: the whole document is fetched when asked for
+    download.addEventListener("click", async (e) => {
+      if (download.getAttribute("href") !== "#") return;
+      e.preventDefault();
+      download.textContent = "Preparing…";
+      try {
+        download.href = jsonBlob(await wholeTrace(trace));
+        download.textContent = "Download JSON";
+        download.click();
+      } catch (err) {
+        download.textContent = err.message;
+      }
+    });
+  }
   const collapseSelect = h("select", { id: "collapse-service", "aria-label": "Collapse by service" }, h("option", { value: "" }, "Collapse service…"), trace.services.map((s) => h("option", { value: s }, s)));
   const expandAll = h("button", { type: "button", id: "expand-all" }, "Expand all");
   const depthSelect = h("select", { id: "collapse-depth", "aria-label": "Show down to depth" }, h("option", { value: "" }, "All depths"),
@@ -86,7 +104,9 @@ function showTrace(root, trace, doc, view, fromFile) {
     download,
     link(`/compare?a=${trace.traceId}`, h("span", { class: "button" }, "Compare…")),
     h("span", { class: "legend" }, h("span", { class: "legend-critical" }), "critical path"));
-  const banner = fromFile ? h("div", { class: "banner", id: "file-banner" }, `Opened from ${fromFile}: shown in this browser only, not stored.`) : null;
+  const banner = fromFile ? h("div", { class: "banner", id: "file-banner" }, `Opened from ${fromFile}: shown in this browser only, not stored.`)
+    : trace.skeleton ? h("div", { class: "banner", id: "skeleton-banner" }, `${trace.spans.length.toLocaleString("en")} spans: the trace opened from its skeleton (names, times, status); each span's attributes and events load when you select it, and find-in-trace looks at names, services and ids.`)
+    : null;
   const warnings = trace.warnings.length ? h("ul", { class: "warnings", id: "warnings" }, trace.warnings.map((w) => h("li", {}, w))) : null;
   const detail = h("aside", { class: "detail", id: "span-detail" }, h("p", { class: "muted" }, "Select a span to see its details."));
   const main = h("div", { class: "trace-main" });
@@ -95,6 +115,12 @@ function showTrace(root, trace, doc, view, fromFile) {
   // the selected span is in the address (`?span=`), so a link can point at it
   const select = (span) => {
     showDetail(detail, span, trace);
+    if (!span.details) {
+      getJSON(`/api/v1/traces/${encodeURIComponent(trace.traceId)}/spans/${span.spanId}`).then((one) => {
+        mergeDetails(trace, span, one);
+        if (detail.dataset.spanId === span.spanId) showDetail(detail, span, trace);
+      }).catch((err) => detail.append(h("p", { class: "error" }, err.message)));
+    }
     const url = new URL(location.href);
     url.searchParams.set("span", span.spanId);
     history.replaceState(history.state, "", url);
@@ -141,6 +167,15 @@ function showTrace(root, trace, doc, view, fromFile) {
     });
     if (find.value) search();
   }
+}
+
+function jsonBlob(doc) {
+  return URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2)], { type: "application/json" }));
+}
+
+/** The whole trace as OTLP/JSON, for a trace that opened from its skeleton. */
+function wholeTrace(trace) {
+  return getJSON(`/api/v1/traces/${encodeURIComponent(trace.traceId)}`);
 }
 
 /** What find-in-trace looks through: name, service, ids, attribute keys and values, resource, events. */
@@ -346,6 +381,15 @@ function drawJson(container, trace, doc, fromFile) {
     fromFile ? null : h("option", { value: "jaeger" }, "Jaeger JSON"));
   const show = async () => {
     if (format.value === "otlp") {
+      if (!doc) {
+        pre.textContent = "Loading…";
+        try {
+          doc = await wholeTrace(trace);
+        } catch (err) {
+          pre.textContent = err.message;
+          return;
+        }
+      }
       pre.textContent = JSON.stringify(doc, null, 2);
       return;
     }
@@ -390,11 +434,11 @@ function showDetail(panel, span, trace) {
     const item = h("li", {}, h("span", { class: "mono" }, `${l.traceId} / ${l.spanId}`), kvTable(l.attributes));
     // clickable, and named by the span it points at, only when the linked trace is stored
     if (l.traceId !== trace.traceId) {
-      fetch(`/api/v1/traces/${l.traceId}`, { method: "GET", headers: authHeaders() }).then(async (r) => {
+      fetch(`/api/v1/traces/${l.traceId}/spans/${l.spanId}`, { method: "GET", headers: authHeaders() }).then(async (r) => {
         if (!r.ok) return;
         let named = null;
         try {
-          const target = buildTrace(await r.json()).byId.get(l.spanId);
+          const target = buildTrace(await r.json()).spans[0];
           if (target) named = `${target.service}: ${target.name}`;
         } catch {
           named = null;
@@ -406,6 +450,7 @@ function showDetail(panel, span, trace) {
     return item;
   });
   const backs = (trace.linkedFrom || []).filter((b) => b.linkedSpanID === span.spanId);
+  panel.dataset.spanId = span.spanId;
   clear(panel).append(...[
     h("h2", { id: "detail-name" }, span.name),
     h("dl", { class: "facts small" },
@@ -420,6 +465,7 @@ function showDetail(panel, span, trace) {
       span.critical ? fact("Critical path", "yes", "detail-critical") : null),
     span.orphan ? h("p", { class: "warning" }, "Orphan: its parent is not in this trace.") : null,
     span.skew ? h("p", { class: "warning" }, `Outside its parent's time by ${formatDuration(span.skewNs)}: clock skew between hosts?`) : null,
+    span.details ? null : h("p", { class: "status", id: "detail-loading" }, `Loading ${span.counts.attributes} attributes and ${span.counts.events} events…`),
     ...span.events.filter((e) => e.name === "exception").map(exceptionBlock),
     h("h3", {}, "Attributes"), kvTable(span.attributes, "detail-attributes"),
     h("h3", {}, "Resource"), kvTable(span.resource, "detail-resource"),
