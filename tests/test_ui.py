@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ServerProcess
 from tests.shop_data import A, B, C, D, attr, span
-from tests.ui_data import STACK, XSS, E, F, G, H, all_docs
+from tests.ui_data import STACK, XSS, E, F, G, H, J, all_docs
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -611,3 +611,41 @@ def test_a_metrics_query_is_charted_with_exemplars_that_open_traces(
     page.wait_for_url(f"**/trace/{trace}")
     page.goto(f"{ui_server.http_url}/search?q={quote('{ } | rate(duration)')}&lookback=1d")
     expect(page.locator("#search-error")).to_contain_text("takes no arguments")
+
+
+def test_the_minimap_zooms_to_a_dragged_range_and_follows_from_is_drawn(
+    page: Page, ui_server: ServerProcess
+) -> None:
+    """Dragging across the minimap shows that time range in the waterfall (ticks, bars, the
+    framed window); Reset zoom shows the whole trace again. A span linking to a span of its own
+    trace is drawn following it, and the mark goes to that span."""
+    open_page(page, ui_server, f"/trace/{A}")  # 300 ms
+    ticks = page.locator(".ruler-ticks .tick")
+    expect(ticks.first).to_have_text("0")
+    box = page.locator("#minimap").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.5, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y)
+    page.mouse.move(box["x"] + box["width"] * 0.75, y)
+    page.mouse.up()
+    expect(page.locator("#zoom-reset")).to_be_enabled()
+    first, last = (float(t.removesuffix("ms")) for t in (ticks.first.inner_text(), ticks.last.inner_text()))
+    assert 145 <= first <= 155 and 220 <= last <= 230, (first, last)
+    window = page.locator("#minimap-window").bounding_box()
+    assert window is not None and abs(window["width"] - box["width"] * 0.25) < 4
+    # the root's bar now starts before the window: its left edge is outside the track
+    root_bar = page.locator(f".span-row[data-span-id='{'1' * 16}'] .bar")
+    assert root_bar.evaluate("e => parseFloat(e.style.left)") < 0
+    page.click("#zoom-reset")
+    expect(ticks.first).to_have_text("0")
+    expect(page.locator("#zoom-reset")).to_be_disabled()
+
+    open_page(page, ui_server, f"/trace/{J}")
+    row = page.locator(f".span-row[data-span-id='{'3' * 16}']")
+    expect(row.locator(".follows")).to_have_count(1)
+    expect(row.locator(".follows")).to_have_attribute("title", "follows from orders: publish order")
+    expect(page.locator(".follows")).to_have_count(1)  # only the span that links
+    row.locator(".follows-mark").click()
+    expect(page.locator("#detail-span-id")).to_have_text("2" * 16)

@@ -7,6 +7,7 @@ from tests.shop_data import MS, NOW, A, attr, resource, shop, span
 XSS = "<img src=x onerror=alert(1)>"
 E, F, G = "e" * 32, "f" * 32, "1" * 32  # events + links, orphan, big
 H = "2" * 32  # an error deep in the tree, with an exception event
+J = "4" * 32  # a span following from another of its trace (a link within the trace)
 STACK = 'Traceback (most recent call last):\n  File "ledger.py", line 12, in write\n    raise ValueError(x)\nValueError: <b>no</b>'
 
 
@@ -44,8 +45,15 @@ def extras() -> dict:
             ],
         }
     ]
+    orders = [
+        span(J, "1", None, "POST /orders", 2, start, 100),
+        span(J, "2", "1", "publish order", 4, start + 5 * MS, 3),
+        span(J, "3", "1", "process order", 5, start + 40 * MS, 20),
+    ]
+    orders[2]["links"] = [{"traceId": J, "spanId": "2" * 16}]
     return {
         "resourceSpans": [
+            resource("orders", orders),
             resource("worker", [linked, child, parallel]),
             resource("orphans", [orphan_root, orphan, skewed, late]),
             resource("ledger", ledger),

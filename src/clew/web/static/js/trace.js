@@ -211,11 +211,29 @@ function waterfall(container, trace, onSelect) {
   let selected = null;
   let marked = new Set();
   let onlyCritical = false;
-  const ruler = h("div", { class: "ruler" }, h("div", { class: "ruler-label" }, "Service / operation"), h("div", { class: "ruler-ticks" },
-    [0, 0.25, 0.5, 0.75, 1].map((f) => h("span", { class: "tick", style: { left: `${f * 100}%` } }, formatDuration(Math.round(trace.duration * f))))));
+  // the time window shown (ns from the trace's start): the whole trace, or what the minimap's
+  // drag chose
+  let from = 0;
+  let to = Math.max(trace.duration, 1);
+  const ticks = h("div", { class: "ruler-ticks" });
+  const ruler = h("div", { class: "ruler" }, h("div", { class: "ruler-label" }, "Service / operation"), ticks);
+  const reset = h("button", { type: "button", id: "zoom-reset", disabled: true, onclick: () => zoom(0, Math.max(trace.duration, 1)) }, "Reset zoom");
+  const map = minimap(trace, (a, b) => zoom(a, b));
   const spacer = h("div", { class: "spacer" });
   const viewport = h("div", { class: "waterfall", id: "waterfall", tabindex: 0, role: "tree", "aria-label": "spans" }, spacer);
-  container.append(ruler, viewport);
+  container.append(h("div", { class: "minimap-bar" }, map.element, reset), ruler, viewport);
+  const drawTicks = () => {
+    clear(ticks).append(...[0, 0.25, 0.5, 0.75, 1].map((f) => h("span", { class: "tick", style: { left: `${f * 100}%` } }, formatDuration(Math.round(from + (to - from) * f)))));
+  };
+  const zoom = (a, b) => {
+    from = Math.max(0, Math.min(a, b));
+    to = Math.max(from + 1, Math.max(a, b));
+    reset.disabled = from === 0 && to >= trace.duration;
+    map.show(from, to);
+    drawTicks();
+    paint(true);
+  };
+  drawTicks();
 
   const hidden = (span) => {
     for (let p = span.parent; p; p = p.parent) if (collapsed.has(p)) return true;
@@ -239,15 +257,23 @@ function waterfall(container, trace, onSelect) {
     clear(spacer);
     for (let i = from; i < to; i++) spacer.append(row(visible[i], i));
   };
-  const total = Math.max(trace.duration, 1);
-  const pct = (v) => `${(v / total) * 100}%`;
+  const pct = (v) => `${((v - from) / (to - from)) * 100}%`;
+  const width = (v) => `${(v / (to - from)) * 100}%`;
   const row = (span, i) => {
     const toggle = span.children.length
       ? h("button", { class: "toggle", type: "button", "aria-label": collapsed.has(span) ? "expand" : "collapse", onclick: (e) => { e.stopPropagation(); toggleSpan(span); } }, collapsed.has(span) ? "▸" : "▾")
       : h("span", { class: "toggle-space" });
-    const bar = h("div", { class: `bar${span.error ? " bar-error" : ""}`, style: { left: pct(span.start), width: `max(2px, ${pct(span.duration)})`, background: serviceColor(span.service) } });
-    const critical = span.criticalSegments.map(([a, b]) => h("div", { class: "critical-seg", style: { left: pct(a), width: `max(2px, ${pct(b - a)})` } }));
+    const bar = h("div", { class: `bar${span.error ? " bar-error" : ""}`, style: { left: pct(span.start), width: `max(2px, ${width(span.duration)})`, background: serviceColor(span.service) } });
+    const critical = span.criticalSegments.map(([a, b]) => h("div", { class: "critical-seg", style: { left: pct(a), width: `max(2px, ${width(b - a)})` } }));
+    // follows-from: a link to a span of this trace, drawn as a dashed line from where that span
+    // ended to where this one starts
+    const follows = span.links.map((l) => (l.traceId === trace.traceId ? trace.byId.get(l.spanId) : null)).filter(Boolean);
+    const followLines = follows.map((f) => h("div", {
+      class: "follows", title: `follows from ${f.service}: ${f.name}`,
+      style: { left: pct(Math.min(f.end, span.start)), width: width(Math.abs(span.start - f.end)) },
+    }));
     const events = span.events.map((e) => h("div", { class: "event-tick", style: { left: pct(e.time) }, title: e.name }));
+    const duration = span.end <= to ? h("span", { class: "span-duration", style: { left: `calc(${pct(span.end)} + 4px)` } }, formatDuration(span.duration)) : null;
     const classes = ["span-row"];
     if (span.critical) classes.push("critical");
     if (span.error) classes.push("error-row");
@@ -263,8 +289,8 @@ function waterfall(container, trace, onSelect) {
       span.error ? h("span", { class: "error-mark", title: "error" }, "!") : null,
       h("span", { class: "svc", style: { borderLeftColor: serviceColor(span.service) } }, span.service),
       h("span", { class: "span-name" }, span.name),
-      span.collapsedCount ? null : null),
-    h("div", { class: "span-timeline" }, bar, critical, events, h("span", { class: "span-duration", style: { left: `calc(${pct(span.end)} + 4px)` } }, formatDuration(span.duration))));
+      follows.map((f) => h("button", { type: "button", class: "follows-mark", title: `follows from ${f.service}: ${f.name}`, onclick: (e) => { e.stopPropagation(); api.reveal(f); } }, "↪ follows"))),
+    h("div", { class: "span-timeline" }, h("div", { class: "span-track" }, followLines, bar, critical, events), duration));
   };
   const choose = (span) => {
     selected = span;
@@ -289,7 +315,7 @@ function waterfall(container, trace, onSelect) {
     if (y < viewport.scrollTop || y > viewport.scrollTop + viewport.clientHeight - ROW) viewport.scrollTop = y - viewport.clientHeight / 2;
   });
   recompute();
-  return {
+  const api = {
     /** Select `span`, expanding what hides it and scrolling it into view. */
     reveal(span) {
       for (let p = span.parent; p; p = p.parent) collapsed.delete(p);
@@ -321,6 +347,66 @@ function waterfall(container, trace, onSelect) {
     expandAll() {
       collapsed.clear();
       recompute();
+    },
+    zoom,
+  };
+  return api;
+}
+
+/**
+ * The whole trace in miniature above the waterfall (every span a line, in tree order, in its
+ * service's colour) with the shown window framed; dragging across it chooses the window, as in
+ * Jaeger's. A canvas: 100,000 spans draw in one pass.
+ */
+function minimap(trace, onRange) {
+  const canvas = h("canvas", { class: "minimap", id: "minimap", height: 48, "aria-label": "Trace minimap: drag to zoom into a time range" });
+  const frame = h("div", { class: "minimap-window", id: "minimap-window" });
+  const element = h("div", { class: "minimap-box" }, canvas, frame);
+  const total = Math.max(trace.duration, 1);
+  let shown = [0, total];
+  const draw = () => {
+    const w = canvas.clientWidth || 900;
+    canvas.width = w;
+    const ctx = canvas.getContext("2d");
+    const n = trace.spans.length;
+    const rowHeight = Math.max(48 / n, 0.5);
+    trace.spans.forEach((s, i) => {
+      ctx.fillStyle = serviceColor(s.service);
+      ctx.fillRect((s.start / total) * w, (i / n) * 48, Math.max(1, (s.duration / total) * w), Math.max(rowHeight, 1));
+    });
+    place();
+  };
+  const place = () => {
+    frame.style.left = `${(shown[0] / total) * 100}%`;
+    frame.style.width = `${((shown[1] - shown[0]) / total) * 100}%`;
+  };
+  let dragFrom = null;
+  const at = (e) => {
+    const box = canvas.getBoundingClientRect();
+    return Math.max(0, Math.min(1, (e.clientX - box.left) / box.width)) * total;
+  };
+  canvas.addEventListener("mousedown", (e) => { dragFrom = at(e); e.preventDefault(); });
+  canvas.addEventListener("mousemove", (e) => {
+    if (dragFrom === null) return;
+    shown = [Math.min(dragFrom, at(e)), Math.max(dragFrom, at(e))];
+    place();
+  });
+  const finish = (e) => {
+    if (dragFrom === null) return;
+    const a = dragFrom;
+    const b = at(e);
+    dragFrom = null;
+    if (Math.abs(b - a) > total / 1000) onRange(a, b);
+    else place();
+  };
+  canvas.addEventListener("mouseup", finish);
+  canvas.addEventListener("mouseleave", finish);
+  requestAnimationFrame(draw);
+  return {
+    element,
+    show(a, b) {
+      shown = [a, b];
+      place();
     },
   };
 }

@@ -58,13 +58,15 @@ export function seedColors(names) {
   for (const name of [...names].sort()) serviceColor(name);
 }
 
-/** A colour per service name: stable, and distinct from the colours already given out. */
+/** A colour per service name: stable, and distinct from the colours already given out. Past the
+ * palette's 20, hues step by the golden angle, which keeps any two as far apart as it can. */
 export function serviceColor(name) {
   const known = assigned.get(name);
   if (known) return known;
   let slot = hashOf(name) % PALETTE.length;
   for (let i = 0; i < PALETTE.length && taken.has(PALETTE[slot]); i++) slot = (slot + 1) % PALETTE.length;
-  const colour = PALETTE[slot];
+  const extra = taken.size - PALETTE.length;
+  const colour = extra < 0 ? PALETTE[slot] : `hsl(${((extra * 137.508) % 360).toFixed(1)}, ${extra % 2 ? 45 : 60}%, ${extra % 3 ? 48 : 58}%)`;
   taken.add(colour);
   assigned.set(name, colour);
   return colour;
