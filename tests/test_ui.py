@@ -291,6 +291,18 @@ def test_compare_two_traces_by_structure(page: Page, ui_server: ServerProcess) -
     ]
     assert [name for name, state in states if state == "only-b"] == ["checkout POST /pay"]
     expect(page.locator("#compare-summary")).to_contain_text("4 only in A, 1 only in B, 1 slower")
+    # the waterfall diff: each span's bar in A and in B on one scale (C's 1.2 s)
+    root = page.locator("#compare-table tr[data-state='slower']")
+    a_bar, b_bar = (root.locator(f".cmp-bar-{side}").bounding_box() for side in "ab")
+    assert a_bar is not None and b_bar is not None and b_bar["width"] > 3 * a_bar["width"]  # 1.2 s vs 300 ms
+    expect(page.locator("#compare-table tr[data-state='only-a'] .cmp-bar-b")).to_have_count(0)
+    expect(page.locator("#compare-table tr[data-state='only-a'] .cmp-bar-a")).to_have_count(4)
+    # the other way round, the root got faster, and says so
+    open_page(page, ui_server, f"/compare?a={C}&b={A}")
+    expect(page.locator("#compare-summary")).to_contain_text("1 faster")
+    faster = page.locator("#compare-table tr.cmp-faster")
+    expect(faster).to_have_attribute("data-name", "GET /checkout")
+    expect(faster.locator(".cmp-bar-b.cmp-bar-faster")).to_have_count(1)
 
 
 def test_download_a_snapshot_and_open_it_again(page: Page, ui_server: ServerProcess, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 // Two traces side by side, aligned by structure (service and operation along the path from the
-// root): spans only in one trace, and spans whose duration changed, stand out.
+// root): spans only in one trace, and spans that got slower or faster, stand out; each row draws
+// the span's bar in A and in B on one time scale, a waterfall diff.
 
 import { buildTrace, compareTraces, formatDuration } from "./model.js";
 import { clear, getJSON, h, link, navigate, serviceColor } from "./util.js";
@@ -34,6 +35,14 @@ export async function renderCompare(root) {
     return;
   }
   const rows = compareTraces(ta, tb);
+  const scale = Math.max(ta.duration, tb.duration, 1);
+  const pct = (v) => `${(v / scale) * 100}%`;
+  const track = (span, side, state) => h("td", { class: "cmp-track-cell" }, h("div", { class: "cmp-track" },
+    span ? h("div", {
+      class: `cmp-bar cmp-bar-${side}${state === "slower" || state === "faster" ? ` cmp-bar-${state}` : ""}`,
+      title: `${side.toUpperCase()}: +${formatDuration(span.start)}, ${formatDuration(span.duration)}`,
+      style: { left: pct(span.start), width: `max(2px, ${pct(span.duration)})`, background: serviceColor(span.service) },
+    }) : null));
   const counts = { "only-a": 0, "only-b": 0, slower: 0, faster: 0, same: 0 };
   for (const r of rows) counts[r.state] += 1;
   out.append(
@@ -42,11 +51,14 @@ export async function renderCompare(root) {
       "B ", link(`/trace/${tb.traceId}`, tb.traceId.slice(0, 12)), ` ${formatDuration(tb.duration)}, ${tb.spans.length} spans · `,
       `${counts["only-a"]} only in A, ${counts["only-b"]} only in B, ${counts.slower} slower, ${counts.faster} faster`),
     h("table", { class: "compare", id: "compare-table" },
-      h("thead", {}, h("tr", {}, h("th", {}, "span"), h("th", {}, "A"), h("th", {}, "B"), h("th", {}, "change"))),
+      h("thead", {}, h("tr", {}, h("th", {}, "span"), h("th", {}, "A"), h("th", {}, "B"), h("th", {}, "change"),
+        h("th", { class: "cmp-track-cell" }, `A (0 – ${formatDuration(scale)})`), h("th", { class: "cmp-track-cell" }, `B (0 – ${formatDuration(scale)})`))),
       h("tbody", {}, rows.map((r) => h("tr", { class: `cmp-${r.state}`, dataset: { state: r.state, name: r.name, service: r.service } },
         h("td", { style: { paddingLeft: `${r.depth * 14 + 6}px` } }, h("span", { class: "svc", style: { borderLeftColor: serviceColor(r.service) } }, r.service), " ", r.name),
         h("td", {}, r.a ? formatDuration(r.a.duration) : "—"),
         h("td", {}, r.b ? formatDuration(r.b.duration) : "—"),
-        h("td", {}, r.state === "only-a" ? "only in A" : r.state === "only-b" ? "only in B" : `${r.delta >= 0 ? "+" : "−"}${formatDuration(Math.abs(r.delta))}${r.state === "same" ? "" : ` (${r.state})`}`)))))
+        h("td", {}, r.state === "only-a" ? "only in A" : r.state === "only-b" ? "only in B" : `${r.delta >= 0 ? "+" : "−"}${formatDuration(Math.abs(r.delta))}${r.state === "same" ? "" : ` (${r.state})`}`),
+        track(r.a, "a", r.state),
+        track(r.b, "b", r.state)))))
   );
 }
