@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.conftest import ServerProcess
+from tests.shop_data import NOW
 
 
 def test_edges_carry_errors_latency_and_uninstrumented_peers(shop_server: ServerProcess) -> None:
@@ -27,3 +29,23 @@ def test_servicegraph_refuses_a_reversed_range(shop_server: ServerProcess) -> No
         f"{shop_server.http_url}/api/v1/servicegraph", params={"start": 10, "end": 5}, timeout=30
     )
     assert response.status_code == 400
+
+
+def test_rates_are_over_the_time_the_data_covers(shop_server: ServerProcess) -> None:
+    """Rates divide by the time from the range's first span to its last (at least a minute), not
+    by the range: a week chosen over minutes of spans does not read as a trickle."""
+    hour = httpx.get(f"{shop_server.http_url}/api/v1/servicegraph", timeout=30).json()
+    assert hour["rateSeconds"] == pytest.approx(15 * 60, abs=1)  # B (20 min ago) to C (5 min ago)
+    nodes = {n["service"]: n for n in hour["nodes"]}
+    assert nodes["checkout"]["spansPerSecond"] == pytest.approx(4 / hour["rateSeconds"])
+    edge = next(e for e in hour["edges"] if e["child"] == "checkout")
+    assert edge["callsPerSecond"] == pytest.approx(2 / hour["rateSeconds"])
+    end = NOW / 1e9 + 60
+    week = httpx.get(
+        f"{shop_server.http_url}/api/v1/servicegraph", params={"start": end - 7 * 86400, "end": end}, timeout=30
+    ).json()
+    assert week["rateSeconds"] == pytest.approx(175 * 60, abs=1)  # from D, three hours ago, to C
+    empty = httpx.get(
+        f"{shop_server.http_url}/api/v1/servicegraph", params={"start": 10, "end": 100}, timeout=30
+    ).json()
+    assert empty["rateSeconds"] == 90 and empty["nodes"] == []

@@ -266,6 +266,21 @@ def test_service_map_nodes_edges_and_click(page: Page, ui_server: ServerProcess)
     )
     assert colors["checkout"] == "#d62728" and colors["frontend"] == "#2ca02c"  # 1 error in 4 spans
     keep_for_readme(page, "service-map.png")
+    # rates over the time the data covers, said above the map; labels a readable size
+    expect(page.locator("#map-status")).to_contain_text("min the data covers")
+    zoomed = page.evaluate("parseFloat(window.clewServiceMap.nodes()[0].renderedStyle('font-size'))")
+    assert zoomed >= 11, zoomed
+    # the filter keeps checkout, its callers and callees, and the table rows that touch it
+    page.fill("#map-filter", "checkout")
+    shown = set(page.evaluate("window.clewServiceMap.nodes(':visible').map(n => n.data('service'))"))
+    assert shown == {"checkout", "frontend", "postgres"}
+    assert "focus=checkout" in page.url
+    rows_shown = page.locator("#dependency-table tbody tr:not([hidden])").evaluate_all(
+        "els => els.map(e => e.dataset.parent + '>' + e.dataset.child)"
+    )
+    assert sorted(rows_shown) == ["checkout>postgres", "frontend>checkout"]
+    page.fill("#map-filter", "")
+    assert page.evaluate("window.clewServiceMap.nodes(':visible').length") == len(nodes)
     page.evaluate("window.clewServiceMap.$('#n\\\\:checkout').emit('tap')")
     page.wait_for_selector(".result")
     assert "service=checkout" in page.url

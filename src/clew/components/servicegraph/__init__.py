@@ -50,6 +50,21 @@ class Graph:
     end: int
     nodes: list[Node]
     edges: list[Edge]
+    # first and last span start of the range (ns): rates are over the time the data covers, not a
+    # week chosen over a minute of spans
+    first: int | None = None
+    last: int | None = None
+
+    @property
+    def rate_seconds(self) -> float:
+        """What rates divide by: the data's span of time, at least a minute, at most the range."""
+        whole = (self.end - self.start) / 1e9
+        if self.first is None or self.last is None:
+            return whole
+        return min(whole, max(MIN_RATE_WINDOW_S, (self.last - self.first) / 1e9))
+
+
+MIN_RATE_WINDOW_S = 60
 
 
 class ServiceGraph(BaseComponent):
@@ -90,7 +105,8 @@ class ServiceGraph(BaseComponent):
             params,
         ).to_pylist()
         nodes = self.conn.query(
-            "SELECT toString(service_name) AS service, count() AS spans, countIf(status_code = 2) AS errors "
+            "SELECT toString(service_name) AS service, count() AS spans, countIf(status_code = 2) AS errors, "
+            "toUnixTimestamp64Nano(min(start_time)) AS first, toUnixTimestamp64Nano(max(start_time)) AS last "
             f"FROM {self.db}.spans WHERE {WINDOW} GROUP BY service ORDER BY service",
             params,
         ).to_pylist()
@@ -107,17 +123,22 @@ class ServiceGraph(BaseComponent):
             [Node(n["service"], int(n["spans"]), int(n["errors"]), False) for n in nodes]
             + [Node(v, 0, 0, True) for v in virtual],
             edges,
+            min((int(n["first"]) for n in nodes), default=None),
+            max((int(n["last"]) for n in nodes), default=None),
         )
 
 
 def graph_json(graph: Graph) -> dict[str, Any]:
+    seconds = graph.rate_seconds
     return {
         "start": graph.start / 1e9,
         "end": graph.end / 1e9,
+        "rateSeconds": seconds,
         "nodes": [
-            {"service": n.service, "spans": n.spans, "errors": n.errors, "virtual": n.virtual}
+            {"service": n.service, "spans": n.spans, "errors": n.errors, "virtual": n.virtual,
+             "spansPerSecond": n.spans / seconds}
             for n in graph.nodes
-        ],
+        ],  # fmt: skip
         "edges": [
             {
                 "parent": e.parent,
@@ -125,6 +146,7 @@ def graph_json(graph: Graph) -> dict[str, Any]:
                 "type": e.type,
                 "calls": e.calls,
                 "errors": e.errors,
+                "callsPerSecond": e.calls / seconds,
                 "p50Ms": e.p50 / 1e6,
                 "p95Ms": e.p95 / 1e6,
                 "p99Ms": e.p99 / 1e6,
