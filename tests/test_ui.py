@@ -676,3 +676,45 @@ def test_the_minimap_zooms_to_a_dragged_range_and_follows_from_is_drawn(
     expect(page.locator(".follows")).to_have_count(1)  # only the span that links
     row.locator(".follows-mark").click()
     expect(page.locator("#detail-span-id")).to_have_text("2" * 16)
+
+
+def test_a_900_px_window_keeps_labels_names_and_keys_readable(
+    browser: Browser, ui_server: ServerProcess
+) -> None:
+    """At 900 px: the time labels do not overlap, operation names are whole, the detail panel takes
+    no room until a span is selected, attribute keys wrap only at their dots."""
+    context = browser.new_context(viewport={"width": 900, "height": 800})
+    page = context.new_page()
+    try:
+        open_page(page, ui_server, f"/trace/{B}")  # no error: nothing is selected at first
+        expect(page.locator("#span-detail")).to_be_hidden()
+        main = page.locator(".trace-main").bounding_box()
+        assert main is not None and main["width"] > 800
+        boxes = [
+            b
+            for b in (t.bounding_box() for t in page.locator(".ruler-ticks .tick").all())
+            if b and b["width"]
+        ]
+        assert len(boxes) >= 3
+        for left, right in zip(boxes, boxes[1:], strict=False):
+            assert left["x"] + left["width"] <= right["x"], (left, right)
+        names = page.locator(".span-row .span-name").evaluate_all(
+            "els => els.map(e => [e.textContent, e.scrollWidth <= e.clientWidth])"
+        )
+        assert names == [["GET /home", True], ["render", True]]
+        page.click(f".span-row[data-span-id='{'4' * 16}']")
+        expect(page.locator("#span-detail")).to_be_visible()
+        expect(page.locator("#detail-attributes th")).to_have_text("user.vip")
+        assert page.locator("#detail-attributes th wbr").count() == 1  # after the dot only
+        expect(page.locator("#detail-scope")).to_have_text("shop")
+        page.screenshot(path=str(OUTPUT / "trace-900px.png"))
+        # with the panel open, the narrower waterfall keeps three labels apart
+        boxes = [
+            b
+            for b in (t.bounding_box() for t in page.locator(".ruler-ticks .tick").all())
+            if b and b["width"]
+        ]
+        for left, right in zip(boxes, boxes[1:], strict=False):
+            assert left["x"] + left["width"] <= right["x"], (left, right)
+    finally:
+        context.close()

@@ -108,7 +108,8 @@ function showTrace(root, trace, doc, view, fromFile) {
     : trace.skeleton ? h("div", { class: "banner", id: "skeleton-banner" }, `${trace.spans.length.toLocaleString("en")} spans: the trace opened from its skeleton (names, times, status); each span's attributes and events load when you select it, and find-in-trace looks at names, services and ids.`)
     : null;
   const warnings = trace.warnings.length ? h("ul", { class: "warnings", id: "warnings" }, trace.warnings.map((w) => h("li", {}, w))) : null;
-  const detail = h("aside", { class: "detail", id: "span-detail" }, h("p", { class: "muted" }, "Select a span to see its details."));
+  // shown once a span is selected: until then the waterfall has the whole width
+  const detail = h("aside", { class: "detail empty", id: "span-detail" });
   const main = h("div", { class: "trace-main" });
   clear(root).append(...[header, banner, toolbar, warnings, h("div", { class: "trace-body" }, main, detail)].filter(Boolean));
 
@@ -512,7 +513,13 @@ function drawFlame(container, trace, onSelect) {
 
 function kvTable(rows, id) {
   if (!rows.length) return h("p", { class: "muted" }, "none");
-  return h("table", { class: "kv", id }, h("tbody", {}, rows.map(({ key, value }) => h("tr", {}, h("th", {}, key), h("td", {}, valueText(value))))));
+  return h("table", { class: "kv", id }, h("tbody", {}, rows.map(({ key, value }) => h("tr", {}, h("th", {}, breakable(key)), h("td", {}, valueText(value))))));
+}
+
+/** An attribute key that may wrap after its dots, underscores and slashes (never inside a word). */
+function breakable(key) {
+  const parts = key.split(/(?<=[._/-])/);
+  return parts.flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
 }
 
 function showDetail(panel, span, trace) {
@@ -537,6 +544,7 @@ function showDetail(panel, span, trace) {
   });
   const backs = (trace.linkedFrom || []).filter((b) => b.linkedSpanID === span.spanId);
   panel.dataset.spanId = span.spanId;
+  panel.classList.remove("empty");
   clear(panel).append(...[
     h("h2", { id: "detail-name" }, span.name),
     h("dl", { class: "facts small" },
@@ -562,9 +570,9 @@ function showDetail(panel, span, trace) {
     backs.length ? h("h3", {}, `Linked from (${backs.length})`) : null,
     backs.length ? h("ul", { class: "links", id: "detail-linked-from" }, backs.map((b) =>
       h("li", {}, link(`/trace/${b.traceID}?span=${b.spanID}`, h("span", {}, `${b.service}: ${b.name}`)), h("span", { class: "mono muted" }, ` ${b.traceID.slice(0, 7)}`)))) : null,
-    h("h3", {}, "Scope"),
-    h("p", { id: "detail-scope" }, span.scope.name ? `${span.scope.name}${span.scope.version ? ` ${span.scope.version}` : ""}` : "(none)"),
-    kvTable(span.scope.attributes),
+    h("h3", {}, "Instrumentation scope"),
+    h("p", { id: "detail-scope", class: span.scope.name ? "" : "muted" }, span.scope.name ? `${span.scope.name}${span.scope.version ? ` ${span.scope.version}` : ""}` : "not named by the sender"),
+    span.scope.attributes.length ? kvTable(span.scope.attributes) : null,
   ].filter(Boolean));
 }
 
