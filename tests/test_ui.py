@@ -606,6 +606,16 @@ def test_monitor_page_rates_errors_latency_and_impact(page: Page, ui_server: Ser
     page.wait_for_selector("#monitor-table tbody tr[data-name='POST /pay']")
     assert "service=checkout" in page.url
     expect(page.locator("#monitor-status")).to_contain_text("operation")
+    # p95 over time per operation, each point's example trace a dot that opens it
+    expect(page.locator("#monitor-legend")).to_contain_text("name=POST /pay")
+    dots = page.locator("#monitor-chart circle.exemplar")
+    expect(dots.first).to_be_visible()
+    assert set(dots.evaluate_all("els => els.map(e => e.dataset.traceId)")) <= {A, C}
+    dots.first.click()
+    page.wait_for_selector("#trace-header")
+    assert page.url.split("/trace/")[1].split("?")[0] in (A, C)
+    open_page(page, ui_server, "/monitor?range=1h")  # the overview charts each service
+    expect(page.locator("#monitor-legend")).to_contain_text("resource.service.name=checkout")
 
 
 def test_span_table_sorts_and_opens_a_span(page: Page, ui_server: ServerProcess) -> None:

@@ -2,6 +2,8 @@
 // rate, error rate and p95 latency over a time range, from the span-derived RED metrics that
 // /api/metrics/* serves; "impact" is latency times rate, what a slow path costs its callers in total.
 
+import { drawSeries } from "./chart.js";
+import { formatDuration } from "./model.js";
 import { clear, getJSON, h, link, navigate, sortableTable, svg } from "./util.js";
 
 const RANGES = [["15m", 15], ["1h", 60], ["6h", 360], ["24h", 1440]];
@@ -20,11 +22,15 @@ export async function renderMonitor(root) {
   });
   const status = h("div", { class: "status", id: "monitor-status" }, "Loading…");
   const table = h("table", { class: "stats", id: "monitor-table" });
+  const chart = h("div", { class: "metrics-plot", id: "monitor-latency" });
   clear(root).append(
     h("h1", {}, service ? h("span", {}, link("/monitor", "Monitor"), ` › ${service}`) : "Monitor"),
     h("div", { class: "toolbar" }, rangeSelect),
     status,
     table,
+    h("h2", {}, service ? "p95 latency of each operation" : "p95 latency of each service"),
+    h("p", { class: "muted" }, "Server spans; each dot is an example trace (the slowest of its step): click it to open the trace."),
+    chart,
   );
   const services = service ? [service] : ((await getJSON("/api/services")).data || []);
   if (!services.length) {
@@ -55,6 +61,23 @@ export async function renderMonitor(root) {
     h("td", { class: "num" }, r.impact.toFixed(1)),
     h("td", {}, sparkline(r.points)));
   table.replaceWith(sortableTable("monitor-table", COLUMNS, rows, "impact", row));
+  await latencyChart(chart, service, minutes, step);
+}
+
+/** p95 latency over time per service (or per operation of one), with exemplars: TraceQL metrics
+ * over the stored spans, as Grafana would chart them from the Tempo API. */
+async function latencyChart(container, service, minutes, step) {
+  const end = Date.now() / 1000;
+  const start = end - minutes * 60;
+  const q = service
+    ? `{ resource.service.name = ${JSON.stringify(service)} && kind = server } | quantile_over_time(duration, .95) by (name)`
+    : "{ kind = server } | quantile_over_time(duration, .95) by (resource.service.name)";
+  try {
+    const body = await getJSON("/api/v1/metrics/query_range", { q, start, end, step: `${step}s` });
+    drawSeries(container, body.series, start * 1000, end * 1000, { id: "monitor-chart", format: (v) => formatDuration(Math.round(v * 1e9)) });
+  } catch (err) {
+    container.append(h("p", { class: "error" }, err.message));
+  }
 }
 
 /** One row per service (or operation): mean rate, error rate weighted by calls, worst p95, impact. */
