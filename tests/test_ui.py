@@ -591,6 +591,20 @@ def test_live_search_shows_new_traces_without_a_reload(page: Page, ui_server: Se
     assert "live=1" not in page.url
 
 
+def test_live_monitor_shows_a_new_service_without_a_reload(page: Page, ui_server: ServerProcess) -> None:
+    open_page(page, ui_server, "/monitor?range=15m")
+    expect(page.locator("#monitor-table tbody tr").first).to_be_visible()
+    page.check("#monitor-live")
+    assert "live=1" in page.url
+    now = time.time_ns()
+    doc = {"resourceSpans": [{"resource": {"attributes": [attr("service.name", "live-monitor")]},
+                              "scopeSpans": [{"spans": [span("5" * 32, "1", None, "GET /watch", 2, now - 10**9, 5)]}]}]}  # fmt: skip
+    assert httpx.post(f"{ui_server.otlp_http_url}/v1/traces", json=doc, timeout=30).status_code == 200
+    expect(page.locator("#monitor-table tbody tr[data-name='live-monitor']")).to_have_count(1, timeout=30_000)
+    page.uncheck("#monitor-live")
+    assert "live=1" not in page.url
+
+
 def test_monitor_page_rates_errors_latency_and_impact(page: Page, ui_server: ServerProcess) -> None:
     """Jaeger's Monitor tab, from the RED metrics: services by impact, then one service's operations."""
     open_page(page, ui_server, "/monitor?range=1h")

@@ -20,12 +20,21 @@ export async function renderMonitor(root) {
     next.set("range", rangeSelect.value);
     navigate(`/monitor?${next}`);
   });
+  const live = h("input", { type: "checkbox", id: "monitor-live", checked: params.get("live") === "1" });
+  live.addEventListener("change", () => {
+    const url = new URL(location.href);
+    if (live.checked) url.searchParams.set("live", "1");
+    else url.searchParams.delete("live");
+    history.replaceState(history.state, "", url);
+    if (live.checked) follow();
+    else clearTimeout(liveTimer);
+  });
   const status = h("div", { class: "status", id: "monitor-status" }, "Loading…");
   const table = h("table", { class: "stats", id: "monitor-table" });
   const chart = h("div", { class: "metrics-plot", id: "monitor-latency" });
   clear(root).append(
     h("h1", {}, service ? h("span", {}, link("/monitor", "Monitor"), ` › ${service}`) : "Monitor"),
-    h("div", { class: "toolbar" }, rangeSelect),
+    h("div", { class: "toolbar" }, rangeSelect, h("label", { class: "live", title: `refresh every ${LIVE_MS / 1000} s` }, live, " Live")),
     status,
     table,
     h("h2", {}, service ? "p95 latency of each operation" : "p95 latency of each service"),
@@ -62,6 +71,22 @@ export async function renderMonitor(root) {
     h("td", {}, sparkline(r.points)));
   table.replaceWith(sortableTable("monitor-table", COLUMNS, rows, "impact", row));
   await latencyChart(chart, service, minutes, step);
+  status.dataset.updated = String(Date.now());
+  if (live.checked) follow();
+}
+
+// Live: the page loads again every few seconds while it is shown with live=1, as a team watching a
+// rollout would leave it.
+const LIVE_MS = 10000;
+let liveTimer = 0;
+
+function follow() {
+  clearTimeout(liveTimer);
+  liveTimer = setTimeout(() => {
+    if (location.pathname === "/monitor" && new URLSearchParams(location.search).get("live") === "1") {
+      window.dispatchEvent(new Event("clew:navigate"));
+    }
+  }, LIVE_MS);
 }
 
 /** p95 latency over time per service (or per operation of one), with exemplars: TraceQL metrics
