@@ -42,7 +42,9 @@ def test_rates_are_over_the_time_the_data_covers(shop_server: ServerProcess) -> 
     assert edge["callsPerSecond"] == pytest.approx(2 / hour["rateSeconds"])
     end = NOW / 1e9 + 60
     week = httpx.get(
-        f"{shop_server.http_url}/api/v1/servicegraph", params={"start": end - 7 * 86400, "end": end}, timeout=30
+        f"{shop_server.http_url}/api/v1/servicegraph",
+        params={"start": end - 7 * 86400, "end": end},
+        timeout=30,
     ).json()
     assert week["rateSeconds"] == pytest.approx(175 * 60, abs=1)  # from D, three hours ago, to C
     empty = httpx.get(

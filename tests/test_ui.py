@@ -1,13 +1,12 @@
 """The web UI in Debian's Chromium, driven by Playwright, against a real server holding known traces.
 
-Every test saves a screenshot under tests/output/ui/; with CLEW_UPDATE_SCREENSHOTS=1 the trace view
-and the service map also go to docs/screenshots/ for the README.
+Every test saves a screenshot under tests/output/ui/ (the README's come from the demo shop,
+docs/screenshots.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,6 @@ ARGS = [
     "--disable-sync",
 ]
 OUTPUT = Path(__file__).parent / "output" / "ui"
-DOCS = Path(__file__).parents[1] / "docs" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +86,6 @@ def page(browser: Browser, ui_server: ServerProcess, request: pytest.FixtureRequ
 def open_page(page: Page, server: ServerProcess, path: str) -> None:
     page.goto(server.http_url + path)
     page.wait_for_selector("body[data-ready]", timeout=30_000)
-
-
-def keep_for_readme(page: Page, name: str) -> None:
-    if os.environ.get("CLEW_UPDATE_SCREENSHOTS"):
-        DOCS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS / name))
 
 
 def rows(page: Page) -> list[str]:
@@ -162,7 +154,6 @@ def test_waterfall_shows_the_tree_and_the_critical_path(page: Page, ui_server: S
     page.click(f".span-row[data-span-id='{'7' * 16}']")
     expect(page.locator("#detail-status")).to_have_text("error: card declined")
     expect(page.locator("#detail-critical")).to_have_text("yes")
-    keep_for_readme(page, "trace.png")
     # E: `read` runs inside `write`, so the consumer never waited for it
     open_page(page, ui_server, f"/trace/{E}")
     critical = page.locator(".span-row.critical").evaluate_all("els => els.map(e => e.dataset.spanId)")
@@ -265,7 +256,6 @@ def test_service_map_nodes_edges_and_click(page: Page, ui_server: ServerProcess)
         page.evaluate("window.clewServiceMap.nodes().map(n => [n.data('service'), n.data('color')])")
     )
     assert colors["checkout"] == "#d62728" and colors["frontend"] == "#2ca02c"  # 1 error in 4 spans
-    keep_for_readme(page, "service-map.png")
     # rates over the time the data covers, said above the map; labels a readable size
     expect(page.locator("#map-status")).to_contain_text("min the data covers")
     zoomed = page.evaluate("parseFloat(window.clewServiceMap.nodes()[0].renderedStyle('font-size'))")
