@@ -603,7 +603,8 @@ def test_monitor_page_rates_errors_latency_and_impact(page: Page, ui_server: Ser
     assert {"frontend", "checkout"} <= set(names)
     checkout = table.locator("tbody tr[data-name='checkout'] td")
     assert checkout.nth(2).inner_text() == "50.0%"  # POST /pay failed once in two calls
-    expect(table.locator("tbody tr[data-name='frontend'] svg.sparkline polyline")).to_have_count(1)
+    expect(table.locator("tbody tr[data-name='frontend'] svg.sparkline polyline")).to_have_count(3)
+    expect(table.locator("tbody tr[data-name='checkout'] svg[aria-label='error rate over time']")).to_have_count(1)
     page.click("#monitor-table th[data-key='errorRate']")
     assert table.locator("tbody tr").first.get_attribute("data-name") == "checkout"
     page.click("#monitor-table tbody tr[data-name='checkout'] a")

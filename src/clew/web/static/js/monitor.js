@@ -7,7 +7,8 @@ import { formatDuration } from "./model.js";
 import { clear, getJSON, h, link, navigate, sortableTable, svg } from "./util.js";
 
 const RANGES = [["15m", 15], ["1h", 60], ["6h", 360], ["24h", 1440]];
-const COLUMNS = [["name", "Name"], ["rate", "Requests/s"], ["errorRate", "Error rate"], ["p95", "p95"], ["impact", "Impact (ms/s)"], ["trend", "Requests over time"]];
+const COLUMNS = [["name", "Name"], ["rate", "Requests/s"], ["errorRate", "Error rate"], ["p95", "p95"], ["impact", "Impact (ms/s)"],
+  ["trend", "Requests over time"], ["errorTrend", "Errors over time"], ["p95Trend", "p95 over time"]];
 
 export async function renderMonitor(root) {
   const params = new URLSearchParams(location.search);
@@ -68,7 +69,9 @@ export async function renderMonitor(root) {
     h("td", { class: `num${r.errorRate > 0 ? " errors" : ""}` }, `${(r.errorRate * 100).toFixed(1)}%`),
     h("td", { class: "num" }, `${r.p95.toFixed(1)} ms`),
     h("td", { class: "num" }, r.impact.toFixed(1)),
-    h("td", {}, sparkline(r.points)));
+    h("td", {}, sparkline(r.points, "requests over time", "#4e79a7")),
+    h("td", {}, sparkline(r.errorPoints, "error rate over time", "#e15759")),
+    h("td", {}, sparkline(r.p95Points, "p95 latency over time", "#f28e2b")));
   table.replaceWith(sortableTable("monitor-table", COLUMNS, rows, "impact", row));
   await latencyChart(chart, service, minutes, step);
   status.dataset.updated = String(Date.now());
@@ -113,30 +116,33 @@ export function summarize(calls, errors, latencies, service) {
   for (const m of calls.metrics || []) {
     const points = values(m);
     const total = points.reduce((a, b) => a + b, 0);
-    rows.set(key(m), { name: key(m), rate: points.length ? total / points.length : 0, points, errorRate: 0, p95: 0, impact: 0 });
+    rows.set(key(m), { name: key(m), rate: points.length ? total / points.length : 0, points, errorRate: 0, p95: 0, impact: 0, errorPoints: [], p95Points: [] });
   }
   for (const m of errors.metrics || []) {
     const row = rows.get(key(m));
     if (!row) continue;
     const shares = values(m);
+    row.errorPoints = shares;
     const weights = row.points.slice(0, shares.length);
     const weight = weights.reduce((a, b) => a + b, 0);
     row.errorRate = weight ? shares.reduce((a, s, i) => a + s * (weights[i] || 0), 0) / weight : 0;
   }
   for (const m of latencies.metrics || []) {
     const row = rows.get(key(m));
-    if (row) row.p95 = Math.max(0, ...values(m));
+    if (!row) continue;
+    row.p95Points = values(m);
+    row.p95 = Math.max(0, ...row.p95Points);
   }
   for (const row of rows.values()) row.impact = row.p95 * row.rate;
   return [...rows.values()];
 }
 
-function sparkline(points) {
-  const width = 120;
+function sparkline(points, label, colour) {
+  const width = 100;
   const height = 24;
   const most = Math.max(...points, 1e-9);
   const step = points.length > 1 ? width / (points.length - 1) : 0;
   const coords = points.map((p, i) => `${(i * step).toFixed(1)},${(height - 2 - (p / most) * (height - 4)).toFixed(1)}`).join(" ");
-  return svg("svg", { width, height, class: "sparkline", role: "img", "aria-label": "requests over time" },
-    svg("polyline", { points: coords, fill: "none", stroke: "#4e79a7", "stroke-width": 1.5 }));
+  return svg("svg", { width, height, class: "sparkline", role: "img", "aria-label": label },
+    svg("polyline", { points: coords, fill: "none", stroke: colour, "stroke-width": 1.5 }));
 }
