@@ -91,6 +91,8 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/api/v1/traces/{trace_id}/sampling": f"/api/v1/traces/{TRACE['shop']}/sampling",
     "/api/v1/servicegraph": "/api/v1/servicegraph",
     "/api/v1/completeness": "/api/v1/completeness",
+    "/api/v1/compare/releases": "/api/v1/compare/releases?service=shop-svc&baseline=1&candidate=2",
+    "/api/v1/compare/attributes": "/api/v1/compare/attributes?service=shop-svc",
     "/static": "/static/app.css",
     "/": "/",
     "/search": "/search",

@@ -142,6 +142,28 @@ def test_retries_errors_canary_cache_and_async_steps_are_stored(demo_server: Ser
     assert producer["service"] == "notifications" and producer["name"] == "POST /notify"
 
 
+def test_the_canary_release_is_found_as_a_regression_with_examples(demo_server: ServerProcess) -> None:
+    """checkout 1.5.0 sleeps 150-300 ms more per checkout: the release comparison flags POST
+    /checkout as slower, with the canary's slow traces and typical 1.4.2 ones to compare."""
+    end = time.time()
+    params = {"service": "checkout", "baseline": "1.4.2", "candidate": "1.5.0", "start": end - 3600, "end": end}
+    answer = httpx.get(f"{demo_server.http_url}/api/v1/compare/releases", params=params, timeout=60).json()
+    checkout = next(o for o in answer["operations"] if o["operation"] == "POST /checkout")
+    assert checkout["regression"] and checkout["latency"]["verdict"] == "slower", checkout
+    assert checkout["latency"]["deltaP50Ms"] > 100
+    examples = checkout["examples"]
+    assert examples["candidate"] and examples["baseline"]
+    for example in examples["candidate"]:
+        doc = httpx.get(f"{demo_server.http_url}/api/v1/traces/{example['traceID']}", timeout=30).json()
+        versions = {
+            a["value"]["stringValue"]
+            for rs in doc["resourceSpans"]
+            for a in rs["resource"]["attributes"]
+            if a["key"] == "service.version"
+        }
+        assert "1.5.0" in versions
+
+
 def test_the_dropped_propagation_breaks_a_trace_in_two(demo_server: ServerProcess) -> None:
     # the caller's side: a client span in the checkout trace with no server child
     (caller_trace,) = search(demo_server, '{ span.demo.propagation = "dropped" }', limit=1)

@@ -20,6 +20,7 @@ from clew.components.enrichment import Enrichment
 from clew.components.limits import Limits
 from clew.components.red import Red
 from clew.components.redaction import Redaction
+from clew.components.releases import Releases
 from clew.components.retention import Retention
 from clew.components.sampling import Sampling
 from clew.components.servicegraph import ServiceGraph
@@ -93,6 +94,7 @@ def components(settings: Settings, ctx: Context, state_dir: Path) -> list[Compon
         dependencies,
         ServiceGraph(ctx),
         Completeness(ctx),
+        Releases(ctx),
         sampling,
     ]
 

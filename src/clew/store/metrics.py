@@ -218,8 +218,8 @@ def _series(
     return out
 
 
-def _pairs(scope: str, prefix: str) -> list[str]:
-    """(label, value as text) of every attribute of one set, for compare()."""
+def attribute_pairs(scope: str, prefix: str) -> list[str]:
+    """(label, value as text) of every attribute of one set: compare() and what-changed rank them."""
     return [
         f"arrayMap(k -> ('{scope}.' || k, {text}), mapKeys({prefix}_{kind}))"
         for kind, text in (
@@ -239,8 +239,8 @@ def _compare_columns(q: MetricsQuery, params: Params, step: int) -> dict[str, st
         lo, hi = (params.add(t, "Int64") for t in q.selection_window)
         selected = f"({selected} AND toUnixTimestamp64Nano(start_time) BETWEEN {lo} AND {hi})"
     pairs = ", ".join([
-        *_pairs("span", "attributes"),
-        *_pairs("resource", "resource"),
+        *attribute_pairs("span", "attributes"),
+        *attribute_pairs("resource", "resource"),
         f"[('name', toString(name)), ('status', {code_names(STATUS_CODES, 'status_code')}), "
         f"('kind', {code_names(KIND_CODES, 'kind')})]",
     ])  # fmt: skip

@@ -135,8 +135,13 @@ def graph_json(graph: Graph) -> dict[str, Any]:
         "end": graph.end / 1e9,
         "rateSeconds": seconds,
         "nodes": [
-            {"service": n.service, "spans": n.spans, "errors": n.errors, "virtual": n.virtual,
-             "spansPerSecond": n.spans / seconds}
+            {
+                "service": n.service,
+                "spans": n.spans,
+                "errors": n.errors,
+                "virtual": n.virtual,
+                "spansPerSecond": n.spans / seconds,
+            }
             for n in graph.nodes
         ],  # fmt: skip
         "edges": [
