@@ -100,6 +100,7 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/dependencies": "/dependencies",
     "/compare": "/compare",
     "/monitor": "/monitor",
+    "/releases": "/releases",
     "/signin": "/signin",
 }
 PUBLIC = {
@@ -111,6 +112,7 @@ PUBLIC = {
     "/dependencies",
     "/compare",
     "/monitor",
+    "/releases",
     "/signin",
 }
 

@@ -604,7 +604,9 @@ def test_monitor_page_rates_errors_latency_and_impact(page: Page, ui_server: Ser
     checkout = table.locator("tbody tr[data-name='checkout'] td")
     assert checkout.nth(2).inner_text() == "50.0%"  # POST /pay failed once in two calls
     expect(table.locator("tbody tr[data-name='frontend'] svg.sparkline polyline")).to_have_count(3)
-    expect(table.locator("tbody tr[data-name='checkout'] svg[aria-label='error rate over time']")).to_have_count(1)
+    expect(
+        table.locator("tbody tr[data-name='checkout'] svg[aria-label='error rate over time']")
+    ).to_have_count(1)
     page.click("#monitor-table th[data-key='errorRate']")
     assert table.locator("tbody tr").first.get_attribute("data-name") == "checkout"
     page.click("#monitor-table tbody tr[data-name='checkout'] a")
@@ -733,3 +735,37 @@ def test_a_900_px_window_keeps_labels_names_and_keys_readable(
             assert left["x"] + left["width"] <= right["x"], (left, right)
     finally:
         context.close()
+
+
+def test_releases_page_shows_the_regression_its_histograms_and_examples(
+    page: Page, ui_server: ServerProcess
+) -> None:
+    """A slower release of `shipping` (tests/test_releases.py's spans, through OTLP/HTTP): the page
+    names the regression, overlays both releases' histograms, links the candidate's slow traces to
+    a compare with a typical baseline trace, and ranks what the slow spans have in common."""
+    from tests.test_releases import _spans
+
+    doc = _spans(time.time_ns())
+    assert httpx.post(f"{ui_server.otlp_http_url}/v1/traces", json=doc, timeout=60).status_code == 200
+    open_page(page, ui_server, "/releases?service=shipping")
+    expect(page.locator("#release-status")).to_contain_text("2.0.0")
+    page.fill("#release-baseline", "2.0.0")
+    page.fill("#release-candidate", "3.0.0")
+    page.click("#release-form button[type=submit]")
+    expect(page.locator("#release-status")).to_contain_text("2 regressions in 2 operations")
+    assert "baseline=2.0.0" in page.url and "candidate=3.0.0" in page.url
+    ship = page.locator("#release-table tr[data-operation='POST /ship']")
+    expect(ship).to_have_attribute("data-regression", "true")
+    expect(ship.locator("td").nth(6)).to_have_text("slower")
+    assert ship.locator(".hist-baseline").count() > 3 and ship.locator(".hist-candidate").count() > 3
+    compare_link = ship.locator(".release-examples a[href^='/compare?a=']").first
+    expect(compare_link).to_be_visible()
+    top = page.locator("#what-changed-table tbody tr").evaluate_all(
+        "trs => trs.slice(0, 3).map(tr => tr.dataset.attribute + '=' + tr.dataset.value)"
+    )
+    assert "resource.service.version=3.0.0" in top
+    compare_link.click()
+    page.wait_for_selector("#compare-table")
+    expect(page.locator("#compare-summary")).to_contain_text("slower")
+    open_page(page, ui_server, "/releases?service=shipping&baseline=2.0.0&candidate=2.0.1")
+    expect(page.locator("#release-status")).to_contain_text("0 regressions")

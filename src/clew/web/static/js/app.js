@@ -3,6 +3,7 @@
 import { renderCompare } from "./compare.js";
 import { renderMap } from "./map.js";
 import { renderMonitor } from "./monitor.js";
+import { renderReleases } from "./releases.js";
 import { renderSearch } from "./search.js";
 import { openTraceFile, renderTrace } from "./trace.js";
 import { apiKey, authHeaders, clear, h, link, seedColors, setApiKey } from "./util.js";
@@ -28,6 +29,7 @@ function nav() {
     link("/search", "Search"),
     link("/dependencies", "Service map"),
     link("/monitor", "Monitor"),
+    link("/releases", "Releases"),
     link("/compare", "Compare"),
     h("label", { class: "open-file" }, "Open file ", fileInput),
     error);
@@ -62,6 +64,7 @@ async function route() {
     else if (path === "/dependencies") await renderMap(main);
     else if (path === "/compare") await renderCompare(main);
     else if (path === "/monitor") await renderMonitor(main);
+    else if (path === "/releases") await renderReleases(main);
     else clear(main).append(h("h1", {}, "Not found"), h("p", {}, link("/search", "Search traces")));
   } catch (err) {
     if (err.status === 401) return; // the sign-in page is up (clew:unauthorized)
