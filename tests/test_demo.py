@@ -146,7 +146,13 @@ def test_the_canary_release_is_found_as_a_regression_with_examples(demo_server: 
     """checkout 1.5.0 sleeps 150-300 ms more per checkout: the release comparison flags POST
     /checkout as slower, with the canary's slow traces and typical 1.4.2 ones to compare."""
     end = time.time()
-    params = {"service": "checkout", "baseline": "1.4.2", "candidate": "1.5.0", "start": end - 3600, "end": end}
+    params = {
+        "service": "checkout",
+        "baseline": "1.4.2",
+        "candidate": "1.5.0",
+        "start": end - 3600,
+        "end": end,
+    }
     answer = httpx.get(f"{demo_server.http_url}/api/v1/compare/releases", params=params, timeout=60).json()
     checkout = next(o for o in answer["operations"] if o["operation"] == "POST /checkout")
     assert checkout["regression"] and checkout["latency"]["verdict"] == "slower", checkout

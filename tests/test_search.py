@@ -186,6 +186,8 @@ def test_openapi_describes_the_native_api(shop_server: ServerProcess) -> None:
         "/api/v1/search",
         "/api/v1/traces/{traceID}",
         "/api/v1/traces/{traceID}/linked-from",
+        "/api/v1/traces/{traceID}/skeleton",
+        "/api/v1/traces/{traceID}/spans/{spanID}",
         "/api/v1/openapi.json",
     } <= set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/v1/search"]["get"]["parameters"]}

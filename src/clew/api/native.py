@@ -373,6 +373,42 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/api/v1/traces/{traceID}/skeleton": {
+            "get": {
+                "summary": "The trace's shape as columns (one array a field): ids, names, services, "
+                "start offsets, durations, status, kinds, counts of attributes and events, in-trace links; "
+                "`full` says whether it is small enough (full_trace_spans) to fetch whole",
+                "parameters": [
+                    _param("traceID", "path", "up to 32 hex characters", {"type": "string"}, True),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the skeleton",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/api/v1/traces/{traceID}/spans/{spanID}": {
+            "get": {
+                "summary": "One span of the trace, whole, as OTLP/JSON (with its resource and scope)",
+                "parameters": [
+                    _param("traceID", "path", "up to 32 hex characters", {"type": "string"}, True),
+                    _param("spanID", "path", "16 hex characters", {"type": "string"}, True),
+                    _TENANT_HEADER,
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OTLP/JSON TracesData",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "400": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
         "/api/v1/traces/{traceID}/linked-from": {
             "get": {
                 "summary": "Spans of other traces that link to this one (back-references), oldest first, at most 100",

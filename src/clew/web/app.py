@@ -19,7 +19,16 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 # Jaeger UI's addresses, so links people already share keep their shape.
-UI_PATHS = ["/", "/search", "/trace/{trace_id}", "/dependencies", "/compare", "/monitor", "/releases", "/signin"]
+UI_PATHS = [
+    "/",
+    "/search",
+    "/trace/{trace_id}",
+    "/dependencies",
+    "/compare",
+    "/monitor",
+    "/releases",
+    "/signin",
+]
 
 
 def is_ui_path(path: str) -> bool:
