@@ -45,7 +45,7 @@ def test_the_tools_are_listed_with_descriptions(served: ServerProcess) -> None:
     listed = {t.name: t for t in asyncio.run(tools())}
     assert set(listed) >= {
         "services", "search", "trace_summary", "critical_path", "trace_errors", "span_details",
-        "compare_traces", "service_graph", "red_metrics",
+        "compare_traces", "service_graph", "red_metrics", "compare_releases",
     }  # fmt: skip
     assert all(t.description for t in listed.values())
 
@@ -87,14 +87,20 @@ def test_an_agent_finds_a_failed_trace_and_looks_into_it(served: ServerProcess) 
 
 
 def test_comparison_graph_and_metrics(served: ServerProcess) -> None:
-    compared, graph, red = call(
+    compared, graph, red, releases = call(
         served,
         [
             ("compare_traces", {"trace_a": A, "trace_b": C}),
             ("service_graph", {"minutes": 600}),
             ("red_metrics", {"service": "frontend", "minutes": 600}),
+            (
+                "compare_releases",
+                {"service": "checkout", "attribute": "deployment.environment", "minutes": 600},
+            ),
         ],
     )
+    # checkout's one entry span with the attribute: C's POST /pay, in prod
+    assert releases["values"] == [{"value": "prod", "spans": 1}] and releases["operations"] == []
     top = compared["operations"][0]
     assert (top["service"], top["operation"]) == ("frontend", "GET /checkout") and top["deltaMs"] == 900
     edges = {(e["parent"], e["child"]) for e in graph["edges"]}

@@ -30,6 +30,7 @@ from clew.api.tempo import metrics_routes, tempo_routes
 from clew.assembly import Assembly, assemble, every
 from clew.components.base import Component
 from clew.components.red import Red
+from clew.components.releases import Releases
 from clew.components.servicegraph import ServiceGraph
 from clew.config import Settings
 from clew.core.errors import ClewError, ConfigError
@@ -205,7 +206,10 @@ def assembly_http_app(
         return health
 
     sources = Sources(
-        assembly.reader, assembly.component(ServiceGraph).graph_dict, assembly.component(Red).timeline
+        assembly.reader,
+        assembly.component(ServiceGraph).graph_dict,
+        assembly.component(Red).timeline,
+        assembly.component(Releases).compare,
     )
     mcp, sessions = mcp_routes(sources)
     app = http_app(assembly.reader, [*assembly.routes(), *mcp], telemetry, metrics, health, full_trace_spans)

@@ -49,6 +49,8 @@ class Sources:
     reader: TraceReader
     graph: Callable[[int, int, str], dict[str, Any]]
     red: Callable[[int, int, int, str, str], list[dict[str, Any]]]
+    # (service, attribute, baseline, candidate, operation, start, end, tenant) -> the comparison
+    releases: Callable[..., dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +278,19 @@ def mcp_server(sources: Sources) -> MCPServer:
         step = 60 * max(1, int(minutes) // 60)
         points = await asyncio.to_thread(sources.red, start, end, step, service, TENANT.get())
         return {"service": service, "step": step, "points": points}
+
+    @tool
+    async def compare_releases(
+        service: str, baseline: str = "", candidate: str = "", attribute: str = "service.version",
+        minutes: float = 360,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Whether a release of a service regressed: per operation, latency and error changes of
+        `candidate` against `baseline` (values of `attribute`), with their tests and example traces
+        of each regression. Without baseline and candidate, lists the attribute's values."""
+        start, end = _window(minutes)
+        return await asyncio.to_thread(
+            sources.releases, service, attribute, baseline, candidate, "", start, end, TENANT.get()
+        )
 
     return server
 
