@@ -51,3 +51,16 @@ def test_rates_are_over_the_time_the_data_covers(shop_server: ServerProcess) -> 
         f"{shop_server.http_url}/api/v1/servicegraph", params={"start": 10, "end": 100}, timeout=30
     ).json()
     assert empty["rateSeconds"] == 90 and empty["nodes"] == []
+
+
+def test_an_empty_range_with_spans_at_its_instant_has_zero_rates() -> None:
+    """start == end is a valid range; a span starting at that very instant made the rate divide
+    by zero (a 500, found in review)."""
+    from clew.components.servicegraph import Edge, Graph, Node, graph_json
+
+    t = NOW
+    doc = graph_json(
+        Graph(t, t, [Node("a", 1, 0, False)], [Edge("a", "b", "call", 1, 0, 1.0, 1.0, 1.0)], t, t)
+    )
+    assert doc["rateSeconds"] == 0 and doc["nodes"][0]["spansPerSecond"] == 0.0
+    assert doc["edges"][0]["callsPerSecond"] == 0.0

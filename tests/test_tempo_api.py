@@ -243,9 +243,20 @@ def test_metrics_over_structural_queries_and_pipelines(tempo: ServerProcess) -> 
         (labels(s)["name"], labels(s)["p"]): s["samples"][0]["value"]
         for s in metrics(tempo, q, **window)["series"]
     }
-    assert quantiles[("POST /pay", "0")] == pytest.approx(0.24) and quantiles[
-        ("POST /pay", "1")
-    ] == pytest.approx(1.1)
+    assert quantiles[("POST /pay", "0")] == pytest.approx(0.24)
+    assert quantiles[("POST /pay", "1")] == pytest.approx(1.1)
+    # compare() over checkout's spans below frontend: A's failed payment against the rest
+    answer = metrics(tempo, f"{below} | compare({{ status = error }})", "/api/metrics/query")
+    counts = {
+        (labels(s)["__meta_type"], k, v): s["value"]
+        for s in answer["series"]
+        for k, v in labels(s).items()
+        if k != "__meta_type"
+    }
+    assert counts[("selection", "name", "POST /pay")] == 1 and counts[("baseline", "name", "POST /pay")] == 1
+    assert counts[("baseline", "span.db.system", "postgres")] == 1
+    assert counts[("baseline", "status", "unset")] == 3 and ("selection", "status", "unset") not in counts
+    assert answer["metrics"]["completed"] is True
 
 
 def test_metrics_see_only_the_callers_tenant(tempo: ServerProcess) -> None:

@@ -13,9 +13,13 @@ form of an equal element is looked for in the message): a query with many compar
 
 from __future__ import annotations
 
+import re
+
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue
 
 from clew.core.language import INT64_MAX, INT64_MIN
+
+MAX_DECODED_BYTES = 65536
 
 
 def _byte(s: str, position: str) -> str:
@@ -51,7 +55,8 @@ def _decoder(raw: str) -> str:
         f"arrayFold((arr_acc, arr_i) -> if(arr_i + 1 = arr_acc.1 AND {_byte('arr_raw', 'arr_acc.1')} = 10, "
         f"{step}, arr_acc), range(length(arr_raw)), (toUInt64(1), CAST([], 'Array(String)'))).2"
     )
-    return _let("arr_raw", raw, walk)
+    # the walk is a fold over bytes: what lies past MAX_DECODED_BYTES of one array is not looked into
+    return _let("arr_raw", f"substring({raw}, 1, {MAX_DECODED_BYTES})", walk)
 
 
 # Functions a statement may call, each the elements of one type of the `ArrayValue` given (as the
@@ -77,14 +82,18 @@ def elements(kind: str, raw: str) -> str:
     return f"{NAMES[kind]}({raw})"
 
 
+_LEADING_WITH = re.compile(r"\s*WITH\s+", re.IGNORECASE)
+
+
 def with_functions(sql: str) -> str:
     """`sql` with the definitions of the functions it calls in its leading WITH clause (which the
     engine extends to its subqueries). Every connection runs its statements through this."""
     used = [f"{body} AS {name}" for name, body in DEFINITIONS.items() if f"{name}(" in sql]
     if not used:
         return sql
-    if sql.startswith("WITH "):
-        return f"WITH {', '.join(used)}, {sql[5:]}"
+    leading = _LEADING_WITH.match(sql)
+    if leading:
+        return f"WITH {', '.join(used)}, {sql[leading.end() :]}"
     return f"WITH {', '.join(used)} {sql}"
 
 

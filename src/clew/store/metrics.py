@@ -4,6 +4,7 @@ seconds, as Tempo gives them."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,6 +191,8 @@ def _series(
         if q.function == "quantile_over_time":
             values = list(zip((f"{x:g}" for x in q.quantiles), row["value"], strict=True))
         for extra_label, v in values:
+            if v is None or not math.isfinite(v):  # NaN/inf attributes: no JSON number says them
+                continue
             base = tuple(
                 (label, None if row[k] is None else str(row[k]))
                 for label, k in zip(q.labels, keys, strict=True)
@@ -261,7 +264,8 @@ def _compare(
         spans, searcher = _matching(conn, db, q, start, end, tenant, lambda p: _compare_columns(q, p, step))
         counts: dict[tuple[int, str, str, str], tuple[int, int, bytes]] = {}
         for span in spans:
-            for attr, value in span["pairs"]:
+            for pair in span["pairs"]:  # unnamed tuples come back as {"1": ..., "2": ...}
+                attr, value = (pair["1"], pair["2"]) if isinstance(pair, dict) else pair
                 key = (int(span["b"]), str(span["grp"]), str(attr), str(value))
                 n, longest, trace = counts.get(key, (0, -1, b""))
                 slower = (span["duration"], span["trace_id"]) > (longest, trace)

@@ -435,11 +435,15 @@ class Searcher:
             traces.append(summary)
         return SearchResult(traces, self.inspected, self.complete)
 
-    def scan(self, extra: dict[str, str], page: int = 1000) -> Iterator[tuple[Columns, list[int]]]:
+    def scan(self, extra: dict[str, str], page: int = 200) -> Iterator[tuple[Columns, list[int]]]:
         """Every match in the window, not only the newest `limit` (metrics over a structural query):
         the matching spans' rows of each candidate page, with the `extra` columns (alias -> SQL
-        compiled with `self.params`) read for them. Stops after MAX_INSPECTED_TRACES candidates."""
-        for candidates in self._pages(page):
+        compiled with `self.params`) read for them. Stops after MAX_INSPECTED_TRACES candidates. A
+        trace that new spans moved into a later page is evaluated once."""
+        seen: set[bytes] = set()
+        for page_of in self._pages(page):
+            candidates = [t for t in page_of if t not in seen]
+            seen.update(candidates)
             columns, hits = self._matched_rows(candidates, extra)
             yield columns, [row for _, rows in hits for row in rows]
 

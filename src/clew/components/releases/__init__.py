@@ -28,6 +28,7 @@ from clew.store.sql import WINDOW
 SAMPLE = 2000  # durations per operation and release the tests run on
 MAX_OPERATIONS = 100
 MAX_VALUES = 20
+MAX_CHANGED = 30
 EXAMPLES = 3
 MAX_TEXT = 1024
 # the spans that stand for an operation's latency: where a request enters the service
@@ -99,6 +100,9 @@ class Releases(BaseComponent):
             "sumMap([toUInt8(ceil(log2(greatest(duration, 1))))], [toUInt64(1)]) AS histogram, "
             "histogram.1 AS buckets, histogram.2 AS counts "
             f"FROM {self.db}.spans WHERE {scope} AND {VALUE} IN ({{baseline:String}}, {{candidate:String}}) "
+            # the busiest operations only, chosen before anything is sampled
+            f"AND name IN (SELECT name FROM {self.db}.spans WHERE {scope} GROUP BY name "
+            f"ORDER BY count() DESC, name LIMIT {MAX_OPERATIONS}) "
             "GROUP BY op, is_candidate ORDER BY op",
             {**params, "baseline": baseline, "candidate": candidate},
         ).to_pylist()
@@ -177,11 +181,13 @@ class Releases(BaseComponent):
             params,
         ).to_pylist()[0]
         sel, rest = int(totals["sel"]), int(totals["rest"])
+        # ranked in the engine: a service's attributes may hold millions of distinct values
         rows = self.conn.query(
-            f"SELECT kv.1 AS attr, kv.2 AS val, countIf({selected}) AS s, countIf(NOT {selected}) AS r "
+            f"SELECT kv.1 AS attr, kv.2 AS val, countIf({selected}) AS s, countIf(NOT {selected}) AS r, "
+            "s / greatest({sel:UInt64}, 1) - r / greatest({rest:UInt64}, 1) AS d "
             f"FROM {self.db}.spans ARRAY JOIN arrayConcat({pairs}) AS kv WHERE {scope} "
-            "GROUP BY attr, val",
-            params,
+            f"GROUP BY attr, val HAVING d > 0 ORDER BY d DESC, attr, val LIMIT {MAX_CHANGED}",
+            {**params, "sel": sel, "rest": rest},
         ).to_pylist()
         values: list[dict[str, Any]] = [
             {
@@ -195,7 +201,7 @@ class Releases(BaseComponent):
         values.sort(key=lambda v: (-v["difference"], v["attribute"], v["value"]))
         return {
             "service": service, "start": start / 1e9, "end": end / 1e9, "slowerThanMs": slower_than / 1e6,
-            "selected": sel, "rest": rest, "values": [v for v in values if v["difference"] > 0][:30],
+            "selected": sel, "rest": rest, "values": [v for v in values if v["difference"] > 0],
         }  # fmt: skip
 
 

@@ -130,6 +130,7 @@ class ServiceGraph(BaseComponent):
 
 def graph_json(graph: Graph) -> dict[str, Any]:
     seconds = graph.rate_seconds
+    per_second = 1 / seconds if seconds > 0 else 0.0  # start == end: no time to rate over
     return {
         "start": graph.start / 1e9,
         "end": graph.end / 1e9,
@@ -140,7 +141,7 @@ def graph_json(graph: Graph) -> dict[str, Any]:
                 "spans": n.spans,
                 "errors": n.errors,
                 "virtual": n.virtual,
-                "spansPerSecond": n.spans / seconds,
+                "spansPerSecond": n.spans * per_second,
             }
             for n in graph.nodes
         ],  # fmt: skip
@@ -151,7 +152,7 @@ def graph_json(graph: Graph) -> dict[str, Any]:
                 "type": e.type,
                 "calls": e.calls,
                 "errors": e.errors,
-                "callsPerSecond": e.calls / seconds,
+                "callsPerSecond": e.calls * per_second,
                 "p50Ms": e.p50 / 1e6,
                 "p95Ms": e.p95 / 1e6,
                 "p99Ms": e.p99 / 1e6,

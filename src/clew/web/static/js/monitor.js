@@ -30,6 +30,7 @@ export async function renderMonitor(root) {
     if (live.checked) follow();
     else clearTimeout(liveTimer);
   });
+  if (live.checked) follow();  // armed now, so a failed load below still refreshes
   const status = h("div", { class: "status", id: "monitor-status" }, "Loading…");
   const table = h("table", { class: "stats", id: "monitor-table" });
   const chart = h("div", { class: "metrics-plot", id: "monitor-latency" });

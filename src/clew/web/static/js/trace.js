@@ -120,7 +120,9 @@ function showTrace(root, trace, doc, view, fromFile) {
       getJSON(`/api/v1/traces/${encodeURIComponent(trace.traceId)}/spans/${span.spanId}`).then((one) => {
         mergeDetails(trace, span, one);
         if (detail.dataset.spanId === span.spanId) showDetail(detail, span, trace);
-      }).catch((err) => detail.append(h("p", { class: "error" }, err.message)));
+      }).catch((err) => {
+        if (detail.dataset.spanId === span.spanId) detail.append(h("p", { class: "error" }, err.message));
+      });
     }
     const url = new URL(location.href);
     url.searchParams.set("span", span.spanId);
@@ -274,7 +276,7 @@ function waterfall(container, trace, onSelect) {
       style: { left: pct(Math.min(f.end, span.start)), width: width(Math.abs(span.start - f.end)) },
     }));
     const events = span.events.map((e) => h("div", { class: "event-tick", style: { left: pct(e.time) }, title: e.name }));
-    const duration = span.end <= to ? h("span", { class: "span-duration", style: { left: `calc(${pct(span.end)} + 4px)` } }, formatDuration(span.duration)) : null;
+    const duration = from <= span.end && span.end <= to ? h("span", { class: "span-duration", style: { left: `calc(${pct(span.end)} + 4px)` } }, formatDuration(span.duration)) : null;
     const classes = ["span-row"];
     if (span.critical) classes.push("critical");
     if (span.error) classes.push("error-row");
@@ -386,7 +388,8 @@ function minimap(trace, onRange) {
     const box = canvas.getBoundingClientRect();
     return Math.max(0, Math.min(1, (e.clientX - box.left) / box.width)) * total;
   };
-  canvas.addEventListener("mousedown", (e) => { dragFrom = at(e); e.preventDefault(); });
+  let before = shown;
+  canvas.addEventListener("mousedown", (e) => { dragFrom = at(e); before = shown; e.preventDefault(); });
   canvas.addEventListener("mousemove", (e) => {
     if (dragFrom === null) return;
     shown = [Math.min(dragFrom, at(e)), Math.max(dragFrom, at(e))];
@@ -398,7 +401,10 @@ function minimap(trace, onRange) {
     const b = at(e);
     dragFrom = null;
     if (Math.abs(b - a) > total / 1000) onRange(a, b);
-    else place();
+    else {  // a click, not a drag: the frame goes back to the window shown
+      shown = before;
+      place();
+    }
   };
   canvas.addEventListener("mouseup", finish);
   canvas.addEventListener("mouseleave", finish);
