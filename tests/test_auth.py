@@ -93,6 +93,8 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/api/v1/completeness": "/api/v1/completeness",
     "/api/v1/compare/releases": "/api/v1/compare/releases?service=shop-svc&baseline=1&candidate=2",
     "/api/v1/compare/attributes": "/api/v1/compare/attributes?service=shop-svc",
+    "/api/v1/slos": "/api/v1/slos",
+    "/api/v1/alerts": "/api/v1/alerts",
     "/static": "/static/app.css",
     "/": "/",
     "/search": "/search",
@@ -425,3 +427,16 @@ def test_the_cli_reads_as_a_key_and_a_tenant(secured) -> None:
     assert exported.returncode == 0 and SECRET["shop"] in exported.stdout
     found = clew("search", "{ }", "--since", "1d", "--key", keys["admin"], "--tenant", "bank", "--json")
     assert found.returncode == 0 and TRACE["bank"] in found.stdout and TRACE["shop"] not in found.stdout
+
+
+def test_setting_slos_needs_an_admin_key_and_stays_in_the_tenant(secured) -> None:
+    server, keys = secured
+    url = f"{server.http_url}/api/v1/slos"
+    body = {"slos": [{"name": "shop-up", "service": "shop-svc", "objective": 99.9}]}
+    read = httpx.put(url, json=body, headers=_bearer(keys["read-shop"]), timeout=30)
+    assert read.status_code == 403 and "admin" in read.json()["error"]
+    admin = httpx.put(url, json=body, headers=_headers("admin", keys), timeout=30)
+    assert admin.status_code == 200, admin.text
+    shop = httpx.get(url, headers=_bearer(keys["read-shop"]), timeout=30).json()["slos"]
+    assert [s["name"] for s in shop] == ["shop-up"] and shop[0]["events"] >= 1  # the shop's spans
+    assert httpx.get(url, headers=_bearer(keys["read-bank"]), timeout=30).json()["slos"] == []

@@ -13,12 +13,14 @@ from typing import TypeVar
 
 from starlette.routing import BaseRoute
 
+from clew.components.alerts import Alerts
 from clew.components.base import Component, Context
 from clew.components.completeness import Completeness
 from clew.components.dependencies import Dependencies
 from clew.components.enrichment import Enrichment
 from clew.components.limits import Limits
 from clew.components.red import Red
+from clew.components.red.minutes import BOUNDS
 from clew.components.redaction import Redaction
 from clew.components.releases import Releases
 from clew.components.retention import Retention
@@ -85,16 +87,18 @@ def components(settings: Settings, ctx: Context, state_dir: Path) -> list[Compon
         watchers=[dependencies],
         max_spans_per_trace=settings.limits.by_tenant("max_spans_per_trace"),
     )
+    red = Red(ctx)
     return [
         Enrichment(ctx, settings.enrich),  # names templated before redaction sees them
         Redaction(ctx, settings.redaction, state_dir if settings.storage == "embedded" else None),
         Limits(ctx, settings.limits),  # after redaction: the detectors see whole values
         retention,
-        Red(ctx),
+        red,
         dependencies,
         ServiceGraph(ctx),
         Completeness(ctx),
         Releases(ctx),
+        Alerts(ctx, settings.alerting, red.window, BOUNDS),
         sampling,
     ]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clew.api.native import DEFAULT_FULL_TRACE_SPANS
+from clew.components.alerts import AlertingConfig
 from clew.components.enrichment import EnrichConfig, EnrichError
 from clew.components.redaction import RedactionConfig, RedactionError
 from clew.components.retention import RetentionConfig
@@ -22,7 +23,7 @@ __all__ = ["ConfigError", "Settings"]
 
 DEFAULT_CONFIG_FILE = "clew.toml"
 # settings that are whole tables of clew.toml (each a component's config), not single values
-TABLES = ("redaction", "enrich", "sampling", "retention", "keys", "limits")
+TABLES = ("redaction", "enrich", "sampling", "retention", "keys", "limits", "alerting", "slos")
 # tables of clew.toml whose keys are plain settings, grouped for readers of the file
 GROUPS: dict[str, tuple[str, ...]] = {
     "ingest": (
@@ -95,6 +96,7 @@ class Settings:
     enrich: EnrichConfig = field(default_factory=EnrichConfig)  # clew.toml [enrich] only
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # clew.toml [sampling] only
     retention: RetentionConfig = field(default_factory=RetentionConfig)  # [retention] (and [sampling])
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)  # [alerting] and [[slos]]
 
     @classmethod
     def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
@@ -128,6 +130,7 @@ class Settings:
                     ),
                     keys=_keys(doc.get("keys", [])),
                     limits=LimitsConfig.from_toml(doc.get("limits", {})),
+                    alerting=AlertingConfig.from_toml(doc.get("alerting", {}), doc.get("slos", [])),
                 )
             except (RedactionError, EnrichError, ConfigError) as exc:
                 raise ConfigError(f"config file {path}: {exc}") from exc

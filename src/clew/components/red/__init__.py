@@ -66,6 +66,10 @@ class Red(BaseComponent):
         """A service's RED timeline as `/api/v1/metrics` answers it (for the MCP tools)."""
         return [point_json(p, step) for p in self.red.timeline(start, end, step, service, None, None, tenant)]
 
+    def window(self, start: int, end: int, tenant: str) -> list[Series]:
+        """Totals per series over [start, end] ns (what the alerts' SLO indicators read)."""
+        return self.red.series(start, end, tenant)
+
     def metrics(self) -> Iterable[Sample]:
         for tenant in self.red.tenants():
             for s in self.red.series(tenant=tenant):
