@@ -103,6 +103,7 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/compare": "/compare",
     "/monitor": "/monitor",
     "/releases": "/releases",
+    "/alerts": "/alerts",
     "/signin": "/signin",
 }
 PUBLIC = {
@@ -115,6 +116,7 @@ PUBLIC = {
     "/compare",
     "/monitor",
     "/releases",
+    "/alerts",
     "/signin",
 }
 

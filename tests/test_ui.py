@@ -769,3 +769,40 @@ def test_releases_page_shows_the_regression_its_histograms_and_examples(
     expect(page.locator("#compare-summary")).to_contain_text("slower")
     open_page(page, ui_server, "/releases?service=shipping&baseline=2.0.0&candidate=2.0.1")
     expect(page.locator("#release-status")).to_contain_text("0 regressions")
+
+
+def test_alerts_page_shows_a_firing_slo_alert_with_its_example_trace(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """An availability SLO burning 20x (tests/test_alerts.py's failing calls): the page lists the
+    firing alert with links to the traces that broke it, and the SLO with its budget spent."""
+    from tests.test_alerts import spans as failing
+
+    config = tmp_path / "clew.toml"
+    config.write_text(
+        '[alerting]\nevaluate_every = "1s"\n[[alerting.windows]]\nseverity = "page"\nlong = "10m"\nshort = "2m"\n'
+        'burn_rate = 14.4\n\n[[slos]]\nname = "pay-up"\nservice = "payments"\nobjective = 99.5\nwindow = "1h"\n'
+    )
+    server = ServerProcess(tmp_path / "data", extra_args=["--config", str(config)]).start()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        doc = failing("payments", time.time_ns(), 100, 10, 5, 1)
+        assert httpx.post(f"{server.otlp_http_url}/v1/traces", json=doc, timeout=30).status_code == 200
+        deadline = time.monotonic() + 60
+        while not httpx.get(f"{server.http_url}/api/v1/alerts", timeout=30).json()["alerts"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        page = context.new_page()
+        open_page(page, server, "/alerts")
+        row = page.locator("#alerts-table tr[data-name='pay-up:page']")
+        expect(row).to_have_attribute("data-state", "firing")
+        trace_link = row.locator("a[href^='/trace/']").first
+        slo = page.locator("#slo-table tr[data-name='pay-up']")
+        expect(slo.locator(".budget-bar.spent")).to_have_count(1)
+        page.screenshot(path=str(OUTPUT / "alerts.png"))
+        trace_link.click()
+        page.wait_for_selector("#trace-header")
+        expect(page.locator("#detail-status")).to_contain_text("error")  # opens on the failed call
+    finally:
+        context.close()
+        server.stop()

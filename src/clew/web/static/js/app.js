@@ -1,5 +1,6 @@
 // The single-page app: one shell, routes with Jaeger UI's addresses, no build step.
 
+import { renderAlerts } from "./alerts.js";
 import { renderCompare } from "./compare.js";
 import { renderMap } from "./map.js";
 import { renderMonitor } from "./monitor.js";
@@ -30,6 +31,7 @@ function nav() {
     link("/dependencies", "Service map"),
     link("/monitor", "Monitor"),
     link("/releases", "Releases"),
+    link("/alerts", "Alerts"),
     link("/compare", "Compare"),
     h("label", { class: "open-file" }, "Open file ", fileInput),
     error);
@@ -65,6 +67,7 @@ async function route() {
     else if (path === "/compare") await renderCompare(main);
     else if (path === "/monitor") await renderMonitor(main);
     else if (path === "/releases") await renderReleases(main);
+    else if (path === "/alerts") await renderAlerts(main);
     else clear(main).append(h("h1", {}, "Not found"), h("p", {}, link("/search", "Search traces")));
   } catch (err) {
     if (err.status === 401) return; // the sign-in page is up (clew:unauthorized)
