@@ -165,6 +165,13 @@ def test_a_burning_budget_fires_with_examples_holds_through_a_blip_and_resolves(
             if s.metric.name == "ALERTS"
         }
         assert ("silent:payments", "firing") in metrics and not any(n.startswith("pay-") for n, _ in metrics)
+        # payments speaks again (one good call): the silence clears, and resolves after resolve_after
+        store.writer.write(decode_json(json.dumps(spans("payments", now[0], 1, 0, 0.01, 20_000)).encode()).batch)
+        assert [e for e in alerts.evaluate(now[0] + S) if e.name == "silent:payments"] == []
+        now[0] += 130 * S
+        store.writer.write(decode_json(json.dumps(spans("payments", now[0], 1, 0, 0.01, 30_000)).encode()).batch)
+        back = [e for e in alerts.evaluate(now[0]) if e.name == "silent:payments"]
+        assert [e.status for e in back] == ["resolved"]
     finally:
         store.close()
 

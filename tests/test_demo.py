@@ -234,3 +234,38 @@ def test_serve_demo_runs_the_shop_with_the_server(data_dir: Path, sig: int) -> N
     finally:
         server.stop(sig)
     assert wait_until(lambda: not demo_processes(server.otlp_http_port), 30)
+
+
+def _demo_command(server: ServerProcess, seconds: int) -> list[str]:
+    return [sys.executable, "-m", "clew.cli", "demo", "--endpoint", server.otlp_http_url,
+            "--rps", "10", "--duration", str(seconds), "--seed", "5"]  # fmt: skip
+
+
+def test_a_silent_demo_service_fires_an_alert_and_recovers(tmp_path: Path) -> None:
+    """The shop stops: every service it ran goes silent and each fires an alert; the shop runs
+    again: each alert resolves (seen while it runs: stopped, it would fall silent again)."""
+    config = tmp_path / "clew.toml"
+    config.write_text('[alerting]\nsilent_after = "6s"\nevaluate_every = "1s"\nresolve_after = "2s"\n')
+    server = ServerProcess(tmp_path / "data", extra_args=["--config", str(config)]).start()
+    shop = {"frontend", "checkout", "cart", "payment"}
+
+    def in_state(state: str) -> bool:
+        listed = httpx.get(f"{server.http_url}/api/v1/alerts", timeout=30).json()["alerts"]
+        return shop <= {
+            a["labels"]["service"] for a in listed if a["name"].startswith("silent:") and a["state"] == state
+        }
+
+    try:
+        first = subprocess.run(_demo_command(server, 4), capture_output=True, text=True, timeout=120)
+        assert first.returncode == 0, first.stderr
+        assert wait_until(lambda: in_state("firing"), 60)
+        again = subprocess.Popen(
+            _demo_command(server, 30), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            assert wait_until(lambda: in_state("resolved"), 60)
+        finally:
+            again.send_signal(signal.SIGTERM)
+            again.wait(timeout=60)
+    finally:
+        server.stop()
