@@ -166,10 +166,14 @@ def test_a_burning_budget_fires_with_examples_holds_through_a_blip_and_resolves(
         }
         assert ("silent:payments", "firing") in metrics and not any(n.startswith("pay-") for n, _ in metrics)
         # payments speaks again (one good call): the silence clears, and resolves after resolve_after
-        store.writer.write(decode_json(json.dumps(spans("payments", now[0], 1, 0, 0.01, 20_000)).encode()).batch)
+        store.writer.write(
+            decode_json(json.dumps(spans("payments", now[0], 1, 0, 0.01, 20_000)).encode()).batch
+        )
         assert [e for e in alerts.evaluate(now[0] + S) if e.name == "silent:payments"] == []
         now[0] += 130 * S
-        store.writer.write(decode_json(json.dumps(spans("payments", now[0], 1, 0, 0.01, 30_000)).encode()).batch)
+        store.writer.write(
+            decode_json(json.dumps(spans("payments", now[0], 1, 0, 0.01, 30_000)).encode()).batch
+        )
         back = [e for e in alerts.evaluate(now[0]) if e.name == "silent:payments"]
         assert [e.status for e in back] == ["resolved"]
     finally:
@@ -252,6 +256,9 @@ def test_an_slo_burn_alert_fires_from_injected_errors_with_example_traces(
     assert slos["checkout-availability"]["errorBudgetRemaining"] < 0
     assert slos["checkout-availability"]["burnRates"][0]["long"] > 14.4
     assert slos["checkout-latency"]["badEvents"] == 0  # 20 ms each, under 500 ms
+    history = slos["checkout-availability"]["burnHistory"]
+    assert len(history) == 24 and max(p["burnRate"] for p in history) > 14.4  # the last steps burn
+    assert history[0]["burnRate"] == 0  # before the calls
     # another tenant sees neither the alert nor the SLOs' events
     other = httpx.get(f"{base}/api/v1/alerts", headers={"X-Scope-OrgID": "other"}, timeout=30).json()
     assert other["alerts"] == []

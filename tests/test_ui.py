@@ -799,6 +799,7 @@ def test_alerts_page_shows_a_firing_slo_alert_with_its_example_trace(
         trace_link = row.locator("a[href^='/trace/']").first
         slo = page.locator("#slo-table tr[data-name='pay-up']")
         expect(slo.locator(".budget-bar.spent")).to_have_count(1)
+        expect(slo.locator("svg.burn-chart polyline")).to_have_count(1)
         page.screenshot(path=str(OUTPUT / "alerts.png"))
         trace_link.click()
         page.wait_for_selector("#trace-header")

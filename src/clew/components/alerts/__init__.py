@@ -44,6 +44,7 @@ S = 10**9
 MAX_BODY = 256 * 1024
 HISTORY_NS = 24 * 3600 * S  # resolved alerts are listed this long
 EXAMPLES = 3
+HISTORY_STEPS = 24
 SLOS_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.slos (tenant String, doc String, updated DateTime64(9, 'UTC'))
 ENGINE = ReplacingMergeTree(updated) ORDER BY tenant
@@ -213,7 +214,20 @@ class Alerts(BaseComponent):
                 for w in self.config.windows
             ],
             "examples": whole.examples,
+            "burnHistory": self.history(slo, now, cache),
         }  # fmt: skip
+
+    def history(self, slo: Slo, now: int, cache: dict[Any, Any]) -> list[dict[str, float]]:
+        """The burn rate per step over the longest alert window, HISTORY_STEPS steps: the SLO page's
+        chart."""
+        span = max((w.long for w in self.config.windows), default=3600 * S)
+        step = max(60 * S, span // HISTORY_STEPS) // (60 * S) * (60 * S)  # whole RED minutes
+        end = now // (60 * S) * (60 * S)
+        points = []
+        for start in range(end - HISTORY_STEPS * step, end, step):
+            burn = self.indicator(slo, start, start + step - 1, cache).burn(slo)
+            points.append({"time": (start + step) / 1e9, "burnRate": burn})
+        return points
 
     # --- evaluation --------------------------------------------------------------------------------
 
