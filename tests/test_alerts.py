@@ -305,6 +305,7 @@ FIELDS = st.fixed_dictionaries(
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(st.one_of(JSON, st.lists(FIELDS | JSON, max_size=3)))
 @example([{"name": "a", "service": "s", "objective": float("nan")}])
+@example([{"name": "a", "service": "s", "objective": 1.0, "span_kind": []}])  # unhashable: was a TypeError
 @example([{"name": "a", "service": "s", "objective": 99, "sli": "latency", "threshold_ms": float("inf")}])
 def test_any_slo_document_parses_or_is_refused_with_a_reason(doc: object) -> None:
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import grpc
 import httpx
@@ -15,11 +16,12 @@ import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from clew.assembly import open_embedded
+from clew.components.alerts import Alerts
 from clew.core.model import OtlpBatch
 from clew.ingest.writer import Writer
 from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
-from clew.server import bind
+from clew.server import bind, pipeline_of
 
 
 class GatedStore:
@@ -55,6 +57,9 @@ def test_full_queue_answers_retry_later(tmp_path):
     store = GatedStore(open_embedded(tmp_path / "data"))
     writer = Writer(store, max_queue_spans=30)
     writer.start()
+    alerts = store.component(Alerts)  # clew's own pipeline alert, from the same writer's counters
+    alerts.watch_pipeline(lambda: pipeline_of(writer))
+    assert alerts.evaluate(time.time_ns()) == []
 
     async def scenario() -> None:
         sock = bind("127.0.0.1", 0)
@@ -101,4 +106,7 @@ def test_full_queue_answers_retry_later(tmp_path):
         writer.close()
     assert writer.pending_spans == 0
     assert store.reader.span_count() == 75
+    fired = [e for e in alerts.evaluate(time.time_ns()) if e.name == "pipeline:refused"]
+    assert [e.status for e in fired] == ["firing"] and "refused 50 spans" in fired[0].summary  # by HTTP and by gRPC
+    assert [a["name"] for a in alerts.alerts("any-tenant", time.time_ns())] == ["pipeline:refused"]
     store.close()

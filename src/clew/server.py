@@ -28,6 +28,7 @@ from clew.api.mcp import Sources, mcp_routes
 from clew.api.native import DEFAULT_FULL_TRACE_SPANS, native_routes
 from clew.api.tempo import metrics_routes, tempo_routes
 from clew.assembly import Assembly, assemble, every
+from clew.components.alerts import Alerts, Pipeline
 from clew.components.base import Component
 from clew.components.red import Red
 from clew.components.releases import Releases
@@ -184,6 +185,12 @@ def http_app(
     )
 
 
+def pipeline_of(writer: IngestStats) -> Pipeline:
+    """The alerts' view of the ingest writer (and of its log's commit lag)."""
+    lag = writer.lag()[1] if isinstance(writer, LoggedWriter) else 0.0
+    return Pipeline(writer.refused_spans, writer.failed_spans, lag)
+
+
 def assembly_http_app(
     assembly: Assembly, writer: IngestStats | None = None, full_trace_spans: int = DEFAULT_FULL_TRACE_SPANS
 ) -> Starlette:
@@ -205,6 +212,8 @@ def assembly_http_app(
             health["instance"] = {"name": assembly.instances.name, "leader": assembly.instances.leader}
         return health
 
+    if writer is not None:
+        assembly.component(Alerts).watch_pipeline(lambda: pipeline_of(writer))
     sources = Sources(
         assembly.reader,
         assembly.component(ServiceGraph).graph_dict,

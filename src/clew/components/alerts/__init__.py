@@ -75,6 +75,19 @@ class RedSeries(Protocol):
     def last_error_trace(self) -> bytes: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """clew's own ingest at one moment: spans refused (a full queue or log) and failed commits so
+    far, and how long the oldest acknowledged span has waited for its commit (s)."""
+
+    refused: int = 0
+    failed: int = 0
+    commit_lag_s: float = 0.0
+
+
+PIPELINE_TENANT = "*"  # clew's own alerts, listed to every tenant
+
+
 @dataclass(slots=True)
 class Indicator:
     """Good and total events of an SLO over a window, with traces of bad events."""
@@ -148,6 +161,13 @@ class Alerts(BaseComponent):
         self.states: dict[tuple[str, str], AlertState] = {}
         self.last_seen: dict[tuple[str, str], int] = {}  # (tenant, service) -> last received (ns)
         self.lock = threading.Lock()
+        self.pipeline: Callable[[], Pipeline] | None = None
+        self._pipeline_seen = Pipeline()
+
+    def watch_pipeline(self, read: Callable[[], Pipeline]) -> None:
+        """Alert when ingest refuses spans, fails a commit or falls behind (`read` is the server's
+        view of its writer, which exists only once the server runs)."""
+        self.pipeline, self._pipeline_seen = read, read()
 
     def migrations(self) -> Sequence[Migration]:
         return MIGRATIONS
@@ -270,6 +290,15 @@ class Alerts(BaseComponent):
                     silent_for / S,
                     (),
                 )
+        if self.pipeline is not None:
+            for name, (holds, summary, value) in self._pipeline_conditions().items():
+                labels = {"service": "clew", "severity": "page", "kind": "pipeline"}
+                conditions[(PIPELINE_TENANT, name)] = (
+                    holds,
+                    AlertState(name, PIPELINE_TENANT, labels, summary),
+                    value,
+                    (),
+                )
         events = []
         with self.lock:
             for key in set(self.states) | set(conditions):
@@ -317,6 +346,21 @@ class Alerts(BaseComponent):
         ).to_pylist()  # fmt: skip
         return list(dict.fromkeys(str(r["t"]) for r in rows))
 
+    def _pipeline_conditions(self) -> dict[str, tuple[bool, str, float]]:
+        """Since the last evaluation: spans refused, commits failed; and the commit lag now."""
+        assert self.pipeline is not None
+        now, before = self.pipeline(), self._pipeline_seen
+        self._pipeline_seen = now
+        refused, failed = now.refused - before.refused, now.failed - before.failed
+        lag = self.config.max_commit_lag / S
+        return {
+            "pipeline:refused": (refused > 0, f"clew refused {refused} spans: its write queue or log was full", refused),
+            "pipeline:failed": (failed > 0, f"{failed} spans failed to commit to the store", failed),
+            "pipeline:commit-lag": (now.commit_lag_s > lag,
+                f"acknowledged spans waited {now.commit_lag_s:.1f} s for their commit (more than {lag:g} s)",
+                now.commit_lag_s),
+        }  # fmt: skip
+
     def _silence(self, now: int) -> dict[tuple[str, str], int]:
         """How long each service seen recently has sent nothing (ns). Remembered here past the
         spans' own retention; forgotten a day after it fell silent."""
@@ -340,7 +384,7 @@ class Alerts(BaseComponent):
         with self.lock:
             listed = [
                 s for s in self.states.values()
-                if s.tenant == owner and s.state != "inactive"
+                if s.tenant in (owner, PIPELINE_TENANT) and s.state != "inactive"
                 and (s.resolved_at is None or now - s.resolved_at < HISTORY_NS)
             ]  # fmt: skip
         order = {"firing": 0, "pending": 1, "resolved": 2}

@@ -82,19 +82,20 @@ class AlertingConfig:
     evaluate_every: int = 30 * S
     pending_for: int = 0  # a condition holds this long before the alert fires
     resolve_after: int = 120 * S  # and is false this long before it resolves (no flapping)
+    max_commit_lag: int = 30 * S  # acknowledged spans waiting longer for their commit: an alert
     external_url: str = "http://127.0.0.1:16686"  # where notifications link traces to
 
     @classmethod
     def from_toml(cls, alerting: dict[str, Any], slos: list[Any]) -> AlertingConfig:
         known = {"windows", "webhooks", "silent_after", "evaluate_every", "pending_for", "resolve_after",
-                 "external_url"}  # fmt: skip
+                 "external_url", "max_commit_lag"}  # fmt: skip
         if not isinstance(alerting, dict):
             raise AlertingError("[alerting] must be a table")
         for key in alerting:
             if key not in known:
                 raise AlertingError(f"[alerting]: unknown setting {key!r}")
         values: dict[str, Any] = {}
-        for key in ("silent_after", "evaluate_every", "pending_for", "resolve_after"):
+        for key in ("silent_after", "evaluate_every", "pending_for", "resolve_after", "max_commit_lag"):
             if key in alerting:
                 values[key] = _duration(alerting[key], f"[alerting] {key}")
         if values.get("evaluate_every", 1) <= 0:
@@ -156,7 +157,7 @@ def parse_slos(docs: list[Any], tenant: str, tenant_key: bool = False) -> tuple[
                 f"{where} ({name}): a latency SLO needs threshold_ms from 0 to {MAX_THRESHOLD_MS}, such as 500"
             )
         span_kind = doc.get("span_kind", "server")
-        if span_kind not in SPAN_KINDS:
+        if not isinstance(span_kind, str) or span_kind not in SPAN_KINDS:
             raise BadRequest(f"{where} ({name}): span_kind is one of {', '.join(SPAN_KINDS)}")
         operation = doc.get("operation", "")
         if not isinstance(operation, str) or len(operation) > 1024:
