@@ -314,3 +314,31 @@ def test_any_slo_document_parses_or_is_refused_with_a_reason(doc: object) -> Non
         assert exc.message
         return
     assert all(0 < s.objective < 100 and s.window >= 60 * S for s in slos)
+
+
+def test_a_service_whose_traces_break_fires_an_alert_with_examples(tmp_path: Path) -> None:
+    """Completeness over the last `broken_window`: 25 traces into `inventory`, each with an orphan
+    span (its parent never arrived), pass the 20% threshold; a healthy service does not."""
+    now = time.time_ns()
+    config = AlertingConfig(silent_after=0, broken_share=0.2, broken_min_traces=20)
+    store = assemble(replace(Settings(), data_dir=tmp_path / "data", alerting=config), clock=lambda: now)
+    try:
+        docs = []
+        for i in range(25):
+            start = now - (300 - i) * S  # ended minutes ago: settled, not in flight
+            orphan = {"traceId": f"{i + 1:032x}", "spanId": f"{i + 1:016x}", "parentSpanId": "f" * 16,
+                      "name": "POST /reserve", "kind": 2, "startTimeUnixNano": str(start),
+                      "endTimeUnixNano": str(start + 10**7)}  # fmt: skip
+            healthy = {"traceId": f"{i + 100:032x}", "spanId": f"{i + 100:016x}", "name": "GET /", "kind": 2,
+                       "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 10**7)}  # fmt: skip
+            docs += [("inventory", orphan), ("frontend", healthy)]
+        body = {"resourceSpans": [
+            {"resource": {"attributes": [attr("service.name", svc)]}, "scopeSpans": [{"spans": [span]}]}
+            for svc, span in docs
+        ]}  # fmt: skip
+        store.writer.write(decode_json(json.dumps(body).encode()).batch)
+        events = store.component(Alerts).evaluate(now)
+        assert [(e.name, e.status) for e in events] == [("broken:inventory", "firing")]
+        assert len(events[0].examples) == 3 and "100%" in events[0].summary
+    finally:
+        store.close()

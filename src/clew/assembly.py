@@ -87,7 +87,7 @@ def components(settings: Settings, ctx: Context, state_dir: Path) -> list[Compon
         watchers=[dependencies],
         max_spans_per_trace=settings.limits.by_tenant("max_spans_per_trace"),
     )
-    red = Red(ctx)
+    red, completeness = Red(ctx), Completeness(ctx)
     return [
         Enrichment(ctx, settings.enrich),  # names templated before redaction sees them
         Redaction(ctx, settings.redaction, state_dir if settings.storage == "embedded" else None),
@@ -96,9 +96,9 @@ def components(settings: Settings, ctx: Context, state_dir: Path) -> list[Compon
         red,
         dependencies,
         ServiceGraph(ctx),
-        Completeness(ctx),
+        completeness,
         Releases(ctx),
-        Alerts(ctx, settings.alerting, red.window, BOUNDS),
+        Alerts(ctx, settings.alerting, red.window, BOUNDS, completeness.broken),
         sampling,
     ]
 

@@ -75,6 +75,19 @@ class RedSeries(Protocol):
     def last_error_trace(self) -> bytes: ...
 
 
+class BrokenService(Protocol):
+    """A service's traces over a window and how many are broken (the completeness component's)."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def traces(self) -> int: ...
+    @property
+    def broken(self) -> int: ...
+    @property
+    def examples(self) -> list[str]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
     """clew's own ingest at one moment: spans refused (a full queue or log) and failed commits so
@@ -152,8 +165,10 @@ class Alerts(BaseComponent):
         config: AlertingConfig,
         series: Callable[[int, int, str], Sequence[RedSeries]],
         bounds: Sequence[float],
+        broken: Callable[[int, int, str], Sequence[BrokenService]] | None = None,
     ) -> None:
-        """`series(start, end, tenant)`: RED totals over a range; `bounds`: their bucket bounds (s)."""
+        """`series(start, end, tenant)`: RED totals over a range; `bounds`: their bucket bounds (s);
+        `broken(start, end, tenant)`: each service's broken traces (completeness)."""
         self.conn, self.db, self.clock = ctx.conn, ctx.db, ctx.clock
         self.config, self.series, self.bounds = config, series, tuple(bounds)
         self.interval = config.evaluate_every
@@ -162,6 +177,8 @@ class Alerts(BaseComponent):
         self.last_seen: dict[tuple[str, str], int] = {}  # (tenant, service) -> last received (ns)
         self.lock = threading.Lock()
         self.pipeline: Callable[[], Pipeline] | None = None
+        self.broken = broken
+        self._broken_at: dict[str, tuple[int, Sequence[BrokenService]]] = {}  # tenant -> (when, report)
         self._pipeline_seen = Pipeline()
 
     def watch_pipeline(self, read: Callable[[], Pipeline]) -> None:
@@ -278,8 +295,9 @@ class Alerts(BaseComponent):
                     value,
                     examples,
                 )
+        silences = self._silence(now)  # also the tenants and services seen lately
         if self.config.silent_after:
-            for (owner, service), silent_for in self._silence(now).items():
+            for (owner, service), silent_for in silences.items():
                 name = f"silent:{service}"
                 labels = {"service": service, "severity": "ticket", "tenant": owner, "kind": "silent"}
                 summary = f"{service} sent spans, then none for {silent_for / S:.0f} s"
@@ -290,6 +308,17 @@ class Alerts(BaseComponent):
                     silent_for / S,
                     (),
                 )
+        if self.broken is not None and self.config.broken_share > 0:
+            for owner in sorted({t for t, _ in self.last_seen}):
+                for b in self._broken(owner, now):
+                    share = b.broken / b.traces if b.traces else 0.0
+                    holds = b.traces >= self.config.broken_min_traces and share > self.config.broken_share
+                    name = f"broken:{b.service}"
+                    labels = {"service": b.service, "severity": "ticket", "tenant": owner, "kind": "broken"}
+                    summary = (f"{share:.0%} of {b.service}'s {b.traces} traces are broken (orphan spans or lost "
+                               f"propagation; alerts past {self.config.broken_share:.0%})")  # fmt: skip
+                    state = AlertState(name, owner, labels, summary)
+                    conditions[(owner, name)] = (holds, state, share, tuple(b.examples[:EXAMPLES]))
         if self.pipeline is not None:
             for name, (holds, summary, value) in self._pipeline_conditions().items():
                 labels = {"service": "clew", "severity": "page", "kind": "pipeline"}
@@ -346,6 +375,15 @@ class Alerts(BaseComponent):
         ).to_pylist()  # fmt: skip
         return list(dict.fromkeys(str(r["t"]) for r in rows))
 
+    def _broken(self, owner: str, now: int) -> Sequence[BrokenService]:
+        """The completeness report of the last `broken_window`, made at most once a minute."""
+        assert self.broken is not None
+        at, report = self._broken_at.get(owner, (None, ()))
+        if at is None or now - at >= max(self.config.evaluate_every, 60 * S):
+            report = self.broken(now - self.config.broken_window, now, owner)
+            self._broken_at[owner] = (now, report)
+        return report
+
     def _pipeline_conditions(self) -> dict[str, tuple[bool, str, float]]:
         """Since the last evaluation: spans refused, commits failed; and the commit lag now."""
         assert self.pipeline is not None
@@ -364,7 +402,7 @@ class Alerts(BaseComponent):
     def _silence(self, now: int) -> dict[tuple[str, str], int]:
         """How long each service seen recently has sent nothing (ns). Remembered here past the
         spans' own retention; forgotten a day after it fell silent."""
-        since = now - max(2 * self.config.silent_after, 3600 * S)
+        since = now - max(2 * self.config.silent_after, self.config.broken_window, 3600 * S)
         rows = self.conn.query(
             "SELECT toString(tenant) AS t, toString(service_name) AS s, "
             f"toUnixTimestamp64Nano(max(received_at)) AS last FROM {self.db}.spans "

@@ -83,23 +83,41 @@ class AlertingConfig:
     pending_for: int = 0  # a condition holds this long before the alert fires
     resolve_after: int = 120 * S  # and is false this long before it resolves (no flapping)
     max_commit_lag: int = 30 * S  # acknowledged spans waiting longer for their commit: an alert
+    broken_share: float = 0.2  # a service whose traces are broken this often (completeness); 0: off
+    broken_window: int = 900 * S
+    broken_min_traces: int = 20
     external_url: str = "http://127.0.0.1:16686"  # where notifications link traces to
 
     @classmethod
     def from_toml(cls, alerting: dict[str, Any], slos: list[Any]) -> AlertingConfig:
         known = {"windows", "webhooks", "silent_after", "evaluate_every", "pending_for", "resolve_after",
-                 "external_url", "max_commit_lag"}  # fmt: skip
+                 "external_url", "max_commit_lag", "broken_share", "broken_window", "broken_min_traces"}  # fmt: skip
         if not isinstance(alerting, dict):
             raise AlertingError("[alerting] must be a table")
         for key in alerting:
             if key not in known:
                 raise AlertingError(f"[alerting]: unknown setting {key!r}")
         values: dict[str, Any] = {}
-        for key in ("silent_after", "evaluate_every", "pending_for", "resolve_after", "max_commit_lag"):
+        for key in (
+            "silent_after",
+            "evaluate_every",
+            "pending_for",
+            "resolve_after",
+            "max_commit_lag",
+            "broken_window",
+        ):
             if key in alerting:
                 values[key] = _duration(alerting[key], f"[alerting] {key}")
         if values.get("evaluate_every", 1) <= 0:
             raise AlertingError("[alerting] evaluate_every must be positive")
+        share = alerting.get("broken_share", 0.2)
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise AlertingError("[alerting] broken_share is a share from 0 (off) to 1")
+        values["broken_share"] = float(share)
+        least = alerting.get("broken_min_traces", 20)
+        if isinstance(least, bool) or not isinstance(least, int) or least < 1:
+            raise AlertingError("[alerting] broken_min_traces is a whole number from 1")
+        values["broken_min_traces"] = least
         if "external_url" in alerting:
             values["external_url"] = str(alerting["external_url"]).rstrip("/")
         if "windows" in alerting:

@@ -46,6 +46,14 @@ class ServiceHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokenService:
+    service: str
+    traces: int
+    broken: int
+    examples: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Orphans:
     service: str
     spans: int
@@ -150,6 +158,20 @@ class Completeness(BaseComponent):
             gaps,
             [Skew(r["parent"], r["child"], int(r["spans"]), sorted(r["examples"])) for r in skew],
         )
+
+    def broken(self, start: int, end: int, tenant: str) -> list[BrokenService]:
+        """Per service: its traces in [start, end] ns, how many are broken, and examples (the
+        alerts' view of the report)."""
+        report = self.report(start, end, tenant)
+        examples: dict[str, list[str]] = defaultdict(list)
+        for o in report.orphans:
+            examples[o.service] += o.examples
+        for g in report.gaps:
+            examples[g.callee] += [callee for _, callee in g.examples]
+        return [
+            BrokenService(h.service, h.traces, h.broken, examples[h.service][:EXAMPLES])
+            for h in report.services
+        ]
 
     def _gaps(self, params: dict[str, object]) -> list[Gap]:
         """Root server spans inside a childless client span of another service, paired in time."""
