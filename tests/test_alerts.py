@@ -36,12 +36,15 @@ class Receiver:
     def __init__(self) -> None:
         self.got: dict[str, list[dict]] = {}
         self.fail: dict[str, int] = {}
+        self.reject: set[str] = set()  # answered 400
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if receiver.fail.get(self.path, 0) > 0:
+                if self.path in receiver.reject:
+                    self.send_response(400)
+                elif receiver.fail.get(self.path, 0) > 0:
                     receiver.fail[self.path] -= 1
                     self.send_response(500)
                 else:
@@ -189,6 +192,19 @@ def test_slo_configuration_errors_name_what_is_wrong() -> None:
         ({"alerting": {"windows": [{"long": "5m", "short": "1h", "burn_rate": 2}]}}, "short"),
         ({"alerting": {"webhooks": [{"url": "ftp://x"}]}}, "url"),
         ({"alerting": {"often": 1}}, "often"),
+        ({"alerting": {"webhooks": [{"url": "http://[::1/x"}]}}, "not a URL"),  # killed the notifier
+        (
+            {"alerting": {"windows": [{"severity": "p", "long": "1h", "short": "5m", "burn_rate": 2}] * 2}},
+            "severity",
+        ),
+        (
+            {
+                "slos": [
+                    {"name": "a", "service": "s", "objective": 99, "sli": "latency", "threshold_ms": 10**400}
+                ]
+            },
+            "threshold_ms",
+        ),
     ]:
         with pytest.raises((AlertingError, ConfigError)) as info:
             AlertingConfig.from_toml(doc.get("alerting", {}), doc.get("slos", []))
@@ -306,6 +322,7 @@ FIELDS = st.fixed_dictionaries(
 @given(st.one_of(JSON, st.lists(FIELDS | JSON, max_size=3)))
 @example([{"name": "a", "service": "s", "objective": float("nan")}])
 @example([{"name": "a", "service": "s", "objective": 1.0, "span_kind": []}])  # unhashable: was a TypeError
+@example([{"name": "a", "service": "s", "objective": 99, "threshold_ms": 10**400}])  # OverflowError
 @example([{"name": "a", "service": "s", "objective": 99, "sli": "latency", "threshold_ms": float("inf")}])
 def test_any_slo_document_parses_or_is_refused_with_a_reason(doc: object) -> None:
     try:
@@ -342,3 +359,37 @@ def test_a_service_whose_traces_break_fires_an_alert_with_examples(tmp_path: Pat
         assert len(events[0].examples) == 3 and "100%" in events[0].summary
     finally:
         store.close()
+
+
+def test_one_tenants_broken_slos_and_a_refusing_receiver_do_not_stop_alerting(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Found in review: a stored SLO list that no longer parses made every evaluation raise; a
+    receiver answering 400 was retried; a service named like a Slack command was sent as one."""
+    from clew.components.alerts.notify import Event, payload
+
+    now = time.time_ns()
+    config = AlertingConfig(
+        slos=(Slo("pay", "payments", 99.0, window=3600 * S),), windows=(BurnWindow("page", 600 * S, 120 * S, 14.4),),
+        webhooks=(Webhook(f"{receiver.url}/refuses", retries=3),), silent_after=0,
+    )  # fmt: skip
+    store = assemble(replace(Settings(), data_dir=tmp_path / "data", alerting=config), clock=lambda: now)
+    try:
+        store.conn.command("INSERT INTO clew.slos SELECT 'other', '[{\"name\": 5}]', now64(9, 'UTC')")
+        store.writer.write(decode_json(json.dumps(spans("payments", now, 100, 2, 5, 1)).encode()).batch)
+        alerts = store.component(Alerts)
+        receiver.reject.add("/refuses")
+        assert [e.name for e in alerts.evaluate(now)] == ["pay:page"]  # the default tenant still alerts
+        deadline = time.monotonic() + 30
+        while alerts.notifier.counts[("json", "failed")] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert alerts.notifier.counts[("json", "retried")] == 0  # a 400 is not sent again
+    finally:
+        store.close()
+    event = Event(
+        "silent:<!channel>", "firing", {}, "<!channel> went quiet & <https://x|y>", 0, None, ("ab" * 16,), "t"
+    )
+    text = payload(event, "slack", "http://127.0.0.1:16686")["text"]
+    assert "<!channel>" not in text and "&lt;!channel&gt;" in text and "<https://x|y>" not in text
+    assert "<http://127.0.0.1:16686/trace/" in text  # clew's own links stay links

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from clew.store.migrations import Migration, steps
 
 __all__ = ["Alerts", "AlertingConfig", "AlertingError"]
 
+log = logging.getLogger(__name__)
 S = 10**9
 MAX_BODY = 256 * 1024
 HISTORY_NS = 24 * 3600 * S  # resolved alerts are listed this long
@@ -98,7 +100,7 @@ class Pipeline:
     commit_lag_s: float = 0.0
 
 
-PIPELINE_TENANT = "*"  # clew's own alerts, listed to every tenant
+PIPELINE_TENANT = ""  # clew's own alerts, listed to every tenant (no tenant is named "")
 
 
 @dataclass(slots=True)
@@ -126,6 +128,7 @@ class AlertState:
     resolved_at: int | None = None
     examples: tuple[str, ...] = ()
     value: float = 0.0
+    source: str = "slo"  # slo, silent, broken or pipeline: what evaluates its condition
 
     def step(self, holds: bool, now: int, pending_for: int, resolve_after: int) -> str | None:
         """The next state for a condition that holds or not now; "firing" or "resolved" when that
@@ -189,6 +192,11 @@ class Alerts(BaseComponent):
     def migrations(self) -> Sequence[Migration]:
         return MIGRATIONS
 
+    def start(self) -> None:
+        """Also on gaining leadership: refusals counted before are not news."""
+        if self.pipeline is not None:
+            self._pipeline_seen = self.pipeline()
+
     # --- SLOs --------------------------------------------------------------------------------------
 
     def slos(self) -> list[Slo]:
@@ -196,7 +204,14 @@ class Alerts(BaseComponent):
         stored = self.conn.query(
             f"SELECT tenant, argMax(doc, updated) AS doc FROM {self.db}.slos GROUP BY tenant"
         ).to_pylist()
-        by_tenant = {str(r["tenant"]): parse_slos(json.loads(r["doc"]), str(r["tenant"])) for r in stored}
+        by_tenant: dict[str, tuple[Slo, ...]] = {}
+        for r in stored:
+            try:  # one tenant's list that no longer parses must not stop the others' alerts
+                by_tenant[str(r["tenant"])] = parse_slos(json.loads(r["doc"]), str(r["tenant"]))
+            except (BadRequest, ValueError, RecursionError) as exc:
+                log.error(
+                    "the stored SLOs of tenant %r do not parse, clew.toml's apply: %s", r["tenant"], exc
+                )
         configured = [s for s in self.config.slos if s.tenant not in by_tenant]
         return configured + [s for slos in by_tenant.values() for s in slos]
 
@@ -217,8 +232,7 @@ class Alerts(BaseComponent):
             cache[key] = self.series(start, end, slo.tenant)
         kind = SPAN_KINDS[slo.span_kind]
         out = Indicator()
-        # a latency threshold counts the spans of the first bucket bound at or above it
-        at = next((i for i, b in enumerate(self.bounds) if b * 1000 >= slo.threshold_ms), len(self.bounds))
+        at = self._bound(slo)
         for s in cache[key]:
             if s.service != slo.service or (slo.operation and s.operation != slo.operation):
                 continue
@@ -236,11 +250,21 @@ class Alerts(BaseComponent):
                 out.examples.append(trace.hex())
         return out
 
-    def status(self, slo: Slo, now: int) -> dict[str, Any]:
-        cache: dict[Any, Any] = {}
+    def _bound(self, slo: Slo) -> int:
+        """The RED bucket a latency threshold counts up to: the largest bound at or below it (the
+        objective gets stricter, never laxer; `effectiveThresholdMs` says which)."""
+        below = [i for i, b in enumerate(self.bounds) if b * 1000 <= slo.threshold_ms]
+        return below[-1] if below else 0
+
+    def effective_threshold_ms(self, slo: Slo) -> float | None:
+        return self.bounds[self._bound(slo)] * 1000 if slo.sli == "latency" and self.bounds else None
+
+    def status(self, slo: Slo, now: int, cache: dict[Any, Any] | None = None) -> dict[str, Any]:
+        cache = {} if cache is None else cache
         whole = self.indicator(slo, now - slo.window, now, cache)
         return {
             **slo.to_json(),
+            "effectiveThresholdMs": self.effective_threshold_ms(slo),
             "sliValue": 1 - whole.bad / whole.total if whole.total else None,
             "events": whole.total, "badEvents": whole.bad,
             "errorBudgetRemaining": 1 - whole.burn(slo),
@@ -258,7 +282,7 @@ class Alerts(BaseComponent):
         """The burn rate per step over the longest alert window, HISTORY_STEPS steps: the SLO page's
         chart."""
         span = max((w.long for w in self.config.windows), default=3600 * S)
-        step = max(60 * S, span // HISTORY_STEPS) // (60 * S) * (60 * S)  # whole RED minutes
+        step = max(1, -(-span // HISTORY_STEPS // (60 * S))) * 60 * S  # whole RED minutes, covering span
         end = now // (60 * S) * (60 * S)
         points = []
         for start in range(end - HISTORY_STEPS * step, end, step):
@@ -272,8 +296,60 @@ class Alerts(BaseComponent):
         self.evaluate(now)
 
     def evaluate(self, now: int) -> list[Event]:
-        """Every condition at `now`, each alert's state stepped, and the news notified."""
+        """Every condition at `now`, each alert's state stepped, and the news notified. A source
+        that fails (the store down) leaves its alerts as they were: neither fired nor resolved."""
         conditions: dict[tuple[str, str], tuple[bool, AlertState, float, tuple[str, ...]]] = {}
+        failed: set[str] = set()
+        lag_s = 0.0
+        if self.pipeline is not None:  # first: it needs no store, and matters most when that fails
+            try:
+                lag_s = self._add_pipeline(conditions)
+            except Exception:
+                log.exception("alerts: reading the ingest pipeline failed")
+                failed.add("pipeline")
+        for source, add in (
+            ("slo", self._add_slos),
+            ("silent", self._add_silences),
+            ("broken", self._add_broken),
+        ):
+            if source == "silent" and lag_s * S > self.config.silent_after / 2 and self.config.silent_after:
+                failed.add(source)  # commits stall: every service would look silent
+                continue
+            try:
+                add(conditions, now)
+            except Exception:
+                log.exception("alerts: evaluating %s alerts failed", source)
+                failed.add(source)
+        events = []
+        with self.lock:
+            for key in set(self.states) | set(conditions):
+                if key not in conditions:
+                    state = self.states[key]
+                    if state.source in failed:
+                        continue
+                    # what it was about is gone (an SLO removed, a service forgotten): dropped
+                    # unannounced once not firing, or a day after it resolved
+                    if state.state != "resolved" or now - (state.resolved_at or now) > HISTORY_NS:
+                        del self.states[key]
+                    continue
+                holds, fresh, value, examples = conditions[key]
+                state = self.states.setdefault(key, fresh)
+                state.summary, state.labels, state.value = fresh.summary, fresh.labels, value
+                if holds and examples:
+                    state.examples = examples
+                news = state.step(holds, now, self.config.pending_for, self.config.resolve_after)
+                if news is not None:
+                    event = Event(state.name, news, state.labels, state.summary, state.since,
+                                  state.resolved_at, state.examples, state.tenant)  # fmt: skip
+                    events.append(event)
+                    self.notifier.send(event)
+                if state.state == "inactive" or (
+                    state.state == "resolved" and now - (state.resolved_at or now) > HISTORY_NS
+                ):
+                    del self.states[key]
+        return events
+
+    def _add_slos(self, conditions: dict[Any, Any], now: int) -> None:
         cache: dict[Any, Any] = {}
         for slo in self.slos():
             for w in self.config.windows:
@@ -295,57 +371,45 @@ class Alerts(BaseComponent):
                     value,
                     examples,
                 )
+
+    def _add_silences(self, conditions: dict[Any, Any], now: int) -> None:
         silences = self._silence(now)  # also the tenants and services seen lately
-        if self.config.silent_after:
-            for (owner, service), silent_for in silences.items():
-                name = f"silent:{service}"
-                labels = {"service": service, "severity": "ticket", "tenant": owner, "kind": "silent"}
-                summary = f"{service} sent spans, then none for {silent_for / S:.0f} s"
-                holds = silent_for >= self.config.silent_after
-                conditions[(owner, name)] = (
-                    holds,
-                    AlertState(name, owner, labels, summary),
-                    silent_for / S,
-                    (),
-                )
-        if self.broken is not None and self.config.broken_share > 0:
-            for owner in sorted({t for t, _ in self.last_seen}):
-                for b in self._broken(owner, now):
-                    share = b.broken / b.traces if b.traces else 0.0
-                    holds = b.traces >= self.config.broken_min_traces and share > self.config.broken_share
-                    name = f"broken:{b.service}"
-                    labels = {"service": b.service, "severity": "ticket", "tenant": owner, "kind": "broken"}
-                    summary = (f"{share:.0%} of {b.service}'s {b.traces} traces are broken (orphan spans or lost "
-                               f"propagation; alerts past {self.config.broken_share:.0%})")  # fmt: skip
-                    state = AlertState(name, owner, labels, summary)
-                    conditions[(owner, name)] = (holds, state, share, tuple(b.examples[:EXAMPLES]))
-        if self.pipeline is not None:
-            for name, (holds, summary, value) in self._pipeline_conditions().items():
-                labels = {"service": "clew", "severity": "page", "kind": "pipeline"}
-                conditions[(PIPELINE_TENANT, name)] = (
-                    holds,
-                    AlertState(name, PIPELINE_TENANT, labels, summary),
-                    value,
-                    (),
-                )
-        events = []
-        with self.lock:
-            for key in set(self.states) | set(conditions):
-                holds, fresh, value, examples = conditions.get(key, (False, None, 0.0, ()))
-                state = self.states.setdefault(key, fresh) if fresh is not None else self.states[key]
-                if fresh is not None:
-                    state.summary, state.labels, state.value = fresh.summary, fresh.labels, value
-                    if holds and examples:
-                        state.examples = examples
-                news = state.step(holds, now, self.config.pending_for, self.config.resolve_after)
-                if news is not None:
-                    event = Event(state.name, news, state.labels, state.summary, state.since,
-                                  state.resolved_at, state.examples, state.tenant)  # fmt: skip
-                    events.append(event)
-                    self.notifier.send(event)
-                if state.state == "inactive" and key not in conditions:
-                    del self.states[key]
-        return events
+        if not self.config.silent_after:
+            return
+        for (owner, service), silent_for in silences.items():
+            name = f"silent:{service}"
+            labels = {"service": service, "severity": "ticket", "tenant": owner, "kind": "silent"}
+            summary = f"{service} sent spans, then none for {silent_for / S:.0f} s"
+            holds = silent_for >= self.config.silent_after
+            state = AlertState(name, owner, labels, summary, source="silent")
+            conditions[(owner, name)] = (holds, state, silent_for / S, ())
+
+    def _add_broken(self, conditions: dict[Any, Any], now: int) -> None:
+        if self.broken is None or self.config.broken_share <= 0:
+            return
+        if not self.last_seen:
+            self._silence(now)
+        for owner in sorted({t for t, _ in self.last_seen}):
+            for b in self._broken(owner, now):
+                share = b.broken / b.traces if b.traces else 0.0
+                holds = b.traces >= self.config.broken_min_traces and share > self.config.broken_share
+                name = f"broken:{b.service}"
+                labels = {"service": b.service, "severity": "ticket", "tenant": owner, "kind": "broken"}
+                summary = (f"{share:.0%} of {b.service}'s {b.traces} traces are broken (orphan spans or lost "
+                           f"propagation; alerts past {self.config.broken_share:.0%})")  # fmt: skip
+                state = AlertState(name, owner, labels, summary, source="broken")
+                conditions[(owner, name)] = (holds, state, share, tuple(b.examples[:EXAMPLES]))
+
+    def _add_pipeline(self, conditions: dict[Any, Any]) -> float:
+        """clew's own alerts; returns the commit lag (s)."""
+        lag = 0.0
+        for name, (holds, summary, value) in self._pipeline_conditions().items():
+            labels = {"service": "clew", "severity": "page", "kind": "pipeline"}
+            state = AlertState(name, PIPELINE_TENANT, labels, summary, source="pipeline")
+            conditions[(PIPELINE_TENANT, name)] = (holds, state, value, ())
+            if name == "pipeline:commit-lag":
+                lag = value
+        return lag
 
     def _burning(
         self, slo: Slo, w: BurnWindow, now: int, cache: dict[Any, Any]
@@ -371,7 +435,7 @@ class Alerts(BaseComponent):
             + (" AND kind = {kind:UInt8}" if kind is not None else "")
             + f" ORDER BY start_time DESC LIMIT 1 BY trace_id LIMIT {EXAMPLES}",
             {"tenant": slo.tenant, "service": slo.service, "start": start, "end": end, "operation": slo.operation,
-             "kind": kind or 0, "threshold": int(slo.threshold_ms * 10**6)},
+             "kind": kind or 0, "threshold": int((self.effective_threshold_ms(slo) or 0) * 10**6)},
         ).to_pylist()  # fmt: skip
         return list(dict.fromkeys(str(r["t"]) for r in rows))
 
@@ -432,7 +496,8 @@ class Alerts(BaseComponent):
         async def get_slos(request: Request) -> JSONResponse:
             owner, now = tenant(request), self.clock()
             slos = [s for s in await asyncio.to_thread(self.slos) if s.tenant == owner]
-            return JSONResponse({"slos": [await asyncio.to_thread(self.status, s, now) for s in slos]})
+            cache: dict[Any, Any] = {}  # one RED query a range for all of them
+            return JSONResponse({"slos": [await asyncio.to_thread(self.status, s, now, cache) for s in slos]})
 
         async def put_slos(request: Request) -> JSONResponse:
             caller = caller_of(request.scope)

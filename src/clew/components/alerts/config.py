@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import httpx
 
 from clew.core.durations import DurationError, parse_duration
 from clew.core.errors import BadRequest, ConfigError
@@ -124,6 +125,9 @@ class AlertingConfig:
             values["windows"] = tuple(
                 _window(w, i) for i, w in enumerate(_tables(alerting["windows"], "windows"))
             )
+            severities = [w.severity for w in values["windows"]]
+            if len(set(severities)) != len(severities):
+                raise AlertingError("[[alerting.windows]]: each severity once (it names the alert)")
         if "webhooks" in alerting:
             values["webhooks"] = tuple(
                 _webhook(w, i) for i, w in enumerate(_tables(alerting["webhooks"], "webhooks"))
@@ -164,12 +168,11 @@ def parse_slos(docs: list[Any], tenant: str, tenant_key: bool = False) -> tuple[
         if sli not in ("availability", "latency"):
             raise BadRequest(f"{where} ({name}): sli is availability or latency")
         threshold = doc.get("threshold_ms", 0.0)
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not math.isfinite(threshold)
-        ):
-            raise BadRequest(f"{where} ({name}): threshold_ms is a number")
+        # `abs(x) < 1e9` refuses NaN, infinities and integers too large for a float (OverflowError)
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not abs(threshold) < 1e9:
+            raise BadRequest(f"{where} ({name}): threshold_ms is a number (milliseconds)")
+        if sli == "availability":
+            threshold = 0.0  # only a latency SLO has one
         if sli == "latency" and not 0 < threshold <= MAX_THRESHOLD_MS:
             raise BadRequest(
                 f"{where} ({name}): a latency SLO needs threshold_ms from 0 to {MAX_THRESHOLD_MS}, such as 500"
@@ -222,6 +225,10 @@ def _webhook(doc: dict[str, Any], i: int) -> Webhook:
     url = str(doc["url"])
     if not url.startswith(("http://", "https://")):
         raise AlertingError(f"{where}: url is http:// or https://")
+    try:
+        httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise AlertingError(f"{where}: url {url[:100]!r} is not a URL ({exc})") from None
     fmt = doc.get("format", "json")
     if fmt not in FORMATS:
         raise AlertingError(f"{where}: format is one of {', '.join(FORMATS)}")

@@ -43,6 +43,11 @@ def _iso(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
 
 
+def _slack(text: str) -> str:
+    """Text as Slack shows it literally: a service named `<!channel>` must not ping anyone."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def payload(event: Event, fmt: str, external_url: str) -> dict[str, Any]:
     links = [f"{external_url}/trace/{t}" for t in event.examples]
     if fmt == "alertmanager":
@@ -61,7 +66,7 @@ def payload(event: Event, fmt: str, external_url: str) -> dict[str, Any]:
         }  # fmt: skip
     if fmt == "slack":
         examples = ", ".join(f"<{link}|{t[:12]}>" for link, t in zip(links, event.examples, strict=True))
-        text = f"*[{event.status.upper()}] {event.name}*: {event.summary}"
+        text = f"*[{event.status.upper()}] {_slack(event.name)}*: {_slack(event.summary)}"
         return {"text": text + (f"\nExample traces: {examples}" if examples else "")}
     return {
         "status": event.status, "alert": event.name, "labels": event.labels, "summary": event.summary,
@@ -105,7 +110,10 @@ class Notifier:
                     self.counts[(hook.format, "delivered")] += 1
                     return
                 reason = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
+                if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                    log.warning("alert %s to %s: %s, not retried", event.name, hook.url, reason)
+                    break  # the receiver refuses this payload: sending it again will not help
+            except Exception as exc:  # any failure of one delivery must not stop the worker
                 reason = type(exc).__name__
             log.warning("alert %s to %s: %s (attempt %d)", event.name, hook.url, reason, attempt + 1)
         self.counts[(hook.format, "failed")] += 1
