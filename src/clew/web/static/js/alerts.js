@@ -28,7 +28,7 @@ export async function renderAlerts(root) {
         h("tbody", {}, slos.slos.map((s) => h("tr", { dataset: { name: s.name } },
           h("td", {}, s.name),
           h("td", {}, link(`/monitor?service=${encodeURIComponent(s.service)}`, s.service), s.operation ? ` ${s.operation}` : ""),
-          h("td", {}, `${s.objective}% ${s.sli}${s.sli === "latency" ? ` ≤ ${s.threshold_ms} ms` : ""} over ${s.window}`),
+          h("td", {}, `${s.objective}% ${s.sli}${s.sli === "latency" ? ` ≤ ${s.effectiveThresholdMs ?? s.threshold_ms} ms` : ""} over ${s.window}`),
           h("td", { class: "num" }, s.sliValue === null ? "no spans" : pct(s.sliValue)),
           h("td", {}, budget(s.errorBudgetRemaining)),
           h("td", {}, s.burnRates.map((b) => h("div", { class: b.long > b.threshold && b.short > b.threshold ? "errors" : "" },
