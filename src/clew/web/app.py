@@ -27,6 +27,7 @@ UI_PATHS = [
     "/compare",
     "/monitor",
     "/releases",
+    "/alerts",
     "/signin",
 ]
 
