@@ -792,6 +792,7 @@ def test_alerts_page_shows_a_firing_slo_alert_with_its_example_trace(
         while not httpx.get(f"{server.http_url}/api/v1/alerts", timeout=30).json()["alerts"]:
             assert time.monotonic() < deadline
             time.sleep(0.5)
+        assert httpx.get(f"{server.http_url}/alerts", timeout=30).status_code == 200  # a UI address
         page = context.new_page()
         open_page(page, server, "/alerts")
         row = page.locator("#alerts-table tr[data-name='pay-up:page']")
