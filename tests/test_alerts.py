@@ -275,6 +275,11 @@ def test_an_slo_burn_alert_fires_from_injected_errors_with_example_traces(
     history = slos["checkout-availability"]["burnHistory"]
     assert len(history) == 24 and max(p["burnRate"] for p in history) > 14.4  # the last steps burn
     assert history[0]["burnRate"] == 0  # before the calls
+    # an agent sees it too, through MCP's alerts tool
+    from tests.test_mcp import call
+
+    (listed,) = call(alerting_server, [("alerts", {})])
+    assert [a["name"] for a in listed["alerts"] if a["state"] == "firing"] == ["checkout-availability:page"]
     # another tenant sees neither the alert nor the SLOs' events
     other = httpx.get(f"{base}/api/v1/alerts", headers={"X-Scope-OrgID": "other"}, timeout=30).json()
     assert other["alerts"] == []

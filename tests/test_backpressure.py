@@ -107,6 +107,8 @@ def test_full_queue_answers_retry_later(tmp_path):
     assert writer.pending_spans == 0
     assert store.reader.span_count() == 75
     fired = [e for e in alerts.evaluate(time.time_ns()) if e.name == "pipeline:refused"]
-    assert [e.status for e in fired] == ["firing"] and "refused 50 spans" in fired[0].summary  # by HTTP and by gRPC
+    assert [e.status for e in fired] == ["firing"] and "refused 50 spans" in fired[
+        0
+    ].summary  # by HTTP and by gRPC
     assert [a["name"] for a in alerts.alerts("any-tenant", time.time_ns())] == ["pipeline:refused"]
     store.close()

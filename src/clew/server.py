@@ -219,6 +219,7 @@ def assembly_http_app(
         assembly.component(ServiceGraph).graph_dict,
         assembly.component(Red).timeline,
         assembly.component(Releases).compare,
+        assembly.component(Alerts).alerts,
     )
     mcp, sessions = mcp_routes(sources)
     app = http_app(assembly.reader, [*assembly.routes(), *mcp], telemetry, metrics, health, full_trace_spans)

@@ -51,6 +51,8 @@ class Sources:
     red: Callable[[int, int, int, str, str], list[dict[str, Any]]]
     # (service, attribute, baseline, candidate, operation, start, end, tenant) -> the comparison
     releases: Callable[..., dict[str, Any]]
+    # (tenant, now) -> the alerts firing, pending or resolved lately
+    alerts: Callable[[str, int], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +293,12 @@ def mcp_server(sources: Sources) -> MCPServer:
         return await asyncio.to_thread(
             sources.releases, service, attribute, baseline, candidate, "", start, end, TENANT.get()
         )
+
+    @tool
+    async def alerts() -> dict[str, Any]:
+        """The alerts firing, pending or resolved in the last day (SLO burn rates, silent services,
+        broken traces, clew's own pipeline), each with example trace ids to look into."""
+        return {"alerts": sources.alerts(TENANT.get(), time.time_ns())}
 
     return server
 
