@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clew.components.http import number, tenant, time_range, trace_id_param
+from clew.components.http import number, tenant, time_range, time_range_ns, trace_id_param
 from clew.core.errors import BadRequest, NotFound
 from clew.core.language import parse
 from clew.core.model import StatusCode
@@ -182,10 +182,8 @@ def native_routes(reader: TraceReader, full_trace_spans: int = DEFAULT_FULL_TRAC
     async def linked_from(request: Request) -> JSONResponse:
         """Back-references: spans of other traces (starting in `start`..`end`) linking to this one."""
         trace_id = trace_id_param(request)
-        start, end = time_range(request)
-        refs = await asyncio.to_thread(
-            reader.linked_from, trace_id, int(start * 10**9), int(end * 10**9), tenant(request)
-        )
+        start, end = time_range_ns(request)
+        refs = await asyncio.to_thread(reader.linked_from, trace_id, start, end, tenant(request))
         return JSONResponse(
             {
                 "linkedFrom": [

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from clew import __version__
 from clew.api.jaeger_v3 import rfc3339_ns
 from clew.api.native import search_json, search_request
-from clew.components.http import tenant, time_range, trace_id_param
+from clew.components.http import tenant, time_range_ns, trace_id_param
 from clew.core.errors import BadRequest, NotFound
 from clew.core.language import Condition, parse, parse_duration_literal
 from clew.core.metrics_query import MetricsQuery, parse_metrics
@@ -304,8 +304,8 @@ def _durations(request: Request) -> tuple[int | None, int | None]:
 
 
 def _window(request: Request) -> tuple[int, int, str]:
-    start, end = time_range(request)
-    return int(start * 10**9), int(end * 10**9), tenant(request)
+    start, end = time_range_ns(request)
+    return start, end, tenant(request)
 
 
 def _filter(q: str) -> Condition | None:

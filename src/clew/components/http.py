@@ -58,14 +58,20 @@ def time_range(request: Request) -> tuple[float, float]:
     return start, end
 
 
+def time_range_ns(request: Request) -> tuple[int, int]:
+    """`time_range` in nanoseconds, as the store takes it."""
+    start, end = time_range(request)
+    return int(start * 10**9), int(end * 10**9)
+
+
 def over_time_range(
     compute: Callable[[int, int, str], dict[str, Any]],
 ) -> Callable[[Request], Awaitable[JSONResponse]]:
     """An endpoint answering `compute(start_ns, end_ns, tenant)` as JSON for `start`/`end` in seconds."""
 
     async def endpoint(request: Request) -> JSONResponse:
-        start, end = time_range(request)
-        answer = await asyncio.to_thread(compute, int(start * 10**9), int(end * 10**9), tenant(request))
+        start, end = time_range_ns(request)
+        answer = await asyncio.to_thread(compute, start, end, tenant(request))
         return JSONResponse(answer)
 
     return endpoint

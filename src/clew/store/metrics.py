@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,7 +160,7 @@ def _aggregate(q: MetricsQuery, values: list[float], step: int) -> float | list[
     if f in ("count_over_time", "histogram_over_time"):
         return float(len(values))
     if f == "quantile_over_time":
-        return [_quantile(sorted(values), p) for p in q.quantiles]
+        return [quantile(sorted(values), p) for p in q.quantiles]
     if f == "sum_over_time":
         return sum(values)
     if f == "min_over_time":
@@ -170,8 +170,11 @@ def _aggregate(q: MetricsQuery, values: list[float], step: int) -> float | list[
     return sum(values) / len(values)  # avg_over_time
 
 
-def _quantile(ordered: list[float], p: float) -> float:
-    """Linear interpolation between the closest ranks (the engine's `quantiles` on small sets)."""
+def quantile(ordered: Sequence[float], p: float) -> float:
+    """Linear interpolation between the closest ranks of sorted values (the engine's `quantiles`
+    on small sets); 0 for none."""
+    if not ordered:
+        return 0.0
     at = p * (len(ordered) - 1)
     low = int(at)
     high = min(low + 1, len(ordered) - 1)

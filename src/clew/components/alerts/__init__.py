@@ -150,6 +150,10 @@ class AlertState:
                 return "resolved"
         return None
 
+    def expired(self, now: int) -> bool:
+        """Resolved longer ago than the alert list shows."""
+        return self.state == "resolved" and now - (self.resolved_at or now) > HISTORY_NS
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "state": self.state, "labels": self.labels, "summary": self.summary,
@@ -328,8 +332,8 @@ class Alerts(BaseComponent):
                     if state.source in failed:
                         continue
                     # what it was about is gone (an SLO removed, a service forgotten): dropped
-                    # unannounced once not firing, or a day after it resolved
-                    if state.state != "resolved" or now - (state.resolved_at or now) > HISTORY_NS:
+                    # unannounced, a resolved one once its day in the list is over
+                    if state.state != "resolved" or state.expired(now):
                         del self.states[key]
                     continue
                 holds, fresh, value, examples = conditions[key]
@@ -343,9 +347,7 @@ class Alerts(BaseComponent):
                                   state.resolved_at, state.examples, state.tenant)  # fmt: skip
                     events.append(event)
                     self.notifier.send(event)
-                if state.state == "inactive" or (
-                    state.state == "resolved" and now - (state.resolved_at or now) > HISTORY_NS
-                ):
+                if state.state == "inactive" or state.expired(now):
                     del self.states[key]
         return events
 
@@ -402,14 +404,11 @@ class Alerts(BaseComponent):
 
     def _add_pipeline(self, conditions: dict[Any, Any]) -> float:
         """clew's own alerts; returns the commit lag (s)."""
-        lag = 0.0
         for name, (holds, summary, value) in self._pipeline_conditions().items():
             labels = {"service": "clew", "severity": "page", "kind": "pipeline"}
             state = AlertState(name, PIPELINE_TENANT, labels, summary, source="pipeline")
             conditions[(PIPELINE_TENANT, name)] = (holds, state, value, ())
-            if name == "pipeline:commit-lag":
-                lag = value
-        return lag
+        return self._pipeline_seen.commit_lag_s
 
     def _burning(
         self, slo: Slo, w: BurnWindow, now: int, cache: dict[Any, Any]
@@ -486,8 +485,7 @@ class Alerts(BaseComponent):
         with self.lock:
             listed = [
                 s for s in self.states.values()
-                if s.tenant in (owner, PIPELINE_TENANT) and s.state != "inactive"
-                and (s.resolved_at is None or now - s.resolved_at < HISTORY_NS)
+                if s.tenant in (owner, PIPELINE_TENANT) and s.state != "inactive" and not s.expired(now)
             ]  # fmt: skip
         order = {"firing": 0, "pending": 1, "resolved": 2}
         return [s.to_json() for s in sorted(listed, key=lambda s: (order[s.state], -s.since, s.name))]

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from clew.components.base import BaseComponent, Context
-from clew.components.http import number, tenant, time_range
+from clew.components.http import number, tenant, time_range_ns
 from clew.components.releases import stats
 from clew.core.errors import BadRequest
 from clew.store.metrics import attribute_pairs
@@ -227,13 +227,8 @@ def _text(request: Request, name: str, required: bool = False) -> str:
     return value
 
 
-def _window(request: Request) -> tuple[int, int]:
-    start, end = time_range(request)
-    return int(start * 10**9), int(end * 10**9)
-
-
 def _releases_args(request: Request) -> dict[str, Any]:
-    start, end = _window(request)
+    start, end = time_range_ns(request)
     return {
         "service": _text(request, "service", required=True),
         "attribute": _text(request, "attribute") or "service.version",
@@ -245,7 +240,7 @@ def _releases_args(request: Request) -> dict[str, Any]:
 
 
 def _attributes_args(request: Request) -> dict[str, Any]:
-    start, end = _window(request)
+    start, end = time_range_ns(request)
     slower = number(request, "slowerThanMs", -1, -1, 10**9)
     return {
         "service": _text(request, "service", required=True),

@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from clew.store.metrics import quantile
+
 ALPHA = 0.01
 # a latency change must move the median or the p95 by this share (and by MIN_LATENCY_DELTA_NS)
 MIN_LATENCY_CHANGE = 0.10
@@ -78,16 +80,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
-
-
-def quantile(ordered: Sequence[float], q: float) -> float:
-    """Linear interpolation between the closest ranks of sorted values."""
-    if not ordered:
-        return 0.0
-    at = q * (len(ordered) - 1)
-    low = int(at)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
 def latency_changed(base: Sequence[float], cand: Sequence[float]) -> tuple[float, float]:
