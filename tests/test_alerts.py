@@ -398,3 +398,26 @@ def test_one_tenants_broken_slos_and_a_refusing_receiver_do_not_stop_alerting(
     text = payload(event, "slack", "http://127.0.0.1:16686")["text"]
     assert "<!channel>" not in text and "&lt;!channel&gt;" in text and "<https://x|y>" not in text
     assert "<http://127.0.0.1:16686/trace/" in text  # clew's own links stay links
+
+
+def test_a_latency_threshold_counts_up_to_the_bucket_bound_at_or_below_it(tmp_path: Path) -> None:
+    """300 ms counts spans up to 250 ms as fast; under the smallest bound (5 ms) none can be shown
+    fast, so the objective is never laxer than written (found in review: 3 ms counted up to 5 ms)."""
+    now = time.time_ns()
+    slos = (
+        Slo("fast", "payments", 99.0, window=3600 * S, sli="latency", threshold_ms=300),
+        Slo("faster", "payments", 99.0, window=3600 * S, sli="latency", threshold_ms=3),
+    )
+    store = assemble(
+        replace(Settings(), data_dir=tmp_path / "data", alerting=AlertingConfig(slos=slos)), clock=lambda: now
+    )
+    try:
+        store.writer.write(
+            decode_json(json.dumps(spans("payments", now, 10, 0, 5, 1)).encode()).batch
+        )  # 20 ms each
+        alerts = store.component(Alerts)
+        fast, faster = (alerts.status(s, now) for s in slos)
+        assert (fast["effectiveThresholdMs"], fast["events"], fast["badEvents"]) == (250.0, 10, 0)
+        assert (faster["effectiveThresholdMs"], faster["badEvents"]) == (0.0, 10)
+    finally:
+        store.close()

@@ -247,21 +247,25 @@ class Alerts(BaseComponent):
                 out.bad += s.errors
                 trace = s.last_error_trace if s.errors else b""
             else:
-                fast = s.buckets[at] if at < len(s.buckets) else s.calls
+                fast = 0 if at is None else s.buckets[at] if at < len(s.buckets) else s.calls
                 out.bad += s.calls - fast
                 trace = s.slowest_trace if s.calls > fast else b""
             if trace.strip(b"\x00") and len(out.examples) < EXAMPLES and trace.hex() not in out.examples:
                 out.examples.append(trace.hex())
         return out
 
-    def _bound(self, slo: Slo) -> int:
+    def _bound(self, slo: Slo) -> int | None:
         """The RED bucket a latency threshold counts up to: the largest bound at or below it (the
-        objective gets stricter, never laxer; `effectiveThresholdMs` says which)."""
+        objective gets stricter, never laxer; `effectiveThresholdMs` says which). None under the
+        smallest bound: no span can be shown to be that fast."""
         below = [i for i, b in enumerate(self.bounds) if b * 1000 <= slo.threshold_ms]
-        return below[-1] if below else 0
+        return below[-1] if below else None
 
     def effective_threshold_ms(self, slo: Slo) -> float | None:
-        return self.bounds[self._bound(slo)] * 1000 if slo.sli == "latency" and self.bounds else None
+        if slo.sli != "latency":
+            return None
+        at = self._bound(slo)
+        return 0.0 if at is None else self.bounds[at] * 1000
 
     def status(self, slo: Slo, now: int, cache: dict[Any, Any] | None = None) -> dict[str, Any]:
         cache = {} if cache is None else cache
