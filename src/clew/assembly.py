@@ -19,6 +19,7 @@ from clew.components.completeness import Completeness
 from clew.components.dependencies import Dependencies
 from clew.components.enrichment import Enrichment
 from clew.components.limits import Limits
+from clew.components.logs import Logs, LogWriter
 from clew.components.red import Red
 from clew.components.red.minutes import BOUNDS
 from clew.components.redaction import Redaction
@@ -35,7 +36,7 @@ from clew.store.instances import Instances
 from clew.store.migrations import applied, migrate
 from clew.store.schema import MIGRATIONS as SPANS_MIGRATIONS
 from clew.store.schema import set_fsync
-from clew.store.spans import ClickHouseSpanWriter
+from clew.store.spans import BySignal, ClickHouseSpanWriter
 from clew.store.traces import ClickHouseTraceReader
 from clew.store.transforms import compose
 
@@ -48,8 +49,14 @@ class Assembly:
     writer: ClickHouseSpanWriter
     reader: ClickHouseTraceReader
     components: list[Component]
+    logs: LogWriter
     # with a ClickHouse server: this instance's lease among those writing to the same store
     instances: Instances | None = None
+
+    @property
+    def sink(self) -> BySignal:
+        """What the ingest writer commits to: spans to the span writer, log records to the logs'."""
+        return BySignal(self.writer, self.logs)
 
     def component(self, kind: type[C]) -> C:
         """The one component of this kind (tests and tools reach a component's logic this way)."""
@@ -99,6 +106,7 @@ def components(settings: Settings, ctx: Context, state_dir: Path) -> list[Compon
         completeness,
         Releases(ctx),
         Alerts(ctx, settings.alerting, red.window, BOUNDS, completeness.broken),
+        Logs(ctx, settings.logs, settings.retention.period),
         sampling,
     ]
 
@@ -141,12 +149,14 @@ def assemble(
         set_fsync(conn, db, settings.fsync)
         stages = [stage for c in parts if (stage := c.insert_stage()) is not None]
         writer.append(ClickHouseSpanWriter(conn, db, compose(*stages), clock))
+        log_stages = [stage for c in parts if (stage := c.log_stage()) is not None]
+        logs = next(c for c in parts if isinstance(c, Logs)).open_writer(compose(*log_stages))
         for c in parts:
             c.start()
     except BaseException:
         conn.close()
         raise
-    return Assembly(conn, writer[0], ClickHouseTraceReader(conn, db), parts, instances)
+    return Assembly(conn, writer[0], ClickHouseTraceReader(conn, db), parts, logs, instances)
 
 
 def connect(settings: Settings) -> Connection:

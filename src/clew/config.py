@@ -11,6 +11,7 @@ from typing import Any
 from clew.api.native import DEFAULT_FULL_TRACE_SPANS
 from clew.components.alerts import AlertingConfig
 from clew.components.enrichment import EnrichConfig, EnrichError
+from clew.components.logs import LogsConfig
 from clew.components.redaction import RedactionConfig, RedactionError
 from clew.components.retention import RetentionConfig
 from clew.components.sampling import SamplingConfig
@@ -23,7 +24,7 @@ __all__ = ["ConfigError", "Settings"]
 
 DEFAULT_CONFIG_FILE = "clew.toml"
 # settings that are whole tables of clew.toml (each a component's config), not single values
-TABLES = ("redaction", "enrich", "sampling", "retention", "keys", "limits", "alerting", "slos")
+TABLES = ("redaction", "enrich", "sampling", "retention", "keys", "limits", "alerting", "slos", "logs")
 # tables of clew.toml whose keys are plain settings, grouped for readers of the file
 GROUPS: dict[str, tuple[str, ...]] = {
     "ingest": (
@@ -97,6 +98,7 @@ class Settings:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # clew.toml [sampling] only
     retention: RetentionConfig = field(default_factory=RetentionConfig)  # [retention] (and [sampling])
     alerting: AlertingConfig = field(default_factory=AlertingConfig)  # [alerting] and [[slos]]
+    logs: LogsConfig = field(default_factory=LogsConfig)  # clew.toml [logs] only
 
     @classmethod
     def load(cls, config_file: Path | None = None, **flags: Any) -> Settings:
@@ -131,6 +133,7 @@ class Settings:
                     keys=_keys(doc.get("keys", [])),
                     limits=LimitsConfig.from_toml(doc.get("limits", {})),
                     alerting=AlertingConfig.from_toml(doc.get("alerting", {}), doc.get("slos", [])),
+                    logs=LogsConfig.from_toml(doc.get("logs", {})),
                 )
             except (RedactionError, EnrichError, ConfigError) as exc:
                 raise ConfigError(f"config file {path}: {exc}") from exc

@@ -233,9 +233,9 @@ def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWrit
     commits before answering (with `fsync`, into parts the engine has flushed to stable storage)."""
     directory = log_dir(settings)
     if directory is None or settings.fsync:
-        return Writer(assembly.writer, settings.max_queue_spans, settings.max_batch_spans)
+        return Writer(assembly.sink, settings.max_queue_spans, settings.max_batch_spans)
     return LoggedWriter(
-        assembly.writer,
+        assembly.sink,
         Wal(directory),
         settings.max_queue_spans,
         settings.commit_interval_ms / 1000,
@@ -259,7 +259,7 @@ def replay_log(settings: Settings, assembly: Assembly) -> int:
     directory = log_dir(settings) or default_dir(settings.data_dir)
     if directory is None or not directory.is_dir() or not any(directory.glob("*.wal")):
         return 0
-    writer = LoggedWriter(assembly.writer, Wal(directory))
+    writer = LoggedWriter(assembly.sink, Wal(directory))
     spans = writer.replay()
     writer.close()
     return spans

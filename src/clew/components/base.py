@@ -32,7 +32,7 @@ class Context:
 
 class Component(Protocol):
     """One feature. The assembly applies every component's `migrations()` in order, composes their
-    `insert_stage()`s into the insert, calls `start()`, serves their `routes()`, calls `tick(now)`
+    `insert_stage()`s into the insert (and their `log_stage()`s into the logs' insert), calls `start()`, serves their `routes()`, calls `tick(now)`
     every `interval` nanoseconds (None: never) and renders `metrics()` under the declared
     `telemetry` on `/metrics`."""
 
@@ -48,6 +48,8 @@ class Component(Protocol):
     def migrations(self) -> Sequence[Migration]: ...
 
     def insert_stage(self) -> Transforms | None: ...
+
+    def log_stage(self) -> Transforms | None: ...
 
     def start(self) -> None: ...
 
@@ -69,6 +71,11 @@ class BaseComponent:
         return ()
 
     def insert_stage(self) -> Transforms | None:
+        return None
+
+    def log_stage(self) -> Transforms | None:
+        """SQL compiled into the log records' insert, over the logs table's columns (called after
+        `insert_stage`)."""
         return None
 
     def start(self) -> None:

@@ -8,6 +8,8 @@ AnyValue field number and the text is the value as text (or the serialized messa
 
 from __future__ import annotations
 
+import base64
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -93,3 +95,26 @@ def row_keyvalues(row: dict[str, Any], prefix: str) -> list[KeyValue]:
         row[f"{prefix}_complex"],
         row.get(f"{prefix}_order"),
     )
+
+
+def plain_value(value: AnyValue) -> Any:
+    """An AnyValue as plain JSON data: maps, lists, numbers, text; bytes as base64 (upb bounds the
+    nesting while parsing); NaN and infinities as their text, which JSON cannot hold otherwise."""
+    which = value.WhichOneof("value")
+    if which == "kvlist_value":
+        return {kv.key: plain_value(kv.value) for kv in value.kvlist_value.values}
+    if which == "array_value":
+        return [plain_value(v) for v in value.array_value.values]
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if which == "double_value":
+        number = value.double_value
+        return number if math.isfinite(number) else str(number)
+    if which is None:
+        return None
+    return getattr(value, which)
+
+
+def plain_attributes(keyvalues: Iterable[KeyValue]) -> dict[str, Any]:
+    """Attributes as a JSON object (a key sent twice keeps its last value)."""
+    return {kv.key: plain_value(kv.value) for kv in keyvalues}

@@ -38,7 +38,7 @@ STATUS_CODES = {s.name.lower(): s.value for s in StatusCode}
 DEFAULT_TENANT = "default"
 
 
-def _typed_maps(prefix: str) -> list[tuple[str, str, pa.DataType]]:
+def typed_map_columns(prefix: str) -> list[tuple[str, str, pa.DataType]]:
     """Attribute sets as one map per value type, so an int sent in is an int in every answer.
 
     Keys are plain `String`: `LowCardinality` map keys halved insert throughput (bench/RESULTS.md).
@@ -82,7 +82,7 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("status_code", "UInt8", pa.uint8()),
     ("status_message", f"String {TEXT}", pa.string()),
     ("service_name", LC, pa.string()),
-    *_typed_maps("resource"),
+    *typed_map_columns("resource"),
     ("resource_dropped", "UInt32", pa.uint32()),
     ("resource_schema_url", LC, pa.string()),
     ("scope_name", LC, pa.string()),
@@ -90,7 +90,7 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("scope_attributes", f"{ATTRIBUTE_LIST} {TEXT}", pa.list_(ATTRIBUTE)),
     ("scope_dropped", "UInt32", pa.uint32()),
     ("scope_schema_url", LC, pa.string()),
-    *_typed_maps("attributes"),
+    *typed_map_columns("attributes"),
     ("dropped_attributes", "UInt32", pa.uint32()),
     ("dropped_events", "UInt32", pa.uint32()),
     ("dropped_links", "UInt32", pa.uint32()),
@@ -130,18 +130,34 @@ class OtlpBatch:
 
     tenant: str
     payloads: tuple[bytes, ...]
-    spans: int
+    spans: int  # records: spans, or log records when `signal` is LOGS
+    # which OTLP signal the payloads are: `ExportTraceServiceRequest`s (SPANS) or
+    # `ExportLogsServiceRequest`s (LOGS); both take the same way in (log, commit, acknowledgement)
+    signal: str = "spans"
 
     def __len__(self) -> int:
         return self.spans
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What one insert may hold: batches of one signal and one tenant."""
+        return self.signal, self.tenant
+
     @classmethod
     def concat(cls, batches: list[OtlpBatch]) -> OtlpBatch:
-        """Batches of one tenant as one, in arrival order."""
-        tenant = batches[0].tenant
-        if any(b.tenant != tenant for b in batches):
-            raise ValueError("cannot merge batches of different tenants")
-        return cls(tenant, tuple(p for b in batches for p in b.payloads), sum(b.spans for b in batches))
+        """Batches of one tenant and signal as one, in arrival order."""
+        first = batches[0]
+        if any(b.key != first.key for b in batches):
+            raise ValueError("cannot merge batches of different tenants or signals")
+        return cls(
+            first.tenant,
+            tuple(p for b in batches for p in b.payloads),
+            sum(b.spans for b in batches),
+            first.signal,
+        )
+
+
+SPANS, LOGS = "spans", "logs"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 `write` appends the request to the log (ingest/wal.py) and returns: the client is answered as soon
 as its spans would survive `kill -9`. A committer thread seals the open segment every
 `commit_interval` seconds, or as soon as it holds `commit_spans`, and inserts it, one insert per
-tenant, named by a token from the segment's name; then it removes the segment. At start-up, segments
+signal (spans, logs) and tenant, named by a token from the segment's name; then it removes the segment. At start-up, segments
 left by a previous run are committed first, with the same tokens, so what was inserted before a
 crash is not inserted again. One insert every half second instead of one per group of requests is
 what the engine is fast at: the SQL of the insert (parse, processors) is analysed once per insert.
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from clew.core.errors import Backpressure
-from clew.core.model import OtlpBatch
+from clew.core.model import SPANS, OtlpBatch
 from clew.ingest.wal import Segment, Wal
 from clew.ingest.writer import full
 from clew.store.spans import SpanWriter
@@ -166,11 +166,12 @@ class LoggedWriter:
     def _commit(self, segment: Segment, replayed: bool = False) -> None:
         """Insert a segment, one insert per tenant; retried until the store takes it (acknowledged
         spans wait in the log meanwhile, and backpressure holds new ones off when it is full)."""
-        by_tenant: dict[str, list[OtlpBatch]] = {}
+        by_key: dict[tuple[str, str], list[OtlpBatch]] = {}
         for batch in segment.batches:
-            by_tenant.setdefault(batch.tenant, []).append(batch)
-        for tenant, batches in by_tenant.items():
-            token = f"{segment.name}:{tenant}"
+            by_key.setdefault(batch.key, []).append(batch)
+        for (signal, tenant), batches in by_key.items():
+            # spans keep the token they had before logs shared the log (a replayed old segment)
+            token = f"{segment.name}:{tenant}" if signal == SPANS else f"{segment.name}:{signal}:{tenant}"
             delay = 0.1
             while True:
                 try:

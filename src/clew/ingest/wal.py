@@ -8,8 +8,8 @@ it loses ClickHouse's unsynced parts. A segment is named by the run that wrote i
 number, which also names its inserts (deduplication tokens): a segment replayed after a crash that
 had already been inserted is dropped by the engine, so every span is stored exactly once.
 
-Record: u32 length of what follows, u32 tenant length, tenant, u32 spans, payload (one serialized
-ExportTraceServiceRequest). A record cut short by a kill was never acknowledged; replay skips it, and
+Record: u32 length of what follows, u32 tenant length, tenant, u32 records, payload (one serialized
+ExportTraceServiceRequest, or ExportLogsServiceRequest where the top bit of the record count is set). A record cut short by a kill was never acknowledged; replay skips it, and
 stops at anything that does not decode.
 """
 
@@ -23,11 +23,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clew.core.model import OtlpBatch
+from clew.core.model import LOGS, SPANS, OtlpBatch
 
 SHM = Path("/dev/shm")
 _HEAD = struct.Struct("<II")  # a tenant is whatever the header said: no bound of the log's own
 _SPANS = struct.Struct("<I")
+_LOGS_BIT = 1 << 31  # in the record count: the payload is a logs request
 
 
 def default_dir(data_dir: Path) -> Path | None:
@@ -55,6 +56,8 @@ def encode(batch: OtlpBatch) -> bytes:
     out = bytearray()
     for i, payload in enumerate(batch.payloads):
         spans = batch.spans if i == 0 else 0
+        if batch.signal == LOGS:
+            spans |= _LOGS_BIT
         body = tenant + _SPANS.pack(spans) + payload
         out += _HEAD.pack(len(body), len(tenant)) + body
     return bytes(out)
@@ -73,7 +76,8 @@ def decode(data: bytes) -> list[OtlpBatch]:
         except UnicodeDecodeError:
             break
         (spans,) = _SPANS.unpack_from(body, tenant_len)
-        out.append(OtlpBatch(tenant, (body[tenant_len + _SPANS.size :],), spans))
+        signal = LOGS if spans & _LOGS_BIT else SPANS
+        out.append(OtlpBatch(tenant, (body[tenant_len + _SPANS.size :],), spans & ~_LOGS_BIT, signal))
         at += _HEAD.size + length
     return out
 

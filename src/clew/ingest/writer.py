@@ -133,12 +133,13 @@ class Writer:
                     pass
 
     def _commit(self, items: list[_Item]) -> list[BaseException | None]:
-        """One insert per tenant in the group; if one fails, its requests go again one by one, so that
-        a request the engine cannot take fails alone instead of failing everyone grouped with it."""
+        """One insert per signal and tenant in the group; if one fails, its requests go again one by
+        one, so that a request the engine cannot take fails alone instead of failing everyone grouped
+        with it."""
         errors: list[BaseException | None] = [None] * len(items)
-        by_tenant: dict[str, list[int]] = {}
+        by_tenant: dict[tuple[str, str], list[int]] = {}
         for i, item in enumerate(items):
-            by_tenant.setdefault(item[0].tenant, []).append(i)
+            by_tenant.setdefault(item[0].key, []).append(i)
         for indexes in by_tenant.values():
             try:
                 self.inserts += 1

@@ -56,13 +56,14 @@ class Decoded:
     batch: OtlpBatch
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    unit: str = "span"  # what the message counts: spans, or log records
 
     @property
     def error_message(self) -> str:
         common = self.reasons.most_common(_MAX_REASONS)
-        message = "; ".join(f"{n} span(s): {reason}" for reason, n in common)
+        message = "; ".join(f"{n} {self.unit}(s): {reason}" for reason, n in common)
         others = self.rejected - sum(n for _, n in common)
-        return f"{message}; {others} span(s) for other reasons" if others > 0 else message
+        return f"{message}; {others} {self.unit}(s) for other reasons" if others > 0 else message
 
     def reject(self, reasons: Counter[str]) -> Decoded:
         """Also count spans dropped before `accept_request` saw the request."""

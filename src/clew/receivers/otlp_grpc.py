@@ -1,4 +1,5 @@
-"""OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+"""OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` and
+`opentelemetry.proto.collector.logs.v1.LogsService/Export`.
 
 The handler takes the raw request bytes so that gRPC and HTTP share one decoder; gRPC itself
 negotiates and undoes gzip compression.
@@ -6,21 +7,30 @@ negotiates and undoes gzip compression.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from clew.core.errors import ClewError, TooLarge
 from clew.core.identity import KeyRing
 from clew.core.limits import LimitsConfig
+from clew.core.model import LOGS
 from clew.gateway.errors import abort
 from clew.gateway.identity import IdentityInterceptor, grpc_caller
 from clew.receivers import Sink
-from clew.receivers.otlp import decode_protobuf
+from clew.receivers.otlp import Decoded, decode_protobuf
+from clew.receivers.otlp_logs import decode_logs_protobuf
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+
+Handler = Callable[[bytes, grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]
 
 
-def trace_service_handler(sink: Sink, limits: LimitsConfig | None = None) -> grpc.GenericRpcHandler:
+def _export(sink: Sink, limits: LimitsConfig | None, decode: Callable[[bytes, str], Decoded]) -> Handler:
     async def export(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         try:
             tenant = grpc_caller().tenant
@@ -30,19 +40,38 @@ def trace_service_handler(sink: Sink, limits: LimitsConfig | None = None) -> grp
                     f"request of {len(request)} bytes is over tenant {tenant!r}'s limit of {most} bytes "
                     "(max_request_bytes)"
                 )
-            decoded = decode_protobuf(request, tenant)
+            decoded = decode(request, tenant)
             await sink(decoded.batch)
         except ClewError as exc:
             await abort(context, exc)
             raise  # abort raises; this only tells the type checker
-        response = ExportTraceServiceResponse()
-        if decoded.rejected:
-            response.partial_success.rejected_spans = decoded.rejected
-            response.partial_success.error_message = decoded.error_message
-        return response.SerializeToString()
+        response: Message
+        if decoded.batch.signal == LOGS:
+            response = ExportLogsServiceResponse()
+            if decoded.rejected:
+                response.partial_success.rejected_log_records = decoded.rejected
+                response.partial_success.error_message = decoded.error_message
+        else:
+            response = ExportTraceServiceResponse()
+            if decoded.rejected:
+                response.partial_success.rejected_spans = decoded.rejected
+                response.partial_success.error_message = decoded.error_message
+        return bytes(response.SerializeToString())
 
+    return export
+
+
+def trace_service_handler(sink: Sink, limits: LimitsConfig | None = None) -> grpc.GenericRpcHandler:
+    export = _export(sink, limits, decode_protobuf)
     return grpc.method_handlers_generic_handler(
         SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(export)}
+    )
+
+
+def logs_service_handler(sink: Sink, limits: LimitsConfig | None = None) -> grpc.GenericRpcHandler:
+    export = _export(sink, limits, decode_logs_protobuf)
+    return grpc.method_handlers_generic_handler(
+        LOGS_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(export)}
     )
 
 
@@ -57,5 +86,5 @@ def grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    server.add_generic_rpc_handlers((trace_service_handler(sink, limits),))
+    server.add_generic_rpc_handlers((trace_service_handler(sink, limits), logs_service_handler(sink, limits)))
     return server

@@ -1,10 +1,14 @@
-"""OTLP/HTTP: `POST /v1/traces` with protobuf or JSON bodies, answered in the request's encoding."""
+"""OTLP/HTTP: `POST /v1/traces` and `POST /v1/logs` with protobuf or JSON bodies (gzip or not),
+answered in the request's encoding."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
+from google.protobuf.message import Message
 from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,11 +18,13 @@ from starlette.routing import Route
 
 from clew.core.errors import ClewError, UnsupportedMedia
 from clew.core.identity import caller_of
+from clew.core.model import LOGS
 from clew.gateway.errors import Problem, handlers
 from clew.gateway.identity import IdentityMiddleware
 from clew.receivers import Sink
 from clew.receivers.http_body import media_type, read_body
 from clew.receivers.otlp import Decoded, decode_json, decode_protobuf, to_otlp_json
+from clew.receivers.otlp_logs import decode_logs_json, decode_logs_protobuf
 
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
 JSON_TYPE = "application/json"
@@ -37,31 +43,47 @@ def _problem(request: Request, problem: Problem, exc: ClewError) -> Response:
 
 
 def _success(decoded: Decoded, as_json: bool) -> Response:
-    response = ExportTraceServiceResponse()
-    if decoded.rejected:
-        response.partial_success.rejected_spans = decoded.rejected
-        response.partial_success.error_message = decoded.error_message
+    response: Message
+    if decoded.batch.signal == LOGS:
+        response = ExportLogsServiceResponse()
+        if decoded.rejected:
+            response.partial_success.rejected_log_records = decoded.rejected
+            response.partial_success.error_message = decoded.error_message
+    else:
+        response = ExportTraceServiceResponse()
+        if decoded.rejected:
+            response.partial_success.rejected_spans = decoded.rejected
+            response.partial_success.error_message = decoded.error_message
     if as_json:
         return Response(json.dumps(to_otlp_json(response)).encode(), 200, media_type=JSON_TYPE)
     return Response(response.SerializeToString(), 200, media_type=PROTOBUF_TYPES[0])
 
 
+Decoder = Callable[[bytes, str], Decoded]
+
+
 def otlp_http_app(sink: Sink, max_body_bytes: int) -> Starlette:
-    async def export_traces(request: Request) -> Response:
-        ctype = media_type(request)
-        as_json = ctype == JSON_TYPE
-        if not as_json and ctype not in PROTOBUF_TYPES:
-            raise UnsupportedMedia(
-                f"unsupported Content-Type {ctype or '(none)'!r}: send application/x-protobuf or application/json"
-            )
-        body = await read_body(request, max_body_bytes)
-        tenant = caller_of(request.scope).tenant
-        decoded = decode_json(body, tenant) if as_json else decode_protobuf(body, tenant)
-        await sink(decoded.batch)
-        return _success(decoded, as_json)
+    def export(decode_json: Decoder, decode_protobuf: Decoder) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            ctype = media_type(request)
+            as_json = ctype == JSON_TYPE
+            if not as_json and ctype not in PROTOBUF_TYPES:
+                raise UnsupportedMedia(
+                    f"unsupported Content-Type {ctype or '(none)'!r}: send application/x-protobuf or application/json"
+                )
+            body = await read_body(request, max_body_bytes)
+            tenant = caller_of(request.scope).tenant
+            decoded = decode_json(body, tenant) if as_json else decode_protobuf(body, tenant)
+            await sink(decoded.batch)
+            return _success(decoded, as_json)
+
+        return handle
 
     return Starlette(
-        routes=[Route("/v1/traces", export_traces, methods=["POST"])],
+        routes=[
+            Route("/v1/traces", export(decode_json, decode_protobuf), methods=["POST"]),
+            Route("/v1/logs", export(decode_logs_json, decode_logs_protobuf), methods=["POST"]),
+        ],
         middleware=[Middleware(IdentityMiddleware)],
         exception_handlers=handlers(_problem),
     )

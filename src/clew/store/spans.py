@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from clew.core.model import OtlpBatch
+from clew.core.model import LOGS, OtlpBatch
 from clew.store.connection import Connection
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
 from clew.store.transforms import Transforms
@@ -23,15 +23,31 @@ INSERT_SETTINGS: dict[str, object] = {
 RECEIVED_SQL = "fromUnixTimestamp64Nano({received:Int64}, 'UTC')"
 
 
-class SpanWriter(Protocol):
+class BatchWriter(Protocol):
     def write(self, batch: OtlpBatch, token: str | None = None) -> None:
         """Commit the batch; returns only once it is in a written part. An insert with a `token`
-        the engine has seen recently is dropped: replaying a log writes each span once."""
+        the engine has seen recently is dropped: replaying a log writes each record once."""
         ...
 
+
+class SpanWriter(BatchWriter, Protocol):
     def received_until(self) -> int:
         """Every span received at or before this time (ns, the store's clock) is committed or refused."""
         ...
+
+
+class BySignal:
+    """One writer for the ingest path: spans to `spans`, log records to `logs` (both writers:
+    `write(batch, token)`), so both signals share the log, its committer and its guarantees."""
+
+    def __init__(self, spans: SpanWriter, logs: BatchWriter) -> None:
+        self.spans, self.logs = spans, logs
+
+    def write(self, batch: OtlpBatch, token: str | None = None) -> None:
+        (self.logs if batch.signal == LOGS else self.spans).write(batch, token)
+
+    def received_until(self) -> int:
+        return self.spans.received_until()
 
 
 class ClickHouseSpanWriter:
@@ -76,7 +92,7 @@ class ClickHouseSpanWriter:
                 "Protobuf",
                 STRUCTURE,
                 length_delimited(list(batch.payloads)),
-                {**self._insert_settings, **_dedup(token)},
+                {**self._insert_settings, **dedup_settings(token)},
                 {**self._params, "tenant": batch.tenant, "received": received},
             )
         finally:
@@ -108,7 +124,7 @@ class ClickHouseSpanWriter:
         )
 
 
-def _dedup(token: str | None) -> dict[str, object]:
+def dedup_settings(token: str | None) -> dict[str, object]:
     """Insert settings: with a token, the engine drops a repeat of the insert (and of what its views
     derived from it) within the table's deduplication window; without one, never (two requests may
     carry the same spans)."""

@@ -61,3 +61,7 @@ class Limits(BaseComponent):
 
     def insert_stage(self) -> Transforms | None:
         return transforms(self.config)
+
+    def log_stage(self) -> Transforms | None:
+        """Log records have the spans' attribute maps and `dropped_attributes`: the same SQL."""
+        return transforms(self.config)

@@ -10,7 +10,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from clew.components.base import COUNT_EVERY, BaseComponent, Context, MarkCounter
-from clew.components.redaction.detectors import RedactionConfig, RedactionError, hash_key, transforms
+from clew.components.redaction.detectors import (
+    RedactionConfig,
+    RedactionError,
+    hash_key,
+    log_transforms,
+    transforms,
+)
 from clew.core.errors import StoreError
 from clew.core.telemetry import Metric, Sample
 from clew.store.migrations import Migration, steps
@@ -59,6 +65,13 @@ class Redaction(BaseComponent):
         # (and across the instances that write to one store)
         self.key = hash_key(self.key_dir) if self.key_dir is not None else self._stored_key()
         return transforms(self.config, self.key)
+
+    def log_stage(self) -> Transforms | None:
+        """The same detectors and key over log bodies and attributes (after `insert_stage`, which
+        reads the key)."""
+        if not self.config.enabled:
+            return None
+        return log_transforms(self.config, self.key)
 
     def _stored_key(self) -> tuple[int, int]:
         """The store's key, made by the first instance that needs one (the earliest written wins

@@ -320,3 +320,50 @@ def transforms(config: RedactionConfig, key: tuple[int, int] = (0, 0)) -> Transf
         for suffix in ("int", "float", "bool", "complex"):
             out[f"{prefix}_{suffix}"] = c.other_map(f"{{in:{prefix}_{suffix}}}")
     return Transforms(out, {STRINGS: flat, SCRUBBED: chain, STARTS: offsets}, {"rk0": key[0], "rk1": key[1]})
+
+
+# body types (AnyValue field numbers) whose text is a number or a boolean: not scrubbed, so it still
+# reads as what it was
+_SCALAR_BODIES = "(2, 3, 4)"
+
+
+def log_transforms(config: RedactionConfig, key: tuple[int, int] = (0, 0)) -> Transforms:
+    """The same detectors over a log record: its body (text, or the JSON a structured body became),
+    its string attributes and its resource's, its scope's attributes; denied keys go as in spans."""
+    if not config.enabled:
+        return Transforms({})
+    c = Compiler(config)
+    body = f"if({{in:body_type}} IN {_SCALAR_BODIES}, '', {{in:body}})"
+    strings = [
+        f"[{body}]",
+        c.map_texts("{in:attributes_string}"),
+        c.map_texts("{in:resource_string}"),
+        c.list_texts("{in:scope_attributes}"),
+    ]
+    flat = f"arrayConcat({', '.join(strings)})"
+    if any(mode != "off" for mode in config.detectors.values()):
+        gate = c.suspicious(f"arrayStringConcat({STRINGS}, {NEWLINE})")
+        chain = f"if({gate}, arrayMap(s -> {c.scrub('s')}, {STRINGS}), {STRINGS})"
+    else:
+        chain = STRINGS
+    sizes = [
+        "length({in:attributes_string})",
+        "length({in:resource_string})",
+        "length({in:scope_attributes})",
+    ]
+    offsets = f"arrayCumSum([2, {', '.join(sizes)}])"
+    attrs, res, scope = (f"{STARTS}[{i}]" for i in range(1, 4))
+
+    def part(start: str, size: str) -> str:
+        return f"arraySlice({SCRUBBED}, {start}, {size})"
+
+    out: dict[str, str] = {
+        "body": f"if({{in:body_type}} IN {_SCALAR_BODIES}, {{in:body}}, {SCRUBBED}[1])",
+        "attributes_string": c.string_map("{in:attributes_string}", part(attrs, sizes[0])),
+        "resource_string": c.string_map("{in:resource_string}", part(res, sizes[1])),
+        "scope_attributes": c.attribute_list("{in:scope_attributes}", part(scope, sizes[2])),
+    }
+    for prefix in ("attributes", "resource"):
+        for suffix in ("int", "float", "bool", "complex"):
+            out[f"{prefix}_{suffix}"] = c.other_map(f"{{in:{prefix}_{suffix}}}")
+    return Transforms(out, {STRINGS: flat, SCRUBBED: chain, STARTS: offsets}, {"rk0": key[0], "rk1": key[1]})

@@ -1,0 +1,151 @@
+"""Logs joined to traces: OTLP log records stored beside the spans, found by trace and by search.
+
+Records come in through the spans' way (receivers/otlp_logs.py, the write-ahead log and its
+committer, acknowledged alike) and are written by `LogWriter` (table.py) with the components' log
+stages inside the insert: redaction's detectors over bodies and attributes, the tenant's attribute
+limits. This component owns the table, its retention (whole days, after `[logs] retention`, the
+spans' retention period unless set) and the read routes:
+
+- `GET /api/v1/traces/{traceId}/logs`: the trace's records, oldest first;
+- `GET /api/v1/logs?q=&start=&end=&limit=`: a search (search.py), newest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from clew.components.base import BaseComponent, Context
+from clew.components.http import tenant, time_range_ns, trace_id_param
+from clew.components.logs.search import LOG_COLUMNS, MAX_LIMIT, MAX_TRACE_LOGS, parse_query, to_json
+from clew.components.logs.table import MIGRATIONS, LogWriter
+from clew.core.durations import DurationError, parse_duration
+from clew.core.errors import BadRequest, ConfigError
+from clew.core.telemetry import Metric, Sample
+from clew.store.migrations import Migration
+from clew.store.transforms import Transforms
+
+__all__ = ["Logs", "LogsConfig", "LogWriter"]
+
+SECOND = 10**9
+DAY = 86_400 * SECOND
+STORED = Metric("clew_logs_records", "counter", "Log records committed to the store.")
+DROPPED = Metric("clew_logs_dropped_partitions", "counter", "Days of logs dropped past their retention.")
+
+
+@dataclass(frozen=True, slots=True)
+class LogsConfig:
+    retention: int | None = None  # ns; None: the spans' retention period
+    interval: int = 60 * SECOND
+
+    @classmethod
+    def from_toml(cls, doc: dict[str, Any]) -> LogsConfig:
+        """`[logs]`: `retention` ("14d"), how long records stay; `interval`, how often it is applied."""
+        values: dict[str, int] = {}
+        for key, value in doc.items():
+            if key not in ("retention", "interval"):
+                raise ConfigError(f"[logs]: unknown setting {key!r}")
+            try:
+                values[key] = parse_duration(str(value), allow_days=True)
+            except DurationError as exc:
+                raise ConfigError(f"[logs] {key}: {exc}") from None
+            if values[key] <= 0:
+                raise ConfigError(f"[logs] {key} must be positive, got {value!r}")
+        return cls(**values)
+
+
+class Logs(BaseComponent):
+    name = "logs"
+    telemetry = (STORED, DROPPED)
+
+    def __init__(self, ctx: Context, config: LogsConfig, span_retention: int) -> None:
+        self.conn, self.db, self.clock = ctx.conn, ctx.db, ctx.clock
+        self.config = config
+        self.retention = config.retention if config.retention is not None else span_retention
+        self.interval = config.interval
+        self.writer: LogWriter | None = None
+        self.dropped_partitions = 0
+
+    def migrations(self) -> Sequence[Migration]:
+        return MIGRATIONS
+
+    def open_writer(self, stage: Transforms) -> LogWriter:
+        """The writer, with the other components' log stages composed into its insert."""
+        self.writer = LogWriter(self.conn, self.db, stage, self.clock)
+        return self.writer
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def trace_logs(self, tenant: str, trace_id: bytes) -> dict[str, Any]:
+        table = self.conn.query(
+            f"SELECT {LOG_COLUMNS} FROM {self.db}.logs "
+            "WHERE tenant = {tenant:String} AND trace_id = unhex({trace:String}) "
+            "ORDER BY timestamp, observed_timestamp LIMIT {limit:UInt32}",
+            {"tenant": tenant, "trace": trace_id.hex(), "limit": MAX_TRACE_LOGS + 1},
+        )
+        logs = to_json(table.slice(0, MAX_TRACE_LOGS))
+        return {"traceId": trace_id.hex(), "logs": logs, "truncated": table.num_rows > MAX_TRACE_LOGS}
+
+    def search(self, tenant: str, q: str, start: int, end: int, limit: int) -> dict[str, Any]:
+        query = parse_query(q)
+        where = " AND ".join(
+            [
+                "tenant = {tenant:String}",
+                "timestamp >= fromUnixTimestamp64Nano({start:Int64}, 'UTC')",
+                "timestamp <= fromUnixTimestamp64Nano({end:Int64}, 'UTC')",
+                *query.conditions,
+            ]
+        )
+        table = self.conn.query(
+            f"SELECT {LOG_COLUMNS} FROM {self.db}.logs WHERE {where} "
+            "ORDER BY timestamp DESC LIMIT {limit:UInt32}",
+            {**query.params, "tenant": tenant, "start": start, "end": end, "limit": limit + 1},
+        )
+        return {"logs": to_json(table.slice(0, limit)), "limit": limit, "truncated": table.num_rows > limit}
+
+    def routes(self) -> Sequence[BaseRoute]:
+        async def trace_logs(request: Request) -> JSONResponse:
+            trace_id = trace_id_param(request)
+            return JSONResponse(await asyncio.to_thread(self.trace_logs, tenant(request), trace_id))
+
+        async def search(request: Request) -> JSONResponse:
+            start, end = time_range_ns(request)
+            text = request.query_params.get("limit", "100")
+            if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+                raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text[:40]!r}")
+            q = request.query_params.get("q", "")
+            answer = await asyncio.to_thread(self.search, tenant(request), q, start, end, int(text))
+            return JSONResponse(answer)
+
+        return [
+            Route("/api/v1/traces/{trace_id}/logs", trace_logs),
+            Route("/api/v1/logs", search),
+        ]
+
+    # --- retention ---------------------------------------------------------------------------
+
+    def tick(self, now: int) -> None:
+        """Drop the days of logs that are wholly past the retention."""
+        cutoff = datetime.fromtimestamp((now - self.retention) / SECOND, UTC).strftime("%Y%m%d")
+        table = self.conn.query(
+            "SELECT DISTINCT partition_id FROM system.parts "
+            "WHERE database = {db:String} AND table = 'logs' AND active",
+            {"db": self.db},
+        )
+        for partition in table.column(0).to_pylist():
+            day = str(partition)
+            # a day ends before the cutoff's day starts; never text to splice otherwise
+            if len(day) == 8 and day.isdigit() and day < cutoff:
+                self.conn.command(f"ALTER TABLE {self.db}.logs DROP PARTITION ID '{day}'")
+                self.dropped_partitions += 1
+
+    def metrics(self) -> Iterable[Sample]:
+        stored = self.writer.records if self.writer is not None else 0
+        return [Sample(STORED, stored), Sample(DROPPED, self.dropped_partitions)]
