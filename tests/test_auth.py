@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from starlette.routing import Mount, Route
 
@@ -56,6 +57,21 @@ def _otlp(tenant: str) -> bytes:
     return request.SerializeToString()
 
 
+def _otlp_logs(tenant: str) -> bytes:
+    """A log line of `tenant`'s trace, carrying its secret, as OTLP protobuf."""
+    request = logs_service_pb2.ExportLogsServiceRequest()
+    rl = request.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = f"{tenant}-svc"
+    record = rl.scope_logs.add().log_records.add(
+        time_unix_nano=time.time_ns() - 1_000_000,
+        severity_number=9,
+        trace_id=bytes.fromhex(TRACE[tenant]),
+        span_id=bytes.fromhex(SPAN[tenant]),
+    )
+    record.body.string_value = f"{tenant}-op logged {SECRET[tenant]}"
+    return request.SerializeToString()
+
+
 def _bearer(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -94,6 +110,8 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/api/v1/compare/releases": "/api/v1/compare/releases?service=shop-svc&baseline=1&candidate=2",
     "/api/v1/compare/attributes": "/api/v1/compare/attributes?service=shop-svc",
     "/api/v1/slos": "/api/v1/slos",
+    "/api/v1/traces/{trace_id}/logs": f"/api/v1/traces/{TRACE['shop']}/logs",
+    "/api/v1/logs": "/api/v1/logs?start=0",
     "/api/v1/alerts": "/api/v1/alerts",
     "/static": "/static/app.css",
     "/": "/",
@@ -104,6 +122,7 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/monitor": "/monitor",
     "/releases": "/releases",
     "/alerts": "/alerts",
+    "/logs": "/logs",
     "/signin": "/signin",
 }
 PUBLIC = {
@@ -117,6 +136,7 @@ PUBLIC = {
     "/monitor",
     "/releases",
     "/alerts",
+    "/logs",
     "/signin",
 }
 
@@ -169,6 +189,17 @@ def secured(tmp_path_factory: pytest.TempPathFactory):
                 _otlp(tenant), X_Scope_OrgID="shop", **_bearer(keys[f"ingest-{tenant}"])
             )
             assert response.status_code == 200, response.text
+            logged = httpx.post(
+                f"{server.otlp_http_url}/v1/logs",
+                content=_otlp_logs(tenant),
+                headers={
+                    "Content-Type": "application/x-protobuf",
+                    "X-Scope-OrgID": "shop",
+                    **_bearer(keys[f"ingest-{tenant}"]),
+                },
+                timeout=30,
+            )
+            assert logged.status_code == 200, logged.text
         yield server, keys
     finally:
         server.stop()
@@ -309,6 +340,25 @@ def test_isolation_matrix_of_the_ingest_ports(secured, port: str, caller: str) -
         )
     response = httpx.post(url, content=body, headers={**headers, "Content-Type": kind}, timeout=30)
     assert response.status_code in ((200, 202) if expected == 200 else (expected,)), response.text
+
+
+def test_logs_follow_the_keys_tenant_and_need_an_ingest_key(secured) -> None:
+    server, keys = secured
+    for tenant in ("shop", "bank"):
+        response = httpx.get(
+            f"{server.http_url}/api/v1/logs?start=0", headers=_bearer(keys[f"read-{tenant}"]), timeout=30
+        )
+        bodies = [log["body"] for log in response.json()["logs"]]
+        assert bodies == [f"{tenant}-op logged {SECRET[tenant]}"]
+    url = f"{server.otlp_http_url}/v1/logs"
+    for key, status in ((None, 401), (keys["read-shop"], 403)):
+        response = httpx.post(
+            url,
+            content=_otlp_logs("shop"),
+            headers={"Content-Type": "application/x-protobuf", **_bearer(key)},
+            timeout=30,
+        )
+        assert response.status_code == status, response.text
 
 
 def test_without_keys_metrics_show_only_the_callers_tenant(tmp_path: Path) -> None:
