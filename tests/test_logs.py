@@ -471,3 +471,22 @@ def test_logs_past_the_retention_are_dropped_by_the_day(tmp_path: Path) -> None:
         assert logs.dropped_partitions == 1
     finally:
         store.close()
+
+
+def test_an_agent_reads_a_traces_logs_and_searches_them_over_mcp(logs_server: ServerProcess) -> None:
+    from tests.test_mcp import call
+
+    listed, searched, bad = call(
+        logs_server,
+        [
+            ("trace_logs", {"trace_id": TRACE}),
+            ("search_logs", {"query": "severity:error", "minutes": 60 * 24}),
+            ("search_logs", {"query": "severity:loud"}),
+        ],
+    )
+    assert [log["body"] for log in listed["logs"]][0] == "placing order 1017"
+    assert len(listed["logs"]) == 4
+    assert [(log["body"], log["traceId"]) for log in searched["logs"]] == [
+        ("payment declined: insufficient funds", TRACE)
+    ]
+    assert bad[0] == "error" and "severity must be one of" in bad[1]

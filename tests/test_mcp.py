@@ -45,7 +45,8 @@ def test_the_tools_are_listed_with_descriptions(served: ServerProcess) -> None:
     listed = {t.name: t for t in asyncio.run(tools())}
     assert set(listed) >= {
         "services", "search", "trace_summary", "critical_path", "trace_errors", "span_details",
-        "compare_traces", "service_graph", "red_metrics", "compare_releases", "alerts",
+        "compare_traces", "service_graph", "red_metrics", "compare_releases", "alerts", "trace_logs",
+        "search_logs",
     }  # fmt: skip
     assert all(t.description for t in listed.values())
 

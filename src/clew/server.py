@@ -30,6 +30,7 @@ from clew.api.tempo import metrics_routes, tempo_routes
 from clew.assembly import Assembly, assemble, every
 from clew.components.alerts import Alerts, Pipeline
 from clew.components.base import Component
+from clew.components.logs import Logs
 from clew.components.red import Red
 from clew.components.releases import Releases
 from clew.components.servicegraph import ServiceGraph
@@ -220,6 +221,8 @@ def assembly_http_app(
         assembly.component(Red).timeline,
         assembly.component(Releases).compare,
         assembly.component(Alerts).alerts,
+        assembly.component(Logs).trace_logs,
+        assembly.component(Logs).search,
     )
     mcp, sessions = mcp_routes(sources)
     app = http_app(assembly.reader, [*assembly.routes(), *mcp], telemetry, metrics, health, full_trace_spans)

@@ -38,7 +38,8 @@ INSTRUCTIONS = (
     "clew stores distributed traces. Start with `services` or `search` (the query language follows "
     'TraceQL: { status = error }, { resource.service.name = "checkout" && duration > 500ms }), then '
     "look into one trace with `trace_summary`, `critical_path`, `trace_errors` and `span_details`. "
-    "`service_graph` and `red_metrics` describe services over a time window."
+    "`service_graph` and `red_metrics` describe services over a time window; `trace_logs` and "
+    "`search_logs` read what the services logged."
 )
 
 
@@ -53,6 +54,9 @@ class Sources:
     releases: Callable[..., dict[str, Any]]
     # (tenant, now) -> the alerts firing, pending or resolved lately
     alerts: Callable[[str, int], list[dict[str, Any]]]
+    # (tenant, trace id) -> the trace's log records; (tenant, q, start, end, limit) -> a log search
+    trace_logs: Callable[[str, bytes], dict[str, Any]]
+    search_logs: Callable[[str, str, int, int, int], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +303,24 @@ def mcp_server(sources: Sources) -> MCPServer:
         """The alerts firing, pending or resolved in the last day (SLO burn rates, silent services,
         broken traces, clew's own pipeline), each with example trace ids to look into."""
         return {"alerts": sources.alerts(TENANT.get(), time.time_ns())}
+
+    @tool
+    async def trace_logs(trace_id: str) -> dict[str, Any]:
+        """The log records of a trace, oldest first, each with its span id, severity, service, body
+        and attributes: what the services said while serving the request (errors, retries)."""
+        trace = parse_trace_id(trace_id)
+        if trace is None:
+            raise BadRequest(f"trace id {trace_id[:64]!r} is not up to 32 hex characters")
+        return await asyncio.to_thread(sources.trace_logs, TENANT.get(), trace)
+
+    @tool
+    async def search_logs(query: str = "", minutes: float = 60, limit: int = 50) -> dict[str, Any]:
+        """Log records, newest first. `query`: words match the body; `service:NAME`,
+        `severity:error`, `severity>=warn`, `trace:ID` and `key=value` on attributes narrow it. Each
+        record names its trace id to look into."""
+        start, end = _window(minutes)
+        limit = max(1, min(limit, 200))
+        return await asyncio.to_thread(sources.search_logs, TENANT.get(), query, start, end, limit)
 
     return server
 

@@ -160,14 +160,24 @@ class Writer:
         return errors
 
 
-COMMITTED = Metric("clew_ingest_committed_spans", "counter", "Spans committed to the store.")
-FAILED = Metric(
-    "clew_ingest_failed_spans", "counter", "Spans whose commit failed (their request got an error)."
+COMMITTED = Metric(
+    "clew_ingest_committed_spans", "counter", "Spans (and log records) committed to the store."
 )
-REFUSED = Metric("clew_ingest_refused_spans", "counter", "Spans refused because the write queue was full.")
+FAILED = Metric(
+    "clew_ingest_failed_spans",
+    "counter",
+    "Spans (and log records) whose commit failed (their request got an error).",
+)
+REFUSED = Metric(
+    "clew_ingest_refused_spans",
+    "counter",
+    "Spans (and log records) refused because the write queue was full.",
+)
 INSERTS = Metric("clew_ingest_inserts", "counter", "Inserts made (one part each).")
 QUEUED = Metric(
-    "clew_ingest_queued_spans", "gauge", "Spans accepted and not yet committed (the write queue or the log)."
+    "clew_ingest_queued_spans",
+    "gauge",
+    "Spans and log records accepted and not yet committed (the write queue or the log).",
 )
 TELEMETRY = (COMMITTED, FAILED, REFUSED, INSERTS, QUEUED)
 
