@@ -9,6 +9,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -490,3 +491,32 @@ def test_an_agent_reads_a_traces_logs_and_searches_them_over_mcp(logs_server: Se
         ("payment declined: insufficient funds", TRACE)
     ]
     assert bad[0] == "error" and "severity must be one of" in bad[1]
+
+
+def test_the_logs_retention_comes_from_clew_toml(tmp_path: Path) -> None:
+    from clew.config import Settings
+    from clew.core.errors import ConfigError
+
+    path = tmp_path / "clew.toml"
+    path.write_text('[retention]\nperiod = "14d"\n\n[logs]\nretention = "30d"\ninterval = "5m"\n')
+    settings = Settings.load(path)
+    assert settings.logs.retention == 30 * 86_400 * 10**9 and settings.logs.interval == 300 * 10**9
+    store = open_embedded(tmp_path / "data", settings)
+    try:
+        assert store.component(Logs).retention == 30 * 86_400 * 10**9
+        assert store.component(Logs).interval == 300 * 10**9
+    finally:
+        store.close()
+    path.write_text('[retention]\nperiod = "14d"\n')
+    store = open_embedded(tmp_path / "data", Settings.load(path))
+    try:
+        assert store.component(Logs).retention == 14 * 86_400 * 10**9  # the spans' period
+    finally:
+        store.close()
+    for text, reason in (
+        ('[logs]\nkeep = "1d"\n', "[logs]: unknown setting 'keep'"),
+        ('[logs]\nretention = "soon"\n', "[logs] retention"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(reason)):
+            Settings.load(path)
