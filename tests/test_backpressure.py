@@ -33,7 +33,7 @@ class GatedStore:
     def write(self, batch: OtlpBatch) -> None:
         self.entered.set()
         self.gate.wait(timeout=60)
-        self.inner.writer.write(batch)
+        self.inner.sink.write(batch)  # spans or log records
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
