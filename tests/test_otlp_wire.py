@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from google.protobuf.descriptor import FieldDescriptor as F
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from clew.components.logs.table import WIRE_PROTO as LOGS_WIRE_PROTO
 from clew.store.otlp_wire import WIRE_PROTO, length_delimited
 
 OTLP = {
@@ -38,10 +42,19 @@ WIRE_OF_DESCRIPTOR = {
 }  # fmt: skip
 
 
-def _messages() -> dict[str, dict[str, tuple[int, int, bool]]]:
-    """name -> field -> (number, wire type, repeated), read from WIRE_PROTO."""
+LOGS_OTLP = {
+    **{k: v for k, v in OTLP.items() if k in ("Resource", "Scope", "KeyValue", "AnyValue")},
+    "Request": logs_service_pb2.ExportLogsServiceRequest,
+    "ResourceLogs": logs_pb2.ResourceLogs,
+    "ScopeLogs": logs_pb2.ScopeLogs,
+    "LogRecord": logs_pb2.LogRecord,
+}
+
+
+def _messages(proto: str = WIRE_PROTO) -> dict[str, dict[str, tuple[int, int, bool]]]:
+    """name -> field -> (number, wire type, repeated), read from a wire schema."""
     out: dict[str, dict[str, tuple[int, int, bool]]] = {}
-    for name, body in re.findall(r"message (\w+) \{(.*?)\n?\}\n", WIRE_PROTO, re.S):
+    for name, body in re.findall(r"message (\w+) \{(.*?)\n?\}\n", proto, re.S):
         fields = {}
         for repeated, ftype, fname, number in re.findall(r"(repeated )?(\w+) (\w+) = (\d+);", body):
             wire = WIRE_OF_PROTO_TYPE.get(ftype, 2)  # other names are messages
@@ -50,10 +63,13 @@ def _messages() -> dict[str, dict[str, tuple[int, int, bool]]]:
     return out
 
 
-def test_wire_schema_matches_opentelemetry_proto():
-    messages = _messages()
-    assert set(messages) == set(OTLP)
-    for name, cls in OTLP.items():
+@pytest.mark.parametrize(
+    ("proto", "otlp"), [(WIRE_PROTO, OTLP), (LOGS_WIRE_PROTO, LOGS_OTLP)], ids=["traces", "logs"]
+)
+def test_wire_schema_matches_opentelemetry_proto(proto: str, otlp: dict) -> None:
+    messages = _messages(proto)
+    assert set(messages) == set(otlp)
+    for name, cls in otlp.items():
         ours = messages[name]
         theirs = {f.name: f for f in cls.DESCRIPTOR.fields if f.name not in NOT_STORED}
         assert set(ours) == set(theirs), name

@@ -4,7 +4,8 @@ A log record is one row: its times, its trace and span ids (zeros when it has no
 attributes and resource in the spans' typed maps (so redaction and the attribute limits run on them
 unchanged), the scope as the spans keep it. Ordered by tenant, service and time, which is what a
 search by time and service reads; a bloom filter on the trace id finds a trace's logs without a
-second copy of the rows. Partitioned by day, with the day clamped around the time received as the
+second copy of the rows. Text is searched by scanning the bodies of the time range (no n-gram index:
+its filters would cost more bytes a record than the body itself compresses to). Partitioned by day, with the day clamped around the time received as the
 spans' is, so one request cannot create more than ten partitions whatever its dates; retention drops
 whole partitions.
 """
@@ -95,8 +96,7 @@ DDL = f"""
 CREATE TABLE IF NOT EXISTS {{db}}.logs (
 {_COLUMNS_DDL},
     received_at DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
-    INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,
-    INDEX idx_body lower(body) TYPE ngrambf_v1(3, 65536, 2, 0) GRANULARITY 1
+    INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1
 ) ENGINE = MergeTree
 PARTITION BY {DAY}
 ORDER BY (tenant, service_name, timestamp)
