@@ -4,8 +4,8 @@ A log record is one row: its times, its trace and span ids (zeros when it has no
 attributes and resource in the spans' typed maps (so redaction and the attribute limits run on them
 unchanged), the scope as the spans keep it. Ordered by tenant, service and time, which is what a
 search by time and service reads; a bloom filter on the trace id finds a trace's logs without a
-second copy of the rows. Text is searched by scanning the bodies of the time range (no n-gram index:
-its filters would cost more bytes a record than the body itself compresses to). Partitioned by day, with the day clamped around the time received as the
+second copy of the rows. Text is searched by scanning the bodies of the time range; an n-gram
+index is left out until measured, since its filters cost bytes on every record. Partitioned by day, with the day clamped around the time received as the
 spans' is, so one request cannot create more than ten partitions whatever its dates; retention drops
 whole partitions.
 """
