@@ -22,6 +22,7 @@ CSP = (
 UI_PATHS = [
     "/",
     "/search",
+    "/logs",
     "/trace/{trace_id}",
     "/dependencies",
     "/compare",

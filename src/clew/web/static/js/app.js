@@ -2,6 +2,7 @@
 
 import { renderAlerts } from "./alerts.js";
 import { renderCompare } from "./compare.js";
+import { renderLogs } from "./logs.js";
 import { renderMap } from "./map.js";
 import { renderMonitor } from "./monitor.js";
 import { renderReleases } from "./releases.js";
@@ -28,6 +29,7 @@ function nav() {
   return h("nav", { class: "topnav" },
     h("span", { class: "brand" }, "clew"),
     link("/search", "Search"),
+    link("/logs", "Logs"),
     link("/dependencies", "Service map"),
     link("/monitor", "Monitor"),
     link("/releases", "Releases"),
@@ -63,6 +65,7 @@ async function route() {
     if (path === "/signin") renderSignIn();
     else if (path === "/" || path === "/search") await renderSearch(main);
     else if (path.startsWith("/trace/")) await renderTrace(main, decodeURIComponent(path.slice("/trace/".length)));
+    else if (path === "/logs") await renderLogs(main);
     else if (path === "/dependencies") await renderMap(main);
     else if (path === "/compare") await renderCompare(main);
     else if (path === "/monitor") await renderMonitor(main);
@@ -89,7 +92,7 @@ window.addEventListener("clew:unauthorized", () => {
 window.addEventListener("clew:navigate", route);
 // The keyboard shortcuts, as `?` lists them.
 const SHORTCUTS = [
-  ["/", "focus the query (search page)"],
+  ["/", "focus the query (search and logs pages)"],
   ["↑ / ↓", "previous / next span (trace waterfall)"],
   ["← / →", "collapse / expand the selected span"],
   ["Enter / Shift+Enter", "next / previous match (find in trace)"],

@@ -333,3 +333,59 @@ export function formatTime(nsBig) {
   const ms = Number(BigInt(nsBig) / 1000000n);
   return new Date(ms).toISOString().replace("T", " ").replace("Z", " UTC");
 }
+
+// --- logs (`/api/v1/traces/{id}/logs`, `/api/v1/logs`): OTLP log records in clew's JSON ---
+
+const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"];
+
+/** A record's level from its severity number (OpenTelemetry's ranges of four: 17-20 is error), or
+ * "unset" when the sender gave none. */
+export function severityLevel(log) {
+  const n = Number(log.severityNumber) || 0;
+  return n >= 1 && n <= 24 ? LEVELS[Math.floor((n - 1) / 4)] : "unset";
+}
+
+/** The severity as the sender wrote it, else its level's name. */
+export function severityLabel(log) {
+  const level = severityLevel(log);
+  return log.severityText || (level === "unset" ? "" : level.toUpperCase());
+}
+
+/** When a record happened (BigInt ns): its time, or when the collector saw it if it had none. */
+export function logTimeNs(log) {
+  const time = BigInt(log.timeUnixNano || "0");
+  return time > 0n ? time : BigInt(log.observedTimeUnixNano || "0");
+}
+
+/** A body as one line of text: a string as it is, a structured body as compact JSON. */
+export function logBodyText(log) {
+  const body = log.body;
+  if (body === null || body === undefined) return "";
+  return typeof body === "string" ? body : JSON.stringify(body);
+}
+
+/** Put a trace's logs (oldest first) on it: each with its offset from the trace's start (ns) and its
+ * span when the trace has it; `trace.logsBySpan` by span id. */
+export function attachLogs(trace, answer) {
+  const logs = (answer && Array.isArray(answer.logs) ? answer.logs : []).map((log) => ({
+    ...log,
+    offset: Number(logTimeNs(log) - trace.startNs),
+    span: (log.spanId && trace.byId.get(log.spanId.toLowerCase())) || null,
+  }));
+  logs.sort((a, b) => a.offset - b.offset);
+  trace.logs = logs;
+  trace.logsTruncated = Boolean(answer && answer.truncated);
+  trace.logsBySpan = new Map();
+  for (const log of logs) {
+    if (!log.span) continue;
+    const list = trace.logsBySpan.get(log.span.spanId);
+    if (list) list.push(log);
+    else trace.logsBySpan.set(log.span.spanId, [log]);
+  }
+  return trace;
+}
+
+/** A signed offset from the trace's start: "+12.0ms", or "-3.00ms" for a record before it. */
+export function formatOffset(offset) {
+  return offset < 0 ? `-${formatDuration(-offset)}` : `+${formatDuration(offset)}`;
+}

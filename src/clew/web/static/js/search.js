@@ -6,10 +6,10 @@ import { clear, getJSON, h, link, navigate, serviceColor, svg } from "./util.js"
 import { formatDuration, formatTime } from "./model.js";
 import { drawSeries } from "./chart.js";
 
-const LOOKBACKS = [["15m", "Last 15 minutes"], ["30m", "Last 30 minutes"], ["1h", "Last hour"], ["2h", "Last 2 hours"], ["6h", "Last 6 hours"], ["12h", "Last 12 hours"], ["24h", "Last 24 hours"], ["2d", "Last 2 days"], ["7d", "Last 7 days"], ["custom", "Custom range"]];
+export const LOOKBACKS = [["15m", "Last 15 minutes"], ["30m", "Last 30 minutes"], ["1h", "Last hour"], ["2h", "Last 2 hours"], ["6h", "Last 6 hours"], ["12h", "Last 12 hours"], ["24h", "Last 24 hours"], ["2d", "Last 2 days"], ["7d", "Last 7 days"], ["custom", "Custom range"]];
 const UNIT_MS = { m: 60e3, h: 3600e3, d: 86400e3 };
 
-function lookbackMs(text) {
+export function lookbackMs(text) {
   const m = /^(\d+)([mhd])$/.exec(text || "1h");
   return m ? Number(m[1]) * UNIT_MS[m[2]] : 3600e3;
 }
@@ -27,7 +27,7 @@ function toLogfmt(tags) {
   return Object.entries(tags).map(([k, v]) => (/[\s"]/.test(v) ? `${k}="${v.replace(/"/g, '\\"')}"` : `${k}=${v}`)).join(" ");
 }
 
-function localInput(ms) {
+export function localInput(ms) {
   const d = new Date(ms - new Date().getTimezoneOffset() * 60e3);
   return d.toISOString().slice(0, 16);
 }

@@ -1,7 +1,8 @@
 // The trace page: header, waterfall (virtualised rows, collapsible tree, critical path) or flame graph,
 // and the detail panel of the selected span. Works on a stored trace or on a file opened in the browser.
 
-import { buildSkeleton, buildTrace, formatDuration, formatTime, mergeDetails } from "./model.js";
+import { bodyText, logDetails, severityBadge } from "./logs.js";
+import { attachLogs, buildSkeleton, buildTrace, formatDuration, formatOffset, formatTime, logBodyText, logTimeNs, mergeDetails, severityLabel, severityLevel } from "./model.js";
 import { authHeaders, clear, getJSON, h, link, navigate, serviceColor, sortableTable, valueText } from "./util.js";
 
 
@@ -16,11 +17,14 @@ export async function renderTrace(root, traceId) {
   let trace = null;
   let fromFile = null;
   const local = window.clewLocalTrace;
+  let logs = null;
   if (location.hash === "#file" && local && local.traceId === traceId) {
     doc = local.doc;
     fromFile = local.name;
   } else {
     clear(root).append(h("div", { class: "status" }, "Loading trace…"));
+    // the trace's logs, by its id whatever its size, fetched beside the trace
+    logs = getJSON(`/api/v1/traces/${encodeURIComponent(traceId)}/logs`).catch((err) => ({ error: err }));
     try {
       // the skeleton first: a trace up to the server's size (`full_trace_spans`) is then fetched
       // whole; a bigger one opens from its skeleton and fetches each span's details when shown
@@ -37,6 +41,11 @@ export async function renderTrace(root, traceId) {
   } catch (err) {
     clear(root).append(h("div", { class: "error" }, err.message));
     return;
+  }
+  if (logs) {
+    const answer = await logs;
+    if (answer.error) trace.logsError = answer.error.message;
+    else attachLogs(trace, answer);
   }
   if (!fromFile) {
     // spans of other traces linking here, from a day around this one (back-references)
@@ -63,6 +72,7 @@ function showTrace(root, trace, doc, view, fromFile) {
       fact("Depth", String(trace.depth), "fact-depth"),
       fact("Spans", String(trace.spans.length), "fact-spans"),
       fact("Errors", String(trace.errors), "fact-errors"),
+      trace.logs ? fact("Logs", logsFact(trace, view), "fact-logs") : null,
       fromFile ? null : fact("Sampling", "…", "fact-sampling")));
   if (!fromFile) showSampling(header.querySelector("#fact-sampling"), trace.traceId);
   const permalink = `${location.origin}/trace/${trace.traceId}${view !== "waterfall" ? `?view=${view}` : ""}`;
@@ -114,8 +124,11 @@ function showTrace(root, trace, doc, view, fromFile) {
   clear(root).append(...[header, banner, toolbar, warnings, h("div", { class: "trace-body" }, main, detail)].filter(Boolean));
 
   // the selected span is in the address (`?span=`), so a link can point at it
+  let timeline = null;
   const select = (span) => {
+    if (trace.currentLog && trace.currentLog.span !== span) trace.currentLog = null;
     showDetail(detail, span, trace);
+    if (timeline) timeline.showSpan(span);
     if (!span.details) {
       getJSON(`/api/v1/traces/${encodeURIComponent(trace.traceId)}/spans/${span.spanId}`).then((one) => {
         mergeDetails(trace, span, one);
@@ -138,6 +151,14 @@ function showTrace(root, trace, doc, view, fromFile) {
     drawJson(main, trace, doc, fromFile);
   } else {
     const wf = waterfall(main, trace, select);
+    if (trace.logs || trace.logsError) {
+      timeline = logsTimeline(trace, (log) => {
+        trace.currentLog = log;
+        wf.reveal(log.span);
+        document.getElementById("waterfall").scrollIntoView({ block: "nearest" });
+      });
+      main.append(timeline.element);
+    }
     collapseSelect.addEventListener("change", () => { if (collapseSelect.value) wf.collapseService(collapseSelect.value); });
     expandAll.addEventListener("click", () => { collapseSelect.value = ""; depthSelect.value = ""; wf.expandAll(); });
     depthSelect.addEventListener("change", () => wf.collapseBelow(Number(depthSelect.value) || Infinity));
@@ -245,6 +266,12 @@ function waterfall(container, trace, onSelect) {
   const recompute = () => {
     visible = trace.spans.filter((s) => !hidden(s) && (!onlyCritical || s.critical));
     spacer.style.height = `${visible.length * ROW}px`;
+    // with logs under it, a short trace's waterfall is no taller than its rows
+    if (trace.logs && trace.logs.length) {
+      const fits = Math.max(visible.length, 4) * ROW + 2;
+      viewport.style.height = `min(calc(100vh - 312px), ${fits}px)`;
+      viewport.style.minHeight = `${Math.min(300, fits)}px`;
+    }
     paint(true);
   };
   let first = -1;
@@ -292,6 +319,7 @@ function waterfall(container, trace, onSelect) {
       span.error ? h("span", { class: "error-mark", title: "error" }, "!") : null,
       h("span", { class: "svc", style: { borderLeftColor: serviceColor(span.service) } }, span.service),
       h("span", { class: "span-name" }, span.name),
+      logBadge(trace, span),
       follows.map((f) => h("button", { type: "button", class: "follows-mark", title: `follows from ${f.service}: ${f.name}`, onclick: (e) => { e.stopPropagation(); api.reveal(f); } }, "↪ follows"))),
     h("div", { class: "span-timeline" }, h("div", { class: "span-track" }, followLines, bar, critical, events), duration));
   };
@@ -571,6 +599,7 @@ function showDetail(panel, span, trace) {
     h("h3", {}, "Resource"), kvTable(span.resource, "detail-resource"),
     h("h3", {}, `Events (${span.events.length})`),
     span.events.length ? h("ul", { class: "events", id: "detail-events" }, span.events.map((e) => h("li", {}, h("strong", {}, e.name), ` +${formatDuration(e.time)}`, kvTable(e.attributes)))) : h("p", { class: "muted" }, "none"),
+    ...spanLogs(trace, span),
     h("h3", {}, `Links (${span.links.length})`),
     span.links.length ? h("ul", { class: "links", id: "detail-links" }, linkItems) : h("p", { class: "muted" }, "none"),
     backs.length ? h("h3", {}, `Linked from (${backs.length})`) : null,
@@ -580,6 +609,121 @@ function showDetail(panel, span, trace) {
     h("p", { id: "detail-scope", class: span.scope.name ? "" : "muted" }, span.scope.name ? `${span.scope.name}${span.scope.version ? ` ${span.scope.version}` : ""}` : "not named by the sender"),
     span.scope.attributes.length ? kvTable(span.scope.attributes) : null,
   ].filter(Boolean));
+  const current = panel.querySelector(".log-item.current");
+  if (current) panel.scrollTop = Math.max(0, current.offsetTop - panel.clientHeight / 3);
+}
+
+// --- the trace's logs (/api/v1/traces/{id}/logs): a count on each span that has some, a section in
+// the span's details, and the timeline of them all under the waterfall ---
+
+const LEVEL_RANK = { unset: 0, trace: 1, debug: 2, info: 3, warn: 4, error: 5, fatal: 6 };
+const DETAIL_LOGS = 500;  // drawn in a span's details; the timeline has them all
+const TIMELINE_ROWS = 1000;  // drawn at first; "Show all" draws the rest
+
+function logsFact(trace, view) {
+  const text = `${trace.logs.length.toLocaleString("en")}${trace.logsTruncated ? "+" : ""}`;
+  if (!trace.logs.length || view !== "waterfall") return text;
+  return h("a", { href: "#trace-logs", onclick: (e) => { e.preventDefault(); document.getElementById("trace-logs").scrollIntoView({ block: "start" }); } }, text);
+}
+
+/** How many log records a span has, in the waterfall: red when one of them is an error. */
+function logBadge(trace, span) {
+  const logs = trace.logsBySpan && trace.logsBySpan.get(span.spanId);
+  if (!logs) return null;
+  const loud = logs.some((l) => LEVEL_RANK[severityLevel(l)] >= LEVEL_RANK.error);
+  const label = `${logs.length} log${logs.length === 1 ? "" : "s"}`;
+  return h("span", { class: `log-badge${loud ? " log-badge-error" : ""}`, title: `${label}${loud ? ", with errors" : ""}` }, label);
+}
+
+/** The span's own logs, oldest first, in its details. */
+function spanLogs(trace, span) {
+  if (!trace.logs) return [];
+  const logs = trace.logsBySpan.get(span.spanId) || [];
+  if (!logs.length) return [h("h3", { id: "detail-logs-title" }, "Logs (0)"), h("p", { class: "muted", id: "detail-logs-none" }, "none")];
+  return [
+    h("h3", { id: "detail-logs-title" }, `Logs (${logs.length})`),
+    h("ul", { class: "span-logs", id: "detail-logs" }, logs.slice(0, DETAIL_LOGS).map((log) => h("li", {
+      class: `log-item level-${severityLevel(log)}${trace.currentLog === log ? " current" : ""}`,
+      title: formatTime(logTimeNs(log)),
+    }, h("span", { class: "log-offset mono" }, formatOffset(log.offset)), " ", severityBadge(log), " ", bodyText(log), logDetails(log)))),
+    logs.length > DETAIL_LOGS ? h("p", { class: "muted" }, `and ${logs.length - DETAIL_LOGS} more: the trace's Logs under the waterfall has them all`) : null,
+  ].filter(Boolean);
+}
+
+function logText(log) {
+  if (log.findText === undefined) {
+    log.findText = [logBodyText(log), log.service, severityLabel(log), log.span ? log.span.name : "", log.spanId,
+      ...Object.entries(log.attributes || {}).map(([k, v]) => `${k}=${valueText(v)}`)].join(" ").toLowerCase();
+  }
+  return log.findText;
+}
+
+/** Every log of the trace in time order, across its spans; a row selects its span. */
+function logsTimeline(trace, onPick) {
+  const section = h("section", { class: "trace-logs", id: "trace-logs" });
+  const api = { element: section, showSpan() {} };
+  if (trace.logsError) {
+    section.append(h("p", { class: "error", id: "trace-logs-error" }, `Logs could not be loaded: ${trace.logsError}`));
+    return api;
+  }
+  const logs = trace.logs;
+  if (!logs.length) {
+    section.append(h("p", { class: "muted", id: "trace-logs-none" }, "No logs for this trace."));
+    return api;
+  }
+  const levels = new Map();
+  for (const log of logs) levels.set(severityLevel(log), (levels.get(severityLevel(log)) || 0) + 1);
+  const summary = Object.keys(LEVEL_RANK).reverse().filter((l) => levels.has(l))
+    .map((l) => h("span", { class: `sev sev-${l}` }, `${levels.get(l)} ${l}`));
+  const filter = h("input", { type: "search", id: "trace-logs-filter", placeholder: "Filter logs", "aria-label": "Filter logs" });
+  const least = h("select", { id: "trace-logs-level", "aria-label": "Lowest severity shown" },
+    h("option", { value: "" }, "All levels"),
+    ["debug", "info", "warn", "error"].map((l) => h("option", { value: l }, `${l} and above`)));
+  const count = h("span", { class: "muted", id: "trace-logs-count" });
+  const tbody = h("tbody");
+  const more = h("button", { type: "button", id: "trace-logs-more", hidden: true });
+  let limit = TIMELINE_ROWS;
+  let selectedSpan = null;
+  const row = (log) => h("tr", {
+    class: `log-row level-${severityLevel(log)}${log.span ? " linked" : ""}${log.span && log.span === selectedSpan ? " of-selected" : ""}`,
+    dataset: { spanId: log.spanId || "", service: log.service || "" },
+    title: log.span ? `${log.span.service}: ${log.span.name} (click to select the span)` : undefined,
+    tabindex: log.span ? 0 : undefined,
+    onclick: log.span ? (e) => { if (!e.target.closest("details")) onPick(log); } : undefined,
+    onkeydown: log.span ? (e) => { if (e.key === "Enter" && e.target === e.currentTarget) onPick(log); } : undefined,
+  },
+  h("td", { class: "num mono log-offset shrink", title: formatTime(logTimeNs(log)) }, formatOffset(log.offset)),
+  h("td", { class: "shrink" }, severityBadge(log)),
+  h("td", { class: "shrink" }, log.service ? h("span", { class: "svc", style: { borderLeftColor: serviceColor(log.service) } }, log.service) : ""),
+  h("td", { class: "log-span" }, log.span ? log.span.name
+    : log.spanId ? h("span", { class: "muted mono", title: "this span is not in the trace" }, log.spanId)
+    : h("span", { class: "muted", title: "no span: logged outside one" }, "—")),
+  h("td", { class: "log-body-cell" }, bodyText(log), logDetails(log)));
+  const paint = () => {
+    const text = filter.value.trim().toLowerCase();
+    const floor = LEVEL_RANK[least.value] || 0;
+    const shown = logs.filter((l) => LEVEL_RANK[severityLevel(l)] >= floor && (!text || logText(l).includes(text)));
+    clear(tbody).append(...shown.slice(0, limit).map(row));
+    count.textContent = shown.length === logs.length ? "" : `${shown.length} of ${logs.length}`;
+    more.hidden = shown.length <= limit;
+    more.textContent = `Show all ${shown.length.toLocaleString("en")}`;
+  };
+  filter.addEventListener("input", paint);
+  least.addEventListener("change", paint);
+  more.addEventListener("click", () => { limit = Infinity; paint(); });
+  section.append(
+    h("h2", { class: "trace-logs-title" }, `Logs (${logs.length.toLocaleString("en")}${trace.logsTruncated ? ", the first" : ""})`, h("span", { class: "log-levels" }, summary)),
+    h("div", { class: "toolbar" }, filter, least, count),
+    h("table", { class: "stats logs-table", id: "trace-logs-table" },
+      h("thead", {}, h("tr", {}, ["Offset", "Severity", "Service", "Span", "Body"].map((t) => h("th", {}, t)))),
+      tbody),
+    more);
+  paint();
+  api.showSpan = (span) => {
+    selectedSpan = span;
+    for (const tr of tbody.children) tr.classList.toggle("of-selected", tr.dataset.spanId === span.spanId && Boolean(span.spanId));
+  };
+  return api;
 }
 
 /** An exception event (OpenTelemetry's semantic conventions) as the error it was: type, message and
