@@ -195,6 +195,64 @@ def test_completeness_finds_and_names_the_dropped_propagation(demo_server: Serve
     assert 0 < inventory["brokenShare"] < 1
 
 
+def logs_of(server: ServerProcess, trace_id: str) -> list[dict]:
+    response = httpx.get(f"{server.http_url}/api/v1/traces/{trace_id}/logs", timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()["logs"]
+
+
+def test_the_services_logs_are_joined_to_their_traces_and_a_fault_logs_in_its_span(
+    demo_server: ServerProcess,
+) -> None:
+    """The services log through Python logging; the records arrive with the trace and the span they
+    were written in, and an injected fault's ERROR sits in the span that failed."""
+    failed = search(demo_server, '{ service = "inventory" && status = error }')
+    assert failed
+    trace_id = failed[0]["traceID"]
+    assert wait_until(lambda: any(r["service"] == "inventory" for r in logs_of(demo_server, trace_id)), 30)
+    by_id = {s["spanId"]: s for s in spans(demo_server, trace_id)}
+    logs = logs_of(demo_server, trace_id)
+    for record in logs:
+        assert record["traceId"] == trace_id
+        assert by_id[record["spanId"]]["service"] == record["service"]  # a span of this trace, its service
+
+    def logged(service: str, level: str, start: str) -> bool:
+        return any(
+            (r["service"], r["severityText"]) == (service, level) and r["body"].startswith(start)
+            for r in logs
+        )
+
+    # a few lines a request, the failure's error at each hop it went through
+    assert logged("checkout", "INFO", "placing order")
+    assert logged("payment", "INFO", "charging card ending 4242")
+    assert logged("inventory", "ERROR", "reserving")
+    assert logged("checkout", "ERROR", "order not placed: inventory reservation failed")
+    assert logged("frontend", "ERROR", "checkout failed for u-")
+    assert len(logs) < 20
+    for record in logs:
+        if record["severityText"] == "ERROR":  # each error is logged in a span that failed
+            assert by_id[record["spanId"]]["status"].get("code") == 2, record
+    (stock,) = [r for r in logs if r["service"] == "inventory" and r["severityText"] == "ERROR"]
+    assert stock["attributes"]["exception.type"] == "RuntimeError"
+    assert "stock service timeout" in stock["attributes"]["exception.stacktrace"]
+    # searched across traces, a payment error is found with its trace and span
+    declined = httpx.get(
+        f"{demo_server.http_url}/api/v1/logs",
+        params={"q": "service:payment severity>=error declined"},
+        timeout=60,
+    ).json()["logs"]
+    assert declined
+    payment_span = {s["spanId"]: s for s in spans(demo_server, declined[0]["traceId"])}[declined[0]["spanId"]]
+    assert payment_span["service"] == "payment" and payment_span["status"].get("code") == 2
+    # the asynchronous step logs in its own trace
+    (email,) = search(demo_server, '{ name = "send confirmation email" }', limit=1)
+    (consumer,) = [s for s in spans(demo_server, email["traceID"]) if s["name"] == "send confirmation email"]
+    assert any(
+        r["spanId"] == consumer["spanId"] and r["body"].startswith("sent the confirmation email")
+        for r in logs_of(demo_server, email["traceID"])
+    )
+
+
 def _start_demo(endpoint: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "clew.cli", "demo", "--endpoint", endpoint, "--rps", "5"],

@@ -68,14 +68,120 @@ def test_spans_arrive_with_resource_attributes_and_logs_carry_trace_ids(
     assert any(n.startswith("SELECT") for n in names)  # sqlite3 was instrumented
 
 
+def trace_logs(server: ServerProcess, trace_id: str) -> list[dict]:
+    response = httpx.get(f"{server.http_url}/api/v1/traces/{trace_id}/logs", timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["logs"]
+
+
+def search_logs(server: ServerProcess, q: str) -> list[dict]:
+    response = httpx.get(f"{server.http_url}/api/v1/logs", params={"q": q, "limit": 1000}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["logs"]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_log_records_arrive_joined_to_the_span_they_were_written_in(
+    server: ServerProcess, protocol: str
+) -> None:
+    endpoint = server.otlp_http_url if protocol == "http" else f"http://127.0.0.1:{server.grpc_port}"
+    result = run(
+        f"""
+        import logging, time
+        from clew import instrument
+        from opentelemetry import trace
+        # every record is created (urllib3 logs each export request at DEBUG); the handler ships
+        # DEBUG and above, and nothing about exporting: else each export would log the next one
+        logging.getLogger().setLevel(1)
+        provider = instrument(service_name="payment-{protocol}", endpoint="{endpoint}", protocol="{protocol}",
+                              export_delay_ms=50, log_level="debug")
+        log = logging.getLogger("shop.payment")
+        with trace.get_tracer("test").start_as_current_span("charge card") as span:
+            log.log(5, "card reader bytes")  # below the handler's level
+            log.debug("charging card ending %s", "4242", extra={{"order.id": "o-17"}})
+            try:
+                raise ValueError("insufficient funds")
+            except ValueError:
+                log.exception("payment declined")
+            context = span.get_span_context()
+        log.warning("settlement file late")  # in no span
+        logging.getLogger("urllib3.connectionpool").warning("Retrying (Retry(total=2)) after connection broken")
+        logging.getLogger("opentelemetry.sdk._shared_internal").warning("Queue full, dropping logs.")
+        time.sleep(1)  # some twenty export rounds, each of which would log if they fed back
+        assert provider.force_flush(10000)
+        print(format(context.trace_id, "032x"), format(context.span_id, "016x"))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    trace_id, span_id = result.stdout.split()
+    logs = trace_logs(server, trace_id)
+    assert [(r["severityText"], r["severityNumber"], r["body"]) for r in logs] == [
+        ("DEBUG", 5, "charging card ending 4242"),
+        ("ERROR", 17, "payment declined"),
+    ]
+    for record in logs:
+        assert (record["traceId"], record["spanId"]) == (trace_id, span_id)
+        assert record["service"] == f"payment-{protocol}"
+        assert record["scope"]["name"] == "shop.payment"
+        assert record["attributes"]["code.function.name"] == "<module>"
+        assert not any(key.startswith("otel") for key in record["attributes"])  # ids are fields, once
+    assert logs[0]["attributes"]["order.id"] == "o-17"
+    declined = logs[1]["attributes"]
+    assert declined["exception.type"] == "ValueError"
+    assert declined["exception.message"] == "insufficient funds"
+    assert "Traceback" in declined["exception.stacktrace"]
+    # everything the service shipped: the records above and the one in no span, nothing about exporting
+    shipped = [
+        r
+        for r in search_logs(server, f"service:payment-{protocol}")
+        if r["scope"]["name"] != "clew.instrumentation"
+    ]
+    assert sorted(r["body"] for r in shipped) == [
+        "charging card ending 4242",
+        "payment declined",
+        "settlement file late",
+    ]
+    (late,) = [r for r in shipped if r["body"] == "settlement file late"]
+    assert late["severityText"] == "WARN" and not late["traceId"] and not late["spanId"]
+
+
+def test_one_handler_however_often_instrument_runs_and_logging_config_keeps_it() -> None:
+    result = run(
+        """
+        import logging, logging.config, sys
+        from clew import instrument
+        from clew.instrumentation import _ShippingHandler
+
+        def ours():
+            return [h for h in logging.getLogger().handlers if isinstance(h, _ShippingHandler)]
+
+        provider = instrument(service_name="s", endpoint="http://127.0.0.1:9", log_level="warning")
+        instrument(service_name="s", endpoint="http://127.0.0.1:9")
+        print(len(ours()), ours()[0].level)
+        # configured after instrument(): basicConfig still adds its console handler, and a
+        # dictConfig that resets the root keeps ours
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        print(len(ours()), [type(h).__name__ for h in logging.getLogger().handlers if h not in ours()])
+        logging.config.dictConfig({"version": 1, "root": {"level": "INFO"}, "incremental": False})
+        print(len(ours()), logging.getLogger().level)
+        instrument(service_name="s", endpoint="http://127.0.0.1:9", logs=False)
+        print(len(ours()))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["1 20", "1 ['StreamHandler']", "1 20", "0"]
+
+
 def test_an_unreachable_endpoint_does_not_break_the_app() -> None:
     result = run(
         """
         from clew import instrument
         from opentelemetry import trace
+        import logging
         provider = instrument(service_name="lonely", endpoint="http://127.0.0.1:9")
         with trace.get_tracer("t").start_as_current_span("work"):
             total = sum(range(10))
+            logging.getLogger("app").error("logged while clew is away")
         provider.force_flush(3000)
         provider.shutdown()
         print("still running", total)
@@ -115,3 +221,5 @@ def test_bad_arguments_are_refused_before_anything_is_set_up() -> None:
         instrument(service_name="x", sample_ratio=1.5)
     with pytest.raises(ValueError, match="protocol"):
         instrument(service_name="x", protocol="udp")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="log_level"):
+        instrument(service_name="x", log_level="chatty")

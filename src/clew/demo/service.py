@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -24,13 +25,16 @@ def main() -> None:
         resource_attributes={"clew.demo.run": config.run_id},
         export_delay_ms=200,
     )
+    # the shop's own lines at INFO, shipped to clew with the spans; the root stays at WARNING, so
+    # libraries' INFO chatter (httpx logs every request) is not
+    logging.getLogger("clew.demo").setLevel(logging.INFO)
     from clew.demo.shop import build_app
 
     app = build_app(name, config)
     try:
         uvicorn.run(app, host="127.0.0.1", port=config.ports[name], log_level="warning", access_log=False)
     finally:
-        provider.shutdown()  # flush what is still queued
+        provider.shutdown()  # flush the spans and logs still queued
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 
 Flows: sign-in (frontend → auth), browse (frontend → catalog, SQLite behind a cache), add to cart
 (frontend → cart → catalog), checkout (frontend → checkout → cart, payment with retries, inventory,
-notifications, which finishes asynchronously in a new trace linked to the request).
+notifications, which finishes asynchronously in a new trace linked to the request). The services log
+what they do through module loggers, a few lines a request, and each injected fault logs its error in
+the span that fails; `clew.instrument()` ships those records joined to the spans.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import random
 import sqlite3
 import time
@@ -32,6 +35,8 @@ SERVICES = ["frontend", "auth", "catalog", "cart", "checkout", "payment", "inven
 VERSIONS = {"checkout": "1.4.2", "checkout-canary": "1.5.0"}
 REGIONS = ["eu-west-1", "us-east-1", "ap-south-1"]
 PRODUCTS = [(i, f"product-{i}", round(5 + i * 3.7, 2)) for i in range(1, 41)]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,6 +143,10 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
             response = await call(target, "POST", "/checkout", json=body)
             if response.status_code >= 500:
                 trace.get_current_span().set_status(Status(StatusCode.ERROR, "checkout failed"))
+                log.error(
+                    "checkout failed for %s: %s %s",
+                    pseudonym(body["user"]), response.status_code, response.json().get("error"),
+                )  # fmt: skip
             return JSONResponse(response.json(), response.status_code)
 
         routes += [
@@ -153,6 +162,7 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
             body = await request.json()
             from_baggage()
             await asyncio.sleep(rng.uniform(0.003, 0.012))
+            log.info("signed in %s", pseudonym(body["user"]))
             return JSONResponse({"token": pseudonym(body["user"])[::-1]})
 
         routes.append(Route("/verify", verify, methods=["POST"]))
@@ -173,6 +183,7 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
             span.set_attribute("cache.hit", False)
             span.add_event("cache miss", {"cache.key": "products:all"})
             rows = db.cursor().execute("SELECT id, name, price FROM products ORDER BY id").fetchall()
+            log.info("cache miss on products:all, loaded %d products from the database", len(rows))
             cache["all"] = [{"id": i, "name": n, "price": p} for i, n, p in rows]
             return JSONResponse(cache["all"])
 
@@ -186,6 +197,7 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
                 .fetchone()
             )
             if row is None:
+                log.warning("no product %s", request.path_params["id"])
                 return JSONResponse({"error": "no such product"}, 404)
             return JSONResponse({"id": row[0], "name": row[1], "price": row[2]})
 
@@ -201,6 +213,7 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
             if product.status_code != 200:
                 return JSONResponse(product.json(), product.status_code)
             carts.setdefault(body["user"], []).append(product.json())
+            log.info("added %s to the cart (%d item(s))", product.json()["name"], len(carts[body["user"]]))
             return JSONResponse({"items": len(carts[body["user"]])})
 
         async def items(request: Request) -> JSONResponse:
@@ -218,6 +231,9 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
             for attempt in range(1, 3):
                 if response.status_code != 503:
                     break
+                log.warning(
+                    "payment attempt %d: provider unavailable, retrying in %d ms", attempt, 20 * 2**attempt
+                )
                 await asyncio.sleep(0.02 * 2**attempt)
                 with tracer.start_as_current_span(
                     "payment retry",
@@ -248,18 +264,22 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
             total = round(sum(i["price"] for i in items), 2)
             span.set_attribute("order.total", total)
             span.set_attribute("order.items", len(items))
+            log.info("placing order: %d item(s), total %.2f", len(items), total)
             payment = await pay(total)
             if payment.status_code != 200:
                 span.set_status(Status(StatusCode.ERROR, "payment failed"))
+                log.error("order not placed: payment failed after retries (%s)", payment.json().get("error"))
                 return JSONResponse({"error": "payment failed"}, 502)
             reserve = await call("inventory", "POST", "/reserve", json={"items": len(items)})
             if reserve.status_code != 200:
                 span.set_status(Status(StatusCode.ERROR, "inventory failed"))
+                log.error("order not placed: inventory reservation failed (%s)", reserve.json().get("error"))
                 return JSONResponse({"error": "inventory failed"}, 502)
             order = f"o-{rng.getrandbits(40):010x}"
             if rng.random() < faults.dropped_propagation:
                 await audit(order)
             await call("notifications", "POST", "/notify", json={"order": order, "user": body["user"]})
+            log.info("order %s placed", order)
             return JSONResponse({"order": order, "total": total})
 
         routes.append(Route("/checkout", do_checkout, methods=["POST"]))
@@ -267,16 +287,21 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
     elif name == "payment":
 
         async def charge(request: Request) -> JSONResponse:
+            body = await request.json()
             from_baggage()
             span = trace.get_current_span()
             span.set_attribute("payment.provider", "acme-pay")
+            log.info("charging card ending 4242: %.2f", body["amount"])
+            started = time.monotonic()
             if rng.random() < faults.slow_payment:
                 span.set_attribute("payment.provider.slow", True)
                 await asyncio.sleep(rng.uniform(0.3, 0.8))
+                log.warning("acme-pay slow to answer: %d ms", (time.monotonic() - started) * 1000)
             else:
                 await asyncio.sleep(rng.uniform(0.01, 0.04))
             if rng.random() < faults.payment_failure:
                 span.set_status(Status(StatusCode.ERROR, "provider unavailable"))
+                log.error("payment declined: acme-pay answered 503 provider unavailable")
                 return JSONResponse({"error": "provider unavailable"}, 503)
             return JSONResponse({"charged": True})
 
@@ -284,15 +309,24 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
 
     elif name == "inventory":
 
+        def check_stock() -> None:
+            """The stock service behind inventory, which times out now and then."""
+            if rng.random() < faults.inventory_error:
+                raise RuntimeError("stock service timeout")
+
         async def reserve(request: Request) -> JSONResponse:
+            body = await request.json()
             from_baggage()
             span = trace.get_current_span()
             await asyncio.sleep(rng.uniform(0.002, 0.01))
-            if rng.random() < faults.inventory_error:
-                error = RuntimeError("stock service timeout")
+            try:
+                check_stock()
+            except RuntimeError as error:
+                log.exception("reserving %d item(s) failed", body["items"])
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error)))
                 return JSONResponse({"error": str(error)}, 500)
+            log.info("reserved stock for %d item(s)", body["items"])
             return JSONResponse({"reserved": True})
 
         async def audit_order(request: Request) -> JSONResponse:
@@ -317,11 +351,13 @@ def build_app(name: str, config: ShopConfig) -> applications.Starlette:
                 attributes={"messaging.operation": "process", "order.id": order},
             ):
                 await asyncio.sleep(rng.uniform(0.005, 0.02))
+                log.info("sent the confirmation email for order %s", order)
 
         async def notify(request: Request) -> JSONResponse:
             body = await request.json()
             from_baggage()
             producer = trace.get_current_span().get_span_context()
+            log.info("queued the confirmation email for order %s", body["order"])
             return JSONResponse(
                 {"queued": True}, 202, background=BackgroundTask(send, body["order"], producer)
             )
