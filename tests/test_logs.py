@@ -583,3 +583,55 @@ def test_a_full_queue_refuses_log_records_as_it_refuses_spans(tmp_path: Path) ->
     stored = store.conn.query("SELECT count() FROM clew.logs WHERE service_name = 'queued'")
     assert stored.column(0)[0].as_py() == 6
     store.close()
+
+
+def test_found_by_review_structured_bodies_odd_values_and_odd_queries(server: ServerProcess) -> None:
+    """Cases a review found: each was a leak, a 500 or lost data."""
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcDEF"
+    sneaky = {
+        "kvlistValue": {
+            "values": [
+                attr("card", "charged\n4111 1111 1111 1111"),
+                attr("header", f"hdr:\t{jwt}"),
+                attr("ip", "from\n10.1.2.3"),
+                attr("aws", "k\nAKIAABCDEFGHIJKLMNOP"),
+                attr("literal", "a backslash \\n then 5555 5555 5555 4444"),
+            ]
+        }
+    }
+    url_body = {
+        "kvlistValue": {"values": [attr("url", "https://h/x?token=abc"), attr("user", "bob"), attr("n", 5)]}
+    }
+    array = {"key": "arr", "value": {"arrayValue": {"values": [{"stringValue": "x"}, {"intValue": "300"}]}}}
+    raw = {"key": "raw", "value": {"bytesValue": "/4A="}}
+    records = [
+        record(1, 9, sneaky),
+        record(2, 9, url_body),
+        {**record(3, 9, {"doubleValue": "NaN"}), "attributes": [array, raw]},
+        {**record(4, 300, "severity out of range"), "severityNumber": 300},
+    ]
+    assert post_logs(server, logs_doc("review", records)).status_code == 200
+    response = httpx.get(f"{server.http_url}/api/v1/traces/{TRACE}/logs", timeout=30)
+    assert response.status_code == 200, response.text
+    logs = response.json()["logs"]
+    assert logs[0]["body"] == {
+        "card": "charged\n[REDACTED:card]",
+        "header": "hdr:\t[REDACTED:token]",
+        "ip": "from\n[REDACTED:ip]",
+        "aws": "k\n[REDACTED:token]",
+        "literal": "a backslash \\n then [REDACTED:card]",
+    }
+    assert logs[1]["body"] == {"url": "https://h/x?token=[REDACTED]", "user": "bob", "n": 5}
+    assert logs[2]["body"] == "nan" and logs[2]["bodyType"] == "double"
+    assert logs[2]["attributes"] == {"arr": ["x", 300], "raw": "/4A="}
+    assert logs[3]["severityNumber"] == 0 and search(server, "severity>=fatal").json()["logs"] == []
+    for params in (
+        {"q": "severity:\u00b2"},
+        {"q": "severity>=\u00b2"},
+        {"limit": "\u00b2"},
+        {"q": "trace:0"},
+    ):
+        bad = httpx.get(f"{server.http_url}/api/v1/logs", params=params, timeout=30)
+        assert bad.status_code == 400, (params, bad.text)
+    zeros = httpx.get(f"{server.http_url}/api/v1/traces/{'0' * 32}/logs", timeout=30)
+    assert zeros.status_code == 200 and zeros.json()["logs"] == []

@@ -84,6 +84,8 @@ class Logs(BaseComponent):
     # --- reads -------------------------------------------------------------------------------
 
     def trace_logs(self, tenant: str, trace_id: bytes) -> dict[str, Any]:
+        if not any(trace_id):  # stored for records without a trace: they belong to none
+            return {"traceId": trace_id.hex(), "logs": [], "truncated": False}
         table = self.conn.query(
             f"SELECT {LOG_COLUMNS} FROM {self.db}.logs "
             "WHERE tenant = {tenant:String} AND trace_id = unhex({trace:String}) "
@@ -118,7 +120,7 @@ class Logs(BaseComponent):
         async def search(request: Request) -> JSONResponse:
             start, end = time_range_ns(request)
             text = request.query_params.get("limit", "100")
-            if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
                 raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text[:40]!r}")
             q = request.query_params.get("q", "")
             answer = await asyncio.to_thread(self.search, tenant(request), q, start, end, int(text))

@@ -14,6 +14,7 @@ value reaches the engine as a query parameter.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,7 @@ class LogQuery:
 
 
 def _severity(value: str) -> int:
-    if value.isdigit() and 1 <= int(value) <= 24:
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= 24:
         return int(value)
     number = SEVERITIES.get(value.lower())
     if number is None:
@@ -125,12 +126,12 @@ def parse_query(text: str) -> LogQuery:
                 continue
             if lowered in _TRACE and op in (":", "="):
                 trace = parse_trace_id(value)
-                if trace is None:
+                if trace is None or not any(trace):
                     raise BadRequest(f"{key}: not a trace id: {value[:40]!r}")
                 q.conditions.append(f"trace_id = unhex({q.param(trace.hex(), 'String')})")
                 continue
             if lowered in _SPAN and op in (":", "="):
-                if not re.fullmatch(r"[0-9a-fA-F]{16}", value):
+                if not re.fullmatch(r"[0-9a-fA-F]{16}", value) or not int(value, 16):
                     raise BadRequest(f"{key}: a span id is 16 hex digits, got {value[:40]!r}")
                 q.conditions.append(f"span_id = unhex({q.param(value, 'String')})")
                 continue
@@ -177,17 +178,18 @@ def _body(text: str, kind: int) -> Any:
     import json
 
     if kind in (5, 6):
-        try:
-            return json.loads(text)
+        try:  # control characters stay raw in the stored JSON (receivers/otlp_logs.py)
+            return json.loads(text, strict=False)
         except ValueError:
             return text
     if kind == 3:
         return int(text) if re.fullmatch(r"-?\d+", text) else text
     if kind == 4:
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             return text
+        return number if math.isfinite(number) else text  # JSON holds no NaN or infinity
     if kind == 2:
         return text == "true"
     return text
@@ -200,8 +202,15 @@ def severity_name(number: int, text: str) -> str:
     return SEVERITY_NAMES[(number - 1) // 4] if 1 <= number <= 24 else ""
 
 
+# complex attribute values are serialized messages, not text (the engine answers them as strings)
+_BINARY_MAP = pa.map_(pa.string(), pa.binary())
+
+
 def to_json(table: pa.Table) -> list[dict[str, Any]]:
     """Rows of `LOG_COLUMNS` as clew's log JSON."""
+    for name in ("attributes_complex", "resource_complex"):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, table.column(name).cast(_BINARY_MAP))
     out = []
     for row in table.to_pylist():
         out.append(

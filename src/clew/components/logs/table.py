@@ -121,7 +121,8 @@ def _expressions() -> dict[str, str]:
         "trace_id": "lr.trace_id",
         "span_id": "lr.span_id",
         "flags": "toUInt8(bitAnd(lr.flags, 255))",
-        "severity_number": "toUInt8(least(greatest(lr.severity_number, 0), 255))",
+        # OTLP's SeverityNumber is 0-24; anything else is unspecified (0), not a level above FATAL
+        "severity_number": "toUInt8(if(lr.severity_number BETWEEN 0 AND 24, lr.severity_number, 0))",
         "severity_text": "lr.severity_text",
         "service_name": service_name(res),
         "event_name": "lr.event_name",

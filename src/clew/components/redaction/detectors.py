@@ -40,9 +40,10 @@ TOKEN = (
     r"|\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{8,}"
     r"|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{30,}|\bxox[abpr]-[A-Za-z0-9\-]{10,}"
 )
-URL_USERINFO = r"(://[^/\s:@]+:)[^/\s@]+@"
+# values stop at a quote or a backslash: a URL inside JSON text (a log body) ends at its string's end
+URL_USERINFO = r"(://[^/\s:@\"\\]+:)[^/\s@\"\\]+@"
 QUERY_SECRET = (
-    r"(?i)([?&;](?:password|passwd|pwd|secret|token|access_token|api_key|apikey|key|auth)=)[^&#;\s]*"
+    r"(?i)([?&;](?:password|passwd|pwd|secret|token|access_token|api_key|apikey|key|auth)=)[^&#;\s\"\\]*"
 )
 
 STRING_TYPE = 1  # the AnyValue field number of string_value, as attribute lists store it
