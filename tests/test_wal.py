@@ -176,6 +176,39 @@ def test_a_quiet_log_waits_for_the_idle_interval_or_a_reader(tmp_path: Path):
         store.close()
 
 
+def test_a_full_segment_is_rolled_so_no_insert_outgrows_it(tmp_path: Path):
+    """However far the committer is behind, each insert holds at most `roll_spans` (plus the request
+    that crossed it): the engine's memory for an insert grows with its rows."""
+
+    class Recording:
+        def __init__(self, inner) -> None:
+            self.inner, self.sizes = inner, []
+
+        def write(self, batch: OtlpBatch, token: str | None = None) -> None:
+            self.sizes.append(batch.spans)
+            self.inner.write(batch, token)
+
+        def received_until(self) -> int:
+            return self.inner.received_until()
+
+    store = open_embedded(tmp_path / "data")
+    recording = Recording(store.writer)
+    wal = Wal(tmp_path / "wal", roll_spans=2 * SPANS)
+    writer = LoggedWriter(recording, wal, commit_interval=600, commit_spans=2 * SPANS)  # never started
+    try:
+        for _ in range(5):  # nobody commits meanwhile: a backlog of five requests
+            asyncio.run(writer.write(decode_protobuf(_request(os.urandom(16))).batch))
+        assert wal.sealed() == 2 and wal.pending()[0] == 5 * SPANS
+        assert len(list((tmp_path / "wal").glob("*.wal"))) == 3
+        writer._drain()
+        assert recording.sizes == [2 * SPANS, 2 * SPANS, SPANS]  # oldest first, none over the roll
+        assert store.reader.span_count() == 5 * SPANS and writer.lag()[0] == 0
+        assert list((tmp_path / "wal").glob("*.wal")) == []
+    finally:
+        writer.close()
+        store.close()
+
+
 def test_a_segment_inserted_before_a_crash_is_not_inserted_again(tmp_path: Path):
     """The kill between an insert and the removal of its segment: the restart replays the segment,
     and the engine drops the repeated insert by its token."""

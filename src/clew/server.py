@@ -239,7 +239,7 @@ def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWrit
         return Writer(assembly.sink, settings.max_queue_spans, settings.max_batch_spans)
     return LoggedWriter(
         assembly.sink,
-        Wal(directory),
+        Wal(directory, roll_spans=settings.commit_spans),
         settings.max_queue_spans,
         settings.commit_interval_ms / 1000,
         settings.commit_spans,

@@ -157,10 +157,14 @@ class LoggedWriter:
             self._wake.clear()
 
     def _drain(self) -> None:
+        """Commit the full segments and the open one, each its own inserts (what arrives meanwhile
+        waits for the next round)."""
         with self._lock:
             self._urgent = False
-        segment = self.wal.seal()
-        if segment is not None:
+        for _ in range(self.wal.sealed() + 1):
+            segment = self.wal.seal()
+            if segment is None:
+                return
             self._commit(segment)
 
     def _commit(self, segment: Segment, replayed: bool = False) -> None:

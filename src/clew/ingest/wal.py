@@ -85,13 +85,18 @@ def decode(data: bytes) -> list[OtlpBatch]:
 class Wal:
     """Appends to the open segment; `seal()` hands it to the committer and opens the next."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, roll_spans: int | None = None) -> None:
+        """`roll_spans`: a segment that holds this many records is sealed and the next one opened,
+        so that no insert holds more than that (plus one request) however far the committer is
+        behind; the engine's memory for an insert grows with its rows."""
         self.dir = directory
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.run = uuid.uuid4().hex[:12]
+        self.roll_spans = roll_spans
         self._seq = 0
         self._lock = threading.Lock()
         self._open: Segment | None = None
+        self._sealed: list[Segment] = []  # full segments waiting for the committer, oldest first
         self._fd = -1
 
     def leftovers(self) -> list[Segment]:
@@ -117,21 +122,35 @@ class Wal:
                 view = view[os.write(self._fd, view) :]
             self._open.batches.append(batch)
             self._open.spans += batch.spans
+            if self.roll_spans is not None and self._open.spans >= self.roll_spans:
+                self._sealed.append(self._close_open())
 
     def pending(self) -> tuple[int, float | None]:
-        """Spans in the open segment and when its first arrived."""
+        """Records not yet handed to the committer, and when the oldest of them arrived."""
         with self._lock:
-            if self._open is None:
+            segments = [*self._sealed, *([self._open] if self._open is not None else [])]
+            if not segments:
                 return 0, None
-            return self._open.spans, self._open.opened
+            return sum(s.spans for s in segments), segments[0].opened
+
+    def sealed(self) -> int:
+        """How many full segments wait for the committer besides the open one."""
+        with self._lock:
+            return len(self._sealed)
 
     def seal(self) -> Segment | None:
+        """The oldest segment not yet handed out: a full one, or else the open one, sealed."""
         with self._lock:
-            segment, self._open = self._open, None
-            if segment is not None:
-                os.close(self._fd)
-                self._fd = -1
-            return segment
+            if self._sealed:
+                return self._sealed.pop(0)
+            return self._close_open() if self._open is not None else None
+
+    def _close_open(self) -> Segment:
+        segment, self._open = self._open, None
+        assert segment is not None
+        os.close(self._fd)
+        self._fd = -1
+        return segment
 
     @staticmethod
     def trim(segment: Segment) -> None:
