@@ -268,6 +268,18 @@ def replay_log(settings: Settings, assembly: Assembly) -> int:
     return spans
 
 
+async def _to_thread_to_the_end(fn: Callable[[int], None], arg: int) -> None:
+    """`fn(arg)` in a thread; when cancelled, return only once the thread is done: a thread cannot be
+    stopped, and the caller goes on to close the store that the work is using."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, arg))
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await work
+        raise
+
+
 async def housekeeping(
     components: list[tuple[Component, int]],
     clock: Callable[[], int] = time.time_ns,
@@ -295,7 +307,7 @@ async def housekeeping(
                 continue
             due[id(component)] = now + interval
             try:
-                await asyncio.to_thread(component.tick, now)
+                await _to_thread_to_the_end(component.tick, now)
             except ClewError as exc:  # the next round tries again; nothing decided is lost meanwhile
                 log.warning("%s: %s", component.name, exc)
             except Exception:  # a bug in one component must not stop the others' periodic work
