@@ -636,3 +636,52 @@ def test_found_by_review_structured_bodies_odd_values_and_odd_queries(server: Se
         assert bad.status_code == 400, (params, bad.text)
     zeros = httpx.get(f"{server.http_url}/api/v1/traces/{'0' * 32}/logs", timeout=30)
     assert zeros.status_code == 200 and zeros.json()["logs"] == []
+
+
+def test_jaeger_trace_view_shows_each_spans_log_records_with_its_events(server: ServerProcess) -> None:
+    """Jaeger UI and Grafana's Jaeger data source show span logs: the records join the events."""
+    trace = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [attr("service.name", "checkout")]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": TRACE, "spanId": SPAN_A, "name": "POST /checkout", "kind": 2,
+                                "startTimeUnixNano": str(NOW), "endTimeUnixNano": str(NOW + 50 * 10**6),
+                                "events": [{"timeUnixNano": str(NOW + 10 * 10**6), "name": "cache miss"}],
+                            },
+                            {
+                                "traceId": TRACE, "spanId": SPAN_B, "parentSpanId": SPAN_A, "name": "charge",
+                                "startTimeUnixNano": str(NOW + 35 * 10**6), "endTimeUnixNano": str(NOW + 45 * 10**6),
+                            },
+                        ]
+                    }
+                ],
+            }
+        ]
+    }  # fmt: skip
+    assert httpx.post(f"{server.otlp_http_url}/v1/traces", json=trace, timeout=30).status_code == 200
+    strays = logs_doc("elsewhere", [record(41, 9, "of a span not in this trace", "c3" * 8)])
+    for doc in [*shop_logs(), strays]:
+        assert post_logs(server, doc).status_code == 200
+    (jaeger,) = httpx.get(f"{server.http_url}/api/traces/{TRACE}", timeout=30).json()["data"]
+    spans = {span["spanID"]: span for span in jaeger["spans"]}
+
+    def fields(log: dict) -> dict:
+        return {f["key"]: f["value"] for f in log["fields"]}
+
+    a_logs = spans[SPAN_A]["logs"]
+    assert [log["timestamp"] for log in a_logs] == [(NOW + ms * 10**6) // 1000 for ms in (5, 10, 20, 30)]
+    assert fields(a_logs[0]) == {"message": "placing order 1017", "level": "INFO", "order.id": 1017}
+    assert fields(a_logs[1]) == {"event": "cache miss"}  # the span's own event, in time order
+    assert fields(a_logs[2])["message"] == '{"attempt":2,"card":"ending 4242"}'
+    assert fields(a_logs[3]) == {"message": '["a",1]', "level": "DEBUG"}
+    (b_log,) = spans[SPAN_B]["logs"]
+    assert fields(b_log) == {
+        "message": "payment declined: insufficient funds",
+        "level": "ERROR",
+        "retry": False,
+    }
+    assert "of a span not in this trace" not in json.dumps(jaeger)

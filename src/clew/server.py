@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clew.api.jaeger import jaeger_routes
+from clew.api.jaeger import TraceLogs, jaeger_routes
 from clew.api.jaeger_v3 import jaeger_v3_routes
 from clew.api.mcp import Sources, mcp_routes
 from clew.api.native import DEFAULT_FULL_TRACE_SPANS, native_routes
@@ -153,9 +153,11 @@ def http_app(
     metrics: Callable[[], list[Sample]],
     health: Callable[[], dict[str, object]] | None = None,
     full_trace_spans: int = DEFAULT_FULL_TRACE_SPANS,
+    trace_logs: TraceLogs | None = None,
 ) -> Starlette:
     """The http port (16686): health, the native and Jaeger APIs, the components' routes, `/metrics`
-    rendered from the declared telemetry, and the UI."""
+    rendered from the declared telemetry, and the UI. `trace_logs` (tenant, trace id -> its log
+    records) puts a trace's logs under its spans in Jaeger's trace view."""
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", **(health() if health is not None else {})})
@@ -175,7 +177,7 @@ def http_app(
             Route("/healthz", healthz),
             Route("/metrics", prometheus),
             *native_routes(reader, full_trace_spans),
-            *jaeger_routes(reader),
+            *jaeger_routes(reader, trace_logs),
             *jaeger_v3_routes(reader),
             *metrics_routes(reader, "/api/v1/metrics/query_range"),
             *routes,
@@ -225,7 +227,16 @@ def assembly_http_app(
         assembly.component(Logs).search,
     )
     mcp, sessions = mcp_routes(sources)
-    app = http_app(assembly.reader, [*assembly.routes(), *mcp], telemetry, metrics, health, full_trace_spans)
+    logs = assembly.component(Logs)
+    app = http_app(
+        assembly.reader,
+        [*assembly.routes(), *mcp],
+        telemetry,
+        metrics,
+        health,
+        full_trace_spans,
+        logs.trace_logs,
+    )
     app.state.mcp_sessions = sessions
     return app
 

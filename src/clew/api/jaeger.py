@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from clew.api.jaeger_model import KIND_NAMES, jaeger_id, to_jaeger_traces
+from clew.api.jaeger_model import KIND_NAMES, add_log_records, jaeger_id, to_jaeger_traces
 from clew.components.http import MAX_LIMIT, epoch_param, int_param, jaeger_envelope, tenant, trace_id_param
 from clew.core.durations import parse_duration
 from clew.core.errors import BadRequest, NotFound
@@ -75,7 +77,15 @@ def trace_query(request: Request) -> TraceQuery:
     )
 
 
-def jaeger_routes(reader: TraceReader) -> list[Route]:
+# (tenant, trace id) -> {"logs": [...]}: the log records of a trace, as the logs component answers
+TraceLogs = Callable[[str, bytes], dict[str, Any]]
+
+
+def jaeger_routes(reader: TraceReader, trace_logs: TraceLogs | None = None) -> list[Route]:
+    """Jaeger's query API. With `trace_logs`, a trace fetched by id carries the OTLP log records of
+    each span among the span's `logs` (after its events), which is where Jaeger UI and Grafana's
+    Jaeger data source show them."""
+
     async def services(request: Request) -> JSONResponse:
         return jaeger_envelope(await asyncio.to_thread(reader.services, tenant(request)))
 
@@ -116,7 +126,11 @@ def jaeger_routes(reader: TraceReader) -> list[Route]:
         batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request))
         if not len(batch):
             raise NotFound("trace not found")
-        return jaeger_envelope(to_jaeger_traces(batch))
+        traces = to_jaeger_traces(batch)
+        if trace_logs is not None:
+            records = await asyncio.to_thread(trace_logs, tenant(request), trace_id)
+            add_log_records(traces, records["logs"])
+        return jaeger_envelope(traces)
 
     return [
         Route("/api/services", services),

@@ -161,3 +161,35 @@ def _span(row: dict[str, Any], pid: str) -> dict[str, Any]:
         "processID": pid,
         "warnings": None,
     }
+
+
+def add_log_records(traces: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
+    """OTLP log records (clew's log JSON) as Jaeger span logs of the span each was written in:
+    `message` (the body, JSON for a structured one), `level`, then the record's attributes. A
+    record of no span of the trace is left out (Jaeger has nowhere to put it)."""
+    spans = {span["spanID"]: span for trace in traces for span in trace["spans"]}
+    for record in records:
+        span = spans.get(record["spanId"])
+        if span is None:
+            continue
+        body = record["body"]
+        message = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"), sort_keys=True)
+        fields = [_string_tag("message", message)]
+        if record["severityText"]:
+            fields.append(_string_tag("level", record["severityText"]))
+        fields += [_plain_tag(key, value) for key, value in record["attributes"].items()]
+        span["logs"].append({"timestamp": int(record["timeUnixNano"]) // 1000, "fields": fields})
+    for span in spans.values():
+        span["logs"].sort(key=lambda log: log["timestamp"])
+
+
+def _plain_tag(key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"key": key, "type": "bool", "value": value}
+    if isinstance(value, int):
+        return {"key": key, "type": "int64", "value": value if abs(value) <= _JS_SAFE else str(value)}
+    if isinstance(value, float):
+        return {"key": key, "type": "float64", "value": value}
+    if isinstance(value, str):
+        return _string_tag(key, value)
+    return _string_tag(key, json.dumps(value, separators=(",", ":"), sort_keys=True))
