@@ -685,3 +685,34 @@ def test_jaeger_trace_view_shows_each_spans_log_records_with_its_events(server: 
         "retry": False,
     }
     assert "of a span not in this trace" not in json.dumps(jaeger)
+
+
+def test_clew_logs_prints_the_matching_records_in_the_terminal(logs_server: ServerProcess) -> None:
+    import subprocess
+    import sys
+
+    def clew(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "clew.cli",
+            "logs",
+            *args,
+            "--url",
+            logs_server.http_url,
+            "--since",
+            "7d",
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    result = clew("severity>=warn")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["TIME", "(UTC)", "LEVEL", "SERVICE", "TRACE", "ID", "BODY"]
+    assert [line.split()[2:4] for line in lines[1:3]] == [["ERROR", "checkout"], ["WARN", "payment"]]
+    assert lines[1].split()[4] == TRACE and lines[1].endswith("payment declined: insufficient funds")
+    assert lines[2].endswith('{"card":"ending 4242","attempt":2}')
+    assert lines[-1] == "2 log records"
+    assert clew("", "--limit", "1").stdout.splitlines()[-1].startswith("1 log record (more match")
+    bad = clew("severity:loud")
+    assert bad.returncode != 0 and "severity must be one of" in bad.stderr

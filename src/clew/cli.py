@@ -257,6 +257,49 @@ def import_files(files: tuple[Path, ...], data_dir: Path | None, url: str | None
 
 
 @main.command()
+@click.argument("query", default="")
+@click.option("--since", default="1h", show_default=True, help="how far back to look: 15m, 6h, 7d")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--url", help="the server's http port (default http://127.0.0.1:16686, or clew.toml's)")
+@click.option("--json", "as_json", is_flag=True, help="print the API's JSON instead of a table")
+@_as_caller
+def logs(
+    query: str,
+    since: str,
+    limit: int,
+    url: str | None,
+    as_json: bool,
+    tenant: str | None,
+    api_key: str | None,
+) -> None:
+    """Search log records, newest first, e.g. clew logs 'service:payment severity>=warn declined'."""
+    import time
+
+    from clew.core.durations import DurationError, parse_duration
+    from clew.terminal import logs_table
+
+    try:
+        window = parse_duration(since, allow_days=True)
+    except DurationError as exc:
+        _fail(f"--since: {exc}")
+    end = time.time()
+    url = url or _default_url()
+    params: dict[str, str | int | float] = {
+        "q": query,
+        "start": end - window / 10**9,
+        "end": end,
+        "limit": limit,
+    }
+    response = _get(url, "/api/v1/logs", params, tenant, api_key)
+    if response.status_code == 400:
+        _fail(str(response.json().get("error", response.text)))
+    if response.status_code != 200:
+        _fail(f"{url} answered {response.status_code}: {response.text[:200]}")
+    doc = response.json()
+    click.echo(json.dumps(doc, indent=2) if as_json else logs_table(doc))
+
+
+@main.command()
 @click.argument("trace_id")
 @click.option("--format", "fmt", type=click.Choice(["otlp", "jaeger"]), default="otlp", show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="read this data directory (server stopped)")

@@ -1,8 +1,10 @@
-"""Plain-text views for the terminal: a table of search hits and a trace waterfall, both within 100
-columns, built from the native API's JSON so they work the same against any server."""
+"""Plain-text views for the terminal: a table of search hits and a trace waterfall within 100
+columns, and log records (each body whole), built from the native API's JSON so they work the same
+against any server."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +53,26 @@ def search_table(doc: dict[str, Any], width: int = WIDTH) -> str:
             else " (search stopped early: narrow the time range)"
         )
     )
+    return "\n".join(lines)
+
+
+def logs_table(doc: dict[str, Any]) -> str:
+    """One line per log record, newest first: time (UTC), severity, service, trace id, then the body
+    whole (on one line: a log line is read to its end, as `tail` shows it)."""
+    header = f"{'TIME (UTC)':23} {'LEVEL':5} {'SERVICE':14} {'TRACE ID':32} BODY"
+    lines = [header]
+    for log in doc.get("logs", []):
+        ns = int(log["timeUnixNano"])
+        when = format_time(ns) + f".{ns // 1_000_000 % 1000:03d}"
+        body = log["body"] if isinstance(log["body"], str) else json.dumps(log["body"], separators=(",", ":"))
+        body = " ".join(body.split())  # one line a record, whatever the body holds
+        lines.append(
+            f"{when:23} {_cut(log['severityText'], 5):5} {_cut(log['service'], 14):14} "
+            f"{log['traceId'] or '-':32} {body}"
+        )
+    n = len(doc.get("logs", []))
+    more = " (more match: raise --limit or narrow the query)" if doc.get("truncated") else ""
+    lines.append(f"{n} log record{'s' if n != 1 else ''}{more}")
     return "\n".join(lines)
 
 
