@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import httpx
@@ -256,6 +256,41 @@ def import_files(files: tuple[Path, ...], data_dir: Path | None, url: str | None
         store.close()
 
 
+def _query_since(
+    url: str | None, path: str, query: str, since: str, limit: int, tenant: str | None, api_key: str | None
+) -> dict[str, Any]:
+    """`path`'s answer for `query` over the last `since`; a 400 names the reason (and where, in a
+    query the server could point into) and stops the command."""
+    import time
+
+    from clew.core.durations import DurationError, parse_duration
+
+    try:
+        window = parse_duration(since, allow_days=True)
+    except DurationError as exc:
+        _fail(f"--since: {exc}")
+    end = time.time()
+    url = url or _default_url()
+    params: dict[str, str | int | float] = {
+        "q": query,
+        "start": end - window / 10**9,
+        "end": end,
+        "limit": limit,
+    }
+    response = _get(url, path, params, tenant, api_key)
+    if response.status_code == 400:
+        body = response.json()
+        position = body.get("position")
+        pointer = (
+            f"\n  {query}\n  {' ' * (position - 1)}^" if isinstance(position, int) and position > 0 else ""
+        )
+        _fail(f"{body.get('error', response.text)}{pointer}")
+    if response.status_code != 200:
+        _fail(f"{url} answered {response.status_code}: {response.text[:200]}")
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
 @main.command()
 @click.argument("query", default="")
 @click.option("--since", default="1h", show_default=True, help="how far back to look: 15m, 6h, 7d")
@@ -273,29 +308,9 @@ def logs(
     api_key: str | None,
 ) -> None:
     """Search log records, newest first, e.g. clew logs 'service:payment severity>=warn declined'."""
-    import time
-
-    from clew.core.durations import DurationError, parse_duration
     from clew.terminal import logs_table
 
-    try:
-        window = parse_duration(since, allow_days=True)
-    except DurationError as exc:
-        _fail(f"--since: {exc}")
-    end = time.time()
-    url = url or _default_url()
-    params: dict[str, str | int | float] = {
-        "q": query,
-        "start": end - window / 10**9,
-        "end": end,
-        "limit": limit,
-    }
-    response = _get(url, "/api/v1/logs", params, tenant, api_key)
-    if response.status_code == 400:
-        _fail(str(response.json().get("error", response.text)))
-    if response.status_code != 200:
-        _fail(f"{url} answered {response.status_code}: {response.text[:200]}")
-    doc = response.json()
+    doc = _query_since(url, "/api/v1/logs", query, since, limit, tenant, api_key)
     click.echo(json.dumps(doc, indent=2) if as_json else logs_table(doc))
 
 
@@ -434,34 +449,9 @@ def search(
     api_key: str | None,
 ) -> None:
     """Find traces with the query language, e.g. clew search '{ status = error }' (docs/query-language.md)."""
-    import time
-
-    from clew.core.durations import DurationError, parse_duration
     from clew.terminal import search_table
 
-    try:
-        window = parse_duration(since, allow_days=True)
-    except DurationError as exc:
-        _fail(f"--since: {exc}")
-    end = time.time()
-    url = url or _default_url()
-    response = _get(
-        url,
-        "/api/v1/search",
-        {"q": query, "start": end - window / 10**9, "end": end, "limit": limit},
-        tenant,
-        api_key,
-    )
-    if response.status_code == 400:
-        body = response.json()
-        position = body.get("position")
-        pointer = (
-            f"\n  {query}\n  {' ' * (position - 1)}^" if isinstance(position, int) and position > 0 else ""
-        )
-        _fail(f"{body.get('error', response.text)}{pointer}")
-    if response.status_code != 200:
-        _fail(f"{url} answered {response.status_code}: {response.text[:200]}")
-    doc = response.json()
+    doc = _query_since(url, "/api/v1/search", query, since, limit, tenant, api_key)
     click.echo(json.dumps(doc, indent=2) if as_json else search_table(doc))
 
 

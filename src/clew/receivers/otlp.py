@@ -23,13 +23,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from clew.core.errors import BadRequest
-from clew.core.model import DEFAULT_TENANT, OtlpBatch
+from clew.core.model import DEFAULT_TENANT, LOGS, OtlpBatch
 from clew.core.otlp import convert_ids, to_otlp_json
 from clew.receivers.json_body import load_json
 
@@ -64,6 +68,21 @@ class Decoded:
         message = "; ".join(f"{n} {self.unit}(s): {reason}" for reason, n in common)
         others = self.rejected - sum(n for _, n in common)
         return f"{message}; {others} {self.unit}(s) for other reasons" if others > 0 else message
+
+    def response(self) -> Message:
+        """The OTLP export response of the request's signal, with its partial success."""
+        response: Message
+        if self.batch.signal == LOGS:
+            response = ExportLogsServiceResponse()
+            if self.rejected:
+                response.partial_success.rejected_log_records = self.rejected
+                response.partial_success.error_message = self.error_message
+        else:
+            response = ExportTraceServiceResponse()
+            if self.rejected:
+                response.partial_success.rejected_spans = self.rejected
+                response.partial_success.error_message = self.error_message
+        return response
 
     def reject(self, reasons: Counter[str]) -> Decoded:
         """Also count spans dropped before `accept_request` saw the request."""

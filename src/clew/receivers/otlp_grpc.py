@@ -10,14 +10,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import grpc
-from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from clew.core.errors import ClewError, TooLarge
 from clew.core.identity import KeyRing
 from clew.core.limits import LimitsConfig
-from clew.core.model import LOGS
 from clew.gateway.errors import abort
 from clew.gateway.identity import IdentityInterceptor, grpc_caller
 from clew.receivers import Sink
@@ -45,18 +41,7 @@ def _export(sink: Sink, limits: LimitsConfig | None, decode: Callable[[bytes, st
         except ClewError as exc:
             await abort(context, exc)
             raise  # abort raises; this only tells the type checker
-        response: Message
-        if decoded.batch.signal == LOGS:
-            response = ExportLogsServiceResponse()
-            if decoded.rejected:
-                response.partial_success.rejected_log_records = decoded.rejected
-                response.partial_success.error_message = decoded.error_message
-        else:
-            response = ExportTraceServiceResponse()
-            if decoded.rejected:
-                response.partial_success.rejected_spans = decoded.rejected
-                response.partial_success.error_message = decoded.error_message
-        return bytes(response.SerializeToString())
+        return bytes(decoded.response().SerializeToString())
 
     return export
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
-from google.protobuf.message import Message
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -18,7 +15,6 @@ from starlette.routing import Route
 
 from clew.core.errors import ClewError, UnsupportedMedia
 from clew.core.identity import caller_of
-from clew.core.model import LOGS
 from clew.gateway.errors import Problem, handlers
 from clew.gateway.identity import IdentityMiddleware
 from clew.receivers import Sink
@@ -43,17 +39,7 @@ def _problem(request: Request, problem: Problem, exc: ClewError) -> Response:
 
 
 def _success(decoded: Decoded, as_json: bool) -> Response:
-    response: Message
-    if decoded.batch.signal == LOGS:
-        response = ExportLogsServiceResponse()
-        if decoded.rejected:
-            response.partial_success.rejected_log_records = decoded.rejected
-            response.partial_success.error_message = decoded.error_message
-    else:
-        response = ExportTraceServiceResponse()
-        if decoded.rejected:
-            response.partial_success.rejected_spans = decoded.rejected
-            response.partial_success.error_message = decoded.error_message
+    response = decoded.response()
     if as_json:
         return Response(json.dumps(to_otlp_json(response)).encode(), 200, media_type=JSON_TYPE)
     return Response(response.SerializeToString(), 200, media_type=PROTOBUF_TYPES[0])

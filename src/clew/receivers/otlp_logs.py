@@ -77,7 +77,11 @@ def _normalise(record: LogRecord, now: int) -> None:
     if which in ("kvlist_value", "array_value", "bytes_value"):
         kind = {"kvlist_value": KVLIST, "array_value": ARRAY, "bytes_value": BYTES}[which]
         plain = plain_value(record.body)
-        text = plain if kind == BYTES else _raw_controls(json.dumps(plain, ensure_ascii=False, separators=(",", ":")))
+        text = (
+            plain
+            if kind == BYTES
+            else _raw_controls(json.dumps(plain, ensure_ascii=False, separators=(",", ":")))
+        )
         record.body.string_value = text
         flags |= kind << TYPE_SHIFT
     record.flags = flags

@@ -267,6 +267,17 @@ def _nested(column: str, start: str, rebuild: Any) -> str:
     return f"arrayMap((list, o) -> {rebuild('list', f'arraySlice({SCRUBBED}, o, length(list))')}, {column}, {starts})"
 
 
+def _scrubbed(c: Compiler, strings: list[str]) -> tuple[str, str]:
+    """The row's strings as one array (`STRINGS`), and the SQL of that array scrubbed (`SCRUBBED`)."""
+    flat = f"arrayConcat({', '.join(strings)})"
+    if all(mode == "off" for mode in c.config.detectors.values()):
+        return flat, STRINGS
+    # one regex over the row's strings joined decides whether the row needs the chain at all
+    # (a match across a joint only sends a row through the chain, which checks each string)
+    gate = c.suspicious(f"arrayStringConcat({STRINGS}, {NEWLINE})")
+    return flat, f"if({gate}, arrayMap(s -> {c.scrub('s')}, {STRINGS}), {STRINGS})"
+
+
 def transforms(config: RedactionConfig, key: tuple[int, int] = (0, 0)) -> Transforms:
     """Every string a span carries (name, status message, string attributes of span, resource, scope,
     events and links, event names) is gathered into one array and scrubbed by one detector chain,
@@ -285,14 +296,7 @@ def transforms(config: RedactionConfig, key: tuple[int, int] = (0, 0)) -> Transf
         c.list_texts(events),
         c.list_texts(links),
     ]
-    flat = f"arrayConcat({', '.join(strings)})"
-    if any(mode != "off" for mode in config.detectors.values()):
-        # one regex over the row's strings joined decides whether the row needs the chain at all
-        # (a match across a joint only sends a row through the chain, which checks each string)
-        gate = c.suspicious(f"arrayStringConcat({STRINGS}, {NEWLINE})")
-        chain = f"if({gate}, arrayMap(s -> {c.scrub('s')}, {STRINGS}), {STRINGS})"
-    else:
-        chain = STRINGS
+    flat, chain = _scrubbed(c, strings)
     # where each part starts in the scrubbed array (1-based)
     sizes = [
         "length({in:attributes_string})",
@@ -341,12 +345,7 @@ def log_transforms(config: RedactionConfig, key: tuple[int, int] = (0, 0)) -> Tr
         c.map_texts("{in:resource_string}"),
         c.list_texts("{in:scope_attributes}"),
     ]
-    flat = f"arrayConcat({', '.join(strings)})"
-    if any(mode != "off" for mode in config.detectors.values()):
-        gate = c.suspicious(f"arrayStringConcat({STRINGS}, {NEWLINE})")
-        chain = f"if({gate}, arrayMap(s -> {c.scrub('s')}, {STRINGS}), {STRINGS})"
-    else:
-        chain = STRINGS
+    flat, chain = _scrubbed(c, strings)
     sizes = [
         "length({in:attributes_string})",
         "length({in:resource_string})",
