@@ -112,6 +112,7 @@ ROUTE_REQUESTS: dict[str, str] = {
     "/api/v1/slos": "/api/v1/slos",
     "/api/v1/traces/{trace_id}/logs": f"/api/v1/traces/{TRACE['shop']}/logs",
     "/api/v1/logs": "/api/v1/logs?start=0",
+    "/api/v1/logs/volume": "/api/v1/logs/volume?start=0",
     "/api/v1/alerts": "/api/v1/alerts",
     "/static": "/static/app.css",
     "/": "/",

@@ -716,3 +716,24 @@ def test_clew_logs_prints_the_matching_records_in_the_terminal(logs_server: Serv
     assert clew("", "--limit", "1").stdout.splitlines()[-1].startswith("1 log record (more match")
     bad = clew("severity:loud")
     assert bad.returncode != 0 and "severity must be one of" in bad.stderr
+
+
+def test_the_volume_of_matching_records_per_step_and_level(logs_server: ServerProcess) -> None:
+    start, end = NOW // 10**9 - 60, NOW // 10**9 + 60
+    url = f"{logs_server.http_url}/api/v1/logs/volume"
+    doc = httpx.get(url, params={"start": start, "end": end, "step": 60}, timeout=30).json()
+    assert doc["buckets"] == 3 and doc["step"] == str(60 * 10**9) and doc["start"] == str(start * 10**9)
+    bucket = (NOW + 5 * 10**6 - start * 10**9) // (60 * 10**9)
+    levels = {s["level"]: s["counts"] for s in doc["levels"]}
+    assert [s["level"] for s in doc["levels"]] == ["error", "warn", "info", "debug"]  # most severe first
+    assert all(counts[bucket] == 1 and sum(counts) == 1 for counts in levels.values())
+    checkout = httpx.get(url, params={"q": "service:checkout", "start": start, "end": end}, timeout=30).json()
+    assert int(checkout["step"]) == 10**9 and checkout["buckets"] == 121  # a second: the finest default
+    assert {s["level"]: sum(s["counts"]) for s in checkout["levels"]} == {"error": 1, "info": 1}
+    for params, reason in (
+        ({"step": "0"}, "step must be"),
+        ({"step": "1", "start": 0, "end": 10**6}, "more than 1000 buckets"),
+        ({"q": "severity:loud"}, "severity must be"),
+    ):
+        bad = httpx.get(url, params=params, timeout=30)
+        assert bad.status_code == 400 and reason in bad.json()["error"], bad.text

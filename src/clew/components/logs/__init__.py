@@ -7,7 +7,8 @@ limits. This component owns the table, its retention (whole days, after `[logs] 
 spans' retention period unless set) and the read routes:
 
 - `GET /api/v1/traces/{traceId}/logs`: the trace's records, oldest first;
-- `GET /api/v1/logs?q=&start=&end=&limit=`: a search (search.py), newest first.
+- `GET /api/v1/logs?q=&start=&end=&limit=`: a search (search.py), newest first;
+- `GET /api/v1/logs/volume?q=&start=&end=&step=`: how many records match, per step and level.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ __all__ = ["Logs", "LogsConfig", "LogWriter"]
 
 SECOND = 10**9
 DAY = 86_400 * SECOND
+MAX_BUCKETS = 1000  # of a volume answer
+# a record's level by its severity number (OpenTelemetry's ranges of four); "unset" for 0
+LEVEL_SQL = (
+    "multiIf(severity_number = 0, 'unset', severity_number <= 4, 'trace', severity_number <= 8, 'debug', "
+    "severity_number <= 12, 'info', severity_number <= 16, 'warn', severity_number <= 20, 'error', 'fatal')"
+)
+_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "unset"]
+
+
+def _level_order(item: tuple[str, list[int]]) -> int:
+    return _LEVELS.index(item[0]) if item[0] in _LEVELS else len(_LEVELS)
+
+
 STORED = Metric("clew_logs_records", "counter", "Log records committed to the store.")
 DROPPED = Metric("clew_logs_dropped_partitions", "counter", "Days of logs dropped past their retention.")
 
@@ -112,6 +126,38 @@ class Logs(BaseComponent):
         )
         return {"logs": to_json(table.slice(0, limit)), "limit": limit, "truncated": table.num_rows > limit}
 
+    def volume(self, tenant: str, q: str, start: int, end: int, step: int) -> dict[str, Any]:
+        """How many records match `q` in each `step` (ns) of the range, by level: what the search
+        page draws above its lines."""
+        query = parse_query(q)
+        where = " AND ".join(
+            [
+                "tenant = {tenant:String}",
+                "timestamp >= fromUnixTimestamp64Nano({start:Int64}, 'UTC')",
+                "timestamp <= fromUnixTimestamp64Nano({end:Int64}, 'UTC')",
+                *query.conditions,
+            ]
+        )
+        table = self.conn.query(
+            "SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {start:Int64}, {step:Int64}) AS bucket, "
+            f"{LEVEL_SQL} AS level, count() FROM {self.db}.logs WHERE {where} "
+            "GROUP BY bucket, level ORDER BY bucket, level",
+            {**query.params, "tenant": tenant, "start": start, "end": end, "step": step},
+        )
+        buckets = (end - start) // step + 1
+        series: dict[str, list[int]] = {}
+        for bucket, level, count in zip(*(c.to_pylist() for c in table.columns), strict=True):
+            series.setdefault(level, [0] * buckets)[bucket] = count
+        return {
+            "start": str(start),
+            "step": str(step),
+            "buckets": buckets,
+            "levels": [
+                {"level": level, "counts": counts}
+                for level, counts in sorted(series.items(), key=_level_order)
+            ],
+        }
+
     def routes(self) -> Sequence[BaseRoute]:
         async def trace_logs(request: Request) -> JSONResponse:
             trace_id = trace_id_param(request)
@@ -126,9 +172,26 @@ class Logs(BaseComponent):
             answer = await asyncio.to_thread(self.search, tenant(request), q, start, end, int(text))
             return JSONResponse(answer)
 
+        async def volume(request: Request) -> JSONResponse:
+            start, end = time_range_ns(request)
+            text = request.query_params.get("step")
+            step = max(SECOND, (end - start) // MAX_BUCKETS + 1)
+            if text:
+                if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 10**8:
+                    raise BadRequest(f"step must be whole seconds from 1 to 100000000, got {text[:40]!r}")
+                step = int(text) * SECOND
+                if (end - start) // step + 1 > MAX_BUCKETS:
+                    raise BadRequest(
+                        f"step makes more than {MAX_BUCKETS} buckets of the range: choose a longer one"
+                    )
+            q = request.query_params.get("q", "")
+            answer = await asyncio.to_thread(self.volume, tenant(request), q, start, end, step)
+            return JSONResponse(answer)
+
         return [
             Route("/api/v1/traces/{trace_id}/logs", trace_logs),
             Route("/api/v1/logs", search),
+            Route("/api/v1/logs/volume", volume),
         ]
 
     # --- retention ---------------------------------------------------------------------------
