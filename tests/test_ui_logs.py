@@ -23,10 +23,17 @@ SCRIPT = "<script>window.clewPwned = 1</script>"
 T = "7e1a" * 8  # frontend -> payments, cart: six logs across its three spans
 S = "5ce1" * 8  # four spans: over full_trace_spans (3), so it opens from its skeleton
 V = "0dd5" * 8  # no logs at all
+W = "3a11" * 8  # a long service name, a long body, long attribute keys: the layout under strain
+L = "1a4e" * 8  # 1,200 logs on one span: more than the timeline draws at first
+W_ROOT, W_MID, W_LEAF, L_SPAN = "1b" * 8, "2c" * 8, "3d" * 8, "4e" * 8
+WIDE = "inventory-reservation-service"
+LONG_BODY = ("reservation table scan " + "lorem ipsum dolor sit amet " * 80)[:2000]
+LONG_KEY = "messaging.rabbitmq.destination.routing_key.with_a_very_long_suffix_name"
 ROOT, PAY, CART = "a1" * 8, "b2" * 8, "c3" * 8
 JOB, STEP1, STEP2, STEP3 = "d4" * 8, "e5" * 8, "f6" * 8, "a7" * 8
 NOW = time.time_ns()
 START = NOW - 5 * 60 * 10**9  # T's root starts five minutes ago
+WIDE_START = NOW - 10 * 60 * 10**9  # W's, ten
 
 
 def any_value(value: object) -> dict:
@@ -78,6 +85,27 @@ def trace_docs() -> list[dict]:
             "cart", [{**span(T, CART, None, "reserve items", 2, START + 100 * MS, 50), "parentSpanId": ROOT}]
         ),
         spans_of("frontend", [span(V, "9" * 16, None, "GET /quiet", 2, START, 20)]),
+        spans_of("storefront", [span(W, W_ROOT, None, "POST /orders", 2, WIDE_START, 400)]),
+        spans_of(
+            WIDE,
+            [
+                {
+                    **span(
+                        W,
+                        W_MID,
+                        None,
+                        "reserve stock for every line",
+                        2,
+                        WIDE_START + 50 * MS,
+                        200,
+                        error="out of stock",
+                    ),
+                    "parentSpanId": W_ROOT,
+                },
+                {**span(W, W_LEAF, None, "SELECT stock", 3, WIDE_START + 60 * MS, 50), "parentSpanId": W_MID},
+            ],
+        ),
+        spans_of("importer", [span(L, L_SPAN, None, "bulk import", 1, WIDE_START - 5 * 60 * 10**9, 9000)]),
         spans_of(
             "batch",
             [
@@ -94,9 +122,10 @@ def trace_docs() -> list[dict]:
 
 
 def log_docs() -> list[dict]:
-    """T's logs, sent out of time order and one service at a time; S's; and a newer error outside
-    any trace."""
+    """T's logs, sent out of time order and one service at a time; S's; W's and L's (none an error);
+    and a newer error outside any trace."""
     batch = START - 60 * 10**9
+    bulk = WIDE_START - 5 * 60 * 10**9
     return [
         logs_of("payments", [
             record(START + 240 * MS, 17, "ERROR", "payment declined by bank", T, PAY, code="card_declined"),
@@ -115,6 +144,18 @@ def log_docs() -> list[dict]:
             record(batch + 150 * MS, 9, "INFO", "step one began", S, STEP1),
             record(batch + 160 * MS, 9, "INFO", "step one read 10 rows", S, STEP1),
         ]),
+        logs_of("storefront", [record(WIDE_START + 10 * MS, 9, "INFO", "order accepted", W, W_ROOT)]),
+        logs_of(WIDE, [
+            record(WIDE_START + 70 * MS, 5, "DEBUG", {"rows": 2, "table": "stock"}, W, W_LEAF),
+            record(WIDE_START + 80 * MS, 9, "INFO", LONG_BODY, W, W_MID),
+            record(WIDE_START + 90 * MS, 13, "WARN", "stock low", W, W_MID, **{
+                LONG_KEY: "orders.reserve",
+                "http.request.header.x_forwarded_for_the_original_caller": "gateway-7",
+                "url.full": "https://shop.example/" + "reserve/" * 30,
+            }),
+            record(WIDE_START + 95 * MS, 9, "INFO", "retry scheduled outside any span", W),
+        ]),
+        logs_of("importer", [record(bulk + i * MS, 9, "INFO", f"imported row {i}", L, L_SPAN, row=i) for i in range(1200)]),
         logs_of("ops", [record(NOW - 60 * 10**9, 17, "ERROR", "disk almost full on db-2")]),
     ]  # fmt: skip
 
@@ -133,9 +174,13 @@ def logs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
             response = httpx.post(f"{proc.otlp_http_url}/v1/logs", json=doc, timeout=60)
             assert response.status_code == 200 and "rejected" not in response.text, response.text
         deadline = time.monotonic() + 30
-        while len(httpx.get(f"{proc.http_url}/api/v1/traces/{T}/logs", timeout=30).json()["logs"]) < 6:
-            assert time.monotonic() < deadline, "the logs never became readable"
-            time.sleep(0.2)
+        for trace, count in ((T, 6), (W, 5), (L, 1200)):
+            while (
+                len(httpx.get(f"{proc.http_url}/api/v1/traces/{trace}/logs", timeout=30).json()["logs"])
+                < count
+            ):
+                assert time.monotonic() < deadline, "the logs never became readable"
+                time.sleep(0.2)
         yield proc
     finally:
         proc.stop()
@@ -358,3 +403,118 @@ def test_logs_page_is_a_ui_address(logs_server: ServerProcess) -> None:
     response = httpx.get(f"{logs_server.http_url}/logs?q=x", timeout=30)
     assert response.status_code == 200 and '<main id="main">' in response.text
     assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+def test_a_narrow_waterfall_keeps_each_log_count_and_error_mark_whole(
+    page: Page, logs_server: ServerProcess
+) -> None:
+    page.set_viewport_size({"width": 900, "height": 800})
+    open_page(page, logs_server, f"/trace/{W}")
+    expect(page.locator("#detail-span-id")).to_have_text(W_MID)  # the error: the details take a third
+    labels = page.locator("#waterfall .span-row").evaluate_all(
+        """rows => rows.map((row) => {
+          const label = row.querySelector('.span-label').getBoundingClientRect();
+          const badge = row.querySelector('.log-badge').getBoundingClientRect();
+          const mark = row.querySelector('.error-mark');
+          return [row.dataset.spanId, badge.right <= label.right + 0.5 && badge.left >= label.left,
+                  mark ? Math.round(mark.getBoundingClientRect().width) : null];
+        })"""
+    )
+    # the service name gives way (to an ellipsis) rather than the count after it, or the error mark
+    assert labels == [[W_ROOT, True, None], [W_MID, True, 14], [W_LEAF, True, None]]
+    clipped = page.locator(f".span-row[data-span-id='{W_LEAF}'] .svc").evaluate(
+        "e => e.scrollWidth > e.clientWidth"
+    )
+    assert clipped  # WIDE does not fit beside its name at this width
+    expect(page.locator(f".span-row[data-span-id='{W_MID}'] .log-badge")).to_have_text("2 logs")
+
+
+def test_long_keys_and_bodies_keep_the_timeline_readable_beside_the_details(
+    page: Page, logs_server: ServerProcess
+) -> None:
+    page.set_viewport_size({"width": 900, "height": 800})
+    open_page(page, logs_server, f"/trace/{W}")
+    detail = page.locator("#span-detail")
+    expect(detail).to_be_visible()
+    row = page.locator("#trace-logs-table > tbody > tr", has_text="stock low")
+    row.locator("summary").click()
+    expect(row.locator(".log-attributes")).to_contain_text("orders.reserve")
+    # the attribute keys wrap at their dots, so the table stays in its column, not under the details
+    table = page.locator("#trace-logs-table").bounding_box()
+    panel = detail.bounding_box()
+    assert table and panel and table["x"] + table["width"] <= panel["x"], (table, panel)
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    # the span's name is not cut into a letter or two a line by the 2,000-character body beside it
+    widths = page.locator("#trace-logs-table td.log-span").evaluate_all(
+        "tds => tds.map((td) => td.clientWidth)"
+    )
+    assert min(widths) >= 100, widths
+    expect(page.locator("#trace-logs-table td.log-span").first).to_have_text("POST /orders")
+    # that body scrolls in its own box in the timeline and in its span's details alike
+    page.locator("#trace-logs-table > tbody > tr", has_text="reservation table scan").locator(
+        ".log-body"
+    ).click()
+    expect(detail.locator("#detail-span-id")).to_have_text(W_MID)
+    body = detail.locator("#detail-logs li.current .log-body")
+    expect(body).to_have_text(LONG_BODY)
+    height, scrolls = body.evaluate(
+        "e => [e.getBoundingClientRect().height, e.scrollHeight > e.clientHeight]"
+    )
+    assert height < 250 and scrolls, height
+    # the other log of the span, below it, is in the panel's first screen
+    warn = detail.locator("#detail-logs li", has_text="stock low")
+    box, panel = warn.bounding_box(), detail.bounding_box()
+    assert box and box["y"] < panel["y"] + panel["height"], (box, panel)
+
+
+def test_dark_mode_keeps_names_and_keys_readable(page: Page, logs_server: ServerProcess) -> None:
+    page.emulate_media(color_scheme="dark")
+    open_page(page, logs_server, f"/trace/{W}")
+    page.locator("#trace-logs-table > tbody > tr", has_text="stock low").locator("summary").click()
+    contrast = """els => {
+      const luminance = (colour) => {
+        const [r, g, b] = colour.match(/[\\d.]+/g).slice(0, 3).map((v) => {
+          const c = Number(v) / 255;
+          return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+        });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      };
+      const ground = luminance(getComputedStyle(document.body).backgroundColor);
+      return els.map((e) => {
+        const l = luminance(getComputedStyle(e).color);
+        return [e.textContent, (Math.max(l, ground) + 0.05) / (Math.min(l, ground) + 0.05)];
+      });
+    }"""
+    for selector in (
+        ".span-label .svc",
+        "#detail-resource th",
+        "#trace-logs-table .log-attributes th",
+        ".toolbar .tab",
+    ):
+        ratios = page.locator(selector).evaluate_all(contrast)
+        assert ratios and all(ratio >= 4.5 for _, ratio in ratios), (selector, ratios)  # WCAG AA
+
+
+def test_typing_a_filter_over_many_logs_draws_the_timeline_once(
+    page: Page, logs_server: ServerProcess
+) -> None:
+    open_page(page, logs_server, f"/trace/{L}")
+    rows = page.locator("#trace-logs-table > tbody > tr")
+    expect(rows).to_have_count(1000)
+    page.click("#trace-logs-more")
+    expect(rows).to_have_count(1200)
+    page.evaluate(
+        """() => {
+          window.paints = 0;
+          new MutationObserver((records) => { window.paints += records.filter((r) => r.addedNodes.length).length; })
+            .observe(document.querySelector('#trace-logs-table > tbody'), { childList: true });
+        }"""
+    )
+    # each key used to draw every matching row again: over a second a key after "Show all" of 5,000
+    page.locator("#trace-logs-filter").press_sequentially("row 11")
+    expect(page.locator("#trace-logs-count")).to_have_text("111 of 1200")  # 11, 110-119, 1100-1199
+    expect(rows).to_have_count(111)
+    assert page.evaluate("window.paints") <= 2, "the timeline was drawn again at each key"
+    # the level filter still answers at once
+    page.select_option("#trace-logs-level", "warn")
+    expect(page.locator("#trace-logs-count")).to_have_text("0 of 1200")

@@ -18,8 +18,14 @@ export function bodyText(log) {
   return h("span", { class: `log-body${typeof log.body === "string" ? "" : " log-body-structured"}`, title: log.bodyType || "" }, text);
 }
 
+/** An attribute key that may wrap after its dots, underscores and slashes (never inside a word). */
+export function breakable(key) {
+  const parts = key.split(/(?<=[._/-])/);
+  return parts.flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
+}
+
 function kvRows(obj) {
-  return Object.entries(obj || {}).map(([key, value]) => h("tr", {}, h("th", {}, key), h("td", {}, valueText(value))));
+  return Object.entries(obj || {}).map(([key, value]) => h("tr", {}, h("th", {}, breakable(key)), h("td", {}, valueText(value))));
 }
 
 /** The record's attributes (and, with `whole`, its resource and scope), folded until asked for and

@@ -1,7 +1,7 @@
 // The trace page: header, waterfall (virtualised rows, collapsible tree, critical path) or flame graph,
 // and the detail panel of the selected span. Works on a stored trace or on a file opened in the browser.
 
-import { bodyText, logDetails, severityBadge } from "./logs.js";
+import { bodyText, breakable, logDetails, severityBadge } from "./logs.js";
 import { attachLogs, buildSkeleton, buildTrace, formatDuration, formatOffset, formatTime, logBodyText, logTimeNs, mergeDetails, severityLabel, severityLevel } from "./model.js";
 import { authHeaders, clear, getJSON, h, link, navigate, serviceColor, sortableTable, valueText } from "./util.js";
 
@@ -550,12 +550,6 @@ function kvTable(rows, id) {
   return h("table", { class: "kv", id }, h("tbody", {}, rows.map(({ key, value }) => h("tr", {}, h("th", {}, breakable(key)), h("td", {}, valueText(value))))));
 }
 
-/** An attribute key that may wrap after its dots, underscores and slashes (never inside a word). */
-function breakable(key) {
-  const parts = key.split(/(?<=[._/-])/);
-  return parts.flatMap((part, i) => (i ? [h("wbr"), part] : [part]));
-}
-
 function showDetail(panel, span, trace) {
   const linkItems = span.links.map((l) => {
     const item = h("li", {}, h("span", { class: "mono" }, `${l.traceId} / ${l.spanId}`), kvTable(l.attributes));
@@ -619,6 +613,7 @@ function showDetail(panel, span, trace) {
 const LEVEL_RANK = { unset: 0, trace: 1, debug: 2, info: 3, warn: 4, error: 5, fatal: 6 };
 const DETAIL_LOGS = 500;  // drawn in a span's details; the timeline has them all
 const TIMELINE_ROWS = 1000;  // drawn at first; "Show all" draws the rest
+const FILTER_AT_ONCE = 300;  // up to this many logs, the filter redraws at every key
 
 function logsFact(trace, view) {
   const text = `${trace.logs.length.toLocaleString("en")}${trace.logsTruncated ? "+" : ""}`;
@@ -708,9 +703,16 @@ function logsTimeline(trace, onPick) {
     more.hidden = shown.length <= limit;
     more.textContent = `Show all ${shown.length.toLocaleString("en")}`;
   };
-  filter.addEventListener("input", paint);
-  least.addEventListener("change", paint);
-  more.addEventListener("click", () => { limit = Infinity; paint(); });
+  // a long trace's timeline is drawn again once the typing pauses, not at every key: after "Show
+  // all", thousands of rows take a second or more to draw
+  let typing = 0;
+  filter.addEventListener("input", () => {
+    clearTimeout(typing);
+    if (logs.length <= FILTER_AT_ONCE) paint();
+    else typing = setTimeout(paint, 250);
+  });
+  least.addEventListener("change", () => { clearTimeout(typing); paint(); });
+  more.addEventListener("click", () => { clearTimeout(typing); limit = Infinity; paint(); });
   section.append(
     h("h2", { class: "trace-logs-title" }, `Logs (${logs.length.toLocaleString("en")}${trace.logsTruncated ? ", the first" : ""})`, h("span", { class: "log-levels" }, summary)),
     h("div", { class: "toolbar" }, filter, least, count),
