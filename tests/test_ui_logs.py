@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.conftest import ServerProcess
 from tests.shop_data import MS, attr, span
@@ -399,6 +399,127 @@ def test_a_trace_opened_from_its_skeleton_fetches_its_logs_once_by_trace_id(
     assert not any(u.endswith(f"/api/v1/traces/{S}") for u in requested)  # nor the whole trace
 
 
+def volume_totals(page: Page) -> dict[str, int]:
+    """The records per level that the volume chart's bars stand for."""
+    return page.locator("#logs-volume-chart rect.stack-bar").evaluate_all(
+        "rs => rs.reduce((t, r) => ({ ...t, [r.dataset.stack]: (t[r.dataset.stack] || 0) + Number(r.dataset.count) }), {})"
+    )
+
+
+def address(page: Page) -> httpx.QueryParams:
+    return httpx.URL(page.url).params
+
+
+def test_the_logs_page_draws_the_volume_of_its_search_by_level(
+    page: Page, logs_server: ServerProcess
+) -> None:
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    open_page(page, logs_server, "/logs")
+    chart = page.locator("#logs-volume-chart")
+    expect(chart).to_be_visible()
+    # asked for beside the search, over the same range and query, in 60 to 120 steps
+    [volume_url] = [u for u in requested if "/api/v1/logs/volume?" in u]
+    [search_url] = [u for u in requested if "/api/v1/logs?" in u]
+    asked, searched = httpx.URL(volume_url).params, httpx.URL(search_url).params
+    assert [asked.get(k) for k in ("q", "start", "end")] == [searched.get(k) for k in ("q", "start", "end")]
+    answer = httpx.get(volume_url, timeout=30).json()
+    assert answer["step"] == str(int(asked["step"]) * 10**9)
+    assert 60 <= answer["buckets"] <= 121, answer["buckets"]
+    totals = {level["level"]: sum(level["counts"]) for level in answer["levels"]}
+    assert totals == {"error": 2, "warn": 3, "info": 1208, "debug": 2}  # most severe first
+    assert list(totals) == ["error", "warn", "info", "debug"]
+    # the bars hold what the API counted, level by level, a bar a step that has any
+    assert volume_totals(page) == totals
+    buckets = chart.locator("g.stack-bucket")
+    expect(buckets).to_have_count(
+        sum(1 for i in range(answer["buckets"]) if any(level["counts"][i] for level in answer["levels"]))
+    )
+    legend = page.locator("#logs-volume-legend .sev")
+    expect(legend).to_have_text(["2 error", "3 warn", "1,208 info", "2 debug"])
+    # in the severity badges' colours
+    fills = chart.locator("rect.stack-bar").evaluate_all(
+        "rs => Object.fromEntries(rs.map((r) => [r.dataset.stack, getComputedStyle(r).fill]))"
+    )
+    colours = legend.evaluate_all(
+        "els => Object.fromEntries(els.map((e) => [e.dataset.level, getComputedStyle(e).color]))"
+    )
+    assert fills == colours and len(set(fills.values())) == 4, (fills, colours)
+    # a bar's title gives its time and counts: the bulk import's step, 15 minutes ago
+    bulk_ms = (WIDE_START - 5 * 60 * 10**9) / 1e6
+    title = buckets.evaluate_all(
+        "(gs, t) => gs.find((g) => +g.dataset.start <= t && t < +g.dataset.end).querySelector('title').textContent",
+        bulk_ms,
+    )
+    assert "1,200 info" in title and ":" in title.splitlines()[0], title
+    # with a query, the volume of what it matches
+    open_page(page, logs_server, "/logs?" + str(httpx.QueryParams({"q": "severity>=warn"})))
+    expect(page.locator("#logs-volume-legend .sev")).to_have_text(["2 error", "3 warn"])
+    assert volume_totals(page) == {"error": 2, "warn": 3}
+    # a query the server cannot read: the search says why, the chart says nothing
+    open_page(page, logs_server, "/logs?q=severity:loud")
+    expect(page.locator("#logs-error")).to_contain_text("severity must be one of")
+    expect(page.locator("#logs-volume *")).to_have_count(0)
+
+
+def test_a_bar_or_a_range_dragged_on_the_volume_narrows_the_search(
+    page: Page, logs_server: ServerProcess
+) -> None:
+    status = page.locator("#logs-status")
+    open_page(page, logs_server, "/logs")
+    chart = page.locator("#logs-volume-chart")
+    expect(chart).to_be_visible()
+    # a click on the bar of the error outside any trace, a minute ago: that step's records
+    disk_ms = (NOW - 60 * 10**9) / 1e6
+    at = chart.locator("g.stack-bucket").evaluate_all(
+        "(gs, t) => gs.findIndex((g) => +g.dataset.start <= t && t < +g.dataset.end)", disk_ms
+    )
+    chart.locator("g.stack-bucket").nth(at).click()
+    expect(status).to_have_text("1 log record")
+    expect(page.locator("#logs-table .log-body")).to_have_text(["disk almost full on db-2"])
+    params = address(page)
+    assert params["lookback"] == "custom" and params.get("q") is None
+    start, end = int(params["start"]), int(params["end"])  # µs
+    assert start <= disk_ms * 1000 <= end and end - start <= 30 * 10**6 + 1, (start, end)  # a step, to the µs
+    expect(page.locator("#lookback")).to_have_value("custom")
+    assert volume_totals(page) == {"error": 1}  # the chart of the narrower range
+    # a drag from twelve minutes ago to three: W's, S's and T's logs, not the bulk import's
+    page.go_back()
+    page.wait_for_selector("#logs-volume-chart")
+    expect(status).to_have_text(
+        "100 log records (the newest 100: narrow the query or the time range, or raise the limit, to see more)"
+    )
+    t0, t1 = (float(v) for v in chart.evaluate("c => [c.dataset.from, c.dataset.to]"))
+    box = chart.locator(".plot-area").bounding_box()
+    assert box
+
+    def x(ns: int) -> float:
+        return box["x"] + (ns / 1e6 - t0) / (t1 - t0) * box["width"]
+
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(x(NOW - 12 * 60 * 10**9), y)
+    page.mouse.down()
+    page.mouse.move(x(NOW - 3 * 60 * 10**9), y, steps=5)
+    page.mouse.up()
+    expect(status).to_have_text("14 log records")
+    params = address(page)
+    start, end = int(params["start"]), int(params["end"])
+    assert params["lookback"] == "custom"
+    assert (
+        abs(start - (NOW - 12 * 60 * 10**9) / 1000) < 30 * 10**6
+        and abs(end - (NOW - 3 * 60 * 10**9) / 1000) < 30 * 10**6
+    )
+    assert volume_totals(page) == {"error": 1, "warn": 3, "info": 8, "debug": 2}
+    # the address keeps the range, to the microsecond, through a reload and a new query
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
+    expect(status).to_have_text("14 log records")
+    page.fill("#q", "severity>=warn")
+    page.click("#find-logs")
+    expect(status).to_have_text("4 log records")
+    assert (address(page)["start"], address(page)["end"]) == (str(start), str(end))
+
+
 def test_logs_page_is_a_ui_address(logs_server: ServerProcess) -> None:
     response = httpx.get(f"{logs_server.http_url}/logs?q=x", timeout=30)
     assert response.status_code == 200 and '<main id="main">' in response.text
@@ -518,3 +639,40 @@ def test_typing_a_filter_over_many_logs_draws_the_timeline_once(
     # the level filter still answers at once
     page.select_option("#trace-logs-level", "warn")
     expect(page.locator("#trace-logs-count")).to_have_text("0 of 1200")
+
+
+def test_the_waterfall_is_drawn_while_the_logs_are_on_their_way(
+    page: Page, logs_server: ServerProcess
+) -> None:
+    held: list[Route] = []
+    page.route("**/api/v1/traces/*/logs", lambda route: held.append(route))  # answered when the test says
+    page.goto(f"{logs_server.http_url}/trace/{T}?span={PAY}")
+    rows = page.locator("#waterfall .span-row")
+    expect(rows).to_have_count(3)
+    assert len(held) == 1  # asked for, not answered
+    expect(page.locator("#trace-logs-loading")).to_have_text("Loading logs…")
+    expect(page.locator("#fact-logs")).to_have_text("…")
+    expect(page.locator(".log-badge")).to_have_count(0)
+    expect(page.locator("#detail-span-id")).to_have_text(PAY)
+    expect(page.locator("#detail-logs-loading")).to_be_visible()
+    # the logs come: the timeline, each span's count, the selected span's own
+    held.pop().continue_()
+    expect(page.locator("#trace-logs-table > tbody > tr")).to_have_count(6)
+    expect(page.locator("#trace-logs-loading")).to_have_count(0)
+    expect(page.locator("#fact-logs")).to_have_text("6")
+    expect(page.locator(f".span-row[data-span-id='{PAY}'] .log-badge")).to_have_text("2 logs")
+    expect(page.locator(f".span-row[data-span-id='{PAY}'] .log-badge-error")).to_have_count(1)
+    expect(page.locator("#detail-logs-title")).to_have_text("Logs (2)")
+    expect(page.locator("#detail-logs li")).to_have_count(2)
+    marked = page.locator("#trace-logs-table > tbody > tr.of-selected")
+    expect(marked).to_have_count(2)
+    page.wait_for_selector("body[data-ready]")
+    # logs that cannot be had: their one line, under the waterfall drawn already
+    page.goto(f"{logs_server.http_url}/trace/{W}")
+    expect(rows).to_have_count(3)
+    expect(page.locator("#trace-logs-loading")).to_be_visible()
+    held.pop().fulfill(status=503, json={"error": "the log store is busy"})
+    expect(page.locator("#trace-logs-error")).to_have_text("Logs could not be loaded: the log store is busy")
+    expect(page.locator("#fact-logs")).to_have_count(0)
+    expect(page.locator("#detail-logs-loading")).to_have_count(0)
+    expect(rows).to_have_count(3)

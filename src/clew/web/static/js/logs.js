@@ -2,6 +2,7 @@
 // and span) and the pieces the trace page draws a trace's logs with. Bodies and attributes are the
 // senders' data: they go into the page as text only.
 
+import { drawStacks } from "./chart.js";
 import { formatTime, logBodyText, logTimeNs, severityLabel, severityLevel } from "./model.js";
 import { LOOKBACKS, localInput, lookbackMs } from "./search.js";
 import { clear, getJSON, h, link, navigate, serviceColor, valueText } from "./util.js";
@@ -48,6 +49,30 @@ export function logDetails(log, whole = false) {
   return details;
 }
 
+// the volume chart's step: the shortest of these (seconds) that gives no more than 120 bars
+const STEPS = [1, 2, 3, 5, 10, 15, 20, 30, 60, 120, 180, 300, 600, 900, 1200, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
+/** A step in whole seconds giving 60 to 120 bars over `seconds` (fewer only under a minute). */
+export function volumeStep(seconds) {
+  return STEPS.find((s) => seconds / s <= 120) || Math.ceil(seconds / 120 / 86400) * 86400;
+}
+
+/** How many records match, per step and level (/api/v1/logs/volume), as bars stacked by level, most
+ * severe at the foot, in the severities' colours; a bar or a dragged range narrows the search. */
+function drawVolume(container, body, t0, t1, onRange) {
+  const levels = body.levels || [];
+  if (!levels.some((l) => l.counts.some(Boolean))) {
+    clear(container);
+    return;
+  }
+  const stacks = levels.map((l) => ({ key: l.level, counts: l.counts, className: `volume-${l.level}` }));
+  drawStacks(container, { start: Number(body.start) / 1e6, step: Number(body.step) / 1e6, buckets: body.buckets, stacks }, t0, t1,
+    { id: "logs-volume-chart", label: "matching log records over time, by level: drag across it or click a bar to narrow the search", onRange });
+  const total = (l) => l.counts.reduce((a, b) => a + b, 0);
+  container.append(h("div", { class: "log-levels volume-legend", id: "logs-volume-legend" },
+    levels.map((l) => h("span", { class: `sev sev-${l.level}`, dataset: { level: l.level } }, `${total(l).toLocaleString("en")} ${l.level}`))));
+}
+
 const HINT = 'words or "a phrase" match the body · service:checkout · severity:error · severity>=warn · trace:ID · span:ID · key=value · key!=value · key>3';
 
 export async function renderLogs(root) {
@@ -72,16 +97,25 @@ export async function renderLogs(root) {
     h("div", { class: "row muted query-hint", id: "logs-hint" }, HINT),
     h("div", { class: "row" }, lookbackSelect, custom, h("label", {}, "Limit ", limitInput)));
   const status = h("div", { class: "status", id: "logs-status" });
+  const volume = h("div", { class: "scatter volume", id: "logs-volume" });
   const results = h("div", { class: "results", id: "logs-results" });
-  clear(root).append(h("h1", {}, "Logs"), form, status, results);
+  clear(root).append(h("h1", {}, "Logs"), form, status, volume, results);
 
-  const address = (q) => {
+  // a custom range's inputs show minutes: one left as it was keeps the range's own µs (a range
+  // narrowed on the chart stays as narrow when the query changes)
+  const shownStart = startInput.value;
+  const shownEnd = endInput.value;
+  const address = (q, range) => {
     const next = new URLSearchParams();
     if (q.trim()) next.set("q", q.trim());
-    next.set("lookback", lookbackSelect.value);
-    if (lookbackSelect.value === "custom") {
-      next.set("start", String(new Date(startInput.value).getTime() * 1000));
-      next.set("end", String(new Date(endInput.value).getTime() * 1000));
+    next.set("lookback", range ? "custom" : lookbackSelect.value);
+    if (range) {
+      next.set("start", String(range[0]));
+      next.set("end", String(range[1]));
+    } else if (lookbackSelect.value === "custom") {
+      const kept = state.lookback === "custom" && state.start && state.end;
+      next.set("start", kept && startInput.value === shownStart ? state.start : String(new Date(startInput.value).getTime() * 1000));
+      next.set("end", kept && endInput.value === shownEnd ? state.end : String(new Date(endInput.value).getTime() * 1000));
     }
     next.set("limit", limitInput.value || "100");
     return `/logs?${next}`;
@@ -94,29 +128,41 @@ export async function renderLogs(root) {
   // the range in µs, as the search page keeps it in its address (Jaeger UI's unit)
   const endUs = state.lookback === "custom" && state.end ? Number(state.end) : Date.now() * 1000;
   const startUs = state.lookback === "custom" && state.start ? Number(state.start) : endUs - lookbackMs(state.lookback) * 1000;
+  // the volume is asked for beside the search, and each is drawn when it comes
+  const range = { q: state.q, start: startUs / 1e6, end: endUs / 1e6 };
+  const narrowTo = (fromMs, toMs) => navigate(address(state.q, [Math.round(fromMs * 1000), Math.round(toMs * 1000)]));
+  const volumeDrawn = getJSON("/api/v1/logs/volume", { ...range, step: volumeStep((endUs - startUs) / 1e6) }).then(
+    (body) => drawVolume(volume, body, startUs / 1000, endUs / 1000, narrowTo),
+    (err) => {
+      if (err.status === 401) throw err;
+      // a query the server cannot read: the search's answer says why
+      if (err.status !== 400) clear(volume).append(h("p", { class: "muted", id: "logs-volume-error" }, `Log volume: ${err.message}`));
+    });
   status.textContent = "Searching…";
-  let body;
-  try {
-    body = await getJSON("/api/v1/logs", { q: state.q, start: startUs / 1e6, end: endUs / 1e6, limit: state.limit });
-  } catch (err) {
-    if (err.status === 401) throw err;
-    clear(status).append(h("span", { class: "error", id: "logs-error" }, err.message));
-    return;
+  const searched = getJSON("/api/v1/logs", { ...range, limit: state.limit }).then(
+    (body) => showResults(body),
+    (err) => {
+      if (err.status === 401) throw err;
+      clear(status).append(h("span", { class: "error", id: "logs-error" }, err.message));
+    });
+  await Promise.all([searched, volumeDrawn]);
+
+  function showResults(body) {
+    const logs = body.logs || [];
+    status.textContent = `${logs.length} log record${logs.length === 1 ? "" : "s"}${body.truncated ? ` (the newest ${body.limit}: narrow the query or the time range, or raise the limit, to see more)` : ""}`;
+    if (!logs.length) return;
+    // a service or trace in a row narrows the query to it, as a click does in Grafana's log lines
+    const narrow = (term) => address(`${state.q} ${term}`.trim());
+    const quoted = (text) => (/^[^\s"]+$/.test(text) ? text : `"${text.replace(/["\\]/g, "\\$&")}"`);
+    results.append(h("table", { class: "stats logs-table", id: "logs-table" },
+      h("thead", {}, h("tr", {}, ["Time", "Severity", "Service", "Body", "Trace"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, logs.map((log) => h("tr", { class: `log-row level-${severityLevel(log)}`, dataset: { traceId: log.traceId || "", spanId: log.spanId || "", service: log.service || "" } },
+        h("td", { class: "log-time mono shrink" }, formatTime(logTimeNs(log))),
+        h("td", { class: "shrink" }, severityBadge(log)),
+        h("td", { class: "shrink" }, log.service ? link(narrow(`service:${quoted(log.service)}`), h("span", { class: "svc", style: { borderLeftColor: serviceColor(log.service) } }, log.service)) : ""),
+        h("td", { class: "log-body-cell" }, bodyText(log), logDetails(log, true)),
+        h("td", { class: "mono log-trace shrink" }, log.traceId
+          ? link(`/trace/${log.traceId}${log.spanId ? `?span=${log.spanId}` : ""}`, h("span", { title: `trace ${log.traceId}${log.spanId ? `, span ${log.spanId}` : ""}` }, log.traceId.slice(0, 12)))
+          : h("span", { class: "muted" }, "—")))))));
   }
-  const logs = body.logs || [];
-  status.textContent = `${logs.length} log record${logs.length === 1 ? "" : "s"}${body.truncated ? ` (the newest ${body.limit}: narrow the query or the time range, or raise the limit, to see more)` : ""}`;
-  if (!logs.length) return;
-  // a service or trace in a row narrows the query to it, as a click does in Grafana's log lines
-  const narrow = (term) => address(`${state.q} ${term}`.trim());
-  const quoted = (text) => (/^[^\s"]+$/.test(text) ? text : `"${text.replace(/["\\]/g, "\\$&")}"`);
-  results.append(h("table", { class: "stats logs-table", id: "logs-table" },
-    h("thead", {}, h("tr", {}, ["Time", "Severity", "Service", "Body", "Trace"].map((t) => h("th", {}, t)))),
-    h("tbody", {}, logs.map((log) => h("tr", { class: `log-row level-${severityLevel(log)}`, dataset: { traceId: log.traceId || "", spanId: log.spanId || "", service: log.service || "" } },
-      h("td", { class: "log-time mono shrink" }, formatTime(logTimeNs(log))),
-      h("td", { class: "shrink" }, severityBadge(log)),
-      h("td", { class: "shrink" }, log.service ? link(narrow(`service:${quoted(log.service)}`), h("span", { class: "svc", style: { borderLeftColor: serviceColor(log.service) } }, log.service)) : ""),
-      h("td", { class: "log-body-cell" }, bodyText(log), logDetails(log, true)),
-      h("td", { class: "mono log-trace shrink" }, log.traceId
-        ? link(`/trace/${log.traceId}${log.spanId ? `?span=${log.spanId}` : ""}`, h("span", { title: `trace ${log.traceId}${log.spanId ? `, span ${log.spanId}` : ""}` }, log.traceId.slice(0, 12)))
-        : h("span", { class: "muted" }, "—")))))));
 }

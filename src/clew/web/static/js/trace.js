@@ -42,11 +42,6 @@ export async function renderTrace(root, traceId) {
     clear(root).append(h("div", { class: "error" }, err.message));
     return;
   }
-  if (logs) {
-    const answer = await logs;
-    if (answer.error) trace.logsError = answer.error.message;
-    else attachLogs(trace, answer);
-  }
   if (!fromFile) {
     // spans of other traces linking here, from a day around this one (back-references)
     const s = Number(trace.startNs / 1000000000n);
@@ -57,7 +52,16 @@ export async function renderTrace(root, traceId) {
       trace.linkedFrom = [];
     }
   }
-  showTrace(root, trace, doc, view, fromFile);
+  // the trace is drawn now; its logs fill in when they come (the timeline, the badges, the details)
+  trace.logsPending = Boolean(logs);
+  const shown = showTrace(root, trace, doc, view, fromFile);
+  if (logs) {
+    const answer = await logs;
+    trace.logsPending = false;
+    if (answer.error) trace.logsError = answer.error.message;
+    else attachLogs(trace, answer);
+    shown.logsArrived();
+  }
 }
 
 function showTrace(root, trace, doc, view, fromFile) {
@@ -72,7 +76,7 @@ function showTrace(root, trace, doc, view, fromFile) {
       fact("Depth", String(trace.depth), "fact-depth"),
       fact("Spans", String(trace.spans.length), "fact-spans"),
       fact("Errors", String(trace.errors), "fact-errors"),
-      trace.logs ? fact("Logs", logsFact(trace, view), "fact-logs") : null,
+      trace.logs || trace.logsPending ? fact("Logs", trace.logs ? logsFact(trace, view) : "…", "fact-logs") : null,
       fromFile ? null : fact("Sampling", "…", "fact-sampling")));
   if (!fromFile) showSampling(header.querySelector("#fact-sampling"), trace.traceId);
   const permalink = `${location.origin}/trace/${trace.traceId}${view !== "waterfall" ? `?view=${view}` : ""}`;
@@ -125,7 +129,9 @@ function showTrace(root, trace, doc, view, fromFile) {
 
   // the selected span is in the address (`?span=`), so a link can point at it
   let timeline = null;
+  let shown = null;  // the span in the details
   const select = (span) => {
+    shown = span;
     if (trace.currentLog && trace.currentLog.span !== span) trace.currentLog = null;
     showDetail(detail, span, trace);
     if (timeline) timeline.showSpan(span);
@@ -141,6 +147,8 @@ function showTrace(root, trace, doc, view, fromFile) {
     url.searchParams.set("span", span.spanId);
     history.replaceState(history.state, "", url);
   };
+  let wf = null;
+  let drawTimeline = null;
   if (view === "flamegraph") {
     drawFlame(main, trace, select);
   } else if (view === "spans") {
@@ -150,15 +158,17 @@ function showTrace(root, trace, doc, view, fromFile) {
   } else if (view === "json") {
     drawJson(main, trace, doc, fromFile);
   } else {
-    const wf = waterfall(main, trace, select);
-    if (trace.logs || trace.logsError) {
+    wf = waterfall(main, trace, select);
+    drawTimeline = () => {
       timeline = logsTimeline(trace, (log) => {
         trace.currentLog = log;
         wf.reveal(log.span);
         document.getElementById("waterfall").scrollIntoView({ block: "nearest" });
       });
-      main.append(timeline.element);
-    }
+      return timeline.element;
+    };
+    if (trace.logs || trace.logsError) main.append(drawTimeline());
+    else if (trace.logsPending) main.append(h("section", { class: "trace-logs", id: "trace-logs" }, h("p", { class: "status", id: "trace-logs-loading" }, "Loading logs…")));
     collapseSelect.addEventListener("change", () => { if (collapseSelect.value) wf.collapseService(collapseSelect.value); });
     expandAll.addEventListener("click", () => { collapseSelect.value = ""; depthSelect.value = ""; wf.expandAll(); });
     depthSelect.addEventListener("change", () => wf.collapseBelow(Number(depthSelect.value) || Infinity));
@@ -191,6 +201,22 @@ function showTrace(root, trace, doc, view, fromFile) {
     });
     if (find.value) search();
   }
+  return {
+    /** The trace's logs came (`trace.logs`), or could not (`trace.logsError`): fill them in. */
+    logsArrived() {
+      if (!root.contains(header)) return;  // another page is up
+      const dd = header.querySelector("#fact-logs");
+      if (dd && trace.logs) clear(dd).append(logsFact(trace, view));
+      else if (dd) dd.parentElement.remove();
+      if (wf) {
+        wf.refresh();  // each span's count of logs
+        const waiting = main.querySelector("#trace-logs");
+        if (waiting) waiting.replaceWith(drawTimeline());
+        if (shown) timeline.showSpan(shown);
+      }
+      if (shown) showDetail(detail, shown, trace);
+    },
+  };
 }
 
 function jsonBlob(doc) {
@@ -266,11 +292,14 @@ function waterfall(container, trace, onSelect) {
   const recompute = () => {
     visible = trace.spans.filter((s) => !hidden(s) && (!onlyCritical || s.critical));
     spacer.style.height = `${visible.length * ROW}px`;
-    // with logs under it, a short trace's waterfall is no taller than its rows
-    if (trace.logs && trace.logs.length) {
+    // with logs under it (or on their way), a short trace's waterfall is no taller than its rows
+    if (trace.logsPending || (trace.logs && trace.logs.length)) {
       const fits = Math.max(visible.length, 4) * ROW + 2;
       viewport.style.height = `min(calc(100vh - 312px), ${fits}px)`;
       viewport.style.minHeight = `${Math.min(300, fits)}px`;
+    } else {
+      viewport.style.height = "";
+      viewport.style.minHeight = "";
     }
     paint(true);
   };
@@ -379,6 +408,8 @@ function waterfall(container, trace, onSelect) {
       collapsed.clear();
       recompute();
     },
+    /** Draw the rows again (the trace's logs came: their counts). */
+    refresh: recompute,
     zoom,
   };
   return api;
@@ -632,6 +663,7 @@ function logBadge(trace, span) {
 
 /** The span's own logs, oldest first, in its details. */
 function spanLogs(trace, span) {
+  if (trace.logsPending) return [h("h3", { id: "detail-logs-title" }, "Logs"), h("p", { class: "status", id: "detail-logs-loading" }, "Loading…")];
   if (!trace.logs) return [];
   const logs = trace.logsBySpan.get(span.spanId) || [];
   if (!logs.length) return [h("h3", { id: "detail-logs-title" }, "Logs (0)"), h("p", { class: "muted", id: "detail-logs-none" }, "none")];
