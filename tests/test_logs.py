@@ -185,6 +185,13 @@ def test_search_by_text_severity_service_trace_and_attributes(
     assert times == sorted(times, reverse=True)
 
 
+def test_stored_records_are_counted_on_metrics(logs_server: ServerProcess) -> None:
+    from tests.conftest import counters
+
+    values = counters(logs_server.http_url, {"clew_logs_records_total": 4})
+    assert values["clew_logs_records_total"] == 4
+
+
 def test_search_limit_and_truncation(logs_server: ServerProcess) -> None:
     doc = search(logs_server, "", limit=3).json()
     assert len(doc["logs"]) == 3 and doc["truncated"] is True and doc["limit"] == 3

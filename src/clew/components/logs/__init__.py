@@ -36,7 +36,6 @@ from clew.store.transforms import Transforms
 __all__ = ["Logs", "LogsConfig", "LogWriter"]
 
 SECOND = 10**9
-DAY = 86_400 * SECOND
 MAX_BUCKETS = 1000  # of a volume answer
 # a record's level by its severity number (OpenTelemetry's ranges of four); "unset" for 0
 LEVEL_SQL = (
@@ -48,6 +47,18 @@ _LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "unset"]
 
 def _level_order(item: tuple[str, list[int]]) -> int:
     return _LEVELS.index(item[0]) if item[0] in _LEVELS else len(_LEVELS)
+
+
+def _matching(conditions: list[str]) -> str:
+    """The WHERE of a search: the caller's tenant, the time range, the query's conditions."""
+    return " AND ".join(
+        [
+            "tenant = {tenant:String}",
+            "timestamp >= fromUnixTimestamp64Nano({start:Int64}, 'UTC')",
+            "timestamp <= fromUnixTimestamp64Nano({end:Int64}, 'UTC')",
+            *conditions,
+        ]
+    )
 
 
 STORED = Metric("clew_logs_records", "counter", "Log records committed to the store.")
@@ -111,14 +122,7 @@ class Logs(BaseComponent):
 
     def search(self, tenant: str, q: str, start: int, end: int, limit: int) -> dict[str, Any]:
         query = parse_query(q)
-        where = " AND ".join(
-            [
-                "tenant = {tenant:String}",
-                "timestamp >= fromUnixTimestamp64Nano({start:Int64}, 'UTC')",
-                "timestamp <= fromUnixTimestamp64Nano({end:Int64}, 'UTC')",
-                *query.conditions,
-            ]
-        )
+        where = _matching(query.conditions)
         table = self.conn.query(
             f"SELECT {LOG_COLUMNS} FROM {self.db}.logs WHERE {where} "
             "ORDER BY timestamp DESC LIMIT {limit:UInt32}",
@@ -130,14 +134,7 @@ class Logs(BaseComponent):
         """How many records match `q` in each `step` (ns) of the range, by level: what the search
         page draws above its lines."""
         query = parse_query(q)
-        where = " AND ".join(
-            [
-                "tenant = {tenant:String}",
-                "timestamp >= fromUnixTimestamp64Nano({start:Int64}, 'UTC')",
-                "timestamp <= fromUnixTimestamp64Nano({end:Int64}, 'UTC')",
-                *query.conditions,
-            ]
-        )
+        where = _matching(query.conditions)
         table = self.conn.query(
             "SELECT intDiv(toUnixTimestamp64Nano(timestamp) - {start:Int64}, {step:Int64}) AS bucket, "
             f"{LEVEL_SQL} AS level, count() FROM {self.db}.logs WHERE {where} "
