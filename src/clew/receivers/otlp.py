@@ -19,6 +19,7 @@ import base64
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,19 +136,25 @@ def _drop_late_events(req: ExportTraceServiceRequest) -> int:
     return dropped
 
 
+def keep_valid(items: Any, reason_of: Callable[[Any], str | None], reasons: Counter[str]) -> int:
+    """Remove from a repeated field (spans, log records) the items `reason_of` names a reason for,
+    counting the reasons; how many are left. A list without an invalid item is left untouched."""
+    why = [reason_of(item) for item in items]
+    if any(why):
+        keep = [item for item, reason in zip(items, why, strict=True) if reason is None]
+        reasons.update(reason for reason in why if reason is not None)
+        del items[:]
+        items.extend(keep)
+    return len(items)
+
+
 def accept_request(req: ExportTraceServiceRequest, tenant: str = DEFAULT_TENANT) -> Decoded:
     """Drop invalid spans (counting why) and serialize the rest for the store."""
     reasons: Counter[str] = Counter()
     spans = 0
     for rs in req.resource_spans:
         for ss in rs.scope_spans:
-            why = [invalid_reason(sp) for sp in ss.spans]
-            if any(why):
-                keep = [sp for sp, reason in zip(ss.spans, why, strict=True) if reason is None]
-                reasons.update(reason for reason in why if reason is not None)
-                del ss.spans[:]
-                ss.spans.extend(keep)
-            spans += len(ss.spans)
+            spans += keep_valid(ss.spans, invalid_reason, reasons)
     payload = b""
     if spans:
         # Unknown fields are dropped so that the engine reads exactly the schema it was given.

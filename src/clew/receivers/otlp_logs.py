@@ -27,7 +27,7 @@ from clew.core.attributes import plain_value
 from clew.core.errors import BadRequest
 from clew.core.model import DEFAULT_TENANT, LOGS, OtlpBatch
 from clew.receivers.json_body import load_json
-from clew.receivers.otlp import _PARSE_ERRORS, Decoded, _hex_to_b64, _shell, _short, _widen_ints
+from clew.receivers.otlp import _PARSE_ERRORS, Decoded, _hex_to_b64, _shell, _short, _widen_ints, keep_valid
 
 _MAX_NS = (1 << 63) - 1
 # AnyValue field numbers (the stored body_type, as attribute lists store value types)
@@ -94,15 +94,9 @@ def accept_logs(req: ExportLogsServiceRequest, tenant: str = DEFAULT_TENANT) -> 
     now = time.time_ns()
     for rl in req.resource_logs:
         for sl in rl.scope_logs:
-            why = [invalid_reason(r) for r in sl.log_records]
-            if any(why):
-                keep = [r for r, reason in zip(sl.log_records, why, strict=True) if reason is None]
-                reasons.update(reason for reason in why if reason is not None)
-                del sl.log_records[:]
-                sl.log_records.extend(keep)
+            records += keep_valid(sl.log_records, invalid_reason, reasons)
             for record in sl.log_records:
                 _normalise(record, now)
-            records += len(sl.log_records)
     rejected = sum(reasons.values())
     if records == 0:
         return Decoded(OtlpBatch(tenant, (), 0, LOGS), rejected, reasons, "log record")
