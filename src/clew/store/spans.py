@@ -23,6 +23,38 @@ INSERT_SETTINGS: dict[str, object] = {
 RECEIVED_SQL = "fromUnixTimestamp64Nano({received:Int64}, 'UTC')"
 
 
+def wire_settings(proto: str, message: str) -> dict[str, object]:
+    """Insert settings for requests in wire form read with `proto`'s `message`: the schema travels
+    with the insert (a server has no file of ours)."""
+    return {
+        **INSERT_SETTINGS,
+        "format_schema_source": "string",
+        "format_schema": proto,
+        "format_schema_message_name": message,
+    }
+
+
+def insert_requests(
+    conn: Connection,
+    sql: str,
+    structure: str,
+    settings: dict[str, object],
+    batch: OtlpBatch,
+    token: str | None,
+    params: dict[str, object],
+) -> None:
+    """One insert of a batch's requests, length-delimited for the engine's `Protobuf` format, under
+    `token` (see `dedup_settings`), with the batch's tenant among the parameters."""
+    conn.insert_formatted(
+        sql,
+        "Protobuf",
+        structure,
+        length_delimited(list(batch.payloads)),
+        {**settings, **dedup_settings(token)},
+        {**params, "tenant": batch.tenant},
+    )
+
+
 class BatchWriter(Protocol):
     def write(self, batch: OtlpBatch, token: str | None = None) -> None:
         """Commit the batch; returns only once it is in a written part. An insert with a `token`
@@ -65,12 +97,7 @@ class ClickHouseSpanWriter:
     ) -> None:
         self.conn, self.db = conn, db
         stage = stage or Transforms({})
-        self._insert_settings = {
-            **INSERT_SETTINGS,  # the schema travels with the insert: a server has no file of ours
-            "format_schema_source": "string",
-            "format_schema": WIRE_PROTO,
-            "format_schema_message_name": WIRE_MESSAGE,
-        }
+        self._insert_settings = wire_settings(WIRE_PROTO, WIRE_MESSAGE)
         self._insert_sql = insert_select(f"{db}.spans", stage, {"received_at": RECEIVED_SQL})
         self._params = dict(stage.params)
         self._clock = clock
@@ -87,13 +114,14 @@ class ClickHouseSpanWriter:
             received = self._last_received = max(self._clock(), self._last_received + 1, self._until + 1)
             self._inflight.add(received)
         try:
-            self.conn.insert_formatted(
+            insert_requests(
+                self.conn,
                 self._insert_sql,
-                "Protobuf",
                 STRUCTURE,
-                length_delimited(list(batch.payloads)),
-                {**self._insert_settings, **dedup_settings(token)},
-                {**self._params, "tenant": batch.tenant, "received": received},
+                self._insert_settings,
+                batch,
+                token,
+                {**self._params, "received": received},
             )
         finally:
             with self._received_lock:

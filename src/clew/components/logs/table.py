@@ -24,13 +24,12 @@ from clew.store.otlp_wire import (
     KV,
     attribute_list,
     compose_insert,
-    length_delimited,
     nanos,
     service_name,
     typed_maps,
 )
 from clew.store.schema import DEDUPLICATION_WINDOW
-from clew.store.spans import INSERT_SETTINGS, RECEIVED_SQL, dedup_settings
+from clew.store.spans import RECEIVED_SQL, insert_requests, wire_settings
 from clew.store.transforms import Transforms
 
 WIRE_PROTO = (
@@ -157,12 +156,7 @@ class LogWriter:
             f"{db}.logs", NAMES, _expressions(), SOURCE, stage, {"received_at": RECEIVED_SQL}
         )
         self._params = dict(stage.params)
-        self._settings = {
-            **INSERT_SETTINGS,
-            "format_schema_source": "string",
-            "format_schema": WIRE_PROTO,
-            "format_schema_message_name": "Request",
-        }
+        self._settings = wire_settings(WIRE_PROTO, "Request")
         self._clock = clock
         self._lock = threading.Lock()
         self._last = 0
@@ -173,13 +167,14 @@ class LogWriter:
             return
         with self._lock:
             received = self._last = max(self._clock(), self._last + 1)
-        self.conn.insert_formatted(
+        insert_requests(
+            self.conn,
             self._sql,
-            "Protobuf",
             STRUCTURE,
-            length_delimited(list(batch.payloads)),
-            {**self._settings, **dedup_settings(token)},
-            {**self._params, "tenant": batch.tenant, "received": received},
+            self._settings,
+            batch,
+            token,
+            {**self._params, "received": received},
         )
         with self._lock:
             self.records += batch.spans
