@@ -7,8 +7,10 @@ gate in front of `write` so that the queue can be held full for as long as the t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import httpx
@@ -22,6 +24,26 @@ from clew.ingest.writer import Writer
 from clew.receivers.otlp_grpc import grpc_server
 from clew.receivers.otlp_http import otlp_http_app
 from clew.server import bind, pipeline_of
+
+
+@contextlib.asynccontextmanager
+async def serving(write: Callable[[OtlpBatch], Awaitable[None]]) -> AsyncIterator[tuple[int, int]]:
+    """The OTLP/HTTP and OTLP/gRPC receivers in this process on loopback, writing to `write`: their
+    ports, until the block ends."""
+    sock = bind("127.0.0.1", 0)
+    http = uvicorn.Server(uvicorn.Config(otlp_http_app(write, 1 << 20), log_level="warning"))
+    http_task = asyncio.create_task(http.serve(sockets=[sock]))
+    rpc = grpc_server(write, 1 << 20)
+    grpc_port = rpc.add_insecure_port("127.0.0.1:0")
+    await rpc.start()
+    try:
+        while not http.started:
+            await asyncio.sleep(0.01)
+        yield sock.getsockname()[1], grpc_port
+    finally:
+        http.should_exit = True
+        await http_task
+        await rpc.stop(grace=1)
 
 
 class GatedStore:
@@ -62,43 +84,32 @@ def test_full_queue_answers_retry_later(tmp_path):
     assert alerts.evaluate(time.time_ns()) == []
 
     async def scenario() -> None:
-        sock = bind("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        http = uvicorn.Server(uvicorn.Config(otlp_http_app(writer.write, 1 << 20), log_level="warning"))
-        http_task = asyncio.create_task(http.serve(sockets=[sock]))
-        rpc = grpc_server(writer.write, 1 << 20)
-        grpc_port = rpc.add_insecure_port("127.0.0.1:0")
-        await rpc.start()
-        while not http.started:
-            await asyncio.sleep(0.01)
-        url = f"http://127.0.0.1:{port}/v1/traces"
-        headers = {"Content-Type": "application/x-protobuf"}
-        async with httpx.AsyncClient(timeout=60) as client:
-            first = asyncio.create_task(client.post(url, content=_body(1), headers=headers))
-            await asyncio.to_thread(store.entered.wait, 30)  # the writer holds 25 spans
-            refused = await client.post(url, content=_body(2), headers=headers)
-            assert refused.status_code == 503
-            assert refused.headers["Retry-After"] == "1"
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-                export = channel.unary_unary(
-                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                    request_serializer=None,
-                    response_deserializer=None,
-                )
-                try:
+        async with serving(writer.write) as (port, grpc_port):
+            url = f"http://127.0.0.1:{port}/v1/traces"
+            headers = {"Content-Type": "application/x-protobuf"}
+            async with httpx.AsyncClient(timeout=60) as client:
+                first = asyncio.create_task(client.post(url, content=_body(1), headers=headers))
+                await asyncio.to_thread(store.entered.wait, 30)  # the writer holds 25 spans
+                refused = await client.post(url, content=_body(2), headers=headers)
+                assert refused.status_code == 503
+                assert refused.headers["Retry-After"] == "1"
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    export = channel.unary_unary(
+                        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                        request_serializer=None,
+                        response_deserializer=None,
+                    )
+                    try:
+                        await export(_body(3), timeout=30)
+                        raise AssertionError("gRPC export was accepted while the queue was full")
+                    except grpc.aio.AioRpcError as err:
+                        assert err.code() == grpc.StatusCode.UNAVAILABLE
+                    assert not first.done()  # still waiting for its commit
+                    store.gate.set()
+                    assert (await first).status_code == 200
+                    retried = await client.post(url, content=_body(2), headers=headers)
+                    assert retried.status_code == 200
                     await export(_body(3), timeout=30)
-                    raise AssertionError("gRPC export was accepted while the queue was full")
-                except grpc.aio.AioRpcError as err:
-                    assert err.code() == grpc.StatusCode.UNAVAILABLE
-                assert not first.done()  # still waiting for its commit
-                store.gate.set()
-                assert (await first).status_code == 200
-                retried = await client.post(url, content=_body(2), headers=headers)
-                assert retried.status_code == 200
-                await export(_body(3), timeout=30)
-        http.should_exit = True
-        await http_task
-        await rpc.stop(grace=1)
 
     try:
         asyncio.run(scenario())

@@ -535,13 +535,9 @@ def test_a_full_queue_refuses_log_records_as_it_refuses_spans(tmp_path: Path) ->
     import asyncio
 
     import grpc
-    import uvicorn
 
     from clew.ingest.writer import Writer
-    from clew.receivers.otlp_grpc import grpc_server
-    from clew.receivers.otlp_http import otlp_http_app
-    from clew.server import bind
-    from tests.test_backpressure import GatedStore
+    from tests.test_backpressure import GatedStore, serving
 
     store = GatedStore(open_embedded(tmp_path / "data"))
     writer = Writer(store, max_queue_spans=3)
@@ -550,38 +546,28 @@ def test_a_full_queue_refuses_log_records_as_it_refuses_spans(tmp_path: Path) ->
     request = decode_logs_json(body).batch.payloads[0]
 
     async def scenario() -> None:
-        sock = bind("127.0.0.1", 0)
-        http = uvicorn.Server(uvicorn.Config(otlp_http_app(writer.write, 1 << 20), log_level="warning"))
-        http_task = asyncio.create_task(http.serve(sockets=[sock]))
-        rpc = grpc_server(writer.write, 1 << 20)
-        grpc_port = rpc.add_insecure_port("127.0.0.1:0")
-        await rpc.start()
-        while not http.started:
-            await asyncio.sleep(0.01)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/logs"
-        headers = {"Content-Type": "application/json"}
-        async with httpx.AsyncClient(timeout=60) as client:
-            first = asyncio.create_task(client.post(url, content=body, headers=headers))
-            await asyncio.to_thread(store.entered.wait, 30)  # the writer holds 2 records
-            refused = await client.post(url, content=body, headers=headers)
-            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-                export = channel.unary_unary(
-                    "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                    request_serializer=None,
-                    response_deserializer=None,
-                )
-                with pytest.raises(grpc.aio.AioRpcError) as err:
-                    await export(request, timeout=30)
-                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-                store.gate.set()
-                assert (await first).status_code == 200
-                assert (await client.post(url, content=body, headers=headers)).status_code == 200
-                answer = ExportLogsServiceResponse.FromString(await export(request, timeout=30))
-                assert answer.partial_success.rejected_log_records == 0
-        http.should_exit = True
-        await http_task
-        await rpc.stop(grace=1)
+        async with serving(writer.write) as (port, grpc_port):
+            url = f"http://127.0.0.1:{port}/v1/logs"
+            headers = {"Content-Type": "application/json"}
+            async with httpx.AsyncClient(timeout=60) as client:
+                first = asyncio.create_task(client.post(url, content=body, headers=headers))
+                await asyncio.to_thread(store.entered.wait, 30)  # the writer holds 2 records
+                refused = await client.post(url, content=body, headers=headers)
+                assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                    export = channel.unary_unary(
+                        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                        request_serializer=None,
+                        response_deserializer=None,
+                    )
+                    with pytest.raises(grpc.aio.AioRpcError) as err:
+                        await export(request, timeout=30)
+                    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                    store.gate.set()
+                    assert (await first).status_code == 200
+                    assert (await client.post(url, content=body, headers=headers)).status_code == 200
+                    answer = ExportLogsServiceResponse.FromString(await export(request, timeout=30))
+                    assert answer.partial_success.rejected_log_records == 0
 
     try:
         asyncio.run(scenario())
