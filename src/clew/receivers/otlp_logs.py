@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -131,8 +132,6 @@ def _convert_ids(doc: dict[str, Any]) -> None:
 
 def _parse_records(doc: dict[str, Any], first: Exception) -> tuple[ExportLogsServiceRequest, Counter[str]]:
     """Record by record: the request without the records that do not parse, and why those did not."""
-    from google.protobuf import json_format
-
     request = ExportLogsServiceRequest()
     dropped: Counter[str] = Counter()
     resource_logs = doc.get("resourceLogs", doc.get("resource_logs"))
@@ -155,8 +154,6 @@ def _parse_records(doc: dict[str, Any], first: Exception) -> tuple[ExportLogsSer
 
 def decode_logs_json(body: bytes, tenant: str = DEFAULT_TENANT) -> Decoded:
     """OTLP/JSON logs into a batch; records that do not parse are dropped and counted."""
-    from google.protobuf import json_format
-
     doc = load_json(body)
     if not isinstance(doc, dict):
         raise BadRequest("invalid OTLP/JSON: the body must be a JSON object with resourceLogs")

@@ -14,6 +14,7 @@ value reaches the engine as a query parameter.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -175,8 +176,6 @@ LOG_COLUMNS = (
 def _body(text: str, kind: int) -> Any:
     """The body as sent: structured bodies were stored as JSON (receivers/otlp_logs.py); one that
     redaction changed past parsing stays text."""
-    import json
-
     if kind in (5, 6):
         try:  # control characters stay raw in the stored JSON (receivers/otlp_logs.py)
             return json.loads(text, strict=False)
