@@ -3,8 +3,8 @@
 `write` appends the request to the log (ingest/wal.py) and returns: the client is answered as soon
 as its spans would survive `kill -9`. A committer thread seals the open segment every
 `commit_interval` seconds, or as soon as it holds `commit_spans`, and inserts it, one insert per
-signal (spans, logs) and tenant, named by a token from the segment's name; then it removes the segment. At start-up, segments
-left by a previous run are committed first, with the same tokens, so what was inserted before a
+signal (spans, logs) and tenant, named by a token from the segment's name; then it removes the
+segment. At start-up, segments left by a previous run are committed first, with the same tokens, so what was inserted before a
 crash is not inserted again. One insert every half second instead of one per group of requests is
 what the engine is fast at: the SQL of the insert (parse, processors) is analysed once per insert.
 """
@@ -168,7 +168,7 @@ class LoggedWriter:
             self._commit(segment)
 
     def _commit(self, segment: Segment, replayed: bool = False) -> None:
-        """Insert a segment, one insert per tenant; retried until the store takes it (acknowledged
+        """Insert a segment, one insert per signal and tenant; retried until the store takes it (acknowledged
         spans wait in the log meanwhile, and backpressure holds new ones off when it is full)."""
         by_key: dict[tuple[str, str], list[OtlpBatch]] = {}
         for batch in segment.batches:

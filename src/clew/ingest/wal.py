@@ -9,8 +9,9 @@ number, which also names its inserts (deduplication tokens): a segment replayed 
 had already been inserted is dropped by the engine, so every span is stored exactly once.
 
 Record: u32 length of what follows, u32 tenant length, tenant, u32 records, payload (one serialized
-ExportTraceServiceRequest, or ExportLogsServiceRequest where the top bit of the record count is set). A record cut short by a kill was never acknowledged; replay skips it, and
-stops at anything that does not decode.
+ExportTraceServiceRequest, or ExportLogsServiceRequest where the top bit of the record count is
+set). A record cut short by a kill was never acknowledged; replay skips it, and stops at anything
+that does not decode.
 """
 
 from __future__ import annotations
