@@ -209,6 +209,50 @@ def test_a_full_segment_is_rolled_so_no_insert_outgrows_it(tmp_path: Path):
         store.close()
 
 
+def test_committers_insert_side_by_side_and_a_read_waits_for_the_oldest_segment(tmp_path: Path):
+    """Two segments are inserted at once, by two threads; when the newer one is stored first, a read
+    still waits for the older one (it was answered before), and the lag counts it."""
+
+    class Gated:
+        def __init__(self, inner) -> None:
+            self.inner, self.tokens = inner, []
+            self.lock = threading.Lock()
+            self.second_stored, self.release_first = threading.Event(), threading.Event()
+
+        def write(self, batch: OtlpBatch, token: str | None = None) -> None:
+            with self.lock:
+                self.tokens.append(token)
+                nth = len(self.tokens)
+            if nth == 1:  # the older segment: held until the newer one is stored beside it
+                assert self.second_stored.wait(30) and self.release_first.wait(30)
+            self.inner.write(batch, token)
+            if nth == 2:
+                self.second_stored.set()
+
+        def received_until(self) -> int:
+            return self.inner.received_until()
+
+    store = open_embedded(tmp_path / "data")
+    gated = Gated(store.writer)
+    wal = Wal(tmp_path / "wal", roll_spans=SPANS)
+    writer = LoggedWriter(gated, wal, commit_interval=0.05, commit_spans=SPANS, committers=2)
+    try:
+        for _ in range(2):  # two full segments before the committers start
+            asyncio.run(writer.write(decode_protobuf(_request(os.urandom(16))).batch))
+        writer.start()
+        assert gated.second_stored.wait(30)  # stored while the first insert was still running
+        assert gated.tokens[0] < gated.tokens[1]  # the older segment was taken first
+        assert store.reader.span_count() == SPANS
+        assert writer.flush(0.5) is False  # the older segment is not in: a read waits for it
+        assert writer.lag()[0] == SPANS
+        gated.release_first.set()
+        assert writer.flush(30) and store.reader.span_count() == 2 * SPANS and writer.lag() == (0, 0.0)
+    finally:
+        gated.release_first.set()
+        writer.close()
+        store.close()
+
+
 def test_a_segment_inserted_before_a_crash_is_not_inserted_again(tmp_path: Path):
     """The kill between an insert and the removal of its segment: the restart replays the segment,
     and the engine drops the repeated insert by its token."""

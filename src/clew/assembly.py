@@ -168,7 +168,7 @@ def connect(settings: Settings) -> Connection:
             )
         from clew.store.chdb_connection import ChdbConnection
 
-        return ChdbConnection(settings.data_dir)
+        return ChdbConnection(settings.data_dir, inserters=max(1, settings.committers))
     from clew.store.server_connection import ServerConnection
 
     server = ServerConnection(settings.storage)

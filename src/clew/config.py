@@ -34,6 +34,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "commit_spans",
         "commit_idle_interval_ms",
         "commit_busy_spans",
+        "committers",
         "max_queue_spans",
         "max_batch_spans",
     ),
@@ -81,6 +82,8 @@ class Settings:
     # a log holding fewer than commit_busy_spans is committed this often (reads commit it first)
     commit_idle_interval_ms: int = 5000
     commit_busy_spans: int = 5000
+    # segments of the log inserted at once, each by its own thread and engine session
+    committers: int = 2
     # power-loss durability: a request is answered once its spans are in a part the engine has
     # fsynced (the spans table itself, redacted, is the log); the memory-backed log is not used
     fsync: bool = False

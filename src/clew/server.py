@@ -256,6 +256,7 @@ def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWrit
         settings.commit_spans,
         idle_interval=settings.commit_idle_interval_ms / 1000,
         busy_spans=settings.commit_busy_spans,
+        committers=settings.committers,
     )
 
 

@@ -4,7 +4,9 @@
 as its spans would survive `kill -9`. A committer thread seals the open segment every
 `commit_interval` seconds, or as soon as it holds `commit_spans`, and inserts it, one insert per
 signal (spans, logs) and tenant, named by a token from the segment's name; then it removes the
-segment. At start-up, segments left by a previous run are committed first, with the same tokens, so what was inserted before a
+segment. `committers` threads insert segments at once (one insert runs on one core; the engine
+takes two side by side at close to twice the rate), and a read waits for every segment acknowledged
+before it, whichever thread finishes first. At start-up, segments left by a previous run are committed first, with the same tokens, so what was inserted before a
 crash is not inserted again. One insert every half second instead of one per group of requests is
 what the engine is fast at: the SQL of the insert (parse, processors) is analysed once per insert.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from clew.core.errors import Backpressure
@@ -38,6 +41,7 @@ class LoggedWriter:
         clock: Callable[[], float] = time.monotonic,
         idle_interval: float | None = None,
         busy_spans: int = 5_000,
+        committers: int = 2,
     ) -> None:
         self.store, self.wal = store, wal
         self.max_queue_spans = max_queue_spans
@@ -54,12 +58,16 @@ class LoggedWriter:
         self._wake = threading.Event()
         self._committed_cv = threading.Condition(self._lock)
         self._appended = 0  # spans appended to the log by this run, in order
-        self._through = 0  # of those, how many are committed (or dropped) so far
+        self._through = 0  # of those, how many are committed (or dropped) so far, in order
+        self._handed: deque[Segment] = deque()  # segments being committed, in the log's order
         self._urgent = False  # a reader is waiting: commit what is open now
         self._closed = False
         self._uncommitted = 0  # acknowledged spans not yet in the store (open and sealed segments)
         self._oldest: float | None = None  # when the oldest of them was acknowledged
-        self._thread = threading.Thread(target=self._run, name="clew-committer", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"clew-committer-{i}", daemon=True)
+            for i in range(max(1, committers))
+        ]
         self.committed_spans = 0
         self.failed_spans = 0
         self.inserts = 0
@@ -90,7 +98,8 @@ class LoggedWriter:
         return spans
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     async def write(self, batch: OtlpBatch) -> None:
         """Return once `batch` is in the log; raise `Backpressure` when the log holds too much."""
@@ -129,8 +138,9 @@ class LoggedWriter:
         with self._lock:
             self._closed = True
         self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        if self._threads[0].is_alive():
+            for thread in self._threads:
+                thread.join()
         else:  # never started: commit here
             self._drain()
         self.wal.close()
@@ -162,9 +172,11 @@ class LoggedWriter:
         with self._lock:
             self._urgent = False
         for _ in range(self.wal.sealed() + 1):
-            segment = self.wal.seal()
-            if segment is None:
-                return
+            with self._lock:  # taken and queued at once: `_handed` keeps the log's order
+                segment = self.wal.seal()
+                if segment is None:
+                    return
+                self._handed.append(segment)
             self._commit(segment)
 
     def _commit(self, segment: Segment, replayed: bool = False) -> None:
@@ -193,10 +205,15 @@ class LoggedWriter:
             self._uncommitted -= segment.spans
             self.committed_spans += segment.spans
             if not replayed:
-                self._through += segment.spans
+                segment.done = True
+                while self._handed and self._handed[0].done:
+                    self._through = self._handed.popleft().end
                 self._committed_cv.notify_all()
+            waiting = [s.opened for s in self._handed if not s.done]
             opened = self.wal.pending()[1]
-            self._oldest = opened if self._uncommitted else None
+            if opened is not None:
+                waiting.append(opened)
+            self._oldest = min(waiting) if self._uncommitted and waiting else None
 
     def _one_by_one(self, batches: list[OtlpBatch], token: str) -> bool:
         """After a failed group insert: each request alone (each with its own token, so a retry

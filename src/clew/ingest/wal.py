@@ -46,6 +46,8 @@ class Segment:
     batches: list[OtlpBatch] = field(default_factory=list)
     spans: int = 0
     opened: float = 0.0  # monotonic time of its first record
+    end: int = 0  # records appended to the log by this run up to the end of this segment
+    done: bool = False  # committed (the committer's bookkeeping)
 
     @property
     def name(self) -> str:
@@ -95,6 +97,7 @@ class Wal:
         self.run = uuid.uuid4().hex[:12]
         self.roll_spans = roll_spans
         self._seq = 0
+        self._appended = 0
         self._lock = threading.Lock()
         self._open: Segment | None = None
         self._sealed: list[Segment] = []  # full segments waiting for the committer, oldest first
@@ -123,6 +126,8 @@ class Wal:
                 view = view[os.write(self._fd, view) :]
             self._open.batches.append(batch)
             self._open.spans += batch.spans
+            self._appended += batch.spans
+            self._open.end = self._appended
             if self.roll_spans is not None and self._open.spans >= self.roll_spans:
                 self._sealed.append(self._close_open())
 

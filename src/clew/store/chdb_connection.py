@@ -106,13 +106,14 @@ class ChdbConnection:
 
     database = "clew"
 
-    def __init__(self, data_dir: str | Path, readers: int = 2) -> None:
+    def __init__(self, data_dir: str | Path, readers: int = 2, inserters: int = 2) -> None:
         self.path = Path(data_dir).resolve()
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = _Session(self.path)
             self._writer.run("SELECT 1", "CSV", None)
             sessions = [_Session(self.path) for _ in range(readers)]
+            inserting = [_Session(self.path) for _ in range(inserters)]
         except Exception as exc:
             raise StoreError(
                 f"cannot open data directory {self.path}: {exc}. "
@@ -121,7 +122,12 @@ class ChdbConnection:
         self._readers: queue.SimpleQueue[_Session] = queue.SimpleQueue()
         for reader in sessions:
             self._readers.put(reader)
-        self._all = [self._writer, *sessions]
+        # Inserts take sessions of their own, each with its spool file: two inserts run on both
+        # cores at once (the committer's threads), and neither waits behind DDL or housekeeping.
+        self._inserters: queue.SimpleQueue[tuple[_Session, str]] = queue.SimpleQueue()
+        for i, session in enumerate(inserting):
+            self._inserters.put((session, f"batch-{i}.bin"))
+        self._all = [self._writer, *sessions, *inserting]
         # Batches reach the engine as files it reads with file(); memory-backed where there is one.
         shm = Path("/dev/shm")
         spools = shm if shm.is_dir() else Path(tempfile.gettempdir())
@@ -166,16 +172,18 @@ class ChdbConnection:
     ) -> None:
         self._check()
         settings = self._schema_file(settings)
-        with self._writer.lock:  # one spool file at a time, and the insert that reads it
-            spool = self._spool / "batch.bin"
-            spool.write_bytes(data)
-            source = f"file({quote(str(spool))}, {quote(fmt)}, {quote(structure)})"
-            try:
-                self._writer.execute(
-                    sql.replace("{source}", source) + _settings_clause(settings), "CSV", params
-                )
-            finally:
-                spool.unlink(missing_ok=True)
+        session, name = self._inserters.get()
+        try:
+            with session.lock:  # its spool file, and the insert that reads it
+                spool = self._spool / name
+                spool.write_bytes(data)
+                source = f"file({quote(str(spool))}, {quote(fmt)}, {quote(structure)})"
+                try:
+                    session.execute(sql.replace("{source}", source) + _settings_clause(settings), "CSV", params)
+                finally:
+                    spool.unlink(missing_ok=True)
+        finally:
+            self._inserters.put((session, name))
 
     def _schema_file(self, settings: dict[str, object]) -> dict[str, object]:
         """A schema sent as a string (`format_schema_source = 'string'`) made a file in the data
@@ -187,8 +195,10 @@ class ChdbConnection:
         directory = self.path / "format_schemas"
         directory.mkdir(exist_ok=True)
         path = directory / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.proto"
-        if not path.exists():
-            path.write_text(text)
+        if not path.exists():  # whole or not at all: two inserts may get here at once
+            part = path.with_suffix(f".{threading.get_ident()}.tmp")
+            part.write_text(text)
+            os.replace(part, path)
         rest = {
             k: v
             for k, v in settings.items()
