@@ -179,7 +179,9 @@ class ChdbConnection:
                 spool.write_bytes(data)
                 source = f"file({quote(str(spool))}, {quote(fmt)}, {quote(structure)})"
                 try:
-                    session.execute(sql.replace("{source}", source) + _settings_clause(settings), "CSV", params)
+                    session.execute(
+                        sql.replace("{source}", source) + _settings_clause(settings), "CSV", params
+                    )
                 finally:
                     spool.unlink(missing_ok=True)
         finally:
