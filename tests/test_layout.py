@@ -13,11 +13,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from clew.assembly import open_embedded
 from clew.components.red import MIGRATIONS as RED_MIGRATIONS
 from clew.components.retention import MIGRATIONS as RETENTION_MIGRATIONS
+from clew.core.model import OtlpBatch
 from clew.receivers.otlp import accept_request, decode_json
 from clew.store.chdb_connection import ChdbConnection
 from clew.store.migrations import applied, migrate
 from clew.store.schema import HISTORIC_NAMES, MAX_PARTITIONS_PER_INSERT, MIGRATIONS, ORDER_KEY, PARTITION_KEY
-from clew.store.spans import ClickHouseSpanWriter
+from clew.store.spans import INSERT_SETTINGS, ClickHouseSpanWriter
 from tests.shop_data import A, shop
 
 DAY = 86400 * 10**9
@@ -134,5 +135,40 @@ def test_a_data_directory_of_the_first_layout_is_rebuilt_once_with_all_it_held(t
     store = open_embedded(data)  # and the next start changes nothing
     try:
         assert store.reader.span_count() == 20
+    finally:
+        store.close()
+
+
+def test_an_insert_parsed_in_several_blocks_still_writes_one_part(tmp_path):
+    """The engine reads an insert's requests a few MiB at a time (less memory), yet the insert stays
+    one part, all or nothing: here ~9 MB of requests, two to three blocks."""
+    now = time.time_ns()
+    requests = []
+    for r in range(30):
+        request = ExportTraceServiceRequest()
+        rs = request.resource_spans.add()
+        rs.resource.attributes.add(key="service.name").value.string_value = f"svc-{r % 3}"
+        spans = rs.scope_spans.add().spans
+        for i in range(512):
+            span = spans.add(
+                trace_id=(r * 512 + i + 1).to_bytes(16, "big"),
+                span_id=(i + 1).to_bytes(8, "big"),
+                name=f"op-{i % 7}",
+                start_time_unix_nano=now - i * 1000,
+                end_time_unix_nano=now,
+            )
+            for a in range(10):
+                span.attributes.add(key=f"attribute.{a}").value.string_value = f"value {r} {i} {a} " * 3
+        requests.append(accept_request(request).batch)
+    batch = OtlpBatch.concat(requests)
+    assert sum(len(p) for p in batch.payloads) > 2 * INSERT_SETTINGS["input_format_max_block_size_bytes"]
+    store = open_embedded(tmp_path / "data")
+    try:
+        store.writer.write(batch)
+        parts = store.conn.query(
+            "SELECT count(), sum(rows) FROM system.parts WHERE database = 'clew' AND table = 'spans' AND active"
+        )
+        assert [c[0].as_py() for c in parts.columns] == [1, 30 * 512]
+        assert store.reader.span_count() == 30 * 512
     finally:
         store.close()

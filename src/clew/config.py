@@ -71,7 +71,9 @@ class Settings:
     max_inflight_body_bytes: int = 256 * 1024 * 1024
     # open HTTP connections and requests at once; past it, 503
     max_connections: int = 1024
-    max_queue_spans: int = 200_000
+    # acknowledged spans not yet committed (the log), past which requests get 503: room for the
+    # committers' segments in flight and one filling
+    max_queue_spans: int = 300_000
     max_batch_spans: int = 100_000
     # the write-ahead log (ingest/wal.py): "auto" a memory-backed directory per data directory;
     # "off" none, a request is answered once its insert returned; or a directory, which must be

@@ -35,7 +35,7 @@ class LoggedWriter:
         self,
         store: SpanWriter,
         wal: Wal,
-        max_queue_spans: int = 200_000,
+        max_queue_spans: int = 300_000,
         commit_interval: float = 0.5,
         commit_spans: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
