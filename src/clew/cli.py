@@ -237,7 +237,7 @@ def import_files(files: tuple[Path, ...], data_dir: Path | None, url: str | None
                 try:
                     response = httpx.post(
                         endpoint,
-                        content=payload,
+                        content=bytes(payload),
                         headers={"Content-Type": "application/x-protobuf"},
                         timeout=60,
                     )

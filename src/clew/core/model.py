@@ -129,7 +129,7 @@ class OtlpBatch:
     """
 
     tenant: str
-    payloads: tuple[bytes, ...]
+    payloads: tuple[bytes | memoryview, ...]  # views into a log segment read back for its commit
     spans: int  # records: spans, or log records when `signal` is LOGS
     # which OTLP signal the payloads are: `ExportTraceServiceRequest`s (SPANS) or
     # `ExportLogsServiceRequest`s (LOGS); both take the same way in (log, commit, acknowledgement)

@@ -183,7 +183,7 @@ class LoggedWriter:
         """Insert a segment, one insert per signal and tenant; retried until the store takes it (acknowledged
         spans wait in the log meanwhile, and backpressure holds new ones off when it is full)."""
         by_key: dict[tuple[str, str], list[OtlpBatch]] = {}
-        for batch in segment.batches:
+        for batch in segment.read():
             by_key.setdefault(batch.key, []).append(batch)
         for (signal, tenant), batches in by_key.items():
             # spans keep the token they had before logs shared the log (a replayed old segment)

@@ -229,14 +229,15 @@ def compose_insert(
     return f"INSERT INTO {table} ({columns})\n{with_}SELECT\n  {outer}\nFROM (SELECT\n  {inner}\n{source})"
 
 
-def length_delimited(bodies: list[bytes]) -> bytes:
-    """Requests framed for ClickHouse's `Protobuf` format: a varint length before each message."""
-    out = bytearray()
+def length_delimited(bodies: list[bytes | memoryview]) -> bytes:
+    """Requests framed for ClickHouse's `Protobuf` format: a varint length before each message,
+    joined in one copy."""
+    chunks: list[bytes | memoryview] = []
     for body in bodies:
-        n = len(body)
+        n, prefix = len(body), bytearray()
         while n > 0x7F:
-            out.append((n & 0x7F) | 0x80)
+            prefix.append((n & 0x7F) | 0x80)
             n >>= 7
-        out.append(n)
-        out += body
-    return bytes(out)
+        prefix.append(n)
+        chunks += (bytes(prefix), body)
+    return b"".join(chunks)

@@ -16,7 +16,8 @@ CREATE TABLE IF NOT EXISTS {{db}}.{{table}} (
 ) ENGINE = MergeTree
 PARTITION BY {partition}
 ORDER BY {order}
-SETTINGS index_granularity = 1024, non_replicated_deduplication_window = {window}
+SETTINGS index_granularity = 1024, non_replicated_deduplication_window = {window},
+    max_compress_block_size = {compress_block}
 """
 # Spans sorted by hour of start, then by trace: the spans of a trace lie together, so a lookup reads one
 # granule of each column per part whatever services the trace crossed, with no second copy of the
@@ -48,6 +49,11 @@ SETTLED = "toStartOfDay(received_at) + 1"
 RECEIVED = "received_at DateTime64(9, 'UTC') DEFAULT start_time CODEC(Delta, ZSTD(1))"
 RECEIVED_INDEX = "INDEX idx_received received_at TYPE minmax GRANULARITY 1"
 
+# A part's writer keeps a buffer of this size and a compressed one per column stream (~150 streams for
+# the spans' maps and nested lists): at the engine's 1 MiB default that was ~250 MiB of a 100,000-span
+# insert's ~400. 128 KiB blocks take ~175 MiB with the same bytes on disk (bench/RESULTS.md).
+COMPRESS_BLOCK_BYTES = 128 * 1024
+
 # How many recent inserts the engine remembers by token: a replayed log segment within that many
 # inserts of its first commit is recognised (ingest/wal.py).
 DEDUPLICATION_WINDOW = 1000
@@ -65,6 +71,11 @@ def order_columns_ddl(table: str) -> list[str]:
     ]
 
 
+def compress_block_ddl(table: str) -> str:
+    """Smaller compression blocks for a table the spans' inserts write (`COMPRESS_BLOCK_BYTES`)."""
+    return f"ALTER TABLE {{db}}.{table} MODIFY SETTING max_compress_block_size = {COMPRESS_BLOCK_BYTES}"
+
+
 def spans_ddl(table: str = "spans", columns: list[tuple[str, str, object]] = HISTORIC_COLUMNS) -> str:
     """The spans table's layout with `columns` (with `{db}` left for the migration to fill); the
     migrations create it with the columns of their time and add the later ones."""
@@ -76,6 +87,7 @@ def spans_ddl(table: str = "spans", columns: list[tuple[str, str, object]] = HIS
         partition=PARTITION_KEY,
         order=ORDER_KEY,
         window=DEDUPLICATION_WINDOW,
+        compress_block=COMPRESS_BLOCK_BYTES,
     ).replace("{table}", table)
 
 
@@ -115,6 +127,7 @@ MIGRATIONS: list[Migration] = steps(
         ],
     ),
     ("attribute order as sent", order_columns_ddl("spans")),
+    ("smaller compression blocks", [compress_block_ddl("spans")]),
 )
 
 
