@@ -16,7 +16,7 @@ import pyarrow as pa
 from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import StoreError
 from clew.store.arrays import with_functions
-from clew.store.connection import engine_error, over_budget
+from clew.store.connection import Data, engine_error, over_budget
 from clew.store.sql import quote
 
 
@@ -166,7 +166,7 @@ class ChdbConnection:
         sql: str,
         fmt: str,
         structure: str,
-        data: bytes,
+        data: Data,
         settings: dict[str, object],
         params: dict[str, object],
     ) -> None:
@@ -176,7 +176,8 @@ class ChdbConnection:
         try:
             with session.lock:  # its spool file, and the insert that reads it
                 spool = self._spool / name
-                spool.write_bytes(data)
+                with spool.open("wb") as f:
+                    f.writelines([data] if isinstance(data, bytes) else data)
                 source = f"file({quote(str(spool))}, {quote(fmt)}, {quote(structure)})"
                 try:
                     session.execute(

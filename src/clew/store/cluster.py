@@ -25,7 +25,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from clew.core.errors import ConfigError
-from clew.store.connection import Connection
+from clew.store.connection import Connection, Data
 from clew.store.sql import quote
 
 ZK_PATH = "'/clickhouse/tables/{uuid}/{shard}', '{replica}'"
@@ -228,7 +228,7 @@ class ClusterConnection:
         sql: str,
         fmt: str,
         structure: str,
-        data: bytes,
+        data: Data,
         settings: dict[str, object],
         params: dict[str, object],
     ) -> None:

@@ -4,11 +4,19 @@ above it speaks SQL through these four methods."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Protocol
 
 import pyarrow as pa
 
 from clew.core.errors import BadRequest, ClewError, QueryTooCostly, StoreError
+
+# an insert's source: its bytes, or its pieces in order (written one after the other, not joined)
+Data = bytes | Sequence[bytes | memoryview]
+
+
+def joined(data: Data) -> bytes:
+    return data if isinstance(data, bytes) else b"".join(data)
 
 
 class Connection(Protocol):
@@ -23,7 +31,7 @@ class Connection(Protocol):
         sql: str,
         fmt: str,
         structure: str,
-        data: bytes,
+        data: Data,
         settings: dict[str, object],
         params: dict[str, object],
     ) -> None:

@@ -11,6 +11,8 @@ against opentelemetry-proto's descriptors in the tests). ClickHouse cannot follo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from clew.core.model import COLUMNS
 from clew.store.transforms import Transforms
 
@@ -229,15 +231,20 @@ def compose_insert(
     return f"INSERT INTO {table} ({columns})\n{with_}SELECT\n  {outer}\nFROM (SELECT\n  {inner}\n{source})"
 
 
-def length_delimited(bodies: list[bytes | memoryview]) -> bytes:
-    """Requests framed for ClickHouse's `Protobuf` format: a varint length before each message,
-    joined in one copy."""
-    chunks: list[bytes | memoryview] = []
+def framed(bodies: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
+    """Requests framed for ClickHouse's `Protobuf` format, as pieces to write in order: a varint
+    length before each message (the messages themselves are not copied)."""
+    pieces: list[bytes | memoryview] = []
     for body in bodies:
         n, prefix = len(body), bytearray()
         while n > 0x7F:
             prefix.append((n & 0x7F) | 0x80)
             n >>= 7
         prefix.append(n)
-        chunks += (bytes(prefix), body)
-    return b"".join(chunks)
+        pieces += (bytes(prefix), body)
+    return pieces
+
+
+def length_delimited(bodies: Sequence[bytes | memoryview]) -> bytes:
+    """`framed` joined."""
+    return b"".join(framed(bodies))

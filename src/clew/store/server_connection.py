@@ -13,7 +13,7 @@ import pyarrow as pa
 from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import ConfigError, StoreError
 from clew.store.arrays import with_functions
-from clew.store.connection import engine_error, over_budget
+from clew.store.connection import Data, engine_error, joined, over_budget
 from clew.store.sql import quote
 
 SCHEMES = {"clickhouse": False, "http": False, "https": True, "clickhouses": True}
@@ -124,13 +124,13 @@ class ServerConnection:
         sql: str,
         fmt: str,
         structure: str,
-        data: bytes,
+        data: Data,
         settings: dict[str, object],
         params: dict[str, object],
     ) -> None:
         """The data is the request's body and `input()` the table the SELECT reads it from."""
         statement = sql.replace("{source}", f"input({quote(structure)})") + f" FORMAT {fmt}"
-        self._call(self._client.command, statement, parameters=params, data=data, settings=settings)
+        self._call(self._client.command, statement, parameters=params, data=joined(data), settings=settings)
 
     def close(self) -> None:
         self._client.close()

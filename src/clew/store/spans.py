@@ -11,7 +11,7 @@ from typing import Protocol
 
 from clew.core.model import LOGS, OtlpBatch
 from clew.store.connection import Connection
-from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, insert_select, length_delimited
+from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, framed, insert_select
 from clew.store.transforms import Transforms
 
 # A request may carry spans from many days (imports, clock skew); never refuse it for that.
@@ -53,7 +53,7 @@ def insert_requests(
         sql,
         "Protobuf",
         structure,
-        length_delimited(list(batch.payloads)),
+        framed(batch.payloads),
         {**settings, **dedup_settings(token)},
         {**params, "tenant": batch.tenant},
     )
