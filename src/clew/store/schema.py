@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS {{db}}.{{table}} (
 PARTITION BY {partition}
 ORDER BY {order}
 SETTINGS index_granularity = 1024, non_replicated_deduplication_window = {window},
-    max_compress_block_size = {compress_block}
+    {ingest_settings}
 """
 # Spans sorted by hour of start, then by trace: the spans of a trace lie together, so a lookup reads one
 # granule of each column per part whatever services the trace crossed, with no second copy of the
@@ -53,6 +53,8 @@ RECEIVED_INDEX = "INDEX idx_received received_at TYPE minmax GRANULARITY 1"
 # the spans' maps and nested lists): at the engine's 1 MiB default that was ~250 MiB of a 100,000-span
 # insert's ~400. 128 KiB blocks take ~175 MiB with the same bytes on disk (bench/RESULTS.md).
 COMPRESS_BLOCK_BYTES = 128 * 1024
+# the table settings of a table that the ingest path writes (spans, logs)
+INGEST_TABLE_SETTINGS = f"max_compress_block_size = {COMPRESS_BLOCK_BYTES}"
 
 # How many recent inserts the engine remembers by token: a replayed log segment within that many
 # inserts of its first commit is recognised (ingest/wal.py).
@@ -71,9 +73,9 @@ def order_columns_ddl(table: str) -> list[str]:
     ]
 
 
-def compress_block_ddl(table: str) -> str:
-    """Smaller compression blocks for a table the spans' inserts write (`COMPRESS_BLOCK_BYTES`)."""
-    return f"ALTER TABLE {{db}}.{table} MODIFY SETTING max_compress_block_size = {COMPRESS_BLOCK_BYTES}"
+def ingest_settings_ddl(table: str) -> str:
+    """`INGEST_TABLE_SETTINGS` for a table created before them."""
+    return f"ALTER TABLE {{db}}.{table} MODIFY SETTING {INGEST_TABLE_SETTINGS}"
 
 
 def spans_ddl(table: str = "spans", columns: list[tuple[str, str, object]] = HISTORIC_COLUMNS) -> str:
@@ -87,7 +89,7 @@ def spans_ddl(table: str = "spans", columns: list[tuple[str, str, object]] = HIS
         partition=PARTITION_KEY,
         order=ORDER_KEY,
         window=DEDUPLICATION_WINDOW,
-        compress_block=COMPRESS_BLOCK_BYTES,
+        ingest_settings=INGEST_TABLE_SETTINGS,
     ).replace("{table}", table)
 
 
@@ -127,7 +129,7 @@ MIGRATIONS: list[Migration] = steps(
         ],
     ),
     ("attribute order as sent", order_columns_ddl("spans")),
-    ("smaller compression blocks", [compress_block_ddl("spans")]),
+    ("smaller compression blocks", [ingest_settings_ddl("spans")]),
 )
 
 

@@ -28,7 +28,7 @@ from clew.store.otlp_wire import (
     service_name,
     typed_maps,
 )
-from clew.store.schema import COMPRESS_BLOCK_BYTES, DEDUPLICATION_WINDOW, compress_block_ddl
+from clew.store.schema import DEDUPLICATION_WINDOW, INGEST_TABLE_SETTINGS, ingest_settings_ddl
 from clew.store.spans import RECEIVED_SQL, insert_requests, wire_settings
 from clew.store.transforms import Transforms
 
@@ -100,10 +100,10 @@ CREATE TABLE IF NOT EXISTS {{db}}.logs (
 PARTITION BY {DAY}
 ORDER BY (tenant, service_name, timestamp)
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = {DEDUPLICATION_WINDOW},
-    max_compress_block_size = {COMPRESS_BLOCK_BYTES}
+    {INGEST_TABLE_SETTINGS}
 """
 MIGRATIONS = steps(
-    "logs", ("logs table", [DDL]), ("smaller compression blocks", [compress_block_ddl("logs")])
+    "logs", ("logs table", [DDL]), ("smaller compression blocks", [ingest_settings_ddl("logs")])
 )
 
 
