@@ -253,6 +253,56 @@ def test_committers_insert_side_by_side_and_a_read_waits_for_the_oldest_segment(
         store.close()
 
 
+def test_near_the_memory_limit_the_committers_insert_one_segment_at_a_time(tmp_path: Path):
+    """With the server's memory too close to `memory_limit` for another insert, the second committer
+    waits for the first instead of inserting beside it; every segment is still committed."""
+
+    class Overlaps:
+        def __init__(self, inner) -> None:
+            self.inner, self.lock = inner, threading.Lock()
+            self.running = self.most = 0
+            self.second = threading.Event()
+
+        def write(self, batch: OtlpBatch, token: str | None = None) -> None:
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+                if self.running > 1:
+                    self.second.set()
+            try:
+                self.second.wait(1.0)  # room for another insert to start beside this one
+                self.inner.write(batch, token)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+        def received_until(self) -> int:
+            return self.inner.received_until()
+
+    store = open_embedded(tmp_path / "data")
+    overlaps = Overlaps(store.writer)
+    limit = 1 << 30
+    writer = LoggedWriter(
+        overlaps,
+        Wal(tmp_path / "wal", roll_spans=SPANS),
+        commit_interval=0.05,
+        commit_spans=SPANS,
+        committers=2,
+        memory_limit=limit,
+        rss=lambda: limit - 1000,  # no room for another insert's spans
+    )
+    try:
+        for _ in range(3):
+            asyncio.run(writer.write(decode_protobuf(_request(os.urandom(16))).batch))
+        writer.start()
+        assert writer.flush(60)
+        assert store.reader.span_count() == 3 * SPANS
+        assert overlaps.most == 1 and writer.held_commits > 0
+    finally:
+        writer.close()
+        store.close()
+
+
 def test_a_segment_inserted_before_a_crash_is_not_inserted_again(tmp_path: Path):
     """The kill between an insert and the removal of its segment: the restart replays the segment,
     and the engine drops the repeated insert by its token."""

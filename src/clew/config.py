@@ -35,6 +35,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "commit_idle_interval_ms",
         "commit_busy_spans",
         "committers",
+        "memory_limit_mib",
         "max_queue_spans",
         "max_batch_spans",
     ),
@@ -86,6 +87,10 @@ class Settings:
     commit_busy_spans: int = 5000
     # segments of the log inserted at once, each by its own thread and engine session
     committers: int = 2
+    # the committers insert side by side only while the server's resident memory leaves room for
+    # another insert under this (MiB; 0, the default: no limit); past it they insert one at a time.
+    # 1024 keeps the embedded server under 1 GiB at about 70k spans/s (bench/RESULTS.md)
+    memory_limit_mib: int = 0
     # power-loss durability: a request is answered once its spans are in a part the engine has
     # fsynced (the spans table itself, redacted, is the log); the memory-backed log is not used
     fsync: bool = False

@@ -257,6 +257,7 @@ def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWrit
         idle_interval=settings.commit_idle_interval_ms / 1000,
         busy_spans=settings.commit_busy_spans,
         committers=settings.committers,
+        memory_limit=settings.memory_limit_mib * 1024 * 1024,
     )
 
 
