@@ -253,6 +253,46 @@ def test_committers_insert_side_by_side_and_a_read_waits_for_the_oldest_segment(
         store.close()
 
 
+def test_beside_an_insert_in_flight_only_a_full_segment_is_inserted(tmp_path: Path):
+    """A reader's flush does not start a small insert beside one in flight (frequent reads would keep
+    both cores on small inserts): the open segment goes once the first insert is done."""
+
+    class Held:
+        def __init__(self, inner) -> None:
+            self.inner, self.tokens = inner, []
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def write(self, batch: OtlpBatch, token: str | None = None) -> None:
+            self.tokens.append(token)
+            if len(self.tokens) == 1:
+                self.entered.set()
+                assert self.release.wait(30)
+            self.inner.write(batch, token)
+
+        def received_until(self) -> int:
+            return self.inner.received_until()
+
+    store = open_embedded(tmp_path / "data")
+    held = Held(store.writer)
+    writer = LoggedWriter(
+        held, Wal(tmp_path / "wal", roll_spans=SPANS), commit_interval=0.05, commit_spans=SPANS, committers=2
+    )
+    try:
+        asyncio.run(writer.write(decode_protobuf(_request(os.urandom(16))).batch))  # a full segment
+        writer.start()
+        assert held.entered.wait(30)
+        small = decode_protobuf(_request(os.urandom(16))).batch
+        asyncio.run(writer.write(OtlpBatch(small.tenant, small.payloads, SPANS - 1)))  # stays open
+        assert writer.flush(0.5) is False  # a reader waits ...
+        assert len(held.tokens) == 1  # ... and no second insert started beside the first
+        held.release.set()
+        assert writer.flush(30) and len(held.tokens) == 2
+    finally:
+        held.release.set()
+        writer.close()
+        store.close()
+
+
 def test_near_the_memory_limit_the_committers_insert_one_segment_at_a_time(tmp_path: Path):
     """With the server's memory too close to `memory_limit` for another insert, the second committer
     waits for the first instead of inserting beside it; every segment is still committed."""

@@ -191,13 +191,19 @@ class LoggedWriter:
     def _drain(self) -> None:
         """Commit the full segments and the open one, each its own inserts (what arrives meanwhile
         waits for the next round)."""
-        with self._lock:
-            self._urgent = False
         for _ in range(self.wal.sealed() + 1):
             with self._lock:  # taken and queued at once: `_handed` keeps the log's order
-                if self._committing and not self._room_for_another():
-                    self.held_commits += 1
-                    return
+                if self._committing:
+                    # Beside an insert in flight only a full segment goes: a partial one (a reader
+                    # asked, the interval passed) waits for it, or frequent reads would keep both
+                    # cores on small inserts, which cost the same analysis as large ones.
+                    if not self.wal.sealed():
+                        return
+                    if not self._room_for_another():
+                        self.held_commits += 1
+                        return
+                if not self.wal.sealed():
+                    self._urgent = False  # the open segment goes now: what readers wait for
                 segment = self.wal.seal()
                 if segment is None:
                     return
