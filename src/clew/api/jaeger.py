@@ -123,12 +123,18 @@ def jaeger_routes(reader: TraceReader, trace_logs: TraceLogs | None = None) -> l
 
     async def get_trace(request: Request) -> JSONResponse:
         trace_id = trace_id_param(request)
-        batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request))
+        # the spans and their log records at once, on two of the store's readers
+        spans = asyncio.to_thread(reader.get_trace, trace_id, tenant(request))
+        if trace_logs is None:
+            batch, records = await spans, None
+        else:
+            batch, records = await asyncio.gather(
+                spans, asyncio.to_thread(trace_logs, tenant(request), trace_id)
+            )
         if not len(batch):
             raise NotFound("trace not found")
         traces = to_jaeger_traces(batch)
-        if trace_logs is not None:
-            records = await asyncio.to_thread(trace_logs, tenant(request), trace_id)
+        if records is not None:
             add_log_records(traces, records["logs"])
         return jaeger_envelope(traces)
 
