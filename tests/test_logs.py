@@ -482,6 +482,36 @@ def test_logs_past_the_retention_are_dropped_by_the_day(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_tenant_without_logs_is_not_looked_up_on_every_trace(tmp_path: Path, monkeypatch) -> None:
+    """A trace's view skips the logs query for a tenant found without records, for a while: records
+    stored by this instance show at once, another instance's (another writer) after the recheck."""
+    store = open_embedded(tmp_path / "data")
+    try:
+        logs = store.component(Logs)
+        trace = bytes.fromhex(TRACE)
+        assert logs.trace_logs("quiet", trace)["logs"] == []
+        queries: list[str] = []
+        query = store.conn.query
+        monkeypatch.setattr(
+            store.conn, "query", lambda sql, params=None: queries.append(sql) or query(sql, params)
+        )
+        assert logs.trace_logs("quiet", trace)["logs"] == [] and queries == []  # not asked again
+
+        batch = decode_logs_json(json.dumps(logs_doc("svc", [record(0, 9, "from elsewhere")])).encode()).batch
+        other = type(store.logs)(store.conn, "clew")  # another instance's writer on the same store
+        other.write(OtlpBatch("quiet", batch.payloads, batch.spans, LOGS))
+        assert logs.trace_logs("quiet", trace)["logs"] == []  # within the recheck time
+        monkeypatch.setattr("clew.components.logs.NO_LOGS_RECHECK_S", 0.0)
+        assert [r["body"] for r in logs.trace_logs("quiet", trace)["logs"]] == ["from elsewhere"]
+
+        monkeypatch.setattr("clew.components.logs.NO_LOGS_RECHECK_S", 3600.0)
+        assert logs.trace_logs("busy", trace)["logs"] == []  # found without records: remembered
+        store.logs.write(OtlpBatch("busy", batch.payloads, batch.spans, LOGS))  # this instance's writer
+        assert [r["body"] for r in logs.trace_logs("busy", trace)["logs"]] == ["from elsewhere"]
+    finally:
+        store.close()
+
+
 def test_an_agent_reads_a_traces_logs_and_searches_them_over_mcp(logs_server: ServerProcess) -> None:
     from tests.test_mcp import call
 

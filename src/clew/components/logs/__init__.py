@@ -14,6 +14,8 @@ spans' retention period unless set) and the read routes:
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +63,12 @@ def _matching(conditions: list[str]) -> str:
     )
 
 
+# A tenant found without any log records is not looked up again for this long: a trace's view then
+# skips the logs query (~5-10 ms of a 20 ms lookup). Records this instance stores count at once;
+# another instance's first records for a tenant show within this time.
+NO_LOGS_RECHECK_S = 10.0
+_MAX_REMEMBERED = 10_000  # tenants remembered without logs (a header can name any tenant)
+
 STORED = Metric("clew_logs_records", "counter", "Log records committed to the store.")
 DROPPED = Metric("clew_logs_dropped_partitions", "counter", "Days of logs dropped past their retention.")
 
@@ -97,6 +105,9 @@ class Logs(BaseComponent):
         self.interval = config.interval
         self.writer: LogWriter | None = None
         self.dropped_partitions = 0
+        self._no_logs: dict[str, float] = {}  # tenant -> when it was found to have no records
+        self._with_logs: set[str] = set()
+        self._lock = threading.Lock()
 
     def migrations(self) -> Sequence[Migration]:
         return MIGRATIONS
@@ -108,8 +119,30 @@ class Logs(BaseComponent):
 
     # --- reads -------------------------------------------------------------------------------
 
+    def has_logs(self, tenant: str) -> bool:
+        """Whether the tenant may have log records (see `NO_LOGS_RECHECK_S`)."""
+        if tenant in self._with_logs or (self.writer is not None and tenant in self.writer.tenants):
+            return True
+        now = time.monotonic()
+        with self._lock:
+            checked = self._no_logs.get(tenant)
+        if checked is not None and now - checked < NO_LOGS_RECHECK_S:
+            return False
+        found = self.conn.query(
+            f"SELECT 1 FROM {self.db}.logs WHERE tenant = {{tenant:String}} LIMIT 1", {"tenant": tenant}
+        ).num_rows
+        with self._lock:
+            if found:
+                self._with_logs.add(tenant)
+                self._no_logs.pop(tenant, None)
+            else:
+                if len(self._no_logs) >= _MAX_REMEMBERED:
+                    self._no_logs.clear()
+                self._no_logs[tenant] = now
+        return bool(found)
+
     def trace_logs(self, tenant: str, trace_id: bytes) -> dict[str, Any]:
-        if not any(trace_id):  # stored for records without a trace: they belong to none
+        if not any(trace_id) or not self.has_logs(tenant):  # no trace, or no records at all
             return {"traceId": trace_id.hex(), "logs": [], "truncated": False}
         table = self.conn.query(
             f"SELECT {LOG_COLUMNS} FROM {self.db}.logs "

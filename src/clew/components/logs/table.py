@@ -164,6 +164,7 @@ class LogWriter:
         self._lock = threading.Lock()
         self._last = 0
         self.records = 0
+        self.tenants: set[str] = set()  # tenants this writer stored records of
 
     def write(self, batch: OtlpBatch, token: str | None = None) -> None:
         if not batch.spans:
@@ -181,3 +182,4 @@ class LogWriter:
         )
         with self._lock:
             self.records += batch.spans
+            self.tenants.add(batch.tenant)
