@@ -89,7 +89,7 @@ class Settings:
     committers: int = 2
     # the committers insert side by side only while the server's resident memory leaves room for
     # another insert under this (MiB; 0, the default: no limit); past it they insert one at a time.
-    # 1024 keeps the embedded server under 1 GiB at about 70k spans/s (bench/RESULTS.md)
+    # 1024 held 32 clients x 2 MB requests to 979-1,075 MiB at ~67-70k spans/s (bench/RESULTS.md)
     memory_limit_mib: int = 0
     # power-loss durability: a request is answered once its spans are in a part the engine has
     # fsynced (the spans table itself, redacted, is the log); the memory-backed log is not used
