@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,3 +139,27 @@ def test_bad_arguments_are_tool_errors_and_tenants_stay_apart(served: ServerProc
 
     assert asyncio.run(as_other_tenant()) == {"traces": []}
     assert B  # the default tenant holds B, the other tenant saw nothing
+
+
+def test_the_sdk_is_loaded_by_the_first_call_not_by_start_up(tmp_path: Path, server: ServerProcess) -> None:
+    """A server that never serves an agent does not hold the SDK (~40 MiB); the first calls, two at
+    once, build it once and are answered, and the server still stops cleanly."""
+    probe = (
+        "import sys; from clew.assembly import open_embedded; from clew.server import assembly_http_app; "
+        f"assembly_http_app(open_embedded({str(tmp_path / 'probe')!r})); "
+        "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith('mcp.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+    async def both() -> list[Any]:
+        async def listed() -> list[str]:
+            async with Client(f"{server.http_url}/api/mcp") as client:
+                return sorted(t.name for t in (await client.list_tools()).tools)
+
+        return await asyncio.gather(listed(), listed())
+
+    first, second = asyncio.run(both())
+    assert first == second and "search" in first
+    assert server.stop() == 0, "".join(server.output)

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, TracesData
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,6 +28,9 @@ from clew.core.language import parse
 from clew.core.model import DEFAULT_TENANT, parse_trace_id
 from clew.core.otlp import to_otlp_json, to_traces_data
 from clew.store.traces import SearchRequest, TraceReader
+
+if TYPE_CHECKING:  # the SDK is imported when the endpoint is first called (see `LazyMcp`)
+    from mcp.server.mcpserver import MCPServer
 
 TENANT: ContextVar[str] = ContextVar("clew_mcp_tenant", default=DEFAULT_TENANT)
 MAX_SEARCH = 50
@@ -99,6 +100,9 @@ def _window(minutes: float) -> tuple[int, int]:
 
 
 def mcp_server(sources: Sources) -> MCPServer:
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
     server: MCPServer = MCPServer(
         name="clew", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
     )
@@ -340,20 +344,68 @@ class _CallerTenant:
             TENANT.reset(token)
 
 
-def mcp_routes(sources: Sources) -> tuple[list[Route], StreamableHTTPSessionManager]:
-    """The `/api/mcp` route and the session manager the server must run while it serves.
-    Stateless, JSON answers: no session state to keep per client, so any instance can answer."""
-    server = mcp_server(sources)
-    app = server.streamable_http_app(
-        streamable_http_path="/api/mcp",
-        stateless_http=True,
-        json_response=True,
-        # the gateway checks Host already (gateway/hosts.py), on loopback and beyond with keys
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-    )
-    routes = [
-        Route(r.path, endpoint=_CallerTenant(r.endpoint), methods=["GET", "POST", "DELETE"])
-        for r in app.routes
-        if isinstance(r, Route) and r.path == "/api/mcp"
-    ]
-    return routes, server.session_manager
+def mcp_routes(sources: Sources) -> tuple[list[Route], LazyMcp]:
+    """The `/api/mcp` route and what the server must run while it serves (`LazyMcp.run`)."""
+    endpoint = LazyMcp(sources)
+    return [Route("/api/mcp", endpoint=_CallerTenant(endpoint), methods=["GET", "POST", "DELETE"])], endpoint
+
+
+class LazyMcp:
+    """The MCP endpoint, built on its first request: the SDK and what it imports are ~40 MiB of a
+    server's memory that most deployments never use. Stateless, JSON answers: no session state to
+    keep per client, so any instance can answer."""
+
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+        self._app: ASGIApp | None = None
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._serving: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app or await self._build()
+        await app(scope, receive, send)
+
+    async def _build(self) -> ASGIApp:
+        async with self._lock:
+            if self._app is not None:
+                return self._app
+            # imported off the event loop: other requests go on meanwhile
+            await asyncio.to_thread(importlib.import_module, "mcp.server.mcpserver")
+            from mcp.server.transport_security import TransportSecuritySettings
+
+            server = mcp_server(self.sources)
+            app = server.streamable_http_app(
+                streamable_http_path="/api/mcp",
+                stateless_http=True,
+                json_response=True,
+                # the gateway checks Host already (gateway/hosts.py), on loopback and beyond with keys
+                transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            )
+            endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/api/mcp")
+            ready = asyncio.Event()
+
+            async def serve() -> None:  # the session manager's task group lives in one task
+                async with server.session_manager.run():
+                    ready.set()
+                    await self._stop.wait()
+
+            serving = asyncio.create_task(serve())
+            started = asyncio.ensure_future(ready.wait())
+            await asyncio.wait([serving, started], return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
+            if not ready.is_set():
+                serving.result()  # raises what stopped it; the next request tries again
+            self._serving = serving
+            self._app = endpoint
+            return endpoint
+
+    @asynccontextmanager
+    async def run(self) -> AsyncIterator[None]:
+        """While the server serves: on the way out, the session manager (if started) stops."""
+        try:
+            yield
+        finally:
+            self._stop.set()
+            if self._serving is not None:
+                await self._serving
