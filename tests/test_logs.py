@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from clew.assembly import open_embedded
 from clew.components.logs import Logs
 from clew.core.model import LOGS, OtlpBatch
-from clew.ingest.wal import decode, default_dir, encode
+from clew.ingest.wal import default_dir, encode
 from clew.receivers.otlp_logs import decode_logs_json
 from tests.chfiles import readable_bytes
 from tests.conftest import CLICKHOUSE, STORE_CONNECTIONS, ServerProcess
@@ -453,6 +453,8 @@ def test_acknowledged_logs_survive_kill_minus_nine_and_the_log_keeps_secrets_off
 def test_the_log_keeps_the_signal_of_each_record() -> None:
     logs = decode_logs_json(json.dumps(leaky_logs()).encode()).batch
     spans = OtlpBatch("t", (b"\n\x00",), 7)
+    from tests.test_wal import decode
+
     got = decode(encode(logs) + encode(spans))
     assert [(b.signal, b.spans, b.payloads) for b in got] == [
         (LOGS, 2, logs.payloads),

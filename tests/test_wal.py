@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,10 +24,11 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from clew.assembly import open_embedded
-from clew.core.model import OtlpBatch
+from clew.core.model import FileSlice, OtlpBatch
 from clew.ingest.logged import LoggedWriter
-from clew.ingest.wal import Wal, decode, default_dir, encode
+from clew.ingest.wal import Wal, default_dir, encode, read_segment
 from clew.receivers.otlp import accept_request, decode_json, decode_protobuf
+from clew.store.connection import joined, write_data
 from tests.chfiles import readable_bytes
 from tests.conftest import ServerProcess
 from tests.shop_data import shop
@@ -364,6 +366,48 @@ def test_a_segment_inserted_before_a_crash_is_not_inserted_again(tmp_path: Path)
         assert calls == 10  # and the RED view did not count them twice
     finally:
         store.close()
+
+
+def decode(data: bytes) -> list[OtlpBatch]:
+    """The records of a segment file holding `data`, as the committer reads them, their payloads
+    copied out of the file."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "segment.wal"
+        path.write_bytes(data)
+        return [
+            OtlpBatch(b.tenant, tuple(bytes(p) for p in b.payloads), b.spans, b.signal)
+            for b in read_segment(path)
+        ]
+
+
+def test_a_segments_payloads_stay_in_its_file_and_reach_the_spool_as_written(tmp_path: Path):
+    """The committer reads only the records' headers; the store copies the payloads file to file,
+    between the pieces written from memory, and a server's client gets them joined."""
+    payloads = [os.urandom(n) for n in (0, 1, 70_000, 3)]
+    path = tmp_path / "segment.wal"
+    path.write_bytes(b"".join(encode(OtlpBatch("t", (p,), 1)) for p in payloads))
+    batches = read_segment(path)
+    slices = [b.payloads[0] for b in batches]
+    assert all(isinstance(s, FileSlice) for s in slices)
+    assert [len(s) for s in slices] == [len(p) for p in payloads]
+    pieces = [piece for s in slices for piece in (b"<", s)]
+    expected = b"".join(piece for p in payloads for piece in (b"<", p))
+    fd = os.open(tmp_path / "spool", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        write_data(fd, pieces)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "spool").read_bytes() == expected
+    assert joined(pieces) == expected
+    path.write_bytes(b"")  # a slice of a file cut short is an error, not short data
+    with pytest.raises(OSError):
+        joined(slices[2:3])
+    fd = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(OSError):
+            write_data(fd, slices[2:3])
+    finally:
+        os.close(fd)
 
 
 def test_a_torn_record_at_the_end_is_skipped():

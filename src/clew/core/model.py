@@ -7,6 +7,7 @@ and the ClickHouse DDL that the store creates, so the two cannot drift apart.
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -121,6 +122,31 @@ SCOPE_COLUMNS = [name for name, _, _ in COLUMNS if name.startswith("scope_")]
 
 
 @dataclass(frozen=True, slots=True)
+class FileSlice:
+    """`length` bytes of the file at `path` from `offset`: a payload left where it lies (a record of a
+    log segment). A store that reads files has the kernel copy it (`os.sendfile`), so an insert does
+    not hold a copy of its segment in this process's memory."""
+
+    path: str
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __bytes__(self) -> bytes:
+        with open(self.path, "rb") as f:
+            data = os.pread(f.fileno(), self.length, self.offset)
+        if len(data) != self.length:
+            raise OSError(f"{self.path} ends before its record at {self.offset}")
+        return data
+
+
+# a request's serialized body, as received or where it lies in a log segment
+Payload = bytes | memoryview | FileSlice
+
+
+@dataclass(frozen=True, slots=True)
 class OtlpBatch:
     """Validated OTLP `ExportTraceServiceRequest` bodies on their way to the store.
 
@@ -129,7 +155,7 @@ class OtlpBatch:
     """
 
     tenant: str
-    payloads: tuple[bytes | memoryview, ...]  # views into a log segment read back for its commit
+    payloads: tuple[Payload, ...]  # slices of a log segment when read back for its commit
     spans: int  # records: spans, or log records when `signal` is LOGS
     # which OTLP signal the payloads are: `ExportTraceServiceRequest`s (SPANS) or
     # `ExportLogsServiceRequest`s (LOGS); both take the same way in (log, commit, acknowledgement)

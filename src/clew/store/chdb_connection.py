@@ -16,7 +16,7 @@ import pyarrow as pa
 from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import ClewError, StoreError
 from clew.store.arrays import with_functions
-from clew.store.connection import Data, engine_error, over_budget
+from clew.store.connection import Data, engine_error, over_budget, write_data
 from clew.store.sql import quote
 
 
@@ -179,8 +179,11 @@ class ChdbConnection:
         try:
             with session.lock:  # its spool file, and the insert that reads it
                 spool = self._spool / name
-                with spool.open("wb") as f:
-                    f.writelines([data] if isinstance(data, bytes) else data)
+                fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    write_data(fd, data)
+                finally:
+                    os.close(fd)
                 source = f"file({quote(str(spool))}, {quote(fmt)}, {quote(structure)})"
                 try:
                     session.execute(

@@ -3,6 +3,7 @@ above it speaks SQL through these four methods."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from typing import Protocol
@@ -10,13 +11,46 @@ from typing import Protocol
 import pyarrow as pa
 
 from clew.core.errors import BadRequest, ClewError, QueryTooCostly, StoreError
+from clew.core.model import FileSlice, Payload
 
 # an insert's source: its bytes, or its pieces in order (written one after the other, not joined)
-Data = bytes | Sequence[bytes | memoryview]
+Data = bytes | Sequence[Payload]
+
+
+def pieces(data: Data) -> Sequence[Payload]:
+    return [data] if isinstance(data, bytes) else data
 
 
 def joined(data: Data) -> bytes:
-    return data if isinstance(data, bytes) else b"".join(data)
+    """The data as one `bytes` (what a server's client sends)."""
+    return (
+        data
+        if isinstance(data, bytes)
+        else b"".join(bytes(p) if isinstance(p, FileSlice) else p for p in data)
+    )
+
+
+def write_data(fd: int, data: Data) -> None:
+    """The data written to the file `fd` in order; slices of other files are copied by the kernel."""
+    sources: dict[str, int] = {}
+    try:
+        for piece in pieces(data):
+            if isinstance(piece, FileSlice):
+                if piece.path not in sources:
+                    sources[piece.path] = os.open(piece.path, os.O_RDONLY)
+                at, end = piece.offset, piece.offset + piece.length
+                while at < end:
+                    sent = os.sendfile(fd, sources[piece.path], at, end - at)
+                    if sent == 0:
+                        raise OSError(f"{piece.path} ends before its record at {piece.offset}")
+                    at += sent
+            else:
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
+    finally:
+        for source in sources.values():
+            os.close(source)
 
 
 class Connection(Protocol):

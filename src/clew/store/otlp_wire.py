@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clew.core.model import COLUMNS
+from clew.core.model import COLUMNS, Payload
+from clew.store.connection import joined
 from clew.store.transforms import Transforms
 
 # the messages every signal's request shares (resource, scope, attributes)
@@ -231,10 +232,10 @@ def compose_insert(
     return f"INSERT INTO {table} ({columns})\n{with_}SELECT\n  {outer}\nFROM (SELECT\n  {inner}\n{source})"
 
 
-def framed(bodies: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
+def framed(bodies: Sequence[Payload]) -> list[Payload]:
     """Requests framed for ClickHouse's `Protobuf` format, as pieces to write in order: a varint
     length before each message (the messages themselves are not copied)."""
-    pieces: list[bytes | memoryview] = []
+    pieces: list[Payload] = []
     for body in bodies:
         n, prefix = len(body), bytearray()
         while n > 0x7F:
@@ -247,4 +248,4 @@ def framed(bodies: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
 
 def length_delimited(bodies: Sequence[bytes | memoryview]) -> bytes:
     """`framed` joined."""
-    return b"".join(framed(bodies))
+    return joined(framed(bodies))
