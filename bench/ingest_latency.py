@@ -392,9 +392,9 @@ class Queryable:
     """After an acknowledgement: GET /api/v1/traces/<id> every `every` s until 200 (at most
     `timeout` s), on a pool of threads so that the senders never wait for it."""
 
-    def __init__(self, base: str, every: float, timeout: float = 30.0) -> None:
+    def __init__(self, base: str, every: float, pollers: int = 16, timeout: float = 30.0) -> None:
         self.base, self.every, self.timeout = base, every, timeout
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=16)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=pollers)
         self.local = threading.local()
         self.lock = threading.Lock()
         self.delays: list[float] = []
@@ -490,7 +490,7 @@ def part_latency(args: argparse.Namespace, tmp: str) -> None:
         )
         wait_committed(server.ports["http"])
         time.sleep(2)
-        queryable = Queryable(server.http, args.poll_ms / 1000)
+        queryable = Queryable(server.http, args.poll_ms / 1000, args.pollers)
         watch = HealthWatch(server.http)
         cpu = server_cpu(server.pid)
 
@@ -685,6 +685,12 @@ def main() -> None:
         help="seconds between marked requests (0: none, no lookups)",
     )
     parser.add_argument("--poll-ms", type=float, default=10, help="pause between trace lookups")
+    parser.add_argument(
+        "--pollers",
+        type=int,
+        default=16,
+        help="threads looking traces up; above the tenant's max_concurrent_queries (8) some are answered 429",
+    )
     parser.add_argument("--rss-clients", type=int, default=32)
     parser.add_argument("--rss-request-bytes", type=int, default=2_000_000)
     parser.add_argument("--rss-payloads", type=int, default=32, help="distinct large requests, sent in turn")

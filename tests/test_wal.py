@@ -295,6 +295,48 @@ def test_beside_an_insert_in_flight_only_a_full_segment_is_inserted(tmp_path: Pa
         store.close()
 
 
+def test_reads_waiting_for_the_log_hold_no_thread(tmp_path: Path):
+    """Reads wait for the commit on the event loop (`flushed`): forty of them waiting for a held
+    insert leave the loop's worker threads to the queries (a wait per thread took them all), time
+    out alone, and all return once the insert is in."""
+
+    class Held:
+        def __init__(self, inner) -> None:
+            self.inner, self.entered, self.release = inner, threading.Event(), threading.Event()
+
+        def write(self, batch: OtlpBatch, token: str | None = None) -> None:
+            self.entered.set()
+            assert self.release.wait(30)
+            self.inner.write(batch, token)
+
+        def received_until(self) -> int:
+            return self.inner.received_until()
+
+    store = open_embedded(tmp_path / "data")
+    held = Held(store.writer)
+    writer = LoggedWriter(held, Wal(tmp_path / "wal"), commit_interval=0.05)
+
+    async def reads() -> tuple[list[bool], int, bool]:
+        waiting = [asyncio.create_task(writer.flushed(30)) for _ in range(40)]
+        assert await asyncio.to_thread(held.entered.wait, 30)
+        worker = await asyncio.wait_for(asyncio.to_thread(lambda: 42), 10)  # a query's thread is free
+        timed_out = await writer.flushed(0.2)
+        assert not any(w.done() for w in waiting)
+        held.release.set()
+        return await asyncio.gather(*waiting), worker, timed_out
+
+    try:
+        asyncio.run(writer.write(decode_protobuf(_request(os.urandom(16))).batch))
+        writer.start()
+        done, worker, timed_out = asyncio.run(reads())
+        assert done == [True] * 40 and worker == 42 and timed_out is False
+        assert store.reader.span_count() == SPANS and writer._waiters == []
+    finally:
+        held.release.set()
+        writer.close()
+        store.close()
+
+
 def test_near_the_memory_limit_the_committers_insert_one_segment_at_a_time(tmp_path: Path):
     """With the server's memory too close to `memory_limit` for another insert, the second committer
     waits for the first instead of inserting beside it; every segment is still committed."""

@@ -395,8 +395,8 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
         reads: ASGIApp = http
         tempo_reads: ASGIApp = tempo_app(assembly.reader)
         if isinstance(writer, LoggedWriter):  # a query finds every span answered before it
-            reads = FreshReads(reads, writer.flush)
-            tempo_reads = FreshReads(tempo_reads, writer.flush)
+            reads = FreshReads(reads, writer.flushed)
+            tempo_reads = FreshReads(tempo_reads, writer.flushed)
         rate = SpanRate(settings.limits)
         sink = rate_limited(writer.write, rate)
         grpc = grpc_server(sink, settings.max_body_bytes, keys, settings.limits)

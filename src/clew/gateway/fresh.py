@@ -6,17 +6,18 @@ be long when nobody reads, which is what an idle server's CPU pays for."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class FreshReads:
-    def __init__(self, app: ASGIApp, flush: Callable[[float], bool], timeout: float = 5.0) -> None:
-        self.app, self.flush, self.timeout = app, flush, timeout
+    def __init__(
+        self, app: ASGIApp, flushed: Callable[[float], Awaitable[bool]], timeout: float = 5.0
+    ) -> None:
+        self.app, self.flushed, self.timeout = app, flushed, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
-            await asyncio.to_thread(self.flush, self.timeout)
+            await self.flushed(self.timeout)
         await self.app(scope, receive, send)
