@@ -118,7 +118,7 @@ class Wal:
         self.run = uuid.uuid4().hex[:12]
         self.roll_spans = roll_spans
         self._seq = 0
-        self._appended = 0
+        self.appended = 0  # records appended by this run, in order (a segment's `end` counts them)
         self._lock = threading.Lock()
         self._open: Segment | None = None
         self._sealed: list[Segment] = []  # full segments waiting for the committer, oldest first
@@ -145,8 +145,8 @@ class Wal:
             while view:
                 view = view[os.write(self._fd, view) :]
             self._open.spans += batch.spans
-            self._appended += batch.spans
-            self._open.end = self._appended
+            self.appended += batch.spans
+            self._open.end = self.appended
             if self.roll_spans is not None and self._open.spans >= self.roll_spans:
                 self._sealed.append(self._close_open())
 

@@ -114,14 +114,14 @@ class Logs(BaseComponent):
 
     def open_writer(self, stage: Transforms) -> LogWriter:
         """The writer, with the other components' log stages composed into its insert."""
-        self.writer = LogWriter(self.conn, self.db, stage, self.clock)
+        self.writer = LogWriter(self.conn, self.db, stage, self.clock, stored=self._stored)
         return self.writer
 
     # --- reads -------------------------------------------------------------------------------
 
     def has_logs(self, tenant: str) -> bool:
         """Whether the tenant may have log records (see `NO_LOGS_RECHECK_S`)."""
-        if tenant in self._with_logs or (self.writer is not None and tenant in self.writer.tenants):
+        if tenant in self._with_logs:
             return True
         now = time.monotonic()
         with self._lock:
@@ -140,6 +140,11 @@ class Logs(BaseComponent):
                     self._no_logs.clear()
                 self._no_logs[tenant] = now
         return bool(found)
+
+    def _stored(self, tenant: str) -> None:
+        """Records this instance stored count at once (another instance's within the recheck)."""
+        with self._lock:
+            self._with_logs.add(tenant)
 
     def trace_logs(self, tenant: str, trace_id: bytes) -> dict[str, Any]:
         if not any(trace_id) or not self.has_logs(tenant):  # no trace, or no records at all

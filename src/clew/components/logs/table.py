@@ -152,6 +152,7 @@ class LogWriter:
         db: str,
         stage: Transforms | None = None,
         clock: Callable[[], int] = time.time_ns,
+        stored: Callable[[str], None] | None = None,
     ) -> None:
         self.conn = conn
         stage = stage or Transforms({})
@@ -164,7 +165,7 @@ class LogWriter:
         self._lock = threading.Lock()
         self._last = 0
         self.records = 0
-        self.tenants: set[str] = set()  # tenants this writer stored records of
+        self.stored = stored  # told the tenant of each insert once it is in
 
     def write(self, batch: OtlpBatch, token: str | None = None) -> None:
         if not batch.spans:
@@ -182,4 +183,5 @@ class LogWriter:
         )
         with self._lock:
             self.records += batch.spans
-            self.tenants.add(batch.tenant)
+        if self.stored is not None:
+            self.stored(batch.tenant)
