@@ -16,7 +16,7 @@ import pyarrow as pa
 from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import ClewError, StoreError
 from clew.store.arrays import with_functions
-from clew.store.connection import Data, engine_error, over_budget, write_data
+from clew.store.connection import Data, engine_error, over_budget, pieces, write_data
 from clew.store.sql import quote
 
 
@@ -93,6 +93,10 @@ def _probe_ok(result: Any, fmt: str) -> bool:
     if fmt == "ArrowTable":
         return bool(result.column("ok").to_pylist() == [1])
     return str(result).strip() == "1"
+
+
+# an insert of this much request data or more hands the engine's freed memory back (`_release_memory`)
+RELEASE_AFTER_BYTES = 4 << 20
 
 
 class ChdbConnection:
@@ -191,7 +195,8 @@ class ChdbConnection:
                     )
                 finally:
                     spool.unlink(missing_ok=True)
-                self._release_memory(session)
+                if sum(map(len, pieces(data))) >= RELEASE_AFTER_BYTES:
+                    self._release_memory(session)
         finally:
             self._inserters.put((session, name))
 
@@ -199,7 +204,9 @@ class ChdbConnection:
         """Hand the memory an insert freed back to the system now. The engine's allocator keeps
         freed pages for seconds; a 100,000-span insert leaves ~230 MiB of them, which the next
         insert's peak stacked on (server RSS 1,138 -> 1,062 MiB under 32 clients of 2 MB requests,
-        ~20 ms a purge; bench/RESULTS.md). Where the engine has no such command, never again."""
+        ~20 ms a purge; bench/RESULTS.md). Only after inserts of `RELEASE_AFTER_BYTES` or more: a
+        small one frees little, and a quiet server's few-span inserts would pay the purge and then
+        fault the pages in again. Where the engine has no such command, never again."""
         if not self._purge:
             return
         try:
