@@ -255,27 +255,30 @@ def test_committers_insert_side_by_side_and_a_read_waits_for_the_oldest_segment(
         store.close()
 
 
+class HeldFirst:
+    """A span writer whose first insert waits for `release` (`entered` says it is waiting)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.tokens = inner, []
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def write(self, batch: OtlpBatch, token: str | None = None) -> None:
+        self.tokens.append(token)
+        if len(self.tokens) == 1:
+            self.entered.set()
+            assert self.release.wait(30)
+        self.inner.write(batch, token)
+
+    def received_until(self) -> int:
+        return self.inner.received_until()
+
+
 def test_beside_an_insert_in_flight_only_a_full_segment_is_inserted(tmp_path: Path):
     """A reader's flush does not start a small insert beside one in flight (frequent reads would keep
     both cores on small inserts): the open segment goes once the first insert is done."""
 
-    class Held:
-        def __init__(self, inner) -> None:
-            self.inner, self.tokens = inner, []
-            self.entered, self.release = threading.Event(), threading.Event()
-
-        def write(self, batch: OtlpBatch, token: str | None = None) -> None:
-            self.tokens.append(token)
-            if len(self.tokens) == 1:
-                self.entered.set()
-                assert self.release.wait(30)
-            self.inner.write(batch, token)
-
-        def received_until(self) -> int:
-            return self.inner.received_until()
-
     store = open_embedded(tmp_path / "data")
-    held = Held(store.writer)
+    held = HeldFirst(store.writer)
     writer = LoggedWriter(
         held, Wal(tmp_path / "wal", roll_spans=SPANS), commit_interval=0.05, commit_spans=SPANS, committers=2
     )
@@ -300,20 +303,8 @@ def test_reads_waiting_for_the_log_hold_no_thread(tmp_path: Path):
     insert leave the loop's worker threads to the queries (a wait per thread took them all), time
     out alone, and all return once the insert is in."""
 
-    class Held:
-        def __init__(self, inner) -> None:
-            self.inner, self.entered, self.release = inner, threading.Event(), threading.Event()
-
-        def write(self, batch: OtlpBatch, token: str | None = None) -> None:
-            self.entered.set()
-            assert self.release.wait(30)
-            self.inner.write(batch, token)
-
-        def received_until(self) -> int:
-            return self.inner.received_until()
-
     store = open_embedded(tmp_path / "data")
-    held = Held(store.writer)
+    held = HeldFirst(store.writer)
     writer = LoggedWriter(held, Wal(tmp_path / "wal"), commit_interval=0.05)
 
     async def reads() -> tuple[list[bool], int, bool]:
