@@ -155,9 +155,9 @@ class LoggedWriter:
             return self._committed_cv.wait_for(lambda: self._through >= target, timeout)
 
     async def flushed(self, timeout: float) -> bool:
-        """`flush` for the event loop: the wait holds no thread. Reads waiting in threads took all
-        of the loop's few workers under frequent reads at 40,000 spans/s, and the queries behind
-        them waited seconds for one (queryable-after-ack p99 3.3 s)."""
+        """`flush` for the event loop: the wait holds no thread. A read waiting in a thread held one
+        of the loop's few workers (6 on 2 cores), which the queries need too: under frequent
+        reads, every worker could be waiting for the committer while ready queries queued."""
         target = self._flush_target()
         if target is None:
             return True
