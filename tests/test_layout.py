@@ -5,7 +5,6 @@ into it once, with everything they held."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from clew.components.red import MIGRATIONS as RED_MIGRATIONS
 from clew.components.retention import MIGRATIONS as RETENTION_MIGRATIONS
 from clew.config import Settings
 from clew.core.model import OtlpBatch
+from clew.ingest.logged import process_rss
 from clew.receivers.otlp import accept_request, decode_json
 from clew.store.chdb_connection import ChdbConnection
 from clew.store.migrations import applied, migrate
@@ -187,18 +187,14 @@ def test_an_insert_parsed_in_several_blocks_still_writes_one_part(tmp_path):
 def rss_growth(data_dir: str, release: bool) -> int:
     """MiB of resident memory a 15,000-span insert leaves this process with (run alone, below)."""
 
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
-
     batch = _big_batch(30)
     store = assemble(
         replace(Settings(), data_dir=Path(data_dir)), ChdbConnection(data_dir, release_memory=release)
     )
     try:
-        before = rss()
+        before = process_rss() >> 20
         store.writer.write(batch)
-        return rss() - before
+        return (process_rss() >> 20) - before
     finally:
         store.close()
 
