@@ -61,9 +61,11 @@ def start_server(data_dir: str, pipeline: bool = True) -> tuple[subprocess.Popen
 
 
 def wait_committed(http_port: int, timeout: float = 600) -> None:
-    """With the write-ahead log a 200 means logged: wait until the committer has stored every span."""
+    """With the write-ahead log a 200 means logged: wait until the committer has stored every span.
+    A query commits the log first: without one, a last few spans would wait the idle interval."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        httpx.get(f"http://127.0.0.1:{http_port}/api/services", timeout=30)
         health = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=30).json()
         if not health.get("ingest", {}).get("uncommittedSpans"):
             return
