@@ -103,7 +103,10 @@ SETTINGS index_granularity = 8192, non_replicated_deduplication_window = {DEDUPL
     {INGEST_TABLE_SETTINGS}
 """
 MIGRATIONS = steps(
-    "logs", ("logs table", [DDL]), ("smaller compression blocks", [ingest_settings_ddl("logs")])
+    "logs",
+    ("logs table", [DDL]),
+    ("smaller compression blocks", [ingest_settings_ddl("logs")]),
+    ("granule-sized compression blocks", [ingest_settings_ddl("logs")]),
 )
 
 
