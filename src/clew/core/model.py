@@ -136,10 +136,18 @@ class FileSlice:
 
     def __bytes__(self) -> bytes:
         with open(self.path, "rb") as f:
-            data = os.pread(f.fileno(), self.length, self.offset)
+            return self.read(f.fileno())
+
+    def read(self, fd: int) -> bytes:
+        """The slice's bytes from `fd`, the file at `path` opened by the caller (once for many)."""
+        data = os.pread(fd, self.length, self.offset)
         if len(data) != self.length:
-            raise OSError(f"{self.path} ends before its record at {self.offset}")
+            raise self.cut_short()
         return data
+
+    def cut_short(self) -> OSError:
+        """The error of a file that ends before the slice does."""
+        return OSError(f"{self.path} ends before its record at {self.offset}")
 
 
 # a request's serialized body, as received or where it lies in a log segment
