@@ -155,7 +155,7 @@ def test_kill_minus_nine_under_load_then_every_acknowledged_span_once(data_dir: 
 
 def test_a_quiet_log_waits_for_the_idle_interval_or_a_reader(tmp_path: Path):
     """Few spans wait `idle_interval` (each insert costs the engine the same analysis whatever its
-    size); a busy log is committed every `commit_interval`; `flush` commits at once."""
+    size); a busy log is committed every `commit_interval`; `flushed` commits at once."""
     store = open_embedded(tmp_path / "data")
     writer = LoggedWriter(
         store.writer, Wal(tmp_path / "wal"), commit_interval=0.05, idle_interval=600, busy_spans=3 * SPANS
@@ -166,7 +166,7 @@ def test_a_quiet_log_waits_for_the_idle_interval_or_a_reader(tmp_path: Path):
         asyncio.run(writer.write(batch))
         time.sleep(0.5)  # ten commit intervals
         assert writer.lag()[0] == SPANS and store.reader.span_count() == 0
-        assert writer.flush(30) and writer.lag()[0] == 0 and store.reader.span_count() == SPANS
+        assert asyncio.run(writer.flushed(30)) and writer.lag()[0] == 0 and store.reader.span_count() == SPANS
         for _ in range(3):  # busy: committed within a bounded wait, without a reader
             asyncio.run(writer.write(decode_protobuf(_request(os.urandom(16))).batch))
         deadline = time.monotonic() + 30
@@ -245,10 +245,14 @@ def test_committers_insert_side_by_side_and_a_read_waits_for_the_oldest_segment(
         assert gated.second_stored.wait(30)  # stored while the older insert was still running
         assert len(gated.tokens) == 2
         assert store.reader.span_count() == SPANS
-        assert writer.flush(0.5) is False  # the older segment is not in: a read waits for it
+        assert asyncio.run(writer.flushed(0.5)) is False  # the older segment is not in: a read waits for it
         assert writer.lag()[0] == SPANS
         gated.release_first.set()
-        assert writer.flush(30) and store.reader.span_count() == 2 * SPANS and writer.lag() == (0, 0.0)
+        assert (
+            asyncio.run(writer.flushed(30))
+            and store.reader.span_count() == 2 * SPANS
+            and writer.lag() == (0, 0.0)
+        )
     finally:
         gated.release_first.set()
         writer.close()
@@ -288,10 +292,10 @@ def test_beside_an_insert_in_flight_only_a_full_segment_is_inserted(tmp_path: Pa
         assert held.entered.wait(30)
         small = decode_protobuf(_request(os.urandom(16))).batch
         asyncio.run(writer.write(OtlpBatch(small.tenant, small.payloads, SPANS - 1)))  # stays open
-        assert writer.flush(0.5) is False  # a reader waits ...
+        assert asyncio.run(writer.flushed(0.5)) is False  # a reader waits ...
         assert len(held.tokens) == 1  # ... and no second insert started beside the first
         held.release.set()
-        assert writer.flush(30) and len(held.tokens) == 2
+        assert asyncio.run(writer.flushed(30)) and len(held.tokens) == 2
     finally:
         held.release.set()
         writer.close()
@@ -370,7 +374,7 @@ def test_near_the_memory_limit_the_committers_insert_one_segment_at_a_time(tmp_p
         for _ in range(3):
             asyncio.run(writer.write(decode_protobuf(_request(os.urandom(16))).batch))
         writer.start()
-        assert writer.flush(60)
+        assert asyncio.run(writer.flushed(60))
         assert store.reader.span_count() == 3 * SPANS
         assert overlaps.most == 1 and writer.held_commits > 0
     finally:

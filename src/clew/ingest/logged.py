@@ -65,7 +65,7 @@ class LoggedWriter:
         self.max_queue_spans = max_queue_spans
         self.commit_interval, self.commit_spans = commit_interval, commit_spans
         # A log holding fewer than `busy_spans` waits `idle_interval` (reads commit it at once, see
-        # `flush`): every insert costs the engine ~0.1 s of analysis whatever its size, which is
+        # `flushed`): every insert costs the engine ~0.1 s of analysis whatever its size, which is
         # what a quiet server spends its CPU on.
         self.idle_interval = max(
             commit_interval, idle_interval if idle_interval is not None else commit_interval
@@ -74,7 +74,6 @@ class LoggedWriter:
         self.clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._committed_cv = threading.Condition(self._lock)
         self._through = 0  # of the spans this run appended to the log, how many are committed, in order
         self._handed: deque[Segment] = deque()  # segments being committed, in the log's order
         # flushes awaited on an event loop: (target, loop, future), resolved by the committer
@@ -143,21 +142,13 @@ class LoggedWriter:
         if self.wal.pending()[0] >= self.commit_spans:
             self._wake.set()
 
-    def flush(self, timeout: float) -> bool:
-        """Return once every span acknowledged before the call is committed (True), or after
-        `timeout` seconds (False). Reads call it first (`flushed`), so an answered span is always
-        found by the next query, however long the commit interval: the interval then only decides
-        how often an unread log is committed, which is what idle CPU costs."""
-        target = self._flush_target()
-        if target is None:
-            return True
-        with self._lock:
-            return self._committed_cv.wait_for(lambda: self._through >= target, timeout)
-
     async def flushed(self, timeout: float) -> bool:
-        """`flush` for the event loop: the wait holds no thread. A read waiting in a thread held one
-        of the loop's few workers (6 on 2 cores), which the queries need too: under frequent
-        reads, every worker could be waiting for the committer while ready queries queued."""
+        """Return once every span acknowledged before the call is committed (True), or after
+        `timeout` seconds (False). Reads await it first, so an answered span is always found by the
+        next query, however long the commit interval: the interval then only decides how often an
+        unread log is committed, which is what idle CPU costs. The wait holds no thread: a read
+        waiting in a thread held one of the loop's few workers (6 on 2 cores), which the queries
+        need too, and under frequent reads every worker could wait while ready queries queued."""
         target = self._flush_target()
         if target is None:
             return True
@@ -287,7 +278,6 @@ class LoggedWriter:
                 segment.done = True
                 while self._handed and self._handed[0].done:
                     self._through = self._handed.popleft().end
-                self._committed_cv.notify_all()
                 self._wake_waiters()
             waiting = [s.opened for s in self._handed if not s.done]
             opened = self.wal.pending()[1]
