@@ -58,9 +58,16 @@ COMPRESS_BLOCK_BYTES = 128 * 1024
 # spans decompressed 6.8 MB; ending a block at the first granule past 16 KiB, 1.8 MB, and the lookup
 # took ~12% less time for ~2-6% more bytes on disk (bench/RESULTS.md).
 MIN_COMPRESS_BLOCK_BYTES = 16 * 1024
+# Merges of parts of any size run vertically: the sort key's columns are merged first, then every
+# other column is gathered alone in that order. The engine does so only from 131,072 rows; below, it
+# merged every column at once, which cost ~30% more CPU a row on parts of 20,000 spans (what a
+# server receiving 40,000 spans/s commits twice a second), ~9% of all the engine's ingest CPU there
+# (bench/RESULTS.md, session 20).
+VERTICAL_MERGE_MIN_ROWS = 1
 # the table settings of a table that the ingest path writes (spans, logs)
 INGEST_TABLE_SETTINGS = (
-    f"max_compress_block_size = {COMPRESS_BLOCK_BYTES}, min_compress_block_size = {MIN_COMPRESS_BLOCK_BYTES}"
+    f"max_compress_block_size = {COMPRESS_BLOCK_BYTES}, min_compress_block_size = {MIN_COMPRESS_BLOCK_BYTES}, "
+    f"vertical_merge_algorithm_min_rows_to_activate = {VERTICAL_MERGE_MIN_ROWS}"
 )
 
 # How many recent inserts the engine remembers by token: a replayed log segment within that many
@@ -138,6 +145,7 @@ MIGRATIONS: list[Migration] = steps(
     ("attribute order as sent", order_columns_ddl("spans")),
     ("smaller compression blocks", [ingest_settings_ddl("spans")]),
     ("granule-sized compression blocks", [ingest_settings_ddl("spans")]),
+    ("vertical merges of small parts", [ingest_settings_ddl("spans")]),
 )
 
 

@@ -107,6 +107,7 @@ MIGRATIONS = steps(
     ("logs table", [DDL]),
     ("smaller compression blocks", [ingest_settings_ddl("logs")]),
     ("granule-sized compression blocks", [ingest_settings_ddl("logs")]),
+    ("vertical merges of small parts", [ingest_settings_ddl("logs")]),
 )
 
 
