@@ -25,6 +25,7 @@ from clew.core.errors import ConfigError
 from clew.core.limits import LimitsConfig, TenantLimits
 from clew.gateway.identity import IdentityMiddleware
 from clew.gateway.limits import QueryGate
+from clew.server import gated_reads
 from tests.conftest import ServerProcess
 from tests.test_durability import SPANS_PER_REQUEST, _request
 
@@ -140,6 +141,40 @@ def test_queries_at_once_are_bounded_per_tenant() -> None:
 
     assert asyncio.run(run()) == [429, 200, 200, 200, 200]
     assert seen == [7, 7, 7, 7]
+
+
+def test_a_read_waiting_for_the_log_holds_no_query_slot() -> None:
+    """Reads wait for the write-ahead log's commit before the gate, not inside it: three readers
+    of a tenant allowed one query at a time all wait for the commit, none refused meanwhile."""
+    committed = asyncio.Event()
+    waiting: list[float] = []
+
+    async def flushed(timeout: float) -> bool:
+        waiting.append(timeout)
+        await committed.wait()
+        return True
+
+    async def fast(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    config = LimitsConfig(TenantLimits(max_concurrent_queries=1), {})
+    app = IdentityMiddleware(gated_reads(Starlette(routes=[Route("/api/fast", fast)]), config, flushed))
+
+    async def run() -> tuple[int, list[bool], list[int]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            reads = [asyncio.create_task(client.get("/api/fast")) for _ in range(3)]
+            for _ in range(500):  # bounded: a refused read never calls `flushed`
+                if len(waiting) == 3 or any(r.done() for r in reads):
+                    break
+                await asyncio.sleep(0.01)
+            answered_early = [r.done() for r in reads]
+            committed.set()
+            return len(waiting), answered_early, [r.status_code for r in await asyncio.gather(*reads)]
+
+    waited, answered_early, statuses = asyncio.run(run())
+    assert waited == 3 and answered_early == [False, False, False]
+    assert 200 in statuses and set(statuses) <= {200, 429}
 
 
 def test_limits_are_checked_when_read(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from clew.config import Settings
 from clew.core.errors import ClewError, ConfigError
 from clew.core.identity import caller_of
 from clew.core.language import QuerySyntaxError
+from clew.core.limits import LimitsConfig
 from clew.core.telemetry import OPENMETRICS, Metric, Sample, render
 from clew.gateway.bodies import BodyBudget, BodyGuard
 from clew.gateway.errors import Problem, handlers
@@ -374,6 +375,17 @@ def _tls(settings: Settings) -> tuple[str, str] | None:
     return settings.tls_cert, settings.tls_key
 
 
+def gated_reads(
+    app: ASGIApp, limits: LimitsConfig, flushed: Callable[[float], Awaitable[bool]] | None
+) -> ASGIApp:
+    """A query API behind its tenants' limits (`QueryGate`) and, with a write-ahead log, behind the
+    wait for the log's commit (`FreshReads`) first: a read waiting for spans to be committed runs no
+    query yet, so it holds none of its tenant's `max_concurrent_queries`. Held, a few readers polling
+    for fresh spans took every slot while they waited, and the rest were refused 429 in a loop."""
+    gated: ASGIApp = QueryGate(app, limits)
+    return FreshReads(gated, flushed) if flushed is not None else gated
+
+
 async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop accepting, commit everything accepted, close the store."""
     keys = key_ring(settings)
@@ -392,11 +404,9 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
     chores = asyncio.create_task(housekeeping(every(assembly.components), instances=instances))
     try:
         http = assembly_http_app(assembly, writer, settings.full_trace_spans)
-        reads: ASGIApp = http
-        tempo_reads: ASGIApp = tempo_app(assembly.reader)
-        if isinstance(writer, LoggedWriter):  # a query finds every span answered before it
-            reads = FreshReads(reads, writer.flushed)
-            tempo_reads = FreshReads(tempo_reads, writer.flushed)
+        flushed = writer.flushed if isinstance(writer, LoggedWriter) else None
+        reads = gated_reads(http, settings.limits, flushed)
+        tempo_reads = gated_reads(tempo_app(assembly.reader), settings.limits, flushed)
         rate = SpanRate(settings.limits)
         sink = rate_limited(writer.write, rate)
         grpc = grpc_server(sink, settings.max_body_bytes, keys, settings.limits)
@@ -425,8 +435,8 @@ async def serve(settings: Settings, on_ready: Callable[[Ports], None] | None = N
                 ports.zipkin: IdentityMiddleware(
                     RequestSize(zipkin_app(sink, settings.max_body_bytes), settings.limits), keys, "ingest"
                 ),
-                ports.http: IdentityMiddleware(QueryGate(reads, settings.limits), keys, "read", _public),
-                ports.tempo: IdentityMiddleware(QueryGate(tempo_reads, settings.limits), keys, "read"),
+                ports.http: IdentityMiddleware(reads, keys, "read", _public),
+                ports.tempo: IdentityMiddleware(tempo_reads, keys, "read"),
             }
         )
         guarded = BodyGuard(
