@@ -492,14 +492,15 @@ def part_latency(args: argparse.Namespace, tmp: str) -> None:
         time.sleep(2)
         queryable = Queryable(server.http, args.poll_ms / 1000, args.pollers)
         watch = HealthWatch(server.http)
-        cpu = server_cpu(server.pid)
+        cpu, client_cpu, busy = server_cpu(server.pid), own_cpu(), machine_busy()
 
         def on_ack(i: int, acked: float) -> None:
             if i in marked:
                 queryable.submit(marked[i], acked)
 
         run = paced(server.otlp_http, payloads, spans, interval, args.connections, on_ack)
-        cpu = server_cpu(server.pid) - cpu
+        cpu, client_cpu = server_cpu(server.pid) - cpu, own_cpu() - client_cpu
+        busy = machine_busy() - busy
         queryable.close()
         watch.close()
         wait_committed(server.ports["http"])
@@ -513,7 +514,8 @@ def part_latency(args: argparse.Namespace, tmp: str) -> None:
     note(f"[latency] ack latency (send to 200): {ms(run.latencies)}")
     note(
         f"[latency] answers: {statuses}; sends late against the schedule: p99 {pct(run.lags, 99) * 1000:.1f} ms, "
-        f"max {max(run.lags) * 1000:.1f} ms; server CPU {cpu / run.elapsed * 100:.0f}% of a core; largest "
+        f"max {max(run.lags) * 1000:.1f} ms; server CPU {cpu / run.elapsed * 100:.0f}% of a core (this client "
+        f"{client_cpu / run.elapsed * 100:.0f}%, the machine {busy / run.elapsed * 100:.0f}% of 200%); largest "
         f"oldestUncommittedMs {watch.oldest_ms:.0f}, uncommittedSpans {watch.uncommitted:,}; {check}"
     )
     if run.statuses.keys() - {200, 503}:
