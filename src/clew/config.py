@@ -36,6 +36,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "commit_busy_spans",
         "committers",
         "memory_limit_mib",
+        "engine_nice",
         "max_queue_spans",
         "max_batch_spans",
     ),
@@ -93,6 +94,10 @@ class Settings:
     # another insert under this (MiB; 0, the default: no limit); past it they insert one at a time.
     # 1024 held 32 clients x 2 MB requests to 979-1,075 MiB at ~67-70k spans/s (bench/RESULTS.md)
     memory_limit_mib: int = 0
+    # with the log: the committers and the embedded engine's threads run at this nice value (Linux;
+    # 0: the receivers' own), so acknowledgements never queue behind inserts and merges; at 40,000
+    # spans/s with reads, ack p99 24-42 ms against 80-147 (bench/RESULTS.md)
+    engine_nice: int = 10
     # power-loss durability: a request is answered once its spans are in a part the engine has
     # fsynced (the spans table itself, redacted, is the log); the memory-backed log is not used
     fsync: bool = False

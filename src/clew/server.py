@@ -259,6 +259,7 @@ def ingest_writer(settings: Settings, assembly: Assembly) -> Writer | LoggedWrit
         busy_spans=settings.commit_busy_spans,
         committers=settings.committers,
         memory_limit=settings.memory_limit_mib * 1024 * 1024,
+        nice=settings.engine_nice,
     )
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from clew.core.errors import Backpressure
 from clew.core.model import SPANS, OtlpBatch
+from clew.ingest.priority import lower_engine_threads, lower_this_thread
 from clew.ingest.wal import Segment, Wal
 from clew.ingest.writer import full
 from clew.store.spans import SpanWriter
@@ -60,6 +61,7 @@ class LoggedWriter:
         committers: int = 2,
         memory_limit: int = 0,
         rss: Callable[[], int] = process_rss,
+        nice: int = 0,
     ) -> None:
         self.store, self.wal = store, wal
         self.max_queue_spans = max_queue_spans
@@ -82,6 +84,8 @@ class LoggedWriter:
         # `memory_limit` (bytes; 0: always): one insert at a time always goes on, and the log then
         # fills and answers 503 sooner. The collector's memory_limiter, applied where memory goes.
         self.memory_limit, self._rss = memory_limit, rss
+        # the committers and the engine's threads below the receivers (ingest/priority.py; 0: equal)
+        self.nice = nice
         self._committing = 0
         self.held_commits = 0  # times a committer waited for memory
         self._urgent = False  # a reader is waiting: commit what is open now
@@ -195,6 +199,7 @@ class LoggedWriter:
         self.wal.close()
 
     def _run(self) -> None:
+        lower_this_thread(self.nice)
         while True:
             closed = self._closed
             spans, opened = self.wal.pending()
@@ -238,6 +243,7 @@ class LoggedWriter:
                 self._committing += 1
             try:
                 self._commit(segment)
+                lower_engine_threads(self.nice)
             finally:
                 with self._lock:
                     self._committing -= 1
