@@ -1,0 +1,113 @@
+"""What merges cost a span at a steady rate, in-process: inserts of `--spans-per-insert` shop spans
+(what a server commits at the rate it receives: ~20,000 at 40,000 spans/s), merges on, then until
+the engine has no merge left running. Prints the process's CPU a span for each table setting given
+(`--settings`, alternated run by run), so that a merge setting is measured as the ingest pays for it.
+
+Usage: python bench/merges.py [--inserts 30] [--spans-per-insert 20480] [--rounds 2]
+    [--settings "" "vertical_merge_algorithm_min_rows_to_activate = 131072"]
+An empty setting is the table as clew creates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workload import requests  # noqa: E402
+
+
+def cpu() -> float:
+    """CPU seconds of this process, every thread (the engine's included), to the microsecond."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(payloads: list[bytes], per_insert: int, setting: str) -> tuple[float, float, int, float]:
+    """CPU a span while inserting, and with the merges that follow; parts left; rows merged a span."""
+    from clew.assembly import open_embedded
+    from clew.core.model import OtlpBatch
+    from clew.receivers.otlp import decode_protobuf
+
+    directory = tempfile.mkdtemp(
+        prefix="clew-bench-merges-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
+    store = open_embedded(Path(directory) / "data")
+    try:
+        conn = store.conn
+        if setting:
+            conn.command(f"ALTER TABLE clew.spans MODIFY SETTING {setting}")
+        batches = [
+            OtlpBatch.concat([decode_protobuf(p).batch for p in payloads[i : i + per_insert]])
+            for i in range(0, len(payloads), per_insert)
+        ]
+        spans = sum(len(b) for b in batches)
+        merged_before = _event(conn, "MergedRows")
+        started = cpu()
+        for batch in batches:
+            store.writer.write(batch)
+        inserted = cpu()
+        idle = 0
+        while idle < 3:  # three quiet seconds in a row
+            time.sleep(1)
+            running = conn.query("SELECT count() FROM system.merges").column(0)[0].as_py()
+            idle = idle + 1 if running == 0 else 0
+        settled = cpu()
+        parts = (
+            conn.query(
+                "SELECT count() FROM system.parts WHERE database = 'clew' AND table = 'spans' AND active"
+            )
+            .column(0)[0]
+            .as_py()
+        )
+        merged = (_event(conn, "MergedRows") - merged_before) / spans
+        return (inserted - started) / spans * 1e6, (settled - started) / spans * 1e6, int(parts), merged
+    finally:
+        store.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _event(conn: object, name: str) -> int:
+    table = conn.query(  # type: ignore[attr-defined]
+        "SELECT value FROM system.events WHERE event = {e:String} SETTINGS system_events_show_zero_values = 1",
+        {"e": name},
+    )
+    return int(table.column(0)[0].as_py()) if table.num_rows else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--inserts", type=int, default=30)
+    parser.add_argument("--spans-per-insert", type=int, default=20480)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--settings", nargs="+", default=["", "vertical_merge_algorithm_min_rows_to_activate = 131072"]
+    )
+    args = parser.parse_args()
+    per_insert = max(1, args.spans_per_insert // 512)
+    payloads = list(requests(args.seed, 512 * per_insert * args.inserts, 512, time.time_ns() - 3600 * 10**9))
+    payloads = payloads[: per_insert * args.inserts]
+    print(
+        f"{args.inserts} inserts of {per_insert * 512:,} spans; CPU of the whole process a span", flush=True
+    )
+    for _ in range(args.rounds):
+        for setting in args.settings:
+            inserting, settled, parts, merged = run(payloads, per_insert, setting)
+            print(
+                f"  {setting or 'as created':<60} inserting {inserting:5.1f} us, with the merges after "
+                f"{settled:5.1f} us; {parts} parts left; rows merged {merged:.2f}x",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
