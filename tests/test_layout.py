@@ -236,15 +236,14 @@ def _decompressed_by_lookup(store, trace_id: bytes) -> int:
     return read() - before
 
 
-def test_a_trace_lookup_decompresses_little_more_than_its_granules(tmp_path):
-    """Compression blocks end at the first granule past MIN_COMPRESS_BLOCK_BYTES: a lookup reads one
-    granule of each column, and decompressed the engine's default 64 KiB blocks around it (~3.8x
-    the bytes at 10M spans, bench/RESULTS.md). Data directories from before get the setting."""
-    data = tmp_path / "data"
+def _reopened_from_before_the_step(data: Path, setting: str, value: object):
+    """The store of a data directory made before the last ingest-table step: its spans and logs
+    tables without `setting`, the step not recorded; reopened (so migrated), with both tables
+    checked to have `setting = value` now."""
     store = open_embedded(data)
-    try:  # made a directory from before the step: its tables without the setting, the step not recorded
+    try:
         for table in ("spans", "logs"):
-            store.conn.command(f"ALTER TABLE clew.{table} RESET SETTING min_compress_block_size")
+            store.conn.command(f"ALTER TABLE clew.{table} RESET SETTING {setting}")
         store.conn.command(
             "ALTER TABLE clew.schema_migrations DELETE WHERE (owner, version) IN "
             f"(('spans', {len(MIGRATIONS)}), ('logs', {len(LOGS_MIGRATIONS)})) SETTINGS mutations_sync = 1"
@@ -252,11 +251,23 @@ def test_a_trace_lookup_decompresses_little_more_than_its_granules(tmp_path):
     finally:
         store.close()
     store = open_embedded(data)
+    ddl = "SELECT create_table_query FROM system.tables WHERE database = 'clew' AND name = {t:String}"
+    for table in ("spans", "logs"):
+        text = store.conn.query(ddl, {"t": table}).column(0)[0].as_py()
+        if f"{setting} = {value}" not in text:
+            store.close()
+            raise AssertionError(f"{table} has no {setting} = {value} after the migration")
+    return store
+
+
+def test_a_trace_lookup_decompresses_little_more_than_its_granules(tmp_path):
+    """Compression blocks end at the first granule past MIN_COMPRESS_BLOCK_BYTES: a lookup reads one
+    granule of each column, and decompressed the engine's default 64 KiB blocks around it (~3.8x
+    the bytes at 10M spans, bench/RESULTS.md). Data directories from before get the setting."""
+    store = _reopened_from_before_the_step(
+        tmp_path / "data", "min_compress_block_size", MIN_COMPRESS_BLOCK_BYTES
+    )
     try:
-        ddl = "SELECT create_table_query FROM system.tables WHERE database = 'clew' AND name = {t:String}"
-        for table in ("spans", "logs"):
-            text = store.conn.query(ddl, {"t": table}).column(0)[0].as_py()
-            assert f"min_compress_block_size = {MIN_COMPRESS_BLOCK_BYTES}" in text, table
         # small columns (granules of a few KiB) in a wide part, as inserts of 100,000 spans write
         store.conn.command("ALTER TABLE clew.spans MODIFY SETTING min_bytes_for_wide_part = 0")
         store.writer.write(_big_batch(16, attributes=0))
@@ -283,25 +294,10 @@ def test_small_parts_merge_vertically(tmp_path):
     """Parts of any size merge vertically (key columns first, then each column alone), which costs
     ~30% less CPU a row than the all-columns-at-once merge the engine uses below 131,072 rows
     (bench/RESULTS.md). Data directories from before get the setting on both ingest tables."""
-    data = tmp_path / "data"
-    store = open_embedded(data)
-    try:  # made a directory from before the step: its tables without the setting, the step not recorded
-        for table in ("spans", "logs"):
-            store.conn.command(
-                f"ALTER TABLE clew.{table} RESET SETTING vertical_merge_algorithm_min_rows_to_activate"
-            )
-        store.conn.command(
-            "ALTER TABLE clew.schema_migrations DELETE WHERE (owner, version) IN "
-            f"(('spans', {len(MIGRATIONS)}), ('logs', {len(LOGS_MIGRATIONS)})) SETTINGS mutations_sync = 1"
-        )
-    finally:
-        store.close()
-    store = open_embedded(data)
+    store = _reopened_from_before_the_step(
+        tmp_path / "data", "vertical_merge_algorithm_min_rows_to_activate", VERTICAL_MERGE_MIN_ROWS
+    )
     try:
-        ddl = "SELECT create_table_query FROM system.tables WHERE database = 'clew' AND name = {t:String}"
-        for table in ("spans", "logs"):
-            text = store.conn.query(ddl, {"t": table}).column(0)[0].as_py()
-            assert f"vertical_merge_algorithm_min_rows_to_activate = {VERTICAL_MERGE_MIN_ROWS}" in text, table
         # wide parts, as inserts of thousands of spans write (compact ones merge into one file)
         store.conn.command("ALTER TABLE clew.spans MODIFY SETTING min_bytes_for_wide_part = 0")
         store.conn.command("SYSTEM STOP MERGES clew.spans")
