@@ -262,6 +262,11 @@ def test_service_map_nodes_edges_and_click(page: Page, ui_server: ServerProcess)
     assert zoomed >= 11, zoomed
     # the filter keeps checkout, its callers and callees, and the table rows that touch it
     page.fill("#map-filter", "checkout")
+    # wait for the map to show the filter: once, in CI, every node still read visible right after
+    # the input event (the assertions below are unchanged)
+    page.wait_for_function(
+        "window.clewServiceMap.nodes(':visible').length < window.clewServiceMap.nodes().length"
+    )
     shown = set(page.evaluate("window.clewServiceMap.nodes(':visible').map(n => n.data('service'))"))
     assert shown == {"checkout", "frontend", "postgres"}
     assert "focus=checkout" in page.url
@@ -270,6 +275,9 @@ def test_service_map_nodes_edges_and_click(page: Page, ui_server: ServerProcess)
     )
     assert sorted(rows_shown) == ["checkout>postgres", "frontend>checkout"]
     page.fill("#map-filter", "")
+    page.wait_for_function(
+        "window.clewServiceMap.nodes(':visible').length === window.clewServiceMap.nodes().length"
+    )
     assert page.evaluate("window.clewServiceMap.nodes(':visible').length") == len(nodes)
     page.evaluate("window.clewServiceMap.$('#n\\\\:checkout').emit('tap')")
     page.wait_for_selector(".result")
