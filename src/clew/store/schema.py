@@ -60,8 +60,8 @@ COMPRESS_BLOCK_BYTES = 128 * 1024
 MIN_COMPRESS_BLOCK_BYTES = 16 * 1024
 # Merges of parts of any size run vertically: the sort key's columns are merged first, then every
 # other column is gathered alone in that order. The engine does so only from 131,072 rows; below, it
-# merged every column at once, which cost ~30% more CPU a row on parts of 20,000 spans (what a
-# server receiving 40,000 spans/s commits twice a second), ~9% of all the engine's ingest CPU there
+# merged every column at once, which cost ~30% more CPU a row merging parts of 20,000 spans (what a
+# server receiving 40,000 spans/s commits twice a second): 6-8% of the whole ingest CPU there
 # (bench/RESULTS.md, session 20).
 VERTICAL_MERGE_MIN_ROWS = 1
 # the table settings of a table that the ingest path writes (spans, logs)
