@@ -2,8 +2,8 @@
 are in the log, so the threads that answer (the event loop, gRPC's) are what a client waits for,
 while the committers and the embedded engine's threads (inserts, merges) only have to keep up on
 average. On a busy machine they competed at equal priority, and acknowledgements queued behind
-inserts: at 40,000 spans/s with reads, ack p99 was 80-147 ms; with the engine's threads at nice 10,
-24-42 ms, at the same throughput (bench/RESULTS.md, session 20).
+inserts. At 40,000 spans/s with reads on 2 cores, ack p99 was under 50 ms in 1 run of 8; with the
+engine's threads at nice 10, in 10 of 12, at the same throughput (bench/RESULTS.md, session 20).
 
 Linux only (threads have their own nice value there; elsewhere this does nothing). A thread's nice
 can only be raised without privileges, which is all this does."""
