@@ -95,7 +95,7 @@ class Settings:
     # 1024 held 32 clients x 2 MB requests to 979-1,075 MiB at ~67-70k spans/s (bench/RESULTS.md)
     memory_limit_mib: int = 0
     # with the log: the committers and the embedded engine's threads run at this nice value (Linux;
-    # 0: the receivers' own), so acknowledgements never queue behind inserts and merges; at 40,000
+    # 0: the receivers' own), so acknowledgements queue less behind inserts and merges; at 40,000
     # spans/s with reads on 2 cores, ack p99 under 50 ms in 10 runs of 12, against 1 of 8 (bench/RESULTS.md)
     engine_nice: int = 10
     # power-loss durability: a request is answered once its spans are in a part the engine has
