@@ -34,36 +34,36 @@ ENGINE_THREADS = (
 _LINUX = sys.platform.startswith("linux")
 
 
-def lower_this_thread(nice: int) -> bool:
-    """Run the calling thread at `nice` (0: leave it); False where that cannot be done."""
+def _lower(tid: int, nice: int) -> None:
+    """Thread `tid` of this process at `nice` at least."""
+    if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
+def lower_this_thread(nice: int) -> None:
+    """Run the calling thread at `nice` (0: leave it)."""
     if nice <= 0 or not _LINUX:
-        return False
+        return
     try:
-        if os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < nice:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        return True
-    except OSError:
-        return False
+        _lower(threading.get_native_id(), nice)
+    except OSError:  # not permitted here: the thread keeps its priority
+        pass
 
 
-def lower_engine_threads(nice: int) -> int:
-    """Run the engine's threads of this process at `nice` at least (0: leave them); how many were
-    lowered now. The engine starts threads as it needs them, so this is called again after each
-    commit (~1 ms for the ~40 threads of a server)."""
+def lower_engine_threads(nice: int) -> None:
+    """Run the engine's threads of this process at `nice` at least (0: leave them). The engine
+    starts threads as it needs them, so this is called again after each commit (~1 ms for the ~40
+    threads of a server)."""
     if nice <= 0 or not _LINUX:
-        return 0
-    lowered = 0
+        return
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
-        return 0
+        return
     for tid in tasks:
         try:
             with open(f"/proc/self/task/{tid}/comm") as f:
-                name = f.read().strip()
-            if name in ENGINE_THREADS and os.getpriority(os.PRIO_PROCESS, int(tid)) < nice:
-                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-                lowered += 1
+                if f.read().strip() in ENGINE_THREADS:
+                    _lower(int(tid), nice)
         except (OSError, ValueError):  # the thread ended meanwhile
             continue
-    return lowered
