@@ -133,6 +133,22 @@ def server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per kind of thread (its name without digits) of a process: which part of the
+    server (receivers, committer, engine pool, merges) a run's CPU went to."""
+    out: dict[str, float] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                text = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")].rstrip("0123456789-_ ")
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def served(payloads: list[bytes], data_dir: str, pipeline: bool, k: int) -> tuple[float, float, int, int]:
     """One run against a fresh `clew serve`: seconds, server CPU seconds, 503 retries, spans stored."""
     proc, port, http_port = start_server(data_dir, pipeline)

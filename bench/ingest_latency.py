@@ -47,7 +47,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import launch, send_all, server_cpu, wait_committed  # noqa: E402
+from ingest import launch, send_all, server_cpu, thread_cpu, wait_committed  # noqa: E402
 from workload import requests  # noqa: E402
 
 PARTS = ("grpc", "latency", "rss", "lowrate")
@@ -493,6 +493,7 @@ def part_latency(args: argparse.Namespace, tmp: str) -> None:
         queryable = Queryable(server.http, args.poll_ms / 1000, args.pollers)
         watch = HealthWatch(server.http)
         cpu, client_cpu, busy = server_cpu(server.pid), own_cpu(), machine_busy()
+        threads = thread_cpu(server.pid)
 
         def on_ack(i: int, acked: float) -> None:
             if i in marked:
@@ -501,6 +502,8 @@ def part_latency(args: argparse.Namespace, tmp: str) -> None:
         run = paced(server.otlp_http, payloads, spans, interval, args.connections, on_ack)
         cpu, client_cpu = server_cpu(server.pid) - cpu, own_cpu() - client_cpu
         busy = machine_busy() - busy
+        after = thread_cpu(server.pid)
+        threads = {name: after[name] - threads.get(name, 0.0) for name in after}
         queryable.close()
         watch.close()
         wait_committed(server.ports["http"])
@@ -517,6 +520,11 @@ def part_latency(args: argparse.Namespace, tmp: str) -> None:
         f"max {max(run.lags) * 1000:.1f} ms; server CPU {cpu / run.elapsed * 100:.0f}% of a core (this client "
         f"{client_cpu / run.elapsed * 100:.0f}%, the machine {busy / run.elapsed * 100:.0f}% of 200%); largest "
         f"oldestUncommittedMs {watch.oldest_ms:.0f}, uncommittedSpans {watch.uncommitted:,}; {check}"
+    )
+    by_thread = sorted(threads.items(), key=lambda kv: -kv[1])
+    note(
+        "[latency] server CPU by thread: "
+        + ", ".join(f"{name} {seconds / run.elapsed * 100:.0f}%" for name, seconds in by_thread if seconds > 0)
     )
     if run.statuses.keys() - {200, 503}:
         problem(f"[latency] answers other than 200/503: {statuses}")

@@ -4,7 +4,11 @@ by phase (parse, query tree, plan, run) and with the components' stages added on
 prints the CPU of each (the median of `--reps`, ms). The EXPLAIN phases include formatting their
 own output (hundreds of KB for the plan), so they read as upper bounds.
 
-Usage: python bench/insert_cost.py [--reps 9]
+With `--spans N` (e.g. 24,000, what one insert holds at 40,000 spans/s), it also prints the cost a
+span of each stage on N shop-workload spans ((cost with N spans - cost empty) / N, us), and of the
+same insert into a `Null` table: the SELECT alone, without writing the part or the RED view.
+
+Usage: python bench/insert_cost.py [--reps 9] [--spans 24000]
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -29,10 +34,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--spans", type=int, default=0, help="also the cost a span on this many spans")
     args = parser.parse_args()
 
     from clew.assembly import open_embedded
-    from clew.store.otlp_wire import STRUCTURE, insert_select
+    from clew.store.otlp_wire import STRUCTURE, framed, insert_select
     from clew.store.spans import INSERT_SETTINGS, RECEIVED_SQL
     from clew.store.sql import quote
     from clew.store.transforms import Transforms, compose
@@ -43,6 +49,17 @@ def main() -> None:
         empty = Path(directory) / "empty.bin"
         empty.write_bytes(b"")
         source = f"file({quote(str(empty))}, 'Protobuf', {quote(STRUCTURE)})"
+        full_input = Path(directory) / "spans.bin"
+        if args.spans:
+            from workload import requests
+
+            from clew.receivers.otlp import decode_protobuf
+
+            bodies = [
+                decode_protobuf(r).batch.payloads[0] for r in requests(42, args.spans, 512, time.time_ns())
+            ]
+            full_input.write_bytes(b"".join(bytes(p) for p in framed(bodies)))
+        store.conn.command("CREATE TABLE clew.spans_null AS clew.spans ENGINE = Null")
         # the schema as a file of the data directory, as the store's connection sends it
         schema = {k: v for k, v in store.writer._insert_settings.items() if k not in INSERT_SETTINGS}
         settings = store.conn._schema_file({**INSERT_SETTINGS, **schema, "insert_deduplicate": 0})  # type: ignore[attr-defined]
@@ -60,11 +77,11 @@ def main() -> None:
                 samples.append((cpu() - started) * 1000)
             return statistics.median(samples)
 
-        def insert(names: list[str]) -> tuple[str, dict[str, object]]:
+        def insert(
+            names: list[str], table: str = "clew.spans", src: str = source
+        ) -> tuple[str, dict[str, object]]:
             stage = compose(*(stages[n] for n in names)) if names else Transforms({})
-            sql = insert_select("clew.spans", stage, {"received_at": RECEIVED_SQL}).replace(
-                "{source}", source
-            )
+            sql = insert_select(table, stage, {"received_at": RECEIVED_SQL}).replace("{source}", src)
             return sql, {**stage.params, "tenant": "bench", "received": time.time_ns()}
 
         full, params = insert(list(stages))
@@ -83,9 +100,44 @@ def main() -> None:
         for name in stages:
             sql, stage_params = insert([name])
             print(f"  {'+ ' + name:<36} {timed(sql + clause, stage_params) - base:+6.1f} ms", flush=True)
+        if args.spans:
+            per_span(
+                args.spans,
+                insert,
+                timed,
+                clause,
+                stages,
+                f"file({quote(str(full_input))}, 'Protobuf', {quote(STRUCTURE)})",
+            )
     finally:
         store.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def per_span(
+    n: int,
+    insert: Callable[..., tuple[str, dict[str, object]]],
+    timed: Callable[[str, dict[str, object]], float],
+    clause: str,
+    stages: dict[str, object],
+    source: str,
+) -> None:
+    """The cost a span (us) of the insert by stage, and of its SELECT alone (into a Null table)."""
+
+    def cost(names: list[str], table: str = "clew.spans") -> float:
+        empty_sql, params = insert(names, table)
+        full_sql, _ = insert(names, table, source)
+        return (timed(full_sql + clause, params) - timed(empty_sql + clause, params)) * 1000 / n
+
+    print(f"a span, on {n:,} shop-workload spans (us; cost with them - cost empty, over {n:,}):")
+    everything = list(stages)
+    whole, select = cost(everything), cost(everything, "clew.spans_null")
+    print(f"  {'the whole insert':<36} {whole:6.2f} us")
+    print(f"  {'its SELECT alone (a Null table)':<36} {select:6.2f} us")
+    base = cost([])
+    print(f"  {'column expressions':<36} {base:6.2f} us")
+    for name in stages:
+        print(f"  {'+ ' + name:<36} {cost([name]) - base:+6.2f} us", flush=True)
 
 
 if __name__ == "__main__":

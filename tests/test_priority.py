@@ -53,8 +53,10 @@ def test_the_engine_runs_below_the_receivers(tmp_path: Path) -> None:
     names = {threads[tid][0] for tid in engine}
     assert {"ThreadPool", "MergeMutate"} <= names, names  # the engine's pool and merges, by name
     assert set(engine.values()) == {10}, engine
-    # the committers (Python threads) run the inserts' analysis: two of them, lowered too
-    assert sum(1 for name, nice in threads.values() if nice == 10 and name not in ENGINE_THREADS) >= 2
+    # the committers (Python threads) run the inserts' analysis: two of them, lowered too, and named
+    # so that `top -H` and /proc tell their CPU from the receivers'
+    committers = sorted((name, nice) for name, nice in threads.values() if name.startswith("clew-commit"))
+    assert committers == [("clew-commit-0", 10), ("clew-commit-1", 10)], threads
 
 
 def test_engine_nice_zero_leaves_every_thread_at_the_receivers_priority(tmp_path: Path) -> None:

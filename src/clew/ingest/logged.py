@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from clew.core.errors import Backpressure
 from clew.core.model import SPANS, OtlpBatch
-from clew.ingest.priority import lower_engine_threads, lower_this_thread
+from clew.ingest.priority import lower_engine_threads, lower_this_thread, name_this_thread
 from clew.ingest.wal import Segment, Wal
 from clew.ingest.writer import full
 from clew.store.spans import SpanWriter
@@ -93,7 +93,7 @@ class LoggedWriter:
         self._uncommitted = 0  # acknowledged spans not yet in the store (open and sealed segments)
         self._oldest: float | None = None  # when the oldest of them was acknowledged
         self._threads = [
-            threading.Thread(target=self._run, name=f"clew-committer-{i}", daemon=True)
+            threading.Thread(target=self._run, name=f"clew-commit-{i}", daemon=True)
             for i in range(max(1, committers))
         ]
         self.committed_spans = 0
@@ -199,6 +199,7 @@ class LoggedWriter:
         self.wal.close()
 
     def _run(self) -> None:
+        name_this_thread(threading.current_thread().name)
         lower_this_thread(self.nice)
         while True:
             closed = self._closed

@@ -25,6 +25,9 @@ INSERT_SETTINGS: dict[str, object] = {
     "input_format_protobuf_oneof_presence": 1,
     "input_format_max_block_size_bytes": 4 << 20,
     "parallel_view_processing": 1,
+    # The plan's expression steps are left unmerged: merging them cost ~20 ms of an insert's ~140 ms
+    # of fixed CPU, and the rows were not processed faster for it (bench/RESULTS.md, session 21).
+    "query_plan_merge_expressions": 0,
 }
 # the receive time of a batch, as the insert's SQL reads it (a parameter per insert)
 RECEIVED_SQL = "fromUnixTimestamp64Nano({received:Int64}, 'UTC')"
