@@ -60,6 +60,7 @@ def main() -> None:
             ]
             full_input.write_bytes(b"".join(bytes(p) for p in framed(bodies)))
         store.conn.command("CREATE TABLE clew.spans_null AS clew.spans ENGINE = Null")
+        store.conn.command("SYSTEM STOP MERGES clew.spans")  # the repeated inserts' merges are not theirs
         # the schema as a file of the data directory, as the store's connection sends it
         schema = {k: v for k, v in store.writer._insert_settings.items() if k not in INSERT_SETTINGS}
         settings = store.conn._schema_file({**INSERT_SETTINGS, **schema, "insert_deduplicate": 0})  # type: ignore[attr-defined]
