@@ -524,7 +524,9 @@ def part_latency(args: argparse.Namespace, tmp: str) -> None:
     by_thread = sorted(threads.items(), key=lambda kv: -kv[1])
     note(
         "[latency] server CPU by thread: "
-        + ", ".join(f"{name} {seconds / run.elapsed * 100:.0f}%" for name, seconds in by_thread if seconds > 0)
+        + ", ".join(
+            f"{name} {seconds / run.elapsed * 100:.0f}%" for name, seconds in by_thread if seconds > 0
+        )
     )
     if run.statuses.keys() - {200, 503}:
         problem(f"[latency] answers other than 200/503: {statuses}")
