@@ -126,11 +126,16 @@ def ceiling(payloads: list[bytes], data_dir: str, group: int, pipeline: bool = T
     return elapsed
 
 
+def _stat_cpu(stat: str) -> float:
+    """User + system CPU seconds of a /proc `stat` line (a process's or a thread's)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def server_cpu(pid: int) -> float:
     """CPU seconds the server process has used (Linux): less swayed by the neighbours than spans/s."""
     with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _stat_cpu(f.read())
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -144,8 +149,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
         except OSError:  # the thread ended meanwhile
             continue
         name = text[text.index("(") + 1 : text.rindex(")")].rstrip("0123456789-_ ")
-        fields = text.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0.0) + _stat_cpu(text)
     return out
 
 
