@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import itertools
 import os
 import queue
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +143,8 @@ class ChdbConnection:
         spools = shm if shm.is_dir() else Path(tempfile.gettempdir())
         _remove_stale_spools(spools)
         self._spool = Path(tempfile.mkdtemp(prefix=f"clew-ingest-{os.getpid()}-", dir=spools))
+        self._streams = itertools.count()
+        self._streaming: set[StreamedInsert] = set()  # begun and not yet finished
         self._closed = False
         self._purge = release_memory  # after each insert (see `_release_memory`)
 
@@ -200,6 +206,39 @@ class ChdbConnection:
         finally:
             self._inserters.put((session, name))
 
+    def begin_insert(
+        self,
+        sql: str,
+        fmt: str,
+        structure: str,
+        settings: dict[str, object],
+        params: dict[str, object],
+        on_thread: Callable[[], None] | None = None,
+    ) -> StreamedInsert:
+        """Start an insert whose data is not there yet (see `StreamedInsert`); `on_thread` runs first
+        on the thread the engine analyses it on (the committer's priority and name)."""
+        self._check()
+        settings = {**self._schema_file(settings), "storage_file_read_method": "read"}
+        session, name = self._inserters.get()
+        fifo = self._spool / f"stream-{next(self._streams)}.fifo"
+        source = f"file({quote(str(fifo))}, {quote(fmt)}, {quote(structure)})"
+        stream = StreamedInsert(
+            session,
+            fifo,
+            sql.replace("{source}", source) + _settings_clause(settings),
+            params,
+            lambda big: self._end_stream(stream, session, name, big),
+            on_thread,
+        )
+        self._streaming.add(stream)
+        return stream
+
+    def _end_stream(self, stream: StreamedInsert, session: _Session, name: str, big: bool) -> None:
+        if big:
+            self._release_memory(session)
+        self._streaming.discard(stream)
+        self._inserters.put((session, name))
+
     def _release_memory(self, session: _Session) -> None:
         """Hand the memory an insert freed back to the system now. The engine's allocator keeps
         freed pages for seconds; a 100,000-span insert leaves ~230 MiB of them, which the next
@@ -239,6 +278,8 @@ class ChdbConnection:
         if self._closed:
             return
         self._closed = True
+        for stream in list(self._streaming):  # an insert waiting for rows holds its session
+            stream.cancel()
         for s in self._all:
             with s.lock:  # after the statement it runs, if any
                 s.session.close()
@@ -263,3 +304,102 @@ def _remove_stale_spools(directory: Path) -> None:
             shutil.rmtree(spool, ignore_errors=True)
         except PermissionError:  # alive, another user's
             pass
+
+
+# the pipe a streamed insert's data goes through (the kernel's default is 64 KiB; 1 MiB is the most an
+# unprivileged process may ask for): fewer wake-ups of the engine's reader and of the sender
+PIPE_BYTES = 1 << 20
+
+
+class StreamedInsert:
+    """An insert started before its data exists. The engine parses, analyses and plans an insert's SQL
+    (~0.12 s of CPU for the spans' insert, whatever it holds) before it reads a row; started on a
+    named pipe, it does that while the committer's previous insert still runs, then waits for the
+    rows. `finish(data)` sends them and returns when the insert has, so an insert's wall time is
+    its rows' alone (bench/RESULTS.md, session 22). The rows pass through the kernel's pipe buffer,
+    never a file. `cancel()` ends it with no rows: no part is written.
+
+    The write end is opened only once the engine holds the read end: a pipe's contents die with its
+    last descriptor, and an engine that opens it after every writer closed waits for a writer
+    forever (tests/test_begun_inserts.py: rows sent while the SQL is still being analysed)."""
+
+    def __init__(
+        self,
+        session: _Session,
+        fifo: Path,
+        sql: str,
+        params: dict[str, object],
+        release: Callable[[bool], None],
+        on_thread: Callable[[], None] | None,
+    ) -> None:
+        self._session, self._fifo, self._release = session, fifo, release
+        os.mkfifo(fifo, 0o600)
+        self._error: BaseException | None = None
+        self._done = threading.Event()  # the engine's statement returned
+        self._ended = False
+        self._sent = 0
+        self._thread = threading.Thread(
+            target=self._run, args=(sql, params, on_thread), name="clew-stream", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, sql: str, params: dict[str, object], on_thread: Callable[[], None] | None) -> None:
+        if on_thread is not None:
+            on_thread()
+        try:
+            self._session.run(sql, "CSV", params)
+        except BaseException as exc:  # handed to whoever finishes the insert
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def _writer(self) -> int | None:
+        """The pipe's write end once the engine reads it; None if the statement ended first (it
+        failed before it opened its input)."""
+        pause = 0.001
+        while True:
+            try:
+                fd = os.open(self._fifo, os.O_WRONLY | os.O_NONBLOCK)  # fails while nobody reads
+            except OSError:
+                if self._done.wait(pause):
+                    return None
+                pause = min(pause * 2, 0.02)
+                continue
+            os.set_blocking(fd, True)
+            with contextlib.suppress(OSError):  # a smaller pipe works, only slower
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            return fd
+
+    def finish(self, data: Data) -> None:
+        """Send the rows and wait for the insert to commit them; raises what the insert raised."""
+        self._end(data)
+
+    def cancel(self) -> None:
+        """End the insert with no rows."""
+        with contextlib.suppress(ClewError):
+            self._end(None)
+
+    def _end(self, data: Data | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        broken = False
+        try:
+            fd = self._writer()
+            if fd is not None:
+                try:
+                    if data is not None:
+                        write_data(fd, data)  # the engine reads as it comes
+                        self._sent = sum(map(len, pieces(data)))
+                except BrokenPipeError:  # the engine closed its input: its error says why
+                    broken = True
+                finally:
+                    os.close(fd)  # the engine reads the end of its input
+            self._thread.join()
+        finally:
+            self._fifo.unlink(missing_ok=True)
+            self._release(self._sent >= RELEASE_AFTER_BYTES)
+        if self._error is not None:
+            raise self._error
+        if broken:
+            raise StoreError("the engine stopped reading a begun insert's rows")

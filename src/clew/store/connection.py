@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -86,6 +86,34 @@ class Connection(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class InsertStream(Protocol):
+    """An insert begun before its data (`StreamingConnection.begin_insert`)."""
+
+    def finish(self, data: Data) -> None:
+        """Send the data and return once it is committed; raises what the insert raised."""
+        ...
+
+    def cancel(self) -> None:
+        """End it with no data: nothing is written."""
+        ...
+
+
+@runtime_checkable
+class StreamingConnection(Connection, Protocol):
+    """A connection that can start an insert before its data exists (the embedded engine): the
+    insert's fixed cost, its SQL's analysis, is then paid while the previous insert runs."""
+
+    def begin_insert(
+        self,
+        sql: str,
+        fmt: str,
+        structure: str,
+        settings: dict[str, object],
+        params: dict[str, object],
+        on_thread: Callable[[], None] | None = None,
+    ) -> InsertStream: ...
 
 
 # Engine errors that come from what a request asked, not from the store: a backstop behind the

@@ -7,10 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from clew.core.model import LOGS, OtlpBatch
-from clew.store.connection import Connection
+from clew.store.connection import Connection, InsertStream, StreamingConnection
 from clew.store.otlp_wire import STRUCTURE, WIRE_MESSAGE, WIRE_PROTO, framed, insert_select
 from clew.store.transforms import Transforms
 
@@ -78,6 +78,24 @@ class SpanWriter(BatchWriter, Protocol):
         ...
 
 
+class PreparedWrite(Protocol):
+    def finish(self, batch: OtlpBatch) -> None:
+        """Commit the batch (of the tenant it was begun for) under the token it was begun with."""
+        ...
+
+    def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class Preparing(Protocol):
+    def begin(
+        self, tenant: str, token: str, on_thread: Callable[[], None] | None = None
+    ) -> PreparedWrite | None:
+        """Start the insert of a batch of `tenant`'s spans that is not there yet, so that its fixed
+        cost is paid before its rows arrive; None where the store cannot (a server)."""
+        ...
+
+
 class BySignal:
     """One writer for the ingest path: spans to `spans`, log records to `logs` (both writers:
     `write(batch, token)`), so both signals share the log, its committer and its guarantees."""
@@ -90,6 +108,11 @@ class BySignal:
 
     def received_until(self) -> int:
         return self.spans.received_until()
+
+    def begin(
+        self, tenant: str, token: str, on_thread: Callable[[], None] | None = None
+    ) -> PreparedWrite | None:
+        return self.spans.begin(tenant, token, on_thread) if isinstance(self.spans, Preparing) else None
 
 
 class ClickHouseSpanWriter:
@@ -120,9 +143,7 @@ class ClickHouseSpanWriter:
         """One insert, so one part per partition: the engine parses the requests and flattens them."""
         if not batch.spans:
             return
-        with self._received_lock:  # strictly increasing and after any `received_until` handed out
-            received = self._last_received = max(self._clock(), self._last_received + 1, self._until + 1)
-            self._inflight.add(received)
+        received = self._stamp()
         try:
             insert_requests(
                 self.conn,
@@ -134,8 +155,39 @@ class ClickHouseSpanWriter:
                 {**self._params, "received": received},
             )
         finally:
-            with self._received_lock:
-                self._inflight.discard(received)
+            self._done(received)
+
+    def begin(
+        self, tenant: str, token: str, on_thread: Callable[[], None] | None = None
+    ) -> PreparedWrite | None:
+        """The insert begun on the engine in this process, its receive time taken now."""
+        if not isinstance(self.conn, StreamingConnection):
+            return None
+        received = self._stamp()
+        try:
+            stream = self.conn.begin_insert(
+                self._insert_sql,
+                "Protobuf",
+                STRUCTURE,
+                {**self._insert_settings, **dedup_settings(token)},
+                {**self._params, "received": received, "tenant": tenant},
+                on_thread,
+            )
+        except BaseException:
+            self._done(received)
+            raise
+        return _Prepared(stream, tenant, lambda: self._done(received))
+
+    def _stamp(self) -> int:
+        """A receive time for an insert starting now, counted in flight until `_done`."""
+        with self._received_lock:  # strictly increasing and after any `received_until` handed out
+            received = self._last_received = max(self._clock(), self._last_received + 1, self._until + 1)
+            self._inflight.add(received)
+            return received
+
+    def _done(self, received: int) -> None:
+        with self._received_lock:
+            self._inflight.discard(received)
 
     def wrote_until(self) -> int:
         """The receive time of the newest span this writer stored or is storing (ns; 0: none yet)."""
@@ -160,6 +212,26 @@ class ClickHouseSpanWriter:
             "SETTINGS mutations_sync = 1",
             {"ns": int(before.timestamp() * 1_000_000_000)},
         )
+
+
+class _Prepared:
+    def __init__(self, stream: InsertStream, tenant: str, done: Callable[[], None]) -> None:
+        self.stream, self.tenant, self._done = stream, tenant, done
+
+    def finish(self, batch: OtlpBatch) -> None:
+        if batch.tenant != self.tenant:  # the tenant is a parameter of the begun insert
+            self.cancel()
+            raise ValueError(f"an insert begun for tenant {self.tenant!r} got {batch.tenant!r}'s spans")
+        try:
+            self.stream.finish(framed(batch.payloads))
+        finally:
+            self._done()
+
+    def cancel(self) -> None:
+        try:
+            self.stream.cancel()
+        finally:
+            self._done()
 
 
 def dedup_settings(token: str | None) -> dict[str, object]:
