@@ -168,7 +168,8 @@ def connect(settings: Settings) -> Connection:
             )
         from clew.store.chdb_connection import ChdbConnection
 
-        return ChdbConnection(settings.data_dir, inserters=max(1, settings.committers))
+        # a session for each committer's insert, and one for the next insert, begun early
+        return ChdbConnection(settings.data_dir, inserters=max(1, settings.committers) + 1)
     from clew.store.server_connection import ServerConnection
 
     server = ServerConnection(settings.storage)

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from clew.core.errors import Backpressure
 from clew.core.model import SPANS, OtlpBatch
 from clew.ingest.priority import lower_engine_threads, lower_this_thread, name_this_thread
 from clew.ingest.wal import Segment, Wal
 from clew.ingest.writer import full
-from clew.store.spans import SpanWriter
+from clew.store.spans import PreparedWrite, Preparing, SpanWriter
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,15 @@ class LoggedWriter:
         self._closed = False
         self._uncommitted = 0  # acknowledged spans not yet in the store (open and sealed segments)
         self._oldest: float | None = None  # when the oldest of them was acknowledged
+        # The next insert, begun before its segment is sealed (`_begin_next`): its analysis runs
+        # while the insert before it writes. One at a time, whichever committer seals next takes it.
+        self._preparing = isinstance(store, Preparing)
+        self._prepared: _Begun | None = None
+        self._beginning = False  # a committer is beginning one (the slot is taken)
+        self._committed_at = 0.0  # when the last insert ended (the committer's clock)
+        self._begun_names = itertools.count(1)
+        self.begun_inserts = 0
+        self.cancelled_inserts = 0
         self._threads = [
             threading.Thread(target=self._run, name=f"clew-commit-{i}", daemon=True)
             for i in range(max(1, committers))
@@ -211,7 +222,9 @@ class LoggedWriter:
             if due or closed:
                 self._drain()
             if closed:
+                self._cancel_prepared(0.0)
                 return
+            self._cancel_prepared(max(2 * self.commit_interval, 1.0))
             # woken at least every commit_interval: the log may have become busy meanwhile
             wait = (
                 self.commit_interval
@@ -242,8 +255,9 @@ class LoggedWriter:
                     return
                 self._handed.append(segment)
                 self._committing += 1
+                prepared, self._prepared = self._prepared, None
             try:
-                self._commit(segment)
+                self._commit(segment, prepared=prepared)
                 lower_engine_threads(self.nice)
             finally:
                 with self._lock:
@@ -256,15 +270,33 @@ class LoggedWriter:
         spans = min(self.wal.pending()[0], self.commit_spans)
         return self._rss() + spans * INSERT_BYTES_PER_SPAN <= self.memory_limit
 
-    def _commit(self, segment: Segment, replayed: bool = False) -> None:
+    def _commit(self, segment: Segment, replayed: bool = False, prepared: _Begun | None = None) -> None:
         """Insert a segment, one insert per signal and tenant; retried until the store takes it (acknowledged
         spans wait in the log meanwhile, and backpressure holds new ones off when it is full)."""
+        if prepared is not None:
+            # The begun insert's token names this segment from now on, so that a replay after a
+            # crash repeats the token of whatever this segment's inserts committed.
+            path = segment.path.with_name(f"{prepared.name}{segment.path.suffix}")
+            segment.path.rename(path)
+            segment.path = path
         by_key: dict[tuple[str, str], list[OtlpBatch]] = {}
         for batch in segment.read():
             by_key.setdefault(batch.key, []).append(batch)
+        if not replayed and segment.spans >= self.busy_spans:
+            self._begin_next(max(by_key, key=lambda k: sum(b.spans for b in by_key[k])))
         for (signal, tenant), batches in by_key.items():
             # spans keep the token they had before logs shared the log (a replayed old segment)
             token = f"{segment.name}:{tenant}" if signal == SPANS else f"{segment.name}:{signal}:{tenant}"
+            if prepared is not None and (signal, tenant) == (SPANS, prepared.tenant):
+                begun, prepared = prepared.write, None
+                try:
+                    self.inserts += 1
+                    begun.finish(OtlpBatch.concat(batches))
+                    continue
+                except Exception as exc:  # retried below as any insert is, under the same token
+                    log.error(
+                        "begun insert of %d spans failed, retrying: %s", sum(len(b) for b in batches), exc
+                    )
             delay = 0.1
             while True:
                 try:
@@ -277,8 +309,12 @@ class LoggedWriter:
                     log.error("commit of %d spans failed, retrying: %s", sum(len(b) for b in batches), exc)
                     time.sleep(delay)
                     delay = min(delay * 2, 5.0)
+        if prepared is not None:  # begun for a tenant this segment has no spans of
+            self.cancelled_inserts += 1
+            prepared.write.cancel()
         self.wal.trim(segment)
         with self._lock:
+            self._committed_at = self.clock()
             self._uncommitted -= segment.spans
             self.committed_spans += segment.spans
             if not replayed:
@@ -291,6 +327,49 @@ class LoggedWriter:
             if opened is not None:
                 waiting.append(opened)
             self._oldest = min(waiting) if self._uncommitted and waiting else None
+
+    def _begin_next(self, key: tuple[str, str]) -> None:
+        """Begin the insert of the next segment for `key`'s tenant (a busy log: its segments are
+        committed one after the other), unless one is begun already."""
+        signal, tenant = key
+        if not self._preparing or signal != SPANS:
+            return
+        with self._lock:
+            if self._prepared is not None or self._beginning or self._closed:
+                return
+            self._beginning = True
+        name = f"{self.wal.run}-b{next(self._begun_names):012d}"
+        begun = None
+        try:
+            assert isinstance(self.store, Preparing)
+            write = self.store.begin(tenant, f"{name}:{tenant}", self._stream_thread)
+            if write is not None:
+                begun = _Begun(write, tenant, name, self.clock())
+                self.begun_inserts += 1
+        except Exception as exc:  # the next segment is inserted as any other
+            log.error("could not begin the next insert: %s", exc)
+        finally:
+            with self._lock:
+                self._beginning = False
+                self._prepared = begun
+
+    def _stream_thread(self) -> None:
+        """Where a begun insert's analysis runs: named and lowered as the committers are."""
+        name_this_thread("clew-commit-b")
+        lower_this_thread(self.nice)
+
+    def _cancel_prepared(self, older_than: float) -> None:
+        """End a begun insert no segment came for in `older_than` seconds while no insert ran (a log
+        that went quiet): it holds back `received_until` (its receive time is taken) and an engine
+        session. Behind an insert in flight it waits, however long that insert takes."""
+        with self._lock:
+            begun = self._prepared
+            idle = self.clock() - max(begun.at, self._committed_at) if begun is not None else 0.0
+            if begun is None or (older_than and (self._committing or idle < older_than)):
+                return
+            self._prepared = None
+        self.cancelled_inserts += 1
+        begun.write.cancel()
 
     def _wake_waiters(self) -> None:
         """The event-loop flushes whose spans are all committed now (the lock held)."""
@@ -319,6 +398,16 @@ class LoggedWriter:
                 self.failed_spans += len(batch)
                 self.committed_spans -= len(batch)
         return True
+
+
+@dataclass
+class _Begun:
+    """An insert begun for the next segment: it names that segment (`name`, its token's prefix)."""
+
+    write: PreparedWrite
+    tenant: str
+    name: str
+    at: float  # when it was begun (the committer's clock)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
