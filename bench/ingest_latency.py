@@ -507,6 +507,7 @@ def part_latency(args: argparse.Namespace, tmp: str) -> None:
         queryable.close()
         watch.close()
         wait_committed(server.ports["http"])
+        ingest = server.health()
     check = check_stored("latency", server.data_dir, probe_spans + run.acked_spans)
     statuses = ", ".join(f"{n} x {s}" for s, n in sorted(run.statuses.items()))
     note(
@@ -520,6 +521,10 @@ def part_latency(args: argparse.Namespace, tmp: str) -> None:
         f"max {max(run.lags) * 1000:.1f} ms; server CPU {cpu / run.elapsed * 100:.0f}% of a core (this client "
         f"{client_cpu / run.elapsed * 100:.0f}%, the machine {busy / run.elapsed * 100:.0f}% of 200%); largest "
         f"oldestUncommittedMs {watch.oldest_ms:.0f}, uncommittedSpans {watch.uncommitted:,}; {check}"
+    )
+    note(
+        f"[latency] inserts {ingest.get('inserts')}, of them begun before their segment was sealed "
+        f"{ingest.get('begunInserts')} ({ingest.get('cancelledInserts')} of those ended empty)"
     )
     by_thread = sorted(threads.items(), key=lambda kv: -kv[1])
     note(

@@ -211,7 +211,15 @@ def assembly_http_app(
         health: dict[str, object] = {}
         if isinstance(writer, LoggedWriter):
             spans, age = writer.lag()
-            health["ingest"] = {"uncommittedSpans": spans, "oldestUncommittedMs": round(age * 1000, 1)}
+            health["ingest"] = {
+                "uncommittedSpans": spans,
+                "oldestUncommittedMs": round(age * 1000, 1),
+                "inserts": writer.inserts,
+                # inserts begun before their segment was sealed (their analysis hidden), and of
+                # those, ended with nothing (no segment came for them in time)
+                "begunInserts": writer.begun_inserts,
+                "cancelledInserts": writer.cancelled_inserts,
+            }
         if assembly.instances is not None:
             health["instance"] = {"name": assembly.instances.name, "leader": assembly.instances.leader}
         return health
