@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from clew.assembly import open_embedded
@@ -20,8 +22,10 @@ from clew.ingest.logged import LoggedWriter
 from clew.ingest.wal import Wal
 from clew.store.otlp_wire import framed
 from clew.store.spans import PreparedWrite
+from tests.conftest import ServerProcess
 from tests.test_durability import SPANS_PER_REQUEST as SPANS
 from tests.test_durability import _request
+from tests.test_wal import _settled, _stored
 
 pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="the log needs memory-backed storage")
 
@@ -267,3 +271,79 @@ def test_rows_sent_before_the_engine_opens_its_input_are_stored(tmp_path: Path):
         assert _spool_fifos(store) == []
     finally:
         store.close()
+
+
+def _busy_server(data_dir: Path) -> ServerProcess:
+    """A served log that counts as busy at two requests, so nearly every commit begins the next."""
+    extra = {"CLEW_COMMIT_BUSY_SPANS": str(2 * SPANS), "CLEW_COMMIT_INTERVAL_MS": "100"}
+    os.environ.update(extra)
+    try:
+        return ServerProcess(data_dir, wal=True).start()
+    finally:
+        for key in extra:
+            del os.environ[key]
+
+
+def _ingest(server: ServerProcess) -> dict:
+    return httpx.get(f"{server.http_url}/healthz", timeout=10).json()["ingest"]
+
+
+def test_served_begun_inserts_survive_kill_minus_nine_exactly_once(data_dir: Path):
+    """Over HTTP: clients push until the server has begun inserts ahead of their segments, then it is
+    killed. The restart replays the log (renamed segments carry their begun insert's token), every
+    acknowledged span is stored once, and a quiet log ends the insert it had begun."""
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    server = _busy_server(data_dir)
+
+    def client() -> None:
+        with httpx.Client(timeout=10) as http:
+            for _ in range(2000):
+                if stop.is_set():
+                    return
+                trace_id = os.urandom(16)
+                try:
+                    r = http.post(
+                        f"{server.otlp_http_url}/v1/traces",
+                        content=_request(trace_id),
+                        headers={"Content-Type": "application/x-protobuf"},
+                    )
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    with lock:
+                        acked.append(trace_id.hex())
+
+    clients = [threading.Thread(target=client) for _ in range(3)]
+    for c in clients:
+        c.start()
+    try:
+        deadline = time.monotonic() + 60
+        while _ingest(server)["begunInserts"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _ingest(server)["begunInserts"] >= 3
+    finally:
+        server.stop(signal.SIGKILL)
+        stop.set()
+        for c in clients:
+            c.join(timeout=30)
+    server = _busy_server(data_dir)
+    try:
+        _settled(server)
+        for _ in range(4):  # busy again, then quiet: the insert begun last is cancelled
+            trace_id = os.urandom(16)
+            assert server.post_otlp(_request(trace_id)).status_code == 200
+            acked.append(trace_id.hex())
+        deadline = time.monotonic() + 30
+        while _ingest(server)["cancelledInserts"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ingest = _ingest(server)
+        assert ingest["begunInserts"] >= 1 and ingest["cancelledInserts"] >= 1
+        assert ingest["uncommittedSpans"] == 0
+    finally:
+        assert server.stop() == 0
+    stored = _stored(server)
+    assert len(acked) > 20
+    assert [t for t in acked if t not in stored] == []
+    assert {n for t, n in stored.items() if t in set(acked)} == {SPANS}  # each span once
