@@ -316,7 +316,7 @@ class StreamedInsert:
     (~0.12 s of CPU for the spans' insert, whatever it holds) before it reads a row; started on a
     named pipe, it does that while the committer's previous insert still runs, then waits for the
     rows. `finish(data)` sends them and returns when the insert has, so an insert's wall time is
-    its rows' alone (bench/RESULTS.md, session 22). The rows pass through the kernel's pipe buffer,
+    its rows' alone (bench/begun_insert.py). The rows pass through the kernel's pipe buffer,
     never a file. `cancel()` ends it with no rows: no part is written.
 
     The write end is opened only once the engine holds the read end: a pipe's contents die with its
