@@ -24,7 +24,7 @@ from clew.store.otlp_wire import framed
 from clew.store.spans import PreparedWrite
 from tests.conftest import ServerProcess
 from tests.test_durability import SPANS_PER_REQUEST as SPANS
-from tests.test_durability import _request
+from tests.test_durability import _request, push
 from tests.test_wal import _settled, _stored
 
 pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="the log needs memory-backed storage")
@@ -297,25 +297,7 @@ def test_served_begun_inserts_survive_kill_minus_nine_exactly_once(data_dir: Pat
     stop = threading.Event()
     server = _busy_server(data_dir)
 
-    def client() -> None:
-        with httpx.Client(timeout=10) as http:
-            for _ in range(2000):
-                if stop.is_set():
-                    return
-                trace_id = os.urandom(16)
-                try:
-                    r = http.post(
-                        f"{server.otlp_http_url}/v1/traces",
-                        content=_request(trace_id),
-                        headers={"Content-Type": "application/x-protobuf"},
-                    )
-                except httpx.HTTPError:
-                    return
-                if r.status_code == 200:
-                    with lock:
-                        acked.append(trace_id.hex())
-
-    clients = [threading.Thread(target=client) for _ in range(3)]
+    clients = [threading.Thread(target=push, args=(server, acked, lock, stop, 2000)) for _ in range(3)]
     for c in clients:
         c.start()
     try:
@@ -331,16 +313,22 @@ def test_served_begun_inserts_survive_kill_minus_nine_exactly_once(data_dir: Pat
     server = _busy_server(data_dir)
     try:
         _settled(server)
-        for _ in range(4):  # busy again, then quiet: the insert begun last is cancelled
-            trace_id = os.urandom(16)
-            assert server.post_otlp(_request(trace_id)).status_code == 200
-            acked.append(trace_id.hex())
-        deadline = time.monotonic() + 30
+        for _ in range(50):  # busy again (a segment of two requests or more), then quiet
+            for _ in range(4):
+                trace_id = os.urandom(16)
+                assert server.post_otlp(_request(trace_id)).status_code == 200
+                acked.append(trace_id.hex())
+            time.sleep(0.3)
+            if _ingest(server)["begunInserts"]:
+                break
+        deadline = time.monotonic() + 30  # the insert begun last, that no segment came for, ends
         while _ingest(server)["cancelledInserts"] == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         ingest = _ingest(server)
         assert ingest["begunInserts"] >= 1 and ingest["cancelledInserts"] >= 1
-        assert ingest["uncommittedSpans"] == 0
+        # a read commits the log after the cancelled insert
+        trace = httpx.get(f"{server.http_url}/api/traces/{acked[-1]}", timeout=30)
+        assert trace.status_code == 200 and len(trace.json()["data"][0]["spans"]) == SPANS
     finally:
         assert server.stop() == 0
     stored = _stored(server)

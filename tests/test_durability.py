@@ -37,6 +37,29 @@ def _request(trace_id: bytes) -> bytes:
     return request.SerializeToString()
 
 
+def push(
+    server: ServerProcess, acked: list[str], lock: threading.Lock, stop: threading.Event, requests: int
+) -> None:
+    """One client: `_request`s over a keep-alive OTLP/HTTP connection, each trace id noted in `acked`
+    once answered 200, until `stop`, a failed connection (the server was killed), or `requests` sent."""
+    with httpx.Client(timeout=10) as client:
+        for _ in range(requests):
+            if stop.is_set():
+                return
+            trace_id = os.urandom(16)
+            try:
+                response = client.post(
+                    f"{server.otlp_http_url}/v1/traces",
+                    content=_request(trace_id),
+                    headers={"Content-Type": "application/x-protobuf"},
+                )
+            except httpx.HTTPError:
+                return
+            if response.status_code == 200:
+                with lock:
+                    acked.append(trace_id.hex())
+
+
 @pytest.mark.parametrize("wal", [True, False], ids=["logged", "committed"])
 def test_sigkill_loses_no_acknowledged_span(data_dir, wal):
     """Both ways of acknowledging: from the write-ahead log (the default) and after the insert."""
@@ -45,25 +68,8 @@ def test_sigkill_loses_no_acknowledged_span(data_dir, wal):
     lock = threading.Lock()
     stop = threading.Event()
 
-    def send() -> None:
-        with httpx.Client(timeout=10) as client:
-            for _ in range(400):  # bounded; the kill normally ends it much sooner
-                if stop.is_set():
-                    return
-                trace_id = os.urandom(16)
-                try:
-                    response = client.post(
-                        f"{server.otlp_http_url}/v1/traces",
-                        content=_request(trace_id),
-                        headers={"Content-Type": "application/x-protobuf"},
-                    )
-                except httpx.HTTPError:
-                    return
-                if response.status_code == 200:
-                    with lock:
-                        acked.append(trace_id.hex())
-
-    threads = [threading.Thread(target=send) for _ in range(4)]
+    # bounded; the kill normally ends it much sooner
+    threads = [threading.Thread(target=push, args=(server, acked, lock, stop, 400)) for _ in range(4)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 60

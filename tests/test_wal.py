@@ -33,7 +33,7 @@ from tests.chfiles import readable_bytes
 from tests.conftest import ServerProcess
 from tests.shop_data import shop
 from tests.test_durability import SPANS_PER_REQUEST as SPANS
-from tests.test_durability import _request
+from tests.test_durability import _request, push
 from tests.test_redaction import TRACE, leaky_trace
 
 pytestmark = pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="the log needs memory-backed storage")
@@ -102,22 +102,7 @@ def test_kill_minus_nine_under_load_then_every_acknowledged_span_once(data_dir: 
         stop = threading.Event()
 
         def http_client(server: ServerProcess = server, stop: threading.Event = stop) -> None:
-            with httpx.Client(timeout=10) as client:
-                for _ in range(300):
-                    if stop.is_set():
-                        return
-                    trace_id = os.urandom(16)
-                    try:
-                        r = client.post(
-                            f"{server.otlp_http_url}/v1/traces",
-                            content=_request(trace_id),
-                            headers={"Content-Type": "application/x-protobuf"},
-                        )
-                    except httpx.HTTPError:
-                        return
-                    if r.status_code == 200:
-                        with lock:
-                            acked.append(trace_id.hex())
+            push(server, acked, lock, stop, 300)
 
         def grpc_client(server: ServerProcess = server, stop: threading.Event = stop) -> None:
             with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
