@@ -153,6 +153,25 @@ def test_a_busy_log_begins_each_next_insert_and_stores_every_span_once(tmp_path:
         store.close()
 
 
+def test_a_log_behind_begins_no_insert(tmp_path: Path):
+    """Full segments waiting one behind the other: the inserts run back to back, an insert begun
+    early would hide nothing and only hold another statement's memory."""
+    store = open_embedded(tmp_path / "data")
+    wal = Wal(tmp_path / "wal", roll_spans=SPANS)
+    writer = LoggedWriter(store.sink, wal, commit_interval=0.05, commit_spans=SPANS, busy_spans=SPANS)
+    try:
+        for _ in range(4):  # logged before the committer starts: four full segments
+            asyncio.run(writer.write(_batch()))
+        assert wal.sealed() >= 3
+        writer.start()
+        assert asyncio.run(writer.flushed(30))
+        assert store.reader.span_count() == 4 * SPANS
+        assert writer.inserts == 4 and writer.begun_inserts == 0
+    finally:
+        writer.close()
+        store.close()
+
+
 def test_a_segment_committed_by_a_begun_insert_is_not_inserted_again_on_replay(tmp_path: Path):
     """The kill between a begun insert's commit and the removal of its segment: the segment was
     renamed after the begun insert's token before its rows were sent, so the replay repeats that
