@@ -96,7 +96,6 @@ class LoggedWriter:
         self._oldest: float | None = None  # when the oldest of them was acknowledged
         # The next insert, begun before its segment is sealed (`_begin_next`): its analysis runs
         # while the insert before it writes. One at a time, whichever committer seals next takes it.
-        self._preparing = isinstance(store, Preparing)
         self._prepared: _Begun | None = None
         self._beginning = False  # a committer is beginning one (the slot is taken)
         self._committed_at = 0.0  # when the last insert ended (the committer's clock)
@@ -335,7 +334,7 @@ class LoggedWriter:
         """Begin the insert of the next segment for `key`'s tenant (a busy log: its segments are
         committed one after the other), unless one is begun already."""
         signal, tenant = key
-        if not self._preparing or signal != SPANS:
+        if signal != SPANS or not isinstance(self.store, Preparing):
             return
         with self._lock:
             if self._prepared is not None or self._beginning or self._closed:
@@ -344,7 +343,6 @@ class LoggedWriter:
         name = f"{self.wal.run}-b{next(self._begun_names):012d}"
         begun = None
         try:
-            assert isinstance(self.store, Preparing)
             write = self.store.begin(tenant, f"{name}:{tenant}", self._stream_thread)
             if write is not None:
                 begun = _Begun(write, tenant, name, self.clock())

@@ -184,7 +184,6 @@ class ChdbConnection:
         params: dict[str, object],
     ) -> None:
         self._check()
-        settings = self._schema_file(settings)
         session, name = self._inserters.get()
         try:
             with session.lock:  # its spool file, and the insert that reads it
@@ -194,15 +193,11 @@ class ChdbConnection:
                     write_data(fd, data)
                 finally:
                     os.close(fd)
-                source = f"file({quote(str(spool))}, {quote(fmt)}, {quote(structure)})"
                 try:
-                    session.execute(
-                        sql.replace("{source}", source) + _settings_clause(settings), "CSV", params
-                    )
+                    session.execute(self._statement(sql, spool, fmt, structure, settings), "CSV", params)
                 finally:
                     spool.unlink(missing_ok=True)
-                if sum(map(len, pieces(data))) >= RELEASE_AFTER_BYTES:
-                    self._release_memory(session)
+                self._after_insert(session, sum(map(len, pieces(data))))
         finally:
             self._inserters.put((session, name))
 
@@ -218,26 +213,33 @@ class ChdbConnection:
         """Start an insert whose data is not there yet (see `StreamedInsert`); `on_thread` runs first
         on the thread the engine analyses it on (the committer's priority and name)."""
         self._check()
-        settings = {**self._schema_file(settings), "storage_file_read_method": "read"}
         session, name = self._inserters.get()
         fifo = self._spool / f"stream-{next(self._streams)}.fifo"
-        source = f"file({quote(str(fifo))}, {quote(fmt)}, {quote(structure)})"
         stream = StreamedInsert(
             session,
             fifo,
-            sql.replace("{source}", source) + _settings_clause(settings),
+            self._statement(sql, fifo, fmt, structure, {**settings, "storage_file_read_method": "read"}),
             params,
-            lambda big: self._end_stream(stream, session, name, big),
+            lambda sent: self._end_stream(stream, session, name, sent),
             on_thread,
         )
         self._streaming.add(stream)
         return stream
 
-    def _end_stream(self, stream: StreamedInsert, session: _Session, name: str, big: bool) -> None:
-        if big:
-            self._release_memory(session)
+    def _end_stream(self, stream: StreamedInsert, session: _Session, name: str, sent: int) -> None:
+        self._after_insert(session, sent)
         self._streaming.discard(stream)
         self._inserters.put((session, name))
+
+    def _statement(self, sql: str, path: Path, fmt: str, structure: str, settings: dict[str, object]) -> str:
+        """An insert's SQL reading its rows from `path` (the spool file, or a begun insert's pipe)."""
+        source = f"file({quote(str(path))}, {quote(fmt)}, {quote(structure)})"
+        return sql.replace("{source}", source) + _settings_clause(self._schema_file(settings))
+
+    def _after_insert(self, session: _Session, sent: int) -> None:
+        """An insert of `sent` bytes returned on `session`: a large one's freed memory goes back now."""
+        if sent >= RELEASE_AFTER_BYTES:
+            self._release_memory(session)
 
     def _release_memory(self, session: _Session) -> None:
         """Hand the memory an insert freed back to the system now. The engine's allocator keeps
@@ -329,7 +331,7 @@ class StreamedInsert:
         fifo: Path,
         sql: str,
         params: dict[str, object],
-        release: Callable[[bool], None],
+        release: Callable[[int], None],  # given the bytes sent
         on_thread: Callable[[], None] | None,
     ) -> None:
         self._session, self._fifo, self._release = session, fifo, release
@@ -398,7 +400,7 @@ class StreamedInsert:
             self._thread.join()
         finally:
             self._fifo.unlink(missing_ok=True)
-            self._release(self._sent >= RELEASE_AFTER_BYTES)
+            self._release(self._sent)
         if self._error is not None:
             raise self._error
         if broken:

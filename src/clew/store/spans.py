@@ -60,9 +60,16 @@ def insert_requests(
         "Protobuf",
         structure,
         framed(batch.payloads),
-        {**settings, **dedup_settings(token)},
-        {**params, "tenant": batch.tenant},
+        *insert_options(settings, token, params, batch.tenant),
     )
+
+
+def insert_options(
+    settings: dict[str, object], token: str | None, params: dict[str, object], tenant: str
+) -> tuple[dict[str, object], dict[str, object]]:
+    """An insert's settings under `token` and its parameters with the tenant's, for a plain insert
+    and a begun one alike."""
+    return {**settings, **dedup_settings(token)}, {**params, "tenant": tenant}
 
 
 class BatchWriter(Protocol):
@@ -169,8 +176,7 @@ class ClickHouseSpanWriter:
                 self._insert_sql,
                 "Protobuf",
                 STRUCTURE,
-                {**self._insert_settings, **dedup_settings(token)},
-                {**self._params, "received": received, "tenant": tenant},
+                *insert_options(self._insert_settings, token, {**self._params, "received": received}, tenant),
                 on_thread,
             )
         except BaseException:
