@@ -5,7 +5,8 @@ the engine has no merge left running. Prints the process's CPU a span for each t
 
 Usage: python bench/merges.py [--inserts 30] [--spans-per-insert 20480] [--rounds 2]
     [--settings "" "vertical_merge_algorithm_min_rows_to_activate = 131072"]
-An empty setting is the table as clew creates it.
+An empty setting is the table as clew creates it; `codec:ZSTD(2)` gives the text and attribute columns
+(those clew compresses with `TEXT`) that codec instead.
 """
 
 from __future__ import annotations
@@ -29,8 +30,25 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(payloads: list[bytes], per_insert: int, setting: str) -> tuple[float, float, int, float]:
-    """CPU a span while inserting, and with the merges that follow; parts left; rows merged a span."""
+def _alter(setting: str) -> list[str]:
+    """The statements that give `clew.spans` an arm's setting or text codec."""
+    from clew.core.model import COLUMNS, TEXT
+
+    if not setting:
+        return []
+    if not setting.startswith("codec:"):
+        return [f"ALTER TABLE clew.spans MODIFY SETTING {setting}"]
+    codec = f"CODEC({setting.removeprefix('codec:')})"
+    return [
+        f"ALTER TABLE clew.spans MODIFY COLUMN {name} {ch_type.replace(TEXT, codec)}"
+        for name, ch_type, _ in COLUMNS
+        if TEXT in ch_type
+    ]
+
+
+def run(payloads: list[bytes], per_insert: int, setting: str) -> tuple[float, float, int, float, float]:
+    """CPU a span while inserting, and with the merges that follow; parts left; rows merged a span;
+    bytes on disk a span."""
     from clew.assembly import open_embedded
     from clew.core.model import OtlpBatch
     from clew.receivers.otlp import decode_protobuf
@@ -41,8 +59,8 @@ def run(payloads: list[bytes], per_insert: int, setting: str) -> tuple[float, fl
     store = open_embedded(Path(directory) / "data")
     try:
         conn = store.conn
-        if setting:
-            conn.command(f"ALTER TABLE clew.spans MODIFY SETTING {setting}")
+        for statement in _alter(setting):
+            conn.command(statement)
         batches = [
             OtlpBatch.concat([decode_protobuf(p).batch for p in payloads[i : i + per_insert]])
             for i in range(0, len(payloads), per_insert)
@@ -67,7 +85,20 @@ def run(payloads: list[bytes], per_insert: int, setting: str) -> tuple[float, fl
             .as_py()
         )
         merged = (_event(conn, "MergedRows") - merged_before) / spans
-        return (inserted - started) / spans * 1e6, (settled - started) / spans * 1e6, int(parts), merged
+        on_disk = (
+            conn.query(
+                "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = 'clew' AND table = 'spans' AND active"
+            )
+            .column(0)[0]
+            .as_py()
+        )
+        return (
+            (inserted - started) / spans * 1e6,
+            (settled - started) / spans * 1e6,
+            int(parts),
+            merged,
+            int(on_disk) / spans,
+        )
     finally:
         store.close()
         shutil.rmtree(directory, ignore_errors=True)
@@ -101,10 +132,10 @@ def main() -> None:
     )
     for _ in range(args.rounds):
         for setting in args.settings:
-            inserting, settled, parts, merged = run(payloads, per_insert, setting)
+            inserting, settled, parts, merged, on_disk = run(payloads, per_insert, setting)
             print(
                 f"  {setting or 'as created':<60} inserting {inserting:5.1f} us, with the merges after "
-                f"{settled:5.1f} us; {parts} parts left; rows merged {merged:.2f}x",
+                f"{settled:5.1f} us; {parts} parts left; rows merged {merged:.2f}x; {on_disk:.1f} bytes a span",
                 flush=True,
             )
 

@@ -18,7 +18,7 @@ from clew.components.logs.table import MIGRATIONS as LOGS_MIGRATIONS
 from clew.components.red import MIGRATIONS as RED_MIGRATIONS
 from clew.components.retention import MIGRATIONS as RETENTION_MIGRATIONS
 from clew.config import Settings
-from clew.core.model import OtlpBatch
+from clew.core.model import COLUMNS, OtlpBatch
 from clew.ingest.logged import process_rss
 from clew.receivers.otlp import accept_request, decode_json
 from clew.store.chdb_connection import ChdbConnection
@@ -30,10 +30,11 @@ from clew.store.schema import (
     MIN_COMPRESS_BLOCK_BYTES,
     ORDER_KEY,
     PARTITION_KEY,
+    RECODED_COLUMNS,
     VERTICAL_MERGE_MIN_ROWS,
 )
 from clew.store.spans import INSERT_SETTINGS, ClickHouseSpanWriter
-from tests.shop_data import A, shop
+from tests.shop_data import NOW, A, shop, span
 
 DAY = 86400 * 10**9
 
@@ -236,17 +237,24 @@ def _decompressed_by_lookup(store, trace_id: bytes) -> int:
     return read() - before
 
 
+def _since(migrations, text: str) -> int:
+    """The version of the last step whose SQL mentions `text`: a directory from before it lacks
+    that step and every later one."""
+    return max(m.version for m in migrations if any(text in sql for sql in m.statements))
+
+
 def _reopened_from_before_the_step(data: Path, setting: str, value: object):
-    """The store of a data directory made before the last ingest-table step: its spans and logs
-    tables without `setting`, the step not recorded; reopened (so migrated), with both tables
-    checked to have `setting = value` now."""
+    """The store of a data directory made before the ingest-table step that set `setting`: its spans
+    and logs tables without it, that step and the later ones not recorded; reopened (so migrated),
+    with both tables checked to have `setting = value` now."""
     store = open_embedded(data)
     try:
         for table in ("spans", "logs"):
             store.conn.command(f"ALTER TABLE clew.{table} RESET SETTING {setting}")
         store.conn.command(
-            "ALTER TABLE clew.schema_migrations DELETE WHERE (owner, version) IN "
-            f"(('spans', {len(MIGRATIONS)}), ('logs', {len(LOGS_MIGRATIONS)})) SETTINGS mutations_sync = 1"
+            "ALTER TABLE clew.schema_migrations DELETE WHERE (owner = 'spans' AND version >= "
+            f"{_since(MIGRATIONS, setting)}) OR (owner = 'logs' AND version >= {_since(LOGS_MIGRATIONS, setting)}) "
+            "SETTINGS mutations_sync = 1"
         )
     finally:
         store.close()
@@ -312,3 +320,77 @@ def test_small_parts_merge_vertically(tmp_path):
         assert store.conn.query("SELECT count() FROM clew.spans").column(0)[0].as_py() == 1024
     finally:
         store.close()
+
+
+def _codecs(store, table: str) -> dict[str, tuple[str, str]]:
+    rows = store.conn.query(
+        "SELECT name, type, compression_codec FROM system.columns WHERE database = 'clew' AND table = {t:String}",
+        {"t": table},
+    ).to_pylist()
+    return {r["name"]: (r["type"], r["compression_codec"]) for r in rows}
+
+
+def test_few_valued_boolean_and_order_columns_are_compressed_and_old_directories_follow(tmp_path):
+    """Kind, status, service, the boolean maps and the attribute-order columns had the engine's
+    default codec (the order columns a `LowCardinality` dictionary); measured, ZSTD takes ~4.7
+    bytes a span less on the shop workload (bench/RESULTS.md). A data directory from before gets
+    them on the spans and sweep tables alike (partitions move between the two, which needs the same
+    types) and the logs table's boolean maps, keeping every span and its attribute order."""
+    recoded = {name: ch_type.split(" CODEC")[0] for name, ch_type, _ in COLUMNS if name in RECODED_COLUMNS}
+    wanted = {
+        name: (t.split(" CODEC")[0], "CODEC" + t.split(" CODEC", 1)[1])
+        for name, t, _ in COLUMNS
+        if name in RECODED_COLUMNS
+    }
+    data = tmp_path / "data"
+    store = open_embedded(data)
+    try:
+        for table in ("spans", "spans_sweep"):
+            for name in recoded:
+                old = "LowCardinality(String)" if name.endswith("_order") else recoded[name]
+                store.conn.command(f"ALTER TABLE clew.{table} MODIFY COLUMN {name} {old}")
+                store.conn.command(f"ALTER TABLE clew.{table} MODIFY COLUMN {name} REMOVE CODEC")
+        for name in ("resource_bool", "attributes_bool"):
+            store.conn.command(f"ALTER TABLE clew.logs MODIFY COLUMN {name} REMOVE CODEC")
+        assert _codecs(store, "spans")["attributes_order"] == ("LowCardinality(String)", "")
+        doc = shop()  # and a span whose attributes interleave types, so that their order is kept
+        mixed = span(A, "e", None, "mixed", 1, NOW, 1.0, {"n": 1, "s": "x", "b": True, "t": "z"})
+        doc["resourceSpans"][0]["scopeSpans"][0]["spans"].append(mixed)
+        store.writer.write(decode_json(json.dumps(doc).encode()).batch)
+        store.conn.command(
+            "ALTER TABLE clew.schema_migrations DELETE WHERE (owner, version) IN "
+            f"(('spans', {len(MIGRATIONS)}), ('logs', {len(LOGS_MIGRATIONS)}), "
+            f"('retention', {len(RETENTION_MIGRATIONS)})) SETTINGS mutations_sync = 1"
+        )
+        before = store.conn.query(
+            "SELECT span_id, attributes_order FROM clew.spans ORDER BY span_id"
+        ).to_pylist()
+    finally:
+        store.close()
+    assert "isbs" in {row["attributes_order"] for row in before}
+    store = open_embedded(data)
+    try:
+        for table in ("spans", "spans_sweep"):
+            codecs = _codecs(store, table)
+            assert {name: codecs[name] for name in wanted} == wanted, table
+        logs = _codecs(store, "logs")
+        assert logs["attributes_bool"] == logs["resource_bool"] == ("Map(String, Bool)", "CODEC(ZSTD(3))")
+        after = store.conn.query(
+            "SELECT span_id, attributes_order FROM clew.spans ORDER BY span_id"
+        ).to_pylist()
+        assert after == before
+        # the sweep's move between the two tables still works: the types are the same
+        store.conn.command("INSERT INTO clew.spans_sweep SELECT * FROM clew.spans")
+        for partition in _partitions(store, "spans_sweep"):
+            store.conn.command(
+                f"ALTER TABLE clew.spans_sweep MOVE PARTITION ID '{partition}' TO TABLE clew.spans"
+            )
+        assert store.reader.span_count() == 2 * len(before) == 22
+    finally:
+        store.close()
+    fresh = open_embedded(tmp_path / "fresh")  # and a new directory has them from the start
+    try:
+        codecs = _codecs(fresh, "spans")
+        assert {name: codecs[name] for name in wanted} == wanted
+    finally:
+        fresh.close()

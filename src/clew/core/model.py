@@ -49,7 +49,7 @@ def typed_map_columns(prefix: str) -> list[tuple[str, str, pa.DataType]]:
         (f"{prefix}_string", f"Map({key}, String) {TEXT}", pa.map_(pa.string(), pa.string())),
         (f"{prefix}_int", f"Map({key}, Int64) {TEXT}", pa.map_(pa.string(), pa.int64())),
         (f"{prefix}_float", f"Map({key}, Float64) {TEXT}", pa.map_(pa.string(), pa.float64())),
-        (f"{prefix}_bool", f"Map({key}, Bool)", pa.map_(pa.string(), pa.bool_())),
+        (f"{prefix}_bool", f"Map({key}, Bool) {TEXT}", pa.map_(pa.string(), pa.bool_())),
         # arrays, key-value lists and bytes: a tag letter and the serialized message (see attributes.py)
         (f"{prefix}_complex", f"Map({key}, String) {TEXT}", pa.map_(pa.string(), pa.binary())),
     ]
@@ -62,6 +62,9 @@ LC = "LowCardinality(String)"
 # span with LZ4, 22.7 with ZSTD(1), 4.1 with ZSTD(3)); trace and parent ids repeat within a trace.
 TEXT = "CODEC(ZSTD(3))"
 IDS = "CODEC(ZSTD(1))"
+# Columns of a few distinct values a span (kind, status, service): the engine's default LZ4 leaves
+# them at ~0.7 bytes a span where ZSTD(1) takes ~0.3, for no CPU that shows (bench/RESULTS.md).
+FEW = "CODEC(ZSTD(1))"
 # Attribute lists of scopes, events and links: (key, AnyValue field number, value as text). Searchable
 # as text, as Jaeger's tag search compares; typed again on the way out (attributes.py).
 ATTRIBUTE_LIST = "Array(Tuple(key String, type UInt8, value String))"
@@ -77,12 +80,12 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("trace_state", "String", pa.string()),
     ("flags", "UInt32", pa.uint32()),
     ("name", f"{LC} {TEXT}", pa.string()),
-    ("kind", "UInt8", pa.uint8()),
+    ("kind", f"UInt8 {FEW}", pa.uint8()),
     ("start_time", "DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1))", TS),
     ("duration", "UInt64 CODEC(ZSTD(1))", pa.uint64()),
-    ("status_code", "UInt8", pa.uint8()),
+    ("status_code", f"UInt8 {FEW}", pa.uint8()),
     ("status_message", f"String {TEXT}", pa.string()),
-    ("service_name", LC, pa.string()),
+    ("service_name", f"{LC} {FEW}", pa.string()),
     *typed_map_columns("resource"),
     ("resource_dropped", "UInt32", pa.uint32()),
     ("resource_schema_url", LC, pa.string()),
@@ -107,10 +110,11 @@ COLUMNS: list[tuple[str, str, pa.DataType]] = [
     ("links_flags", "Array(UInt32)", pa.list_(pa.uint32())),
     # how the span's and the resource's attributes were interleaved by type as sent, one letter each
     # (s string, i int, d double, b bool, c other): the typed maps keep the order within a type, so
-    # this restores the whole order; empty where it was already grouped by type. A few shapes repeat
-    # across spans, so it costs a fraction of a byte a span (keys themselves cost ~5)
-    ("attributes_order", "LowCardinality(String)", pa.string()),
-    ("resource_order", "LowCardinality(String)", pa.string()),
+    # this restores the whole order; empty where it was already grouped by type. Plain text under
+    # ZSTD: where shapes vary from span to span (the shop workload's) a `LowCardinality` dictionary
+    # took 5.0 bytes a span, this 2.6 (bench/RESULTS.md)
+    ("attributes_order", f"String {TEXT}", pa.string()),
+    ("resource_order", f"String {TEXT}", pa.string()),
 ]
 # the columns before the order columns (added by a migration): what older layouts' steps create
 HISTORIC_COLUMNS = COLUMNS[:-2]

@@ -83,6 +83,12 @@ def steps(owner: str, *named: tuple[str, Sequence[str]]) -> list[Migration]:
     return [Migration(owner, i + 1, name, tuple(sql)) for i, (name, sql) in enumerate(named)]
 
 
+def modify_columns(table: str, columns: Iterable[tuple[str, str]]) -> list[str]:
+    """Steps that give columns of `table` the type and codec given: parts written before keep their
+    codec until merged, and a changed type is rewritten in the background (a mutation)."""
+    return [f"ALTER TABLE {{db}}.{table} MODIFY COLUMN {name} {ch_type}" for name, ch_type in columns]
+
+
 def rebuild(table: str, next_ddl: str) -> list[str]:
     """Steps that give `table` a new layout (a partition or sort key cannot be altered in place):
     create it as `<table>_next` from `next_ddl`, copy the rows, swap the names atomically (views

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from clew.core.model import ATTRIBUTE_LIST, IDS, LC, TEXT, OtlpBatch, typed_map_columns
 from clew.store.connection import Connection
-from clew.store.migrations import steps
+from clew.store.migrations import modify_columns, steps
 from clew.store.otlp_wire import (
     COMMON_PROTO,
     KV,
@@ -108,6 +108,7 @@ MIGRATIONS = steps(
     ("smaller compression blocks", [ingest_settings_ddl("logs")]),
     ("granule-sized compression blocks", [ingest_settings_ddl("logs")]),
     ("vertical merges of small parts", [ingest_settings_ddl("logs")]),
+    ("compressed boolean attributes", modify_columns("logs", (c for c in COLUMNS if c[0].endswith("_bool")))),
 )
 
 
