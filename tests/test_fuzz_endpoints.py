@@ -21,6 +21,8 @@ from tests.test_auth import PUBLIC, ROUTE_REQUESTS, TEMPO_ROUTE_REQUESTS
 PARAMETERS = [
     "q", "start", "end", "limit", "spss", "service", "operation", "tags", "tag", "minDuration",
     "maxDuration", "lookback", "traceID", "spanKind", "endTs", "step", "quantile", "groupByOperation",
+    "query.service_name", "query.start_time_min", "query.start_time_max", "query.duration_min",
+    "query.duration_max", "query.attributes",
 ]  # fmt: skip
 PATHS = sorted(
     {
@@ -32,8 +34,12 @@ PATHS = sorted(
 NASTY = st.sampled_from(
     ["nan", "inf", "-inf", "1e300", "-1", "0", "9" * 40, "\\", "a\\", "\\x61", "'", '"', "%", "{", "}", "(",
      "{ .a =~ \"(?=a)\" }", "{ duration > 2562048h }", "\ud7ff", "\u0000", "2562048h", "1e-300", "0x10",
-     "span_kind_server", "true", " ", "\t\n", "." * 200, "[" * 500, "{" * 300]
+     "span_kind_server", "true", " ", "\t\n", "." * 200, "[" * 500, "{" * 300, "[" * 1100, "9" * 400,
+     "1" * 4301, '{"\\ud800": "a"}', 'a="b', "frontend", "2020-01-01T00:00:00Z"]
 )  # fmt: skip
+# a v3 search's required parameters, around the found cases' one
+V3 = {"query.service_name": "frontend", "query.start_time_min": "2020-01-01T00:00:00Z",
+      "query.start_time_max": "2100-01-01T00:00:00Z"}  # fmt: skip
 VALUES = NASTY | st.text(max_size=60) | st.integers().map(str) | st.floats().map(repr)
 
 
@@ -69,6 +75,24 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
 @example(path="/api/metrics/{which:str}", params={"service": "x", "quantile": "nan"})
 @example(path="tempo:/api/search", params={"tags": '"', "minDuration": "9" * 40 + "h"})
 @example(path="tempo:/api/v2/search/tag/{tag}/values", params={"tag": ".", "q": "{" * 300})
+# found by a longer, randomized run (session 24): numbers of hundreds of digits, quoted logfmt values
+# that are not JSON strings, lone surrogates and deep nesting in JSON parameters, too many tags
+@example(path="tempo:/api/search", params={"tags": 'a="b'})
+@example(path="tempo:/api/search", params={"tags": 'a="\\x"'})
+@example(path="tempo:/api/metrics/query_range", params={"q": "{ } | rate()", "step": "9" * 400})
+@example(path="/api/v1/metrics/query_range", params={"q": "{ } | rate()", "step": "9" * 400})
+@example(path="/api/traces", params={"service": "frontend", "tags": '{"\\ud800": "a"}'})
+@example(path="/api/traces", params={"service": "frontend", "tags": "[" * 1100})
+@example(
+    path="/api/traces",
+    params={"service": "frontend", "tags": "{" + ",".join(f'"k{i}":"v"' for i in range(213)) + "}"},
+)
+@example(path="/api/v1/logs", params={"start": "0", "limit": "1" * 4301})
+@example(path="/api/v1/logs/volume", params={"start": "0", "step": "1" * 4301})
+@example(path="/api/v3/traces", params={**V3, "query.duration_min": "9" * 400 + "s"})
+@example(path="/api/v3/trace-summaries", params={**V3, "query.duration_max": "9" * 400 + "ms"})
+@example(path="/api/v3/traces", params={**V3, "query.attributes": '{"a": "\\ud800"}'})
+@example(path="/api/v3/traces", params={**V3, "query.attributes": "[" * 1100})
 def test_no_parameter_value_gets_a_server_error(fuzzed, path: str, params: dict[str, str]) -> None:
     server, trace, found = fuzzed
     concrete = path.replace("{trace_id}", A).replace("{service}", params.get("service", "frontend") or "x")

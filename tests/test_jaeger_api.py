@@ -129,3 +129,31 @@ def test_array_and_map_attributes_render_as_jaeger_renders_them(server):
     assert {f["key"]: f["value"] for f in span["logs"][0]["fields"]}["ev"] == '["a","b",3]'
     process = {t["key"]: t["value"] for t in doc["processes"][span["processID"]]["tags"]}
     assert process["hosts"] == '["a","b",3]'
+
+
+def test_doubles_that_json_has_no_number_for_render_as_protobufs_json_writes_them(server):
+    """OTLP carries NaN and the infinities as doubles (OTLP/JSON as "NaN", "Infinity", "-Infinity");
+    JSON has no such numbers, and the Jaeger answer failed to render (a 500, found by fuzzing)."""
+    trace = "ef" * 16
+    doubles = [("nan", "NaN"), ("inf", "Infinity"), ("neg", "-Infinity"), ("one", 1.5)]
+    now = time.time_ns()
+    body = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "odd"}}]},
+        "scopeSpans": [{"spans": [{
+            "traceId": trace, "spanId": "12" * 8, "name": "op", "kind": 2,
+            "startTimeUnixNano": str(now - 10**9), "endTimeUnixNano": str(now),
+            "attributes": [{"key": k, "value": {"doubleValue": v}} for k, v in doubles]
+            + [{"key": "in.map", "value": {"kvlistValue": {"values": [{"key": "d", "value": {"doubleValue": "NaN"}}]}}}],
+        }]}],
+    }]}  # fmt: skip
+    assert httpx.post(f"{server.otlp_http_url}/v1/traces", json=body, timeout=30).status_code == 200
+    by_id = httpx.get(f"{server.http_url}/api/traces/{trace}", timeout=30)
+    found = httpx.get(
+        f"{server.http_url}/api/traces", params={"service": "odd", "lookback": "1h"}, timeout=30
+    )
+    for response in (by_id, found):
+        assert response.status_code == 200, response.text[:300]
+        (doc,) = response.json()["data"]
+        tags = {t["key"]: (t["type"], t["value"]) for t in doc["spans"][0]["tags"]}
+        assert [tags[k] for k, _ in doubles] == [("float64", v) for _, v in doubles]
+        assert tags["in.map"] == ("string", '{"d":"NaN"}')

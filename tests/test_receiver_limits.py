@@ -20,8 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from clew.core.errors import BadRequest
+from clew.core.json_body import MAX_JSON_DEPTH, json_depth, load_json
 from clew.receivers.files import parse_file
-from clew.receivers.json_body import MAX_JSON_DEPTH, json_depth, load_json
 from clew.receivers.otlp import accept_request, decode_json, decode_protobuf, parse_json_request
 from clew.receivers.zipkin import decode_zipkin
 from tests.conftest import CONFORMANCE, ServerProcess, canonical_spans

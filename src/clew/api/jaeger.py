@@ -16,6 +16,7 @@ from clew.api.jaeger_model import KIND_NAMES, add_log_records, jaeger_id, to_jae
 from clew.components.http import MAX_LIMIT, epoch_param, int_param, jaeger_envelope, tenant, trace_id_param
 from clew.core.durations import parse_duration
 from clew.core.errors import BadRequest, NotFound
+from clew.core.json_body import load_json
 from clew.core.model import parse_trace_id
 from clew.store.traces import TraceQuery, TraceReader
 
@@ -28,8 +29,8 @@ def _tags(request: Request) -> dict[str, str]:
     raw = request.query_params.get("tags")
     if raw:
         try:
-            doc = json.loads(raw)
-        except ValueError as exc:
+            doc = load_json(raw.encode("utf-8", "surrogatepass"))
+        except BadRequest as exc:
             raise BadRequest(f"tags must be a JSON object: {exc}") from exc
         if not isinstance(doc, dict):
             raise BadRequest("tags must be a JSON object of key to value")

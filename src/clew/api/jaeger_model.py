@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -30,6 +31,12 @@ def jaeger_id(raw: bytes) -> str:
     return raw.hex()
 
 
+def _double(value: float) -> float | str:
+    """A double as JSON takes it: NaN and the infinities (which OTLP carries) as the strings that
+    protobuf's JSON mapping writes for them, since JSON has no such numbers."""
+    return value if math.isfinite(value) else json.dumps(value)
+
+
 def _tag(key: str, value: AnyValue) -> dict[str, Any]:
     kind = value.WhichOneof("value")
     if kind == "string_value":
@@ -40,7 +47,7 @@ def _tag(key: str, value: AnyValue) -> dict[str, Any]:
         v = value.int_value
         return {"key": key, "type": "int64", "value": v if abs(v) <= _JS_SAFE else str(v)}
     if kind == "double_value":
-        return {"key": key, "type": "float64", "value": value.double_value}
+        return {"key": key, "type": "float64", "value": _double(value.double_value)}
     if kind == "bytes_value":
         return {"key": key, "type": "binary", "value": base64.b64encode(value.bytes_value).decode()}
     if kind is None:
@@ -62,6 +69,8 @@ def _raw(value: AnyValue) -> Any:
         return {kv.key: _raw(kv.value) for kv in value.kvlist_value.values}
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
+    if kind == "double_value":
+        return _double(value.double_value)
     return getattr(value, kind) if kind is not None else None
 
 
@@ -189,7 +198,7 @@ def _plain_tag(key: str, value: Any) -> dict[str, Any]:
     if isinstance(value, int):
         return {"key": key, "type": "int64", "value": value if abs(value) <= _JS_SAFE else str(value)}
     if isinstance(value, float):
-        return {"key": key, "type": "float64", "value": value}
+        return {"key": key, "type": "float64", "value": _double(value)}
     if isinstance(value, str):
         return _string_tag(key, value)
     return _string_tag(key, json.dumps(value, separators=(",", ":"), sort_keys=True))

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from clew.components.http import tenant, trace_id_param
 from clew.core.errors import BadRequest, NotFound
+from clew.core.json_body import load_json
 from clew.core.language import DURATION_UNITS
 from clew.core.model import KIND_CODES
 from clew.core.otlp import to_otlp_json, to_traces_data
@@ -63,7 +64,11 @@ def go_duration_ns(text: str, name: str) -> int:
         m = _GO_DURATION.match(body, at)
         if m is None:
             raise BadRequest(f"{name} must be a duration such as 100ms, 1.5s or 1h30m, got {text!r}")
-        total += int(float(m.group(1)) * _UNITS[m.group(2)])
+        part = float(m.group(1)) * _UNITS[m.group(2)]
+        if part > 2**63 - 1:  # infinite too, where the number has hundreds of digits
+            total = 2**63
+            break
+        total += int(part)
         at = m.end()
     if not body or total > 2**63 - 1:
         raise BadRequest(f"{name} must be a duration from 0 to 2562047h, got {text!r}")
@@ -76,10 +81,10 @@ def attributes(request: Request) -> dict[str, str]:
     raw = param(request, "attributes")
     if raw:
         try:
-            doc = json.loads(raw)
-        except ValueError as exc:
+            doc = load_json(raw.encode("utf-8", "surrogatepass"))
+        except BadRequest as exc:
             raise BadRequest(
-                'query.attributes must be a JSON object such as {"http.status_code":"500"}'
+                f'query.attributes must be a JSON object such as {{"http.status_code":"500"}}: {exc}'
             ) from exc
         if not isinstance(doc, dict):
             raise BadRequest('query.attributes must be a JSON object such as {"http.status_code":"500"}')

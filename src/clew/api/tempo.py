@@ -22,6 +22,7 @@ from clew.api.jaeger_v3 import rfc3339_ns
 from clew.api.native import search_json, search_request
 from clew.components.http import tenant, time_range_ns, trace_id_param
 from clew.core.errors import BadRequest, NotFound
+from clew.core.json_body import load_json
 from clew.core.language import Condition, parse, parse_duration_literal
 from clew.core.metrics_query import MetricsQuery, parse_metrics
 from clew.core.otlp import to_otlp_json, to_traces_data
@@ -170,6 +171,17 @@ def tempo_routes(reader: TraceReader) -> list[Route]:
     ]
 
 
+def _quoted(raw: str, tags: str) -> str:
+    """A logfmt value in double quotes, with JSON's escapes."""
+    try:
+        value = load_json(raw.encode("utf-8", "surrogatepass"))
+    except BadRequest as exc:
+        raise BadRequest(f"tags: a quoted value is not a JSON string ({exc}): {tags[:100]!r}") from exc
+    if not isinstance(value, str):
+        raise BadRequest(f"tags: a quoted value is not a JSON string: {tags[:100]!r}")
+    return value
+
+
 def tags_query(tags: str) -> str:
     """Tempo's older search form, `tags` in logfmt (`service.name=shop http.status_code=500`), as a
     query: every tag on one span (span or resource attribute; `name` and `status` are the span's)."""
@@ -180,7 +192,7 @@ def tags_query(tags: str) -> str:
         if m is None:
             raise BadRequest(f"tags must be logfmt, key=value pairs separated by spaces: {tags!r}")
         key, raw = m.group(1), m.group(2)
-        value = json.loads(raw) if raw.startswith('"') else raw
+        value = _quoted(raw, tags) if raw.startswith('"') else raw
         rest = rest[m.end() :].strip()
         text = json.dumps(value)
         if key in ("name", "status") or key.startswith("span:"):
@@ -226,7 +238,7 @@ def _metrics_request(request: Request, instant: bool) -> tuple[MetricsQuery, int
                 if not re.fullmatch(r"\d+(\.\d+)?", text)
                 else int(float(text) * 10**9)
             )
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # OverflowError: a number of hundreds of digits
             raise BadRequest(f"step: {exc}") from exc
     else:
         step = max(10**9, -(-(end - start) // 100) // 10**9 * 10**9)

@@ -19,8 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
+from clew.core.json_body import load_json
 from clew.core.model import SpanKind, StatusCode
-from clew.receivers.json_body import load_json
 from clew.receivers.otlp import BadRequest, parse_json_document
 from clew.receivers.zipkin import zipkin_to_otlp
 

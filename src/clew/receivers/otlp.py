@@ -34,9 +34,9 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from clew.core.errors import BadRequest
+from clew.core.json_body import load_json
 from clew.core.model import DEFAULT_TENANT, LOGS, OtlpBatch
 from clew.core.otlp import convert_ids, to_otlp_json
-from clew.receivers.json_body import load_json
 
 __all__ = [
     "BadRequest",

@@ -26,8 +26,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from clew.core.attributes import plain_value
 from clew.core.errors import BadRequest
+from clew.core.json_body import load_json
 from clew.core.model import DEFAULT_TENANT, LOGS, OtlpBatch
-from clew.receivers.json_body import load_json
 from clew.receivers.otlp import _PARSE_ERRORS, Decoded, _hex_to_b64, _shell, _short, _widen_ints, keep_valid
 
 _MAX_NS = (1 << 63) - 1

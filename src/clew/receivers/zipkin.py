@@ -34,12 +34,12 @@ from starlette.routing import Route
 
 from clew.core.errors import BadRequest, ClewError, UnsupportedMedia
 from clew.core.identity import caller_of
+from clew.core.json_body import load_json
 from clew.core.model import DEFAULT_TENANT, SpanKind
 from clew.gateway.errors import Problem, handlers
 from clew.gateway.identity import IdentityMiddleware
 from clew.receivers import Sink
 from clew.receivers.http_body import media_type, read_body
-from clew.receivers.json_body import load_json
 from clew.receivers.otlp import Decoded, accept_request
 
 _KINDS = {

@@ -21,7 +21,7 @@ from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import ClewError, StoreError
 from clew.store.arrays import with_functions
 from clew.store.connection import Data, engine_error, over_budget, pieces, write_data
-from clew.store.sql import quote
+from clew.store.sql import quote, utf8_params
 
 
 def _settings_clause(settings: dict[str, object]) -> str:
@@ -40,7 +40,10 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "
 def _escaped(params: dict[str, object] | None) -> dict[str, object] | None:
     if not params:
         return None
-    return {k: _text(v).translate(_ESCAPES) if isinstance(v, str | list) else v for k, v in params.items()}
+    return {
+        k: _text(v).translate(_ESCAPES) if isinstance(v, str | list) else v
+        for k, v in (utf8_params(params) or {}).items()
+    }
 
 
 def _text(value: object) -> str:

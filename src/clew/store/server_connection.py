@@ -14,7 +14,7 @@ from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import ConfigError, StoreError
 from clew.store.arrays import with_functions
 from clew.store.connection import Data, engine_error, joined, over_budget
-from clew.store.sql import quote
+from clew.store.sql import quote, utf8_params
 
 SCHEMES = {"clickhouse": False, "http": False, "https": True, "clickhouses": True}
 _DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -108,7 +108,9 @@ class ServerConnection:
         budget = QUERY_SECONDS.get()
         settings = {} if budget is None else {"max_execution_time": f"{budget:g}"}
         try:
-            table: pa.Table = self._call(self._client.query_arrow, sql, parameters=params, settings=settings)
+            table: pa.Table = self._call(
+                self._client.query_arrow, sql, parameters=utf8_params(params), settings=settings
+            )
             return table
         except StoreError as exc:
             if budget is None:
@@ -117,7 +119,7 @@ class ServerConnection:
 
     def command(self, sql: str, params: dict[str, object] | None = None) -> None:
         sql = with_functions(sql)
-        self._call(self._client.command, sql, parameters=params)
+        self._call(self._client.command, sql, parameters=utf8_params(params))
 
     def insert_formatted(
         self,
@@ -130,7 +132,13 @@ class ServerConnection:
     ) -> None:
         """The data is the request's body and `input()` the table the SELECT reads it from."""
         statement = sql.replace("{source}", f"input({quote(structure)})") + f" FORMAT {fmt}"
-        self._call(self._client.command, statement, parameters=params, data=joined(data), settings=settings)
+        self._call(
+            self._client.command,
+            statement,
+            parameters=utf8_params(params),
+            data=joined(data),
+            settings=settings,
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # A span's key equals the parent key of its children: the same bytes hash alike whether they sit in
 # `span_id` (FixedString) or `parent_span_id` (String). Two 64-bit keys keep hash joins small.
 SPAN_KEY = "cityHash64(trace_id, span_id)"
@@ -27,6 +29,26 @@ def childless_clients(db: str, columns: str) -> str:
         f"LEFT ANTI JOIN (SELECT {PARENT_KEY} AS k FROM {db}.spans WHERE {AROUND} AND parent_span_id != '') AS ch "
         "ON cityHash64(c.trace_id, c.span_id) = ch.k"
     )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_params(params: dict[str, object] | None) -> dict[str, object] | None:
+    """Query parameters whose text a client can send as UTF-8: a lone UTF-16 surrogate (which a JSON
+    escape such as `\\ud800` puts in a Python string) becomes U+FFFD, as the receivers store it.
+    Neither client can encode one, and its error read as the store failing (a 503)."""
+    if not params:
+        return params
+    return {k: _utf8(v) for k, v in params.items()}
+
+
+def _utf8(value: object) -> object:
+    if isinstance(value, str):
+        return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_utf8(v) for v in value]
+    return value
 
 
 def quote(text: str) -> str:

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from clew.core.errors import BadRequest
 from clew.core.language import Condition
 from clew.core.metrics_query import MetricsQuery
 from clew.core.model import DEFAULT_TENANT, KIND_CODES, SPAN_SCHEMA, STATUS_CODES, SpanBatch
@@ -40,6 +41,11 @@ __all__ = [
 ]
 
 
+# Tags of one Jaeger search: each is a condition over every typed map (~1.2 KB of SQL), and 213 of them
+# passed the engine's limit on a statement's size, a 503 (the query language's limit is MAX_CONDITIONS).
+MAX_TAGS = 64
+
+
 @dataclass(frozen=True, slots=True)
 class TraceQuery:
     """Jaeger's search: one span of `service` must match every condition. Times in nanoseconds."""
@@ -53,6 +59,10 @@ class TraceQuery:
     duration_max: int | None = None
     limit: int = 100
     tenant: str = DEFAULT_TENANT
+
+    def __post_init__(self) -> None:
+        if len(self.tags) > MAX_TAGS:
+            raise BadRequest(f"at most {MAX_TAGS} tags a search (MAX_TAGS), got {len(self.tags)}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,7 +201,7 @@ class Logs(BaseComponent):
         async def search(request: Request) -> JSONResponse:
             start, end = time_range_ns(request)
             text = request.query_params.get("limit", "100")
-            if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+            if not (text.isascii() and text.isdigit() and len(text) <= 9) or not 1 <= int(text) <= MAX_LIMIT:
                 raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text[:40]!r}")
             q = request.query_params.get("q", "")
             answer = await asyncio.to_thread(self.search, tenant(request), q, start, end, int(text))
@@ -212,7 +212,7 @@ class Logs(BaseComponent):
             text = request.query_params.get("step")
             step = max(SECOND, (end - start) // MAX_BUCKETS + 1)
             if text:
-                if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 10**8:
+                if not (text.isascii() and text.isdigit() and len(text) <= 9) or not 1 <= int(text) <= 10**8:
                     raise BadRequest(f"step must be whole seconds from 1 to 100000000, got {text[:40]!r}")
                 step = int(text) * SECOND
                 if (end - start) // step + 1 > MAX_BUCKETS:

@@ -1,4 +1,5 @@
-"""JSON bodies with limits, shared by the OTLP/JSON and Zipkin receivers and the file importer.
+"""JSON with limits, shared by the OTLP/JSON and Zipkin receivers, the file importer and the query
+APIs' JSON parameters (Jaeger's `tags`, `query.attributes`).
 
 `load_json` is `json.loads` made safe for whatever a client sends; every refusal is a `BadRequest`:
 
