@@ -116,3 +116,21 @@ def test_bad_parameters_are_400_in_the_gateway_shape(jaeger: ServerProcess, para
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["httpCode"] == 400 and error["message"]
+
+
+def test_times_past_what_nanoseconds_hold_are_the_ends_of_the_range(jaeger: ServerProcess) -> None:
+    """A window ending in 2263 or starting in 1600 (outside 64-bit nanoseconds) finds what the same
+    window ending in 2100 finds, instead of nothing (found by fuzzing)."""
+    base = {"query.service_name": "frontend", "query.num_traces": "20"}
+    within = {
+        **base,
+        "query.start_time_min": "1970-01-01T00:00:00Z",
+        "query.start_time_max": "2100-01-01T00:00:00Z",
+    }
+    beyond = {
+        **base,
+        "query.start_time_min": "1600-01-01T00:00:00Z",
+        "query.start_time_max": "2263-01-01T00:00:00Z",
+    }
+    found = get(jaeger, "/api/v3/trace-summaries", **within).json()["summaries"]
+    assert found and get(jaeger, "/api/v3/trace-summaries", **beyond).json()["summaries"] == found

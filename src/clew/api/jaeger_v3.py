@@ -43,7 +43,9 @@ def param(request: Request, *names: str) -> str | None:
 
 
 def rfc3339_ns(text: str, name: str) -> int:
-    """RFC 3339 with up to nanoseconds, as the gateway takes times."""
+    """RFC 3339 with up to nanoseconds, as the gateway takes times. A time outside what nanoseconds
+    since 1970 hold in 64 bits (1677-2262, the store's range) is the nearest end of it: a search
+    ending in the year 3000 means "until any time", and found nothing when passed on as it was."""
     m = _RFC3339.match(text.strip())
     if m is None:
         raise BadRequest(
@@ -53,7 +55,8 @@ def rfc3339_ns(text: str, name: str) -> int:
         seconds = datetime.fromisoformat(m.group(1) + (m.group(3).upper().replace("Z", "+00:00"))).timestamp()
     except ValueError as exc:
         raise BadRequest(f"{name}: {exc}") from exc
-    return int(seconds) * 10**9 + int((m.group(2) or "0").ljust(9, "0"))
+    ns = int(seconds) * 10**9 + int((m.group(2) or "0").ljust(9, "0"))
+    return min(max(ns, -(2**63)), 2**63 - 1)
 
 
 def go_duration_ns(text: str, name: str) -> int:

@@ -211,6 +211,7 @@ def tags_query(tags: str) -> str:
 
 
 MAX_STEPS = 11_000  # Tempo's limit of points a series
+MAX_STEP_SECONDS = (2**63 - 1) // 10**9  # what a step in nanoseconds holds
 
 
 def _metrics_request(request: Request, instant: bool) -> tuple[MetricsQuery, int, int, int]:
@@ -238,8 +239,10 @@ def _metrics_request(request: Request, instant: bool) -> tuple[MetricsQuery, int
                 if not re.fullmatch(r"\d+(\.\d+)?", text)
                 else int(float(text) * 10**9)
             )
-        except (ValueError, OverflowError) as exc:  # OverflowError: a number of hundreds of digits
+        except ValueError as exc:
             raise BadRequest(f"step: {exc}") from exc
+        except OverflowError as exc:  # a number of hundreds of digits
+            raise BadRequest(f"step must be at most {MAX_STEP_SECONDS:,} seconds, got {text[:40]!r}") from exc
     else:
         step = max(10**9, -(-(end - start) // 100) // 10**9 * 10**9)
     if step <= 0 or (end - start) // step > MAX_STEPS:
