@@ -2,8 +2,9 @@
 parameter names each route reads (Jaeger v3 `query.*`, Tempo's, the release comparison's), values
 shaped for each (Go durations, RFC 3339 times at the edges of 64-bit nanoseconds, numbers of hundreds
 of digits, JSON with escaped surrogates or deep nesting, logfmt), repeated parameters and odd path
-segments. A longer randomized run of these found eight ways to a 5xx (session 24: bench/RESULTS.md);
-here derandomized, so CI runs the same cases. Never a 5xx, a 4xx says why, and a stored trace reads
+segments. A longer randomized run of these found eight ways to a 5xx (session 24; the cases are
+`@example`s of tests/test_fuzz_endpoints.py and tests/test_jaeger_api.py); here derandomized, so CI
+runs the same cases. Never a 5xx, a 4xx says why, and a stored trace reads
 back the same after every case."""
 
 from __future__ import annotations
