@@ -312,8 +312,8 @@ class LoggedWriter:
                     time.sleep(delay)
                     delay = min(delay * 2, 5.0)
         if prepared is not None:  # begun for a tenant this segment has no spans of
-            self.cancelled_inserts += 1
             prepared.write.cancel()
+            self.cancelled_inserts += 1  # counted once ended: the engine holds no statement of it
         self.wal.trim(segment)
         with self._lock:
             self._committed_at = self.clock()
@@ -369,8 +369,8 @@ class LoggedWriter:
             if begun is None or (older_than and (self._committing or idle < older_than)):
                 return
             self._prepared = None
-        self.cancelled_inserts += 1
         begun.write.cancel()
+        self.cancelled_inserts += 1  # counted once ended (a reader of the count sees it gone)
 
     def _wake_waiters(self) -> None:
         """The event-loop flushes whose spans are all committed now (the lock held)."""
