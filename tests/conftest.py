@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from clew.store.connection import Connection
-from tests.shop_data import shop
+from tests.shop_data import A, shop
 
 LISTENING = re.compile(r"clew listening otlp-grpc=(\d+) otlp-http=(\d+) zipkin=(\d+) http=(\d+) tempo=(\d+)")
 # A verbatim copy of the team's ../shared/conformance (other projects' own test data, sources and
@@ -350,3 +350,20 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert, key
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict, dict]]:
+    """A server holding the shop, for the endpoint fuzzers (one per module): it, the shop trace `A`
+    as read back, and what a search of everything finds, to check that no case changes them."""
+    server = ServerProcess(tmp_path_factory.mktemp("fuzzed") / "data").start()
+    try:
+        response = httpx.post(f"{server.otlp_http_url}/v1/traces", json=shop(), timeout=30)
+        assert response.status_code == 200
+        trace = httpx.get(f"{server.http_url}/api/v1/traces/{A}", timeout=30).json()
+        found = httpx.get(
+            f"{server.http_url}/api/v1/search", params={"q": "{ }", "start": 0}, timeout=30
+        ).json()
+        yield server, trace, found
+    finally:
+        server.stop()

@@ -10,17 +10,21 @@ back the same after every case."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ServerProcess, canonical_spans
-from tests.shop_data import A, shop
-from tests.test_fuzz_endpoints import NASTY, PARAMETERS, PATHS
+from tests.conftest import ServerProcess
+from tests.shop_data import A
+from tests.test_fuzz_endpoints import (
+    NASTY,
+    PARAMETERS,
+    PATHS,
+    assert_answered,
+    assert_store_unchanged,
+)
 
 SETTINGS = settings(
     max_examples=100,
@@ -121,33 +125,6 @@ V3_BASE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict, dict]]:
-    server = ServerProcess(tmp_path_factory.mktemp("fuzz-routes") / "data").start()
-    try:
-        response = httpx.post(f"{server.otlp_http_url}/v1/traces", json=shop(), timeout=30)
-        assert response.status_code == 200
-        trace = httpx.get(f"{server.http_url}/api/v1/traces/{A}", timeout=30).json()
-        found = httpx.get(
-            f"{server.http_url}/api/v1/search", params={"q": "{ }", "start": 0}, timeout=30
-        ).json()
-        yield server, trace, found
-    finally:
-        server.stop()
-
-
-def _check(server: ServerProcess, base: str, url: str, response: httpx.Response) -> None:
-    assert response.status_code < 500, (url, response.status_code, response.text[:300])
-    if response.status_code >= 400 and base == server.tempo_url:
-        assert response.text.strip(), "a Tempo error says why"
-    elif response.status_code >= 400 and response.headers.get("content-type", "").startswith(
-        "application/json"
-    ):
-        body = response.json()
-        reason = body.get("error") or (body.get("errors") or [{}])[0].get("msg")
-        assert reason, body
-
-
 def _send(server: ServerProcess, path: str, pairs: list[tuple[str, str]], seg: dict[str, str]) -> None:
     concrete = path.replace("{trace_id}", seg.get("trace", A)).replace(
         "{service}", seg.get("service", "frontend")
@@ -164,7 +141,7 @@ def _send(server: ServerProcess, path: str, pairs: list[tuple[str, str]], seg: d
         response = httpx.get(url, timeout=60)
     except (httpx.InvalidURL, UnicodeEncodeError):
         return
-    _check(server, base, url, response)
+    assert_answered(server, base, response, url)
 
 
 @SETTINGS
@@ -181,8 +158,7 @@ def test_more_names_and_values_get_no_server_error(
         names = {n for n, _ in pairs}
         pairs = [p for p in V3_BASE if p[0] not in names] + pairs
     _send(server, path, pairs, {})
-    again = httpx.get(f"{server.http_url}/api/v1/traces/{A}", timeout=30).json()
-    assert canonical_spans(again) == canonical_spans(trace)
+    assert_store_unchanged(server, trace, found)
 
 
 SEGMENTS = st.one_of(
@@ -297,8 +273,7 @@ def route_requests(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
 @SETTINGS
 @given(request=route_requests())
 def test_route_shaped_parameters_get_no_server_error(fuzzed, request) -> None:
-    server, trace, _ = fuzzed
+    server, trace, found = fuzzed
     path, pairs = request
     _send(server, path, pairs, {})
-    again = httpx.get(f"{server.http_url}/api/v1/traces/{A}", timeout=30).json()
-    assert canonical_spans(again) == canonical_spans(trace)
+    assert_store_unchanged(server, trace, found)

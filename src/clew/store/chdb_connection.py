@@ -38,12 +38,10 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "
 
 
 def _escaped(params: dict[str, object] | None) -> dict[str, object] | None:
+    params = utf8_params(params)
     if not params:
         return None
-    return {
-        k: _text(v).translate(_ESCAPES) if isinstance(v, str | list) else v
-        for k, v in (utf8_params(params) or {}).items()
-    }
+    return {k: _text(v).translate(_ESCAPES) if isinstance(v, str | list) else v for k, v in params.items()}
 
 
 def _text(value: object) -> str:
