@@ -234,6 +234,30 @@ def test_attributes_beyond_the_limits_are_dropped_and_cut_never_refused(limited:
         assert {"long", "s000", "s001"} <= set(kept)
 
 
+@pytest.mark.parametrize(
+    ("long_value", "stored"),
+    [
+        ("é" * 40_000, "é" * 32768),  # under the count limit, a value past the length is still cut
+        ("é" * 20_000, "é" * 20_000),  # 40,000 bytes but 20,000 characters: kept whole
+        ("x" * 32768, "x" * 32768),  # at the limit: kept
+        ("short", "short"),  # a span within both limits is stored as sent
+    ],
+    ids=["cut", "multibyte-kept", "at-the-limit", "within"],
+)
+def test_a_value_is_cut_by_characters_whatever_the_attribute_count(
+    limited: ServerProcess, long_value: str, stored: str
+) -> None:
+    trace = os.urandom(16)
+    response = limited.post_otlp(_attributes_request(trace, 5, long_value), X_Scope_OrgID="bulk")
+    assert response.status_code == 200
+    span = _stored_span(limited, trace, "bulk")
+    kept = {a["key"]: a["value"] for a in span["attributes"]}
+    assert kept["long"]["stringValue"] == stored
+    assert [a["key"] for a in span["attributes"]] == ["long", "s000", "s001", "s002", "s003", "s004", "n"]
+    assert kept["s004"]["stringValue"] == "v4" and kept["n"]["intValue"] == "7"
+    assert span["droppedAttributesCount"] == 2  # what the sender had dropped, nothing more
+
+
 def test_a_tenants_request_size_limit(limited: ServerProcess) -> None:
     body = _request(os.urandom(16))
     assert len(body) > 500
