@@ -1,20 +1,25 @@
 """What merges cost a span at a steady rate, in-process: inserts of `--spans-per-insert` shop spans
 (what a server commits at the rate it receives: ~20,000 at 40,000 spans/s), merges on, then until
 the engine has no merge left running. Prints the process's CPU a span for each table setting given
-(`--settings`, alternated run by run), so that a merge setting is measured as the ingest pays for it.
+(`--settings`, alternated run by run), so that a merge setting is measured as the ingest pays for it,
+and how much of it the merge threads took; then the trace lookups over the parts left (`--lookups`),
+since fewer merges leave more parts for each lookup to read.
 
-Usage: python bench/merges.py [--inserts 30] [--spans-per-insert 20480] [--rounds 2]
+Usage: python bench/merges.py [--inserts 30] [--spans-per-insert 20480] [--rounds 2] [--lookups 200]
     [--settings "" "vertical_merge_algorithm_min_rows_to_activate = 131072"]
 An empty setting is the table as clew creates it; `codec:ZSTD(2)` gives the text and attribute columns
-(those clew compresses with `TEXT`) that codec instead.
+(those clew compresses with `TEXT`) that codec instead; a setting that starts with `ALTER` is run as
+it is (e.g. an index added).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -30,12 +35,42 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each of this process's threads, by id, with its name: merges run on the
+    engine's `MergeMutate` threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                text = f.read()
+        except OSError:  # ended meanwhile
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        out[int(task)] = (
+            text[text.index("(") + 1 : text.rindex(")")],
+            (int(fields[11]) + int(fields[12])) / tick,
+        )
+    return out
+
+
+def merge_cpu(before: dict[int, tuple[str, float]]) -> float:
+    """CPU seconds the merge threads used since `before` (threads that ended meanwhile are lost)."""
+    total = 0.0
+    for tid, (name, seconds) in thread_cpu().items():
+        if name.startswith("MergeMutate"):
+            total += seconds - before.get(tid, (name, 0.0))[1]
+    return total
+
+
 def _alter(setting: str) -> list[str]:
     """The statements that give `clew.spans` an arm's setting or text codec."""
     from clew.core.model import COLUMNS, TEXT
 
     if not setting:
         return []
+    if setting.upper().startswith("ALTER "):  # a statement of its own (an index, a projection)
+        return [setting]
     if not setting.startswith("codec:"):
         return [f"ALTER TABLE clew.spans MODIFY SETTING {setting}"]
     codec = f"CODEC({setting.removeprefix('codec:')})"
@@ -46,9 +81,11 @@ def _alter(setting: str) -> list[str]:
     ]
 
 
-def run(payloads: list[bytes], per_insert: int, setting: str) -> tuple[float, float, int, float, float]:
-    """CPU a span while inserting, and with the merges that follow; parts left; rows merged a span;
-    bytes on disk a span."""
+def run(
+    payloads: list[bytes], per_insert: int, setting: str, lookups: list[bytes]
+) -> tuple[float, float, float, int, float, float, list[float]]:
+    """CPU a span while inserting, and with the merges that follow, and of it the merge threads';
+    parts left; rows merged a span; bytes on disk a span; each lookup's wall seconds."""
     from clew.assembly import open_embedded
     from clew.core.model import OtlpBatch
     from clew.receivers.otlp import decode_protobuf
@@ -67,6 +104,7 @@ def run(payloads: list[bytes], per_insert: int, setting: str) -> tuple[float, fl
         ]
         spans = sum(len(b) for b in batches)
         merged_before = _event(conn, "MergedRows")
+        threads = thread_cpu()
         started = cpu()
         for batch in batches:
             store.writer.write(batch)
@@ -77,6 +115,13 @@ def run(payloads: list[bytes], per_insert: int, setting: str) -> tuple[float, fl
             running = conn.query("SELECT count() FROM system.merges").column(0)[0].as_py()
             idle = idle + 1 if running == 0 else 0
         settled = cpu()
+        merging = merge_cpu(threads)
+        walls = []
+        for trace_id in lookups:
+            began = time.perf_counter()
+            found = store.reader.get_trace(trace_id)
+            walls.append(time.perf_counter() - began)
+            assert len(found), "a trace written is found"
         parts = (
             conn.query(
                 "SELECT count() FROM system.parts WHERE database = 'clew' AND table = 'spans' AND active"
@@ -95,9 +140,11 @@ def run(payloads: list[bytes], per_insert: int, setting: str) -> tuple[float, fl
         return (
             (inserted - started) / spans * 1e6,
             (settled - started) / spans * 1e6,
+            merging / spans * 1e6,
             int(parts),
             merged,
             int(on_disk) / spans,
+            walls,
         )
     finally:
         store.close()
@@ -120,6 +167,7 @@ def main() -> None:
     parser.add_argument("--spans-per-insert", type=int, default=20480)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--lookups", type=int, default=200, help="trace lookups after the merges")
     parser.add_argument(
         "--settings", nargs="+", default=["", "vertical_merge_algorithm_min_rows_to_activate = 131072"]
     )
@@ -127,15 +175,31 @@ def main() -> None:
     per_insert = max(1, args.spans_per_insert // 512)
     payloads = list(requests(args.seed, 512 * per_insert * args.inserts, 512, time.time_ns() - 3600 * 10**9))
     payloads = payloads[: per_insert * args.inserts]
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    picked = random.Random(args.seed).sample(payloads, min(args.lookups, len(payloads)))
+    lookups = [
+        ExportTraceServiceRequest.FromString(p).resource_spans[0].scope_spans[0].spans[0].trace_id
+        for p in picked
+    ]
     print(
         f"{args.inserts} inserts of {per_insert * 512:,} spans; CPU of the whole process a span", flush=True
     )
     for _ in range(args.rounds):
         for setting in args.settings:
-            inserting, settled, parts, merged, on_disk = run(payloads, per_insert, setting)
+            inserting, settled, merging, parts, merged, on_disk, walls = run(
+                payloads, per_insert, setting, lookups
+            )
+            lookup = (
+                f"; trace by id p50 / p99 {statistics.median(walls) * 1e3:.1f} / "
+                f"{statistics.quantiles(walls, n=100)[98] * 1e3:.1f} ms"
+                if len(walls) > 1
+                else ""
+            )
             print(
                 f"  {setting or 'as created':<60} inserting {inserting:5.1f} us, with the merges after "
-                f"{settled:5.1f} us; {parts} parts left; rows merged {merged:.2f}x; {on_disk:.1f} bytes a span",
+                f"{settled:5.1f} us (merge threads {merging:4.1f}); {parts} parts left; rows merged {merged:.2f}x; "
+                f"{on_disk:.1f} bytes a span{lookup}",
                 flush=True,
             )
 

@@ -1,6 +1,6 @@
 """Query latency over 10 million stored spans (1 million traces of 10 spans), through a real server.
 
-    python bench/query.py [--spans 10000000] [--data-dir bench-data/query] [--runs 200]
+    python bench/query.py [--spans 10000000] [--data-dir bench-data/query] [--runs 200] [--settle final]
 
 The workload is generated inside the engine (INSERT ... SELECT over numbers(), seeded hashes), since
 ingest has its own benchmark (bench/ingest.py) and pushing 10 M spans through OTLP would take minutes
@@ -17,6 +17,10 @@ The spans are laid out as the default retention tiers leave them (store/clickhou
 the last two hours in partitions by received hour, older ones settled in one partition per day, as
 if tail sampling had kept every trace. The server runs with tail sampling off, or the retention would
 reduce those hours to their sampled traces: the figures are for 10 M stored spans.
+
+`--settle final` (the default) merges each partition into one part before the queries, the best case;
+`--settle background` only waits until the engine's own merges have stopped, which leaves several parts
+a partition as a server's steady inserts do (a lookup reads each).
 """
 
 from __future__ import annotations
@@ -75,7 +79,9 @@ FROM (
 )
 
 
-def generate(data_dir: Path, spans: int, seed: int, samples: int) -> tuple[int, float, list[str]]:
+def generate(
+    data_dir: Path, spans: int, seed: int, samples: int, settle: str = "final"
+) -> tuple[int, float, list[str]]:
     """Fill `data_dir` unless it already holds this workload.
 
     Returns the workload's end (ns), the seconds generation took, and `samples` trace ids to look up.
@@ -110,8 +116,19 @@ def generate(data_dir: Path, spans: int, seed: int, samples: int) -> tuple[int, 
         )
         print(f"  generated {first + count:,} spans", file=sys.stderr)
     took = time.perf_counter() - began
-    # settle the parts as background merges would, so queries are not timed against a merge in flight
-    store.conn.command("OPTIMIZE TABLE clew.spans FINAL")
+    # no query is timed against a merge in flight
+    if settle == "final":
+        store.conn.command("OPTIMIZE TABLE clew.spans FINAL")
+    else:
+        quiet = 0
+        while quiet < 3:  # three seconds in a row without a merge
+            time.sleep(1)
+            running = store.conn.query("SELECT count() FROM system.merges").column(0)[0].as_py()
+            quiet = quiet + 1 if running == 0 else 0
+    parts = store.conn.query(
+        "SELECT count() FROM system.parts WHERE database = 'clew' AND table = 'spans' AND active"
+    )
+    print(f"  {parts.column(0)[0].as_py()} parts after settling ({settle})", file=sys.stderr)
     assert store.reader.span_count() == spans
     ids = (
         store.conn.query(
@@ -157,10 +174,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("bench-data/query"))
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--settle", choices=("final", "background"), default="final")
     args = parser.parse_args()
 
     # two ids a run: each API looks up traces of its own, so neither reads what the other just cached
-    end, took, sample_ids = generate(args.data_dir, args.spans, args.seed, 2 * args.runs)
+    end, took, sample_ids = generate(args.data_dir, args.spans, args.seed, 2 * args.runs, args.settle)
     if took:
         print(f"workload: {args.spans:,} spans generated in {took:.1f} s ({args.spans / took:,.0f} spans/s)")
     traces = args.spans // TRACE_SPANS

@@ -54,6 +54,25 @@ def store(backend: Connection) -> Store:
     return s
 
 
+def _statistics_loaded(conn: Connection) -> int:
+    table = conn.query(
+        "SELECT value FROM system.events WHERE event = 'LoadedStatisticsMicroseconds' "
+        "SETTINGS system_events_show_zero_values = 1"
+    )
+    return int(table.column(0)[0].as_py()) if table.num_rows else 0
+
+
+def test_reads_load_no_column_statistics(store: Store):
+    """The engine keeps statistics of every column of every part and, by default, loads them for each
+    query (~3 ms a part: a trace lookup over a busy hour's parts took 2-3x as long). Reads run
+    without them (`READ_SETTINGS`)."""
+    assert store.conn.query("SELECT getSetting('use_statistics') AS v").column(0)[0].as_py() in (0, False)
+    before = _statistics_loaded(store.conn)
+    for trace_id in (A, B, C, D):
+        assert len(store.reader.get_trace(bytes.fromhex(trace_id)))
+    assert _statistics_loaded(store.conn) == before
+
+
 def test_a_trace_reads_back_as_it_was_written(store: Store):
     sent = canonical_spans(shop())
     for trace_id in (A, B, C, D):

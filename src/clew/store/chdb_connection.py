@@ -20,7 +20,7 @@ import pyarrow as pa
 from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import ClewError, StoreError
 from clew.store.arrays import with_functions
-from clew.store.connection import Data, engine_error, over_budget, pieces, write_data
+from clew.store.connection import READ_SETTINGS, Data, engine_error, over_budget, pieces, write_data
 from clew.store.sql import quote, utf8_params
 
 
@@ -57,10 +57,8 @@ class _Session:
     parameters as session state, so concurrent statements on it would see each other's."""
 
     def __init__(self, path: Path) -> None:
-        from chdb import session  # imported lazily: loading the engine takes a moment
-
         self.path = str(path)
-        self.session = session.Session(self.path)
+        self.session = _open(self.path)
         self.lock = threading.Lock()
 
     def run(self, sql: str, fmt: str, params: dict[str, object] | None) -> Any:
@@ -86,9 +84,16 @@ class _Session:
                     return
             except Exception:  # the broken result is what the probe is there to take
                 continue
-        from chdb import session
+        self.session = _open(self.path)
 
-        self.session = session.Session(self.path)
+
+def _open(path: str) -> Any:
+    """A chdb session on `path` with `READ_SETTINGS` set for its every statement."""
+    from chdb import session  # imported lazily: loading the engine takes a moment
+
+    opened = session.Session(path)
+    opened.query("SET " + ", ".join(f"{k} = {v}" for k, v in READ_SETTINGS.items()), "CSV")
+    return opened
 
 
 _PROBES = 3

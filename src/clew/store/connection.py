@@ -66,6 +66,14 @@ def write_data(fd: int, data: Data) -> None:
                     view = view[os.write(fd, view) :]
 
 
+# Settings of the reads (every statement of an embedded session). The engine (26.x) keeps statistics of every column
+# of every part and, by default, loads them at each query to estimate selectivity: ~3 ms a part,
+# which made a trace lookup over a busy hour's parts 2-3x slower (41-49 ms against 17-24 with 5
+# parts; bench/RESULTS.md, session 25). clew's reads are narrowed by the sort key and the min/max
+# indexes, which need no statistics.
+READ_SETTINGS: dict[str, int] = {"use_statistics": 0}
+
+
 class Connection(Protocol):
     database: str  # where clew's tables are
 

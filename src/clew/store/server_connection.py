@@ -13,7 +13,7 @@ import pyarrow as pa
 from clew.core.budget import QUERY_SECONDS
 from clew.core.errors import ConfigError, StoreError
 from clew.store.arrays import with_functions
-from clew.store.connection import Data, engine_error, joined, over_budget
+from clew.store.connection import READ_SETTINGS, Data, engine_error, joined, over_budget
 from clew.store.sql import quote, utf8_params
 
 SCHEMES = {"clickhouse": False, "http": False, "https": True, "clickhouses": True}
@@ -102,11 +102,15 @@ class ServerConnection:
             )
         except Exception as exc:
             raise StoreError(f"cannot reach the ClickHouse server at {self.shown}: {exc}") from exc
+        # those the server knows (an older one refuses a setting it has never heard of)
+        self._read_settings = {k: v for k, v in READ_SETTINGS.items() if k in self._client.server_settings}
 
     def query(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
         sql = with_functions(sql)
         budget = QUERY_SECONDS.get()
-        settings = {} if budget is None else {"max_execution_time": f"{budget:g}"}
+        settings: dict[str, object] = dict(self._read_settings)
+        if budget is not None:
+            settings["max_execution_time"] = f"{budget:g}"
         try:
             table: pa.Table = self._call(
                 self._client.query_arrow, sql, parameters=utf8_params(params), settings=settings
