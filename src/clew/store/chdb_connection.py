@@ -88,11 +88,15 @@ class _Session:
 
 
 def _open(path: str) -> Any:
-    """A chdb session on `path` with `READ_SETTINGS` set for its every statement."""
+    """A chdb session on `path` with those of `READ_SETTINGS` its engine knows (an older one refuses a
+    setting it has never heard of) set for its every statement."""
     from chdb import session  # imported lazily: loading the engine takes a moment
 
     opened = session.Session(path)
-    opened.query("SET " + ", ".join(f"{k} = {v}" for k, v in READ_SETTINGS.items()), "CSV")
+    names = ", ".join(quote(name) for name in READ_SETTINGS)
+    known = str(opened.query(f"SELECT name FROM system.settings WHERE name IN ({names})", "TSV")).split()
+    if settings := [f"{k} = {v}" for k, v in READ_SETTINGS.items() if k in known]:
+        opened.query("SET " + ", ".join(settings), "CSV")
     return opened
 
 
