@@ -138,18 +138,26 @@ def server_cpu(pid: int) -> float:
         return _stat_cpu(f.read())
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per kind of thread (its name without digits) of a process: which part of the
-    server (receivers, committer, engine pool, merges) a run's CPU went to."""
-    out: dict[str, float] = {}
+def task_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of a process, by thread id, with the thread's name."""
+    out: dict[int, tuple[str, float]] = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/stat") as f:
                 text = f.read()
         except OSError:  # the thread ended meanwhile
             continue
-        name = text[text.index("(") + 1 : text.rindex(")")].rstrip("0123456789-_ ")
-        out[name] = out.get(name, 0.0) + _stat_cpu(text)
+        out[int(task)] = (text[text.index("(") + 1 : text.rindex(")")], _stat_cpu(text))
+    return out
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per kind of thread (its name without digits) of a process: which part of the
+    server (receivers, committer, engine pool, merges) a run's CPU went to."""
+    out: dict[str, float] = {}
+    for name, seconds in task_cpu(pid).values():
+        kind = name.rstrip("0123456789-_ ")
+        out[kind] = out.get(kind, 0.0) + seconds
     return out
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import task_cpu  # noqa: E402
 from workload import requests  # noqa: E402
 
 
@@ -35,29 +36,11 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def thread_cpu() -> dict[int, tuple[str, float]]:
-    """CPU seconds of each of this process's threads, by id, with its name: merges run on the
-    engine's `MergeMutate` threads."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[str, float]] = {}
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/stat") as f:
-                text = f.read()
-        except OSError:  # ended meanwhile
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        out[int(task)] = (
-            text[text.index("(") + 1 : text.rindex(")")],
-            (int(fields[11]) + int(fields[12])) / tick,
-        )
-    return out
-
-
 def merge_cpu(before: dict[int, tuple[str, float]]) -> float:
-    """CPU seconds the merge threads used since `before` (threads that ended meanwhile are lost)."""
+    """CPU seconds the engine's merge threads (`MergeMutate`) used since `before`, a `task_cpu` of
+    this process (threads that ended meanwhile are lost)."""
     total = 0.0
-    for tid, (name, seconds) in thread_cpu().items():
+    for tid, (name, seconds) in task_cpu(os.getpid()).items():
         if name.startswith("MergeMutate"):
             total += seconds - before.get(tid, (name, 0.0))[1]
     return total
@@ -104,16 +87,12 @@ def run(
         ]
         spans = sum(len(b) for b in batches)
         merged_before = _event(conn, "MergedRows")
-        threads = thread_cpu()
+        threads = task_cpu(os.getpid())
         started = cpu()
         for batch in batches:
             store.writer.write(batch)
         inserted = cpu()
-        idle = 0
-        while idle < 3:  # three quiet seconds in a row
-            time.sleep(1)
-            running = conn.query("SELECT count() FROM system.merges").column(0)[0].as_py()
-            idle = idle + 1 if running == 0 else 0
+        wait_for_merges(conn)
         settled = cpu()
         merging = merge_cpu(threads)
         walls = []
@@ -149,6 +128,15 @@ def run(
     finally:
         store.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def wait_for_merges(conn: object) -> None:
+    """Until the engine has run no merge for three seconds in a row."""
+    quiet = 0
+    while quiet < 3:
+        time.sleep(1)
+        running = conn.query("SELECT count() FROM system.merges").column(0)[0].as_py()  # type: ignore[attr-defined]
+        quiet = quiet + 1 if running == 0 else 0
 
 
 def _event(conn: object, name: str) -> int:

@@ -37,6 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from clew.store.schema import SETTLED  # noqa: E402
 from tests.conftest import ServerProcess  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from merges import wait_for_merges  # noqa: E402
+
 SERVICES = 20
 TRACE_SPANS = 10
 DAY_NS = 86_400 * 10**9
@@ -120,11 +123,7 @@ def generate(
     if settle == "final":
         store.conn.command("OPTIMIZE TABLE clew.spans FINAL")
     else:
-        quiet = 0
-        while quiet < 3:  # three seconds in a row without a merge
-            time.sleep(1)
-            running = store.conn.query("SELECT count() FROM system.merges").column(0)[0].as_py()
-            quiet = quiet + 1 if running == 0 else 0
+        wait_for_merges(store.conn)
     parts = store.conn.query(
         "SELECT count() FROM system.parts WHERE database = 'clew' AND table = 'spans' AND active"
     )
