@@ -487,7 +487,9 @@ def test_a_bar_or_a_range_dragged_on_the_volume_narrows_the_search(
     start, end = int(params["start"]), int(params["end"])  # µs
     assert start <= disk_ms * 1000 <= end and end - start <= 30 * 10**6 + 1, (start, end)  # a step, to the µs
     expect(page.locator("#lookback")).to_have_value("custom")
-    assert volume_totals(page) == {"error": 1}  # the chart of the narrower range
+    # the chart of the narrower range (its own request: wait for its legend before the bars)
+    expect(page.locator("#logs-volume-legend .sev")).to_have_text(["1 error"])
+    assert volume_totals(page) == {"error": 1}
     # a drag from twelve minutes ago to three: W's, S's and T's logs, not the bulk import's
     page.go_back()
     page.wait_for_selector("#logs-volume-chart")
@@ -514,6 +516,7 @@ def test_a_bar_or_a_range_dragged_on_the_volume_narrows_the_search(
         abs(start - (NOW - 12 * 60 * 10**9) / 1000) < 30 * 10**6
         and abs(end - (NOW - 3 * 60 * 10**9) / 1000) < 30 * 10**6
     )
+    expect(page.locator("#logs-volume-legend .sev")).to_have_text(["1 error", "3 warn", "8 info", "2 debug"])
     assert volume_totals(page) == {"error": 1, "warn": 3, "info": 8, "debug": 2}
     # the address keeps the range, to the microsecond, through a reload and a new query
     page.reload()
