@@ -599,7 +599,10 @@ def test_long_keys_and_bodies_keep_the_timeline_readable_beside_the_details(
 def test_dark_mode_keeps_names_and_keys_readable(page: Page, logs_server: ServerProcess) -> None:
     page.emulate_media(color_scheme="dark")
     open_page(page, logs_server, f"/trace/{W}")
-    page.locator("#trace-logs-table > tbody > tr", has_text="stock low").locator("summary").click()
+    row = page.locator("#trace-logs-table > tbody > tr", has_text="stock low")
+    row.locator("summary").click()
+    # the attributes are drawn on the details' toggle event, a task after the click: wait for them
+    expect(row.locator(".log-attributes")).to_contain_text("orders.reserve")
     contrast = """els => {
       const luminance = (colour) => {
         const [r, g, b] = colour.match(/[\\d.]+/g).slice(0, 3).map((v) => {
