@@ -82,6 +82,22 @@ def test_a_trace_reads_back_as_it_was_written(store: Store):
     assert len(store.reader.get_trace(bytes(15) + b"\1")) == 0
 
 
+def test_a_time_hint_reads_only_the_spans_starting_in_it(store: Store):
+    """Trace A's spans start at a, a+10, a+20, a+30 and a+90 ms (a: ten minutes ago)."""
+    a, ms = NOW - 10 * 60 * 10**9, 10**6
+    trace = bytes.fromhex(A)
+
+    def names(window: tuple[int, int]) -> list[str]:
+        return store.reader.get_trace(trace, window=window).table.column("name").to_pylist()
+
+    assert names((a + 25 * ms, a + 100 * ms)) == ["db.query", "cache.get"]
+    assert names((a, a)) == ["GET /checkout"]  # both bounds included
+    assert names((a + 31 * ms, a + 89 * ms)) == []
+    assert len(names((0, 2**63 - 1))) == 5 == len(store.reader.get_trace(trace))
+    assert store.reader.get_trace(trace, "other", (a, a + 100 * ms)).table.num_rows == 5
+    assert store.reader.get_trace(trace, "nobody", (a, a + 100 * ms)).table.num_rows == 0
+
+
 def test_tenants_do_not_see_each_other(store: Store, backend: Connection):
     assert store.reader.span_count() == 20
     assert store.reader.span_count("other") == 10

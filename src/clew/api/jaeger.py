@@ -13,7 +13,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from clew.api.jaeger_model import KIND_NAMES, add_log_records, jaeger_id, to_jaeger_traces
-from clew.components.http import MAX_LIMIT, epoch_param, int_param, jaeger_envelope, tenant, trace_id_param
+from clew.components.http import (
+    MAX_LIMIT,
+    epoch_param,
+    int_param,
+    jaeger_envelope,
+    tenant,
+    trace_id_param,
+    trace_window,
+)
 from clew.core.durations import parse_duration
 from clew.core.errors import BadRequest, NotFound
 from clew.core.json_body import load_json
@@ -124,8 +132,10 @@ def jaeger_routes(reader: TraceReader, trace_logs: TraceLogs | None = None) -> l
 
     async def get_trace(request: Request) -> JSONResponse:
         trace_id = trace_id_param(request)
+        # Jaeger's optional time hint, in microseconds as its search takes them
+        window = trace_window(epoch_param(request, "start", 1000), epoch_param(request, "end", 1000))
         # the spans and their log records at once, on two of the store's readers
-        spans = asyncio.to_thread(reader.get_trace, trace_id, tenant(request))
+        spans = asyncio.to_thread(reader.get_trace, trace_id, tenant(request), window)
         if trace_logs is None:
             batch, records = await spans, None
         else:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from clew.components.http import tenant, trace_id_param
+from clew.components.http import tenant, trace_id_param, trace_window
 from clew.core.errors import BadRequest, NotFound
 from clew.core.json_body import load_json
 from clew.core.language import DURATION_UNITS
@@ -151,7 +151,12 @@ def jaeger_v3_routes(reader: TraceReader) -> list[Route]:
 
     async def trace(request: Request) -> JSONResponse:
         trace_id = trace_id_param(request)
-        batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request))
+        # the gateway's optional time hint (GetTraceRequest's start_time and end_time)
+        first, last = (request.query_params.get(name) for name in ("start_time", "end_time"))
+        window = trace_window(
+            rfc3339_ns(first, "start_time") if first else None, rfc3339_ns(last, "end_time") if last else None
+        )
+        batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request), window)
         if not len(batch):
             raise NotFound("trace not found")
         return JSONResponse({"result": to_otlp_json(to_traces_data(batch))})

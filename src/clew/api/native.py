@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clew.components.http import number, tenant, time_range, time_range_ns, trace_id_param
+from clew.components.http import number, seconds_window, tenant, time_range, time_range_ns, trace_id_param
 from clew.core.errors import BadRequest, NotFound
 from clew.core.language import parse
 from clew.core.model import StatusCode
@@ -154,7 +154,7 @@ def span_id_param(request: Request) -> bytes:
 def native_routes(reader: TraceReader, full_trace_spans: int = DEFAULT_FULL_TRACE_SPANS) -> list[Route]:
     async def get_trace(request: Request) -> JSONResponse:
         trace_id = trace_id_param(request)
-        batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request))
+        batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request), seconds_window(request))
         if not len(batch):
             raise NotFound(f"trace {trace_id.hex()} not found")
         return JSONResponse(to_otlp_json(to_traces_data(batch)))
@@ -359,6 +359,18 @@ OPENAPI: dict[str, Any] = {
                 "summary": "One trace as OTLP/JSON (a TracesData document)",
                 "parameters": [
                     _param("traceID", "path", "up to 32 hex characters", {"type": "string"}, True),
+                    _param(
+                        "start",
+                        "query",
+                        "Unix seconds: only spans starting then or later (a hint that makes the lookup cheaper)",
+                        {"type": "number"},
+                    ),
+                    _param(
+                        "end",
+                        "query",
+                        "Unix seconds: only spans starting then or earlier",
+                        {"type": "number"},
+                    ),
                     _TENANT_HEADER,
                 ],
                 "responses": {

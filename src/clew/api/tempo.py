@@ -20,7 +20,7 @@ from starlette.routing import Route
 from clew import __version__
 from clew.api.jaeger_v3 import rfc3339_ns
 from clew.api.native import search_json, search_request
-from clew.components.http import tenant, time_range_ns, trace_id_param
+from clew.components.http import seconds_window, tenant, time_range_ns, trace_id_param
 from clew.core.errors import BadRequest, NotFound
 from clew.core.json_body import load_json
 from clew.core.language import Condition, parse, parse_duration_literal
@@ -123,7 +123,9 @@ def tempo_routes(reader: TraceReader) -> list[Route]:
 
     async def trace(request: Request, v2: bool) -> Response:
         trace_id = trace_id_param(request)
-        batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request))
+        # Tempo's optional `start` and `end` (Unix seconds): Grafana sends its time range with them
+        window = seconds_window(request)
+        batch = await asyncio.to_thread(reader.get_trace, trace_id, tenant(request), window)
         if not len(batch):
             raise NotFound(f"trace {trace_id.hex()} not found")
         data = to_traces_data(batch)

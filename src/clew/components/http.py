@@ -77,6 +77,28 @@ def over_time_range(
     return endpoint
 
 
+def trace_window(first: int | None, last: int | None) -> tuple[int, int] | None:
+    """A trace lookup's time hint (`TraceReader.get_trace`'s window) from its optional bounds in ns:
+    None without either; one bound alone leaves the other side open."""
+    if first is None and last is None:
+        return None
+    low, high = first if first is not None else 0, last if last is not None else MAX_NS
+    if low > high:
+        raise BadRequest("the trace's time range starts after it ends")
+    return low, high
+
+
+def seconds_window(request: Request, start: str = "start", end: str = "end") -> tuple[int, int] | None:
+    """`trace_window` of optional Unix seconds (Tempo's and the native API's trace lookups)."""
+
+    def bound(name: str) -> int | None:
+        if request.query_params.get(name) in (None, ""):
+            return None
+        return int(number(request, name, 0.0, 0, MAX_SECONDS) * 10**9)
+
+    return trace_window(bound(start), bound(end))
+
+
 def int_param(request: Request, name: str, low: int = -MAX_NS - 1, high: int = MAX_NS) -> int | None:
     """A whole number from `low` to `high` (by default what an Int64 holds), or None when absent."""
     text = request.query_params.get(name)

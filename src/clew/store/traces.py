@@ -38,7 +38,11 @@ __all__ = [
     "TraceQuery",
     "TraceReader",
     "TraceSummary",
+    "Window",
 ]
+
+# [first, last] ns since the epoch that a trace's spans start in: a lookup's time hint
+Window = tuple[int, int]
 
 
 # Tags of one Jaeger search: each is a condition over every typed map (~1.2 KB of SQL), and 213 of them
@@ -81,9 +85,14 @@ MAX_LINKED_FROM = 100
 
 
 class TraceReader(Protocol):
-    def get_trace(self, trace_id: bytes, tenant: str = ...) -> SpanBatch: ...
+    def get_trace(self, trace_id: bytes, tenant: str = ..., window: Window | None = None) -> SpanBatch:
+        """A trace's spans; with `window`, only those starting in it (the time hint Tempo and Jaeger
+        take with a trace id: the engine then reads only the parts and hours it covers)."""
+        ...
 
-    def get_traces(self, trace_ids: list[bytes], tenant: str = ...) -> SpanBatch: ...
+    def get_traces(
+        self, trace_ids: list[bytes], tenant: str = ..., window: Window | None = None
+    ) -> SpanBatch: ...
 
     def find_traces(self, query: TraceQuery) -> list[bytes]:
         """Ids of matching traces, the most recent first, at most `query.limit`."""
@@ -161,17 +170,28 @@ class ClickHouseTraceReader:
     def __init__(self, conn: Connection, db: str = "clew") -> None:
         self.conn, self.db = conn, db
 
-    def get_trace(self, trace_id: bytes, tenant: str = DEFAULT_TENANT) -> SpanBatch:
-        return self.get_traces([trace_id], tenant)
+    def get_trace(
+        self, trace_id: bytes, tenant: str = DEFAULT_TENANT, window: Window | None = None
+    ) -> SpanBatch:
+        return self.get_traces([trace_id], tenant, window)
 
-    def get_traces(self, trace_ids: list[bytes], tenant: str = DEFAULT_TENANT) -> SpanBatch:
-        ids_sql, ids_params = trace_ids_in(trace_ids)
+    def get_traces(
+        self, trace_ids: list[bytes], tenant: str = DEFAULT_TENANT, window: Window | None = None
+    ) -> SpanBatch:
+        ids_sql, params = trace_ids_in(trace_ids)
+        within = ""
+        if window is not None:
+            within = (
+                " AND start_time BETWEEN fromUnixTimestamp64Nano({w0:Int64}, 'UTC') "
+                "AND fromUnixTimestamp64Nano({w1:Int64}, 'UTC')"
+            )
+            params = {**params, "w0": window[0], "w1": window[1]}
         table = self.conn.query(
             f"SELECT {SELECT_COLUMNS} FROM {self.db}.spans "
-            f"WHERE {ids_sql} AND tenant = {{tenant:String}} "
+            f"WHERE {ids_sql} AND tenant = {{tenant:String}}{within} "
             # one granule of every column: mapping the files beats a read per column (bench/RESULTS.md)
             "SETTINGS local_filesystem_read_method = 'mmap', min_bytes_to_use_mmap_io = 1",
-            {**ids_params, "tenant": tenant},
+            {**params, "tenant": tenant},
         )
         # sorted here: an ORDER BY in the statement cost ~2 ms of a ~20 ms lookup
         order = [("trace_id", "ascending"), ("start_time", "ascending"), ("span_id", "ascending")]
