@@ -9,7 +9,8 @@ over 20 services, 5 operations each, spread evenly over the last 24 hours, ~2% e
 attributes (int status code, string method and customer tier) and resource attributes.
 
 Then `clew serve` opens the data directory and the script times, over HTTP as a user sees them:
-trace by id (Jaeger and native API), a search with service + attribute + duration filters over the
+trace by id (Jaeger and native API, and native with a time hint of the hour around the trace, as
+Grafana's Tempo data source sends its range), a search with service + attribute + duration filters over the
 last hour (query language and Jaeger API), and /api/dependencies over 24 hours. Figures are printed;
 record them in bench/RESULTS.md.
 
@@ -84,18 +85,19 @@ FROM (
 
 def generate(
     data_dir: Path, spans: int, seed: int, samples: int, settle: str = "final"
-) -> tuple[int, float, list[str]]:
+) -> tuple[int, float, list[tuple[str, int]]]:
     """Fill `data_dir` unless it already holds this workload.
 
-    Returns the workload's end (ns), the seconds generation took, and `samples` trace ids to look up.
+    Returns the workload's end (ns), the seconds generation took, and `samples` trace ids to look up
+    with their root span's start (ns).
     """
     from clew.assembly import open_embedded
 
     marker = data_dir / "bench-workload.json"
     if marker.exists():
         meta = json.loads(marker.read_text())
-        if meta["spans"] == spans and meta["seed"] == seed and len(meta["ids"]) >= samples:
-            return int(meta["end"]), 0.0, meta["ids"][:samples]
+        if meta["spans"] == spans and meta["seed"] == seed and len(meta.get("roots", [])) >= samples:
+            return int(meta["end"]), 0.0, [(t, int(start)) for t, start in meta["roots"][:samples]]
         sys.exit(f"{data_dir} holds another workload; remove it first")
     store = open_embedded(data_dir)
     end = time.time_ns()
@@ -129,17 +131,14 @@ def generate(
     )
     print(f"  {parts.column(0)[0].as_py()} parts after settling ({settle})", file=sys.stderr)
     assert store.reader.span_count() == spans
-    ids = (
-        store.conn.query(
-            "SELECT lower(hex(trace_id)) FROM clew.spans WHERE parent_span_id = '' "
-            "ORDER BY cityHash64(trace_id, {seed:UInt64}) LIMIT {n:UInt32}",
-            {"seed": seed, "n": samples},
-        )
-        .column(0)
-        .to_pylist()
+    roots = store.conn.query(
+        "SELECT lower(hex(trace_id)), toUnixTimestamp64Nano(start_time) FROM clew.spans "
+        "WHERE parent_span_id = '' ORDER BY cityHash64(trace_id, {seed:UInt64}) LIMIT {n:UInt32}",
+        {"seed": seed, "n": samples},
     )
+    ids = list(zip(roots.column(0).to_pylist(), roots.column(1).to_pylist(), strict=True))
     store.close()
-    marker.write_text(json.dumps({"spans": spans, "seed": seed, "end": end, "ids": ids}))
+    marker.write_text(json.dumps({"spans": spans, "seed": seed, "end": end, "roots": ids}))
     return end, took, ids
 
 
@@ -176,8 +175,8 @@ def main() -> None:
     parser.add_argument("--settle", choices=("final", "background"), default="final")
     args = parser.parse_args()
 
-    # two ids a run: each API looks up traces of its own, so neither reads what the other just cached
-    end, took, sample_ids = generate(args.data_dir, args.spans, args.seed, 2 * args.runs, args.settle)
+    # three ids a run: each lookup reads traces of its own, so none reads what another just cached
+    end, took, sample_ids = generate(args.data_dir, args.spans, args.seed, 3 * args.runs, args.settle)
     if took:
         print(f"workload: {args.spans:,} spans generated in {took:.1f} s ({args.spans / took:,.0f} spans/s)")
     traces = args.spans // TRACE_SPANS
@@ -194,15 +193,28 @@ def main() -> None:
                 f"data: {args.spans:,} spans, {traces:,} traces over 24 h; {len(trace_ids)} trace ids sampled"
             )
 
-            by_id_jaeger, by_id_native = [], []
-            for jaeger_id, native_id in zip(trace_ids[0::2], trace_ids[1::2], strict=True):
+            by_id_jaeger, by_id_native, by_id_hinted = [], [], []
+            for (jaeger_id, _), (native_id, _), (hinted_id, start) in zip(
+                trace_ids[0::3], trace_ids[1::3], trace_ids[2::3], strict=True
+            ):
                 ms, response = timed(client, f"/api/traces/{jaeger_id}")
                 assert len(response.json()["data"][0]["spans"]) == TRACE_SPANS
                 by_id_jaeger.append(ms)
                 ms, _ = timed(client, f"/api/v1/traces/{native_id}")
                 by_id_native.append(ms)
+                hint = {"start": f"{start / 1e9 - 1800:.3f}", "end": f"{start / 1e9 + 1800:.3f}"}
+                ms, response = timed(client, f"/api/v1/traces/{hinted_id}", hint)
+                spans = [
+                    s
+                    for rs in response.json()["resourceSpans"]
+                    for ss in rs["scopeSpans"]
+                    for s in ss["spans"]
+                ]
+                assert len(spans) == TRACE_SPANS
+                by_id_hinted.append(ms)
             report("trace by id, Jaeger /api/traces/{id}", by_id_jaeger, "(target p50 < 20, p99 < 100)")
             report("trace by id, native /api/v1/traces/{id}", by_id_native)
+            report("trace by id, native, the hour around it", by_id_hinted, "(?start=&end=: a time hint)")
 
             search_native, search_jaeger, hits = [], [], 0
             now_s = end / 1e9

@@ -1,8 +1,8 @@
 """A trace lookup's optional time hint on every API that takes one: Tempo's `start`/`end` (Unix
 seconds, as Grafana sends its time range), Jaeger's `start`/`end` (microseconds, as its search takes
 them), the Jaeger gateway's `start_time`/`end_time` (RFC 3339) and the native API's `start`/`end`
-(Unix seconds). With a hint the store reads only the spans starting in it; without, the whole trace.
-Trace A's spans start at a, a+10, a+20, a+30 and a+90 ms (a: ten minutes ago)."""
+(Unix seconds). With a hint the store reads only the spans starting within an hour of it (the hours
+and parts it needs); without, the whole trace. Trace A's spans start at a, a+10, a+20, a+30 and a+90 ms (a: ten minutes ago)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tests.conftest import ServerProcess
 from tests.shop_data import NOW, A
 
 MS = 10**6
+HOUR = 3600 * 10**9
 FIRST = NOW - 10 * 60 * 10**9  # trace A's root span starts then
 
 
@@ -91,21 +92,28 @@ def _get(server: ServerProcess, api: Api, params: dict[str, str]) -> httpx.Respo
     return httpx.get(f"{getattr(server, base)}{path}", params=params, timeout=30)
 
 
-def test_a_hint_narrows_the_trace_to_the_spans_starting_in_it(api: tuple[ServerProcess, Api]) -> None:
+def test_a_hint_finds_the_spans_starting_within_an_hour_of_it(api: tuple[ServerProcess, Api]) -> None:
+    """The hint says where to look (`HINT_MARGIN_NS`: an hour each side), not where to cut: a trace
+    that began just before a dashboard's range stays whole."""
     server, spec = api
     _, _, hint, names = spec
     whole = _get(server, spec, {})
     assert whole.status_code == 200, whole.text
-    assert names(whole.json()) == ["GET /checkout", "HTTP POST", "POST /pay", "db.query", "cache.get"]
-    narrowed = _get(server, spec, hint(FIRST + 25 * MS, FIRST + 100 * MS))
-    assert narrowed.status_code == 200, narrowed.text
-    assert names(narrowed.json()) == ["db.query", "cache.get"]
-    # one bound alone leaves the other side open
-    assert names(_get(server, spec, hint(FIRST + 25 * MS, None)).json()) == ["db.query", "cache.get"]
-    assert names(_get(server, spec, hint(None, FIRST + 15 * MS)).json()) == ["GET /checkout", "HTTP POST"]
-    # a hint around the trace finds all of it; one that misses it, nothing
-    assert len(names(_get(server, spec, hint(FIRST - 60 * 10**9, NOW)).json())) == 5
-    assert _get(server, spec, hint(FIRST + 31 * MS, FIRST + 89 * MS)).status_code == 404
+    everything = ["GET /checkout", "HTTP POST", "POST /pay", "db.query", "cache.get"]
+    assert names(whole.json()) == everything
+    # a range that ends half an hour before the trace began, or starts as it ends: all of it
+    assert names(_get(server, spec, hint(FIRST - 2 * HOUR, FIRST - HOUR // 2)).json()) == everything
+    assert names(_get(server, spec, hint(FIRST + 90 * MS, None)).json()) == everything
+    # at an hour's distance, the spans starting within it: the edges are exact
+    assert names(_get(server, spec, hint(FIRST - 2 * HOUR, FIRST - HOUR + 15 * MS)).json()) == [
+        "GET /checkout",
+        "HTTP POST",
+    ]
+    assert names(_get(server, spec, hint(FIRST + HOUR + 25 * MS, None)).json()) == ["db.query", "cache.get"]
+    # a range more than an hour from the trace: nothing
+    assert _get(server, spec, hint(FIRST - 3 * HOUR, FIRST - HOUR - MS)).status_code == 404
+    assert _get(server, spec, hint(None, FIRST - HOUR - MS)).status_code == 404
+    assert _get(server, spec, hint(FIRST + HOUR + 91 * MS, NOW + HOUR)).status_code == 404
 
 
 def test_a_hint_that_cannot_be_read_is_refused_with_its_reason(api: tuple[ServerProcess, Api]) -> None:

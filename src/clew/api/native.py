@@ -362,13 +362,14 @@ OPENAPI: dict[str, Any] = {
                     _param(
                         "start",
                         "query",
-                        "Unix seconds: only spans starting then or later (a hint that makes the lookup cheaper)",
+                        "Unix seconds: a hint of when the trace ran; only spans starting at most an hour "
+                        "earlier are read, which makes the lookup cheaper",
                         {"type": "number"},
                     ),
                     _param(
                         "end",
                         "query",
-                        "Unix seconds: only spans starting then or earlier",
+                        "Unix seconds: only spans starting at most an hour later are read",
                         {"type": "number"},
                     ),
                     _TENANT_HEADER,
