@@ -1,0 +1,156 @@
+"""Fields the receiver does not know, through the write-ahead log into the engine.
+
+upb keeps a field whose number it does not know, or whose number it knows but whose wire type is not
+the field's, as an unknown field. The engine reads the request's bytes with the same schema, and
+refuses a whole insert over a known number with the wrong wire type (bench/RESULTS.md, session 19):
+one such request would hold up every request logged with it. The receiver drops unknown fields
+before the log (`accept_request`). These tests send such fields at every level of a request, through
+a server with its log on, and check that what is stored is what the receiver accepted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from clew.core.errors import BadRequest
+from clew.receivers.otlp import decode_protobuf, to_otlp_json
+from tests.conftest import ServerProcess, canonical_spans
+
+START = 1_700_000_000_000_000_000
+SECRET = b"password=hunter2"  # sent only inside unknown fields: never stored
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field(number: int, wire: int, payload: bytes | int) -> bytes:
+    """One protobuf field: varint (0), 64-bit (1), length-delimited (2) or 32-bit (5)."""
+    tag = _varint(number << 3 | wire)
+    if wire == 0:
+        return tag + _varint(int(payload))
+    if wire == 2:
+        assert isinstance(payload, bytes)
+        return tag + _varint(len(payload)) + payload
+    size = 8 if wire == 1 else 4
+    raw = payload if isinstance(payload, bytes) else int(payload).to_bytes(size, "little")
+    return tag + raw[:size].ljust(size, b"\0")
+
+
+def request(n: int, span: bytes = b"", value: bytes = b"", resource: bytes = b"", top: bytes = b"") -> bytes:
+    """A request of one span of trace `n` with `span`, `value`, `resource` and `top` appended to the
+    span, its first attribute's value, the resource and the request itself."""
+    attribute = field(1, 2, b"tier") + field(2, 2, AnyValue(string_value="gold").SerializeToString() + value)
+    body = Span(
+        trace_id=n.to_bytes(16, "big"),
+        span_id=(n + 1).to_bytes(8, "big"),
+        name="checkout",
+        kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=START,
+        end_time_unix_nano=START + 5_000_000,
+        attributes=[KeyValue(key="count", value=AnyValue(int_value=3))],
+    ).SerializeToString()
+    body += field(9, 2, attribute) + span
+    service = KeyValue(key="service.name", value=AnyValue(string_value="unknown-fields"))
+    res = Resource(attributes=[service]).SerializeToString() + resource
+    scope = field(1, 2, InstrumentationScope(name="t").SerializeToString()) + field(2, 2, body)
+    return field(1, 2, field(1, 2, res) + field(2, 2, scope)) + top
+
+
+def accepted(body: bytes) -> dict:
+    """What the receiver accepts of `body`, as OTLP/JSON."""
+    decoded = decode_protobuf(body)
+    req = ExportTraceServiceRequest()
+    for payload in decoded.batch.payloads:
+        req.MergeFromString(bytes(payload))
+    return to_otlp_json(req)
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with its log on: requests are answered once logged, and a read commits the log."""
+    server = ServerProcess(Path(tmp_path_factory.mktemp("unknown")) / "data", wal=True).start()
+    yield server
+    server.stop()
+
+
+def stored(server: ServerProcess, n: int) -> dict:
+    doc = server.trace(n.to_bytes(16, "big").hex())
+    assert doc is not None, f"trace {n} was not stored"
+    return doc
+
+
+def test_known_numbers_with_the_wrong_wire_type_at_every_level_are_stored_as_accepted(
+    logged: ServerProcess,
+) -> None:
+    extras = {
+        # the span's name as a varint, its start as a varint, its kind as 64 bits, its trace id as 32
+        "span": field(5, 0, 7) + field(7, 0, 1) + field(6, 1, 2) + field(1, 5, 9) + field(99, 2, SECRET),
+        "value": field(1, 0, 5) + field(3, 2, b"x") + field(77, 2, SECRET),  # string_value as a varint
+        "resource": field(1, 0, 1) + field(2, 2, SECRET),  # attributes as a varint
+        "top": field(1, 0, 4) + field(1000, 2, SECRET),
+    }
+    bodies = {1001: request(1001, **extras), 1003: request(1003)}  # the second one clean, logged beside
+    for body in bodies.values():
+        answer = logged.post_otlp(body)
+        assert answer.status_code == 200 and answer.content == b"", answer.content
+    for n, body in bodies.items():
+        doc = stored(logged, n)
+        assert canonical_spans(doc) == canonical_spans(accepted(body))
+        assert "hunter2" not in str(doc)
+    [span] = canonical_spans(stored(logged, 1001)).values()
+    assert span["span"]["name"] == "checkout" and span["span"]["kind"] == 2
+    assert span["span"]["startTimeUnixNano"] == str(START)
+
+
+NUMBERS = st.sampled_from([*range(1, 17), 99, 2**29 - 1])
+PAYLOADS = {
+    0: st.integers(0, 2**64 - 1),
+    1: st.binary(min_size=8, max_size=8),
+    2: st.lists(st.sampled_from(b"xyz\x00\x01\x08\x12\x80\xff"), max_size=12).map(bytes),
+    5: st.binary(min_size=4, max_size=4),
+}
+EXTRA = st.sampled_from(sorted(PAYLOADS)).flatmap(
+    lambda wire: st.tuples(NUMBERS, st.just(wire), PAYLOADS[wire]).map(lambda t: field(*t))
+)
+TRACES = itertools.count(2000, 2)
+WHERE = st.sampled_from(["span", "value", "resource", "top"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(extras=st.lists(st.tuples(WHERE, EXTRA), min_size=1, max_size=4))
+def test_any_extra_field_is_stored_as_the_receiver_accepted_it_or_refused_with_a_reason(
+    logged: ServerProcess, extras: list[tuple[str, bytes]]
+) -> None:
+    n = next(TRACES)  # a trace of its own: examples (and their replays) share the server
+    parts = {where: b"".join(raw for w, raw in extras if w == where) for where, _ in extras}
+    body = request(n, **parts)
+    try:
+        expected = accepted(body)
+    except BadRequest:
+        answer = logged.post_otlp(body)
+        assert answer.status_code == 400, answer.content
+        return
+    answer = logged.post_otlp(body)
+    assert answer.status_code == 200, answer.content
+    sent = canonical_spans(expected)
+    traces = {span["span"]["traceId"] for span in sent.values()}
+    got: dict = {}
+    for trace in traces:
+        got |= canonical_spans(stored(logged, int(trace, 16)))
+    assert got == sent
