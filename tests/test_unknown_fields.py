@@ -14,11 +14,13 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -154,3 +156,48 @@ def test_any_extra_field_is_stored_as_the_receiver_accepted_it_or_refused_with_a
     for trace in traces:
         got |= canonical_spans(stored(logged, int(trace, 16)))
     assert got == sent
+
+
+def log_request(span: int, record: bytes = b"", value: bytes = b"", resource: bytes = b"") -> bytes:
+    """OTLP logs: one record of trace 3000's span `span`, with `record`, `value` and `resource`
+    appended to the record, its body and the resource."""
+    body = AnyValue(string_value="disk almost full").SerializeToString() + value
+    fields = LogRecord(
+        time_unix_nano=START,
+        severity_number=13,
+        severity_text="WARN",
+        trace_id=(3000).to_bytes(16, "big"),
+        span_id=span.to_bytes(8, "big"),
+    ).SerializeToString()
+    fields += field(5, 2, body) + record
+    service = KeyValue(key="service.name", value=AnyValue(string_value="unknown-fields"))
+    res = Resource(attributes=[service]).SerializeToString() + resource
+    return field(1, 2, field(1, 2, res) + field(2, 2, field(2, 2, fields)))
+
+
+def test_log_records_with_fields_the_receiver_does_not_know_are_stored_as_accepted(
+    logged: ServerProcess,
+) -> None:
+    extras = {
+        # the severity text and the time as varints, the trace id as 32 bits, the body as a varint
+        "record": field(3, 0, 1) + field(1, 0, 2) + field(9, 5, 3) + field(5, 0, 4) + field(99, 2, SECRET),
+        "value": field(1, 0, 5) + field(50, 2, SECRET),
+        "resource": field(1, 0, 6) + field(30, 2, SECRET),
+    }
+    for body in (log_request(1, **extras), log_request(2)):
+        answer = httpx.post(
+            f"{logged.otlp_http_url}/v1/logs",
+            content=body,
+            headers={"Content-Type": "application/x-protobuf"},
+            timeout=30,
+        )
+        assert answer.status_code == 200 and answer.content == b"", answer.content
+    response = httpx.get(
+        f"{logged.http_url}/api/v1/traces/{(3000).to_bytes(16, 'big').hex()}/logs", timeout=30
+    )
+    logs = response.json()["logs"]
+    assert [(log["spanId"], log["severityText"], log["body"]) for log in logs] == [
+        ((n).to_bytes(8, "big").hex(), "WARN", "disk almost full") for n in (1, 2)
+    ]
+    assert all(int(log["timeUnixNano"]) == START for log in logs)
+    assert "hunter2" not in response.text
