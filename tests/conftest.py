@@ -317,9 +317,9 @@ def canonical_spans(doc: dict) -> dict[str, dict]:
         for key in ("traceId", "spanId", "parentSpanId"):
             if key in span:
                 span[key] = span[key].lower()
-        for link in span["links"]:
-            link["traceId"] = link["traceId"].lower()
-            link["spanId"] = link["spanId"].lower()
+        for link in span["links"]:  # OTLP/JSON leaves out empty ids
+            link["traceId"] = link.get("traceId", "").lower()
+            link["spanId"] = link.get("spanId", "").lower()
         out[span["spanId"]] = {"resource": resource, "scope": scope, "span": span}
     return out
 

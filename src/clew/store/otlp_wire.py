@@ -142,10 +142,13 @@ def _select_expressions() -> dict[str, str]:
         "trace_state": "sp.trace_state",
         "flags": "sp.flags",
         "name": "sp.name",
-        "kind": "sp.kind",
+        # open enums: a value outside the defined ones is stored as unspecified / unset, as the logs'
+        # severity is, rather than wrapped into the column's byte (257 would read as INTERNAL, and a
+        # status of 258 as ERROR)
+        "kind": "if(sp.kind BETWEEN 0 AND 5, sp.kind, 0)",
         "start_time": nanos("sp.start_time_unix_nano"),
         "duration": "sp.end_time_unix_nano - sp.start_time_unix_nano",
-        "status_code": "sp.status.code",
+        "status_code": "if(sp.status.code BETWEEN 0 AND 2, sp.status.code, 0)",
         "status_message": "sp.status.message",
         "service_name": service_name(res),
         "resource_dropped": "rs.resource.dropped_attributes_count",
