@@ -298,6 +298,16 @@ def _sorted_attrs(attrs: list[dict] | None) -> list[dict]:
     return sorted(attrs or [], key=lambda kv: kv["key"])
 
 
+def varint(n: int) -> bytes:
+    """A protobuf base-128 varint, for requests framed by hand."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def canonical_spans(doc: dict) -> dict[str, dict]:
     """Span id -> the span with its resource and scope, attribute lists in key order, for comparison."""
     out = {}

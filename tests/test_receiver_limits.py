@@ -24,7 +24,7 @@ from clew.core.json_body import MAX_JSON_DEPTH, json_depth, load_json
 from clew.receivers.files import parse_file
 from clew.receivers.otlp import accept_request, decode_json, decode_protobuf, parse_json_request
 from clew.receivers.zipkin import decode_zipkin
-from tests.conftest import CONFORMANCE, ServerProcess, canonical_spans
+from tests.conftest import CONFORMANCE, ServerProcess, canonical_spans, varint
 
 REFERENCE = CONFORMANCE / "otlp" / "trace.json"
 KNOWN_TRACE = "5b8efff798038103d269b633813fc60c"
@@ -336,22 +336,13 @@ def test_deep_protobuf_is_a_400(server, known) -> None:
     # AnyValue -> KeyValueList -> KeyValue -> AnyValue ... past upb's limit of 100 nested messages
     value = b""
     for _ in range(200):
-        kv = b"\x0a\x01k" + b"\x12" + _varint(len(value)) + value  # KeyValue{key, value}
-        kvlist = b"\x0a" + _varint(len(kv)) + kv  # KeyValueList{values}
-        value = b"\x32" + _varint(len(kvlist)) + kvlist  # AnyValue{kvlist_value = 6}
+        kv = b"\x0a\x01k" + b"\x12" + varint(len(value)) + value  # KeyValue{key, value}
+        kvlist = b"\x0a" + varint(len(kv)) + kv  # KeyValueList{values}
+        value = b"\x32" + varint(len(kvlist)) + kvlist  # AnyValue{kvlist_value = 6}
     response = _otlp_post(server, _request_with_attribute_value(value), PROTO)
     assert response.status_code == 400
     assert "cannot decode" in _reason(response)
     _assert_unchanged(server, known)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _request_with_attribute_value(value: bytes) -> bytes:
@@ -368,11 +359,11 @@ def _request_with_attribute_value(value: bytes) -> bytes:
             end_time_unix_nano=START + 1,
         )
     )
-    kv = b"\x0a\x01k\x12" + _varint(len(value)) + value  # KeyValue{key = 1, value = 2}
-    span_bytes = span.SerializeToString() + b"\x4a" + _varint(len(kv)) + kv  # Span.attributes = 9
-    scope = b"\x12" + _varint(len(span_bytes)) + span_bytes  # ScopeSpans.spans = 2
-    resource = b"\x12" + _varint(len(scope)) + scope  # ResourceSpans.scope_spans = 2
-    return b"\x0a" + _varint(len(resource)) + resource  # ExportTraceServiceRequest.resource_spans = 1
+    kv = b"\x0a\x01k\x12" + varint(len(value)) + value  # KeyValue{key = 1, value = 2}
+    span_bytes = span.SerializeToString() + b"\x4a" + varint(len(kv)) + kv  # Span.attributes = 9
+    scope = b"\x12" + varint(len(span_bytes)) + span_bytes  # ScopeSpans.spans = 2
+    resource = b"\x12" + varint(len(scope)) + scope  # ResourceSpans.scope_spans = 2
+    return b"\x0a" + varint(len(resource)) + resource  # ExportTraceServiceRequest.resource_spans = 1
 
 
 @pytest.mark.parametrize(

@@ -26,29 +26,20 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from clew.receivers.otlp import decode_protobuf, to_otlp_json
-from tests.conftest import ServerProcess, canonical_spans
+from tests.conftest import ServerProcess, canonical_spans, varint
 
 START = 1_700_000_000_000_000_000
 SECRET = b"password=hunter2"  # sent only inside unknown fields: never stored
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def field(number: int, wire: int, payload: bytes | int) -> bytes:
     """One protobuf field: varint (0), 64-bit (1), length-delimited (2) or 32-bit (5)."""
-    tag = _varint(number << 3 | wire)
+    tag = varint(number << 3 | wire)
     if wire == 0:
-        return tag + _varint(int(payload))
+        return tag + varint(int(payload))
     if wire == 2:
         assert isinstance(payload, bytes)
-        return tag + _varint(len(payload)) + payload
+        return tag + varint(len(payload)) + payload
     size = 8 if wire == 1 else 4
     raw = payload if isinstance(payload, bytes) else int(payload).to_bytes(size, "little")
     return tag + raw[:size].ljust(size, b"\0")
