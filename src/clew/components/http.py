@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from clew.core.errors import BadRequest
 from clew.core.identity import caller_of
 from clew.core.model import parse_trace_id
+from clew.store.traces import Window
 
 DEFAULT_WINDOW_S = 3600
 # times travel as Int64 nanoseconds since the epoch (what the engine stores): the last second it holds
@@ -84,7 +85,7 @@ def over_time_range(
 HINT_MARGIN_NS = 3600 * 10**9
 
 
-def trace_window(first: int | None, last: int | None) -> tuple[int, int] | None:
+def trace_window(first: int | None, last: int | None) -> Window | None:
     """The store's window (`TraceReader.get_trace`) for a lookup's time hint, from its optional bounds
     in ns: None without either; one bound alone leaves the other side open."""
     if first is None and last is None:
@@ -96,7 +97,7 @@ def trace_window(first: int | None, last: int | None) -> tuple[int, int] | None:
     return low, high
 
 
-def seconds_window(request: Request, start: str = "start", end: str = "end") -> tuple[int, int] | None:
+def seconds_window(request: Request, start: str = "start", end: str = "end") -> Window | None:
     """`trace_window` of optional Unix seconds (Tempo's and the native API's trace lookups)."""
 
     def bound(name: str) -> int | None:
