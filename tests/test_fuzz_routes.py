@@ -216,6 +216,10 @@ ROUTE_NAMES = {
     "tempo:/api/v2/search/tags": ["scope", *WINDOW],
     "/api/v1/search": ["q", "limit", "spss", *WINDOW],
     "/api/v1/traces/{trace_id}/linked-from": WINDOW,
+    # trace by id with its time hint, on each API
+    "/api/v1/traces/{trace_id}": WINDOW, "/api/traces/{trace_id}": WINDOW,
+    "/api/v3/traces/{trace_id}": ["start_time", "end_time"],
+    "tempo:/api/traces/{trace_id}": WINDOW, "tempo:/api/v2/traces/{trace_id}": WINDOW,
     "/api/operations": ["service", "spanKind"], "/api/v3/operations": ["service", "spanKind", "span_kind"],
     "/api/v1/servicegraph": WINDOW, "/api/v1/completeness": WINDOW,
 }  # fmt: skip
