@@ -78,6 +78,9 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert "clew demo stopped: all services ended" in result.stdout
+        # each service flushed its last spans and logs and exited 0 (uvicorn used to end them by
+        # re-raising the SIGTERM, before the flush)
+        assert "ended before flushing" not in result.stderr, result.stderr
         assert not demo_processes(server.otlp_http_port)
         # the services flushed on exit; give the writer a moment to commit the last batches
         wait_until(lambda: len(search(server, '{ name = "send confirmation email" }')) > 0, 20)
@@ -338,3 +341,18 @@ def test_a_silent_demo_service_fires_an_alert_and_recovers(tmp_path: Path) -> No
             again.wait(timeout=60)
     finally:
         server.stop()
+
+
+def test_every_span_a_service_logged_in_is_stored(demo_server: ServerProcess) -> None:
+    """Nothing of the run is lost at its end: each record's span arrived, the last flows' included
+    (the services flush on SIGTERM before they exit)."""
+    records = httpx.get(
+        f"{demo_server.http_url}/api/v1/logs", params={"q": "", "limit": 1000}, timeout=60
+    ).json()["logs"]
+    assert len(records) > 100
+    stored: dict[str, set[str]] = {}
+    for record in records:
+        if record["traceId"] not in stored:
+            stored[record["traceId"]] = {s["spanId"] for s in spans(demo_server, record["traceId"])}
+    lost = [r for r in records if r["spanId"] not in stored[r["traceId"]]]
+    assert not lost, [(r["service"], r["body"]) for r in lost]

@@ -90,7 +90,11 @@ class Shop:
         self.config = config
         return config
 
-    def stop(self, timeout: float = 15) -> None:
+    def stop(self, timeout: float = 30) -> dict[str, int]:
+        """SIGTERM every service, then kill what is left after `timeout` seconds: long enough for a
+        service's last export to a busy clew (the exporter's own deadline is 10 s, with retries).
+        Answers the services that did not exit cleanly, with their exit status: their last spans
+        and logs may be lost (a service exits 0 only after flushing them)."""
         for proc in self.processes.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -103,6 +107,7 @@ class Shop:
                 proc.wait()
         if hasattr(self, "_tmp"):
             self._tmp.cleanup()
+        return {name: proc.returncode for name, proc in self.processes.items() if proc.returncode != 0}
 
 
 class LoadGenerator:
@@ -172,7 +177,10 @@ def run_demo(
         return load.counts if load else {}
     finally:
         stopping = True
-        shop.stop()
+        unclean = shop.stop()
+        if unclean:
+            ended = ", ".join(f"{name} ({code})" for name, code in sorted(unclean.items()))
+            print(f"clew demo: services ended before flushing their spans: {ended}", file=sys.stderr, flush=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if echo:

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
 from clew.demo.shop import VERSIONS, ShopConfig
 
 
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
     name = sys.argv[1]
+    # uvicorn shuts down on SIGTERM or SIGINT, puts back the handler it found and raises the signal
+    # again: with the default one there, the process died before `provider.shutdown()` below, and the
+    # last spans and logs of every service were lost. This one exits 0 through the `finally`.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit)
     config = ShopConfig.from_json(os.environ["CLEW_DEMO_CONFIG"])
     from clew import instrument
 
