@@ -180,7 +180,9 @@ def run_demo(
         unclean = shop.stop()
         if unclean:
             ended = ", ".join(f"{name} ({code})" for name, code in sorted(unclean.items()))
-            print(f"clew demo: services ended before flushing their spans: {ended}", file=sys.stderr, flush=True)
+            print(
+                f"clew demo: services ended before flushing their spans: {ended}", file=sys.stderr, flush=True
+            )
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if echo:
