@@ -3,9 +3,12 @@ sending to a real server."""
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import httpx
 import pytest
@@ -18,6 +21,12 @@ def run(code: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def search(server: ServerProcess, q: str) -> list[dict]:
@@ -223,3 +232,55 @@ def test_bad_arguments_are_refused_before_anything_is_set_up() -> None:
         instrument(service_name="x", protocol="udp")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="log_level"):
         instrument(service_name="x", log_level="chatty")
+
+
+@pytest.mark.parametrize("app_handler", [False, True])
+def test_a_uvicorn_app_stopped_by_sigterm_sends_its_last_spans_and_logs(
+    server: ServerProcess, app_handler: bool
+) -> None:
+    """uvicorn shuts down on SIGTERM and raises it again; with the default handler back, exit handlers
+    (where the SDK flushes) never ran and the queued spans were lost. The export delay here is a
+    minute, so only the flush at SIGTERM can send them. An application's own SIGTERM handler is
+    left in place (it exits 0 here through its `finally`, which flushes)."""
+    service = f"stopped-{int(app_handler)}"
+    code = f"""
+        import logging, signal, sys
+        import uvicorn
+        {"signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))" if app_handler else ""}
+        from clew import instrument
+        provider = instrument(service_name="{service}", endpoint="{server.otlp_http_url}", export_delay_ms=60000)
+        # after instrument(), which patches Starlette's constructor
+        from starlette.applications import Starlette
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+
+        async def hello(request):
+            logging.getLogger("app").warning("said hello")
+            return PlainTextResponse("hello")
+
+        app = Starlette(routes=[Route("/hello", hello)])
+        try:
+            uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+        finally:
+            provider.shutdown()
+        """
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), str(port)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/hello", timeout=5).text == "hello"
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        returncode = proc.wait(60)
+    finally:
+        proc.kill()
+    assert returncode == (0 if app_handler else -signal.SIGTERM)  # ended by the signal, as before
+    (found,) = search(server, f'{{ resource.service.name = "{service}" && name = "GET /hello" }}')
+    assert [r["body"] for r in trace_logs(server, found["traceID"])] == ["said hello"]

@@ -16,8 +16,11 @@ import functools
 import logging
 import logging.config
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
+from types import FrameType
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from opentelemetry import _logs, propagate, trace
@@ -249,6 +252,25 @@ def _instrument_libraries(skip: Iterable[str]) -> list[str]:
     return done
 
 
+def _flush_on_sigterm(provider: TracerProvider) -> None:
+    """Flush the spans and logs still queued when SIGTERM ends the process, then end it by the signal
+    as before. The SDK flushes at exit, but a process that SIGTERM ends (`docker stop`, Kubernetes;
+    uvicorn raises the signal again once it has shut down) skips exit handlers, and its last batches
+    were lost. Only where SIGTERM has no handler of the application's, and from the main thread
+    (the only one that can set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        provider.shutdown()
+        signal.raise_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def instrument(
     service_name: str,
     service_version: str | None = None,
@@ -266,7 +288,8 @@ def instrument(
     log_level: int | str | None = logging.INFO,
 ) -> TracerProvider:
     """Trace this process and send its spans and logs to clew; returns the TracerProvider, whose
-    `force_flush()` and `shutdown()` (call it on exit) flush the logs as well.
+    `force_flush()` and `shutdown()` flush the logs as well. Both are flushed at exit, and on SIGTERM
+    when the application has no handler of its own for it.
 
     `endpoint` defaults to `OTEL_EXPORTER_OTLP_ENDPOINT` or clew on this machine (4318 for HTTP,
     4317 for gRPC). `sample_ratio` applies to traces this service starts; otherwise the caller's
@@ -311,6 +334,7 @@ def instrument(
     else:
         _ship_logs(None, logging.NOTSET)
     trace.set_tracer_provider(provider)
+    _flush_on_sigterm(provider)
     propagate.set_global_textmap(_propagators(b3))
     libraries = _instrument_libraries(skip_libraries)
     shipped = logging.getLevelName(level) if logs else "off"
