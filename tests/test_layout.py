@@ -99,10 +99,16 @@ def test_the_layout_keeps_one_copy_of_each_span_ordered_by_trace(tmp_path):
         ).to_pylist()[0]
         assert (table["sorting_key"], table["partition_key"]) == (ORDER_KEY[1:-1], PARTITION_KEY)
         store.writer.write(decode_json(json.dumps(shop()).encode()).batch)
+        # no second copy of the rows: the one projection holds a part's distinct service and span names
         projections = store.conn.query(
-            "SELECT count() FROM system.projection_parts WHERE database = 'clew' AND table = 'spans'"
-        )
-        assert projections.column(0)[0].as_py() == 0
+            "SELECT name, sum(rows) AS rows FROM system.projection_parts "
+            "WHERE database = 'clew' AND table = 'spans' AND active GROUP BY name"
+        ).to_pylist()
+        names = store.conn.query(
+            "SELECT count() AS n FROM (SELECT DISTINCT tenant, service_name, name, kind FROM clew.spans)"
+        ).to_pylist()[0]["n"]
+        spans = store.conn.query("SELECT count() AS n FROM clew.spans").to_pylist()[0]["n"]
+        assert projections == [{"name": "names", "rows": names}] and names < spans
     finally:
         store.close()
 
@@ -357,10 +363,17 @@ def test_few_valued_boolean_and_order_columns_are_compressed_and_old_directories
         mixed = span(A, "e", None, "mixed", 1, NOW, 1.0, {"n": 1, "s": "x", "b": True, "t": "z"})
         doc["resourceSpans"][0]["scopeSpans"][0]["spans"].append(mixed)
         store.writer.write(decode_json(json.dumps(doc).encode()).batch)
+        # as if the steps from the recoding on had not run yet
+        recoding = {
+            m.owner: m.version
+            for m in (*MIGRATIONS, *LOGS_MIGRATIONS, *RETENTION_MIGRATIONS)
+            if m.name.startswith("codecs of the few-valued") or m.name == "compressed boolean attributes"
+        }
+        assert set(recoding) == {"spans", "logs", "retention"}, recoding
         store.conn.command(
-            "ALTER TABLE clew.schema_migrations DELETE WHERE (owner, version) IN "
-            f"(('spans', {len(MIGRATIONS)}), ('logs', {len(LOGS_MIGRATIONS)}), "
-            f"('retention', {len(RETENTION_MIGRATIONS)})) SETTINGS mutations_sync = 1"
+            "ALTER TABLE clew.schema_migrations DELETE WHERE "
+            + " OR ".join(f"(owner = '{owner}' AND version >= {v})" for owner, v in recoding.items())
+            + " SETTINGS mutations_sync = 1"
         )
         before = store.conn.query(
             "SELECT span_id, attributes_order FROM clew.spans ORDER BY span_id"
@@ -394,3 +407,61 @@ def test_few_valued_boolean_and_order_columns_are_compressed_and_old_directories
         assert {name: codecs[name] for name in wanted} == wanted
     finally:
         fresh.close()
+
+
+def test_service_and_operation_lists_read_each_parts_names_and_old_directories_gain_them(tmp_path):
+    """The spans and sweep tables get the `names` projection (partitions move only between tables
+    with the same projections); parts written before it are still listed, from their rows."""
+    data = tmp_path / "data"
+    store = open_embedded(data)
+    try:
+        for table in ("spans", "spans_sweep"):
+            store.conn.command(f"ALTER TABLE clew.{table} DROP PROJECTION names")
+        store.writer.write(decode_json(json.dumps(shop()).encode()).batch)  # a part without names
+        step = {
+            m.owner: m.version
+            for m in (*MIGRATIONS, *RETENTION_MIGRATIONS)
+            if m.name.endswith("names of each part")
+        }
+        assert set(step) == {"spans", "retention"}
+        store.conn.command(
+            "ALTER TABLE clew.schema_migrations DELETE WHERE "
+            + " OR ".join(f"(owner = '{owner}' AND version = {v})" for owner, v in step.items())
+            + " SETTINGS mutations_sync = 1"
+        )
+        old_services = store.reader.services()
+    finally:
+        store.close()
+    sent = {
+        a["value"]["stringValue"]
+        for rs in shop()["resourceSpans"]
+        for a in rs["resource"]["attributes"]
+        if a["key"] == "service.name"
+    }
+    assert old_services == sorted(sent)
+    store = open_embedded(data)
+    try:
+        for table in ("spans", "spans_sweep"):
+            ddl = store.conn.query(f"SHOW CREATE TABLE clew.{table}").column(0)[0].as_py()
+            assert "PROJECTION names" in ddl, table
+        doc = shop()
+        doc["resourceSpans"][0]["resource"]["attributes"] = [
+            {"key": "service.name", "value": {"stringValue": "a-new-service"}}
+        ]
+        store.writer.write(decode_json(json.dumps(doc).encode()).batch)  # a part with names
+        assert store.reader.services() == ["a-new-service", *old_services]
+        explained = (
+            store.conn.query(
+                "EXPLAIN projections = 1 SELECT DISTINCT service_name FROM clew.spans WHERE tenant = 'default'"
+            )
+            .column(0)
+            .to_pylist()
+        )
+        assert any("names" in line for line in explained)
+        scanned = store.conn.query(
+            "SELECT DISTINCT name, kind FROM clew.spans WHERE service_name = 'a-new-service' "
+            "ORDER BY name, kind SETTINGS optimize_use_projections = 0"
+        ).to_pylist()
+        assert store.reader.operations("a-new-service") == [(r["name"], r["kind"]) for r in scanned] != []
+    finally:
+        store.close()

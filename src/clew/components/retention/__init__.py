@@ -19,7 +19,13 @@ from clew.core.durations import DurationError, parse_duration
 from clew.core.errors import ConfigError
 from clew.core.telemetry import Metric, Sample
 from clew.store.migrations import Migration, steps
-from clew.store.schema import HISTORIC_NAMES, SETTLED, order_columns_ddl, recoded_columns_ddl
+from clew.store.schema import (
+    HISTORIC_NAMES,
+    SETTLED,
+    names_projection_ddl,
+    order_columns_ddl,
+    recoded_columns_ddl,
+)
 from clew.store.spans import RECEIVED_SQL
 from clew.store.sql import per_tenant
 from clew.store.transforms import Transforms
@@ -45,6 +51,7 @@ MIGRATIONS = steps(
     ),
     ("attribute order as sent", order_columns_ddl("spans_sweep")),
     ("codecs of the few-valued, boolean and attribute-order columns", recoded_columns_ddl("spans_sweep")),
+    ("service and operation names of each part", [names_projection_ddl("spans_sweep")]),
 )
 RUNS = Metric("clew_retention_runs", "counter", "Rounds of the retention.")
 CAPPED = Metric(
