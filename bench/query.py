@@ -248,6 +248,14 @@ def main() -> None:
             )
             report("same search, Jaeger /api/traces", search_jaeger)
 
+            services = [timed(client, "/api/services")[0] for _ in range(max(args.runs // 4, 10))]
+            report("/api/services", services, "(Jaeger's; what Grafana and the UI ask first)")
+            operations = [
+                timed(client, f"/api/services/svc-{1 + i % (SERVICES - 1)}/operations")[0]
+                for i in range(max(args.runs // 4, 10))
+            ]
+            report("/api/services/{service}/operations", operations)
+
             deps = [dependencies(client, end) for _ in range(11)]
             edges = len(deps[-1][1]["data"])
             print(
