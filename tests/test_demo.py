@@ -211,19 +211,8 @@ def test_the_services_logs_are_joined_to_their_traces_and_a_fault_logs_in_its_sp
     were written in, and an injected fault's ERROR sits in the span that failed."""
     failed = search(demo_server, '{ service = "inventory" && status = error }')
     assert failed
-    # of the latest failures, one whose inventory record has arrived: the services export their logs
-    # in batches of their own, and on a busy machine the newest failure's may still be on its way
-    candidates = [t["traceID"] for t in failed[:10]]
-    joined: list[str] = []
-
-    def inventory_logged() -> bool:
-        joined[:] = [
-            t for t in candidates if any(r["service"] == "inventory" for r in logs_of(demo_server, t))
-        ]
-        return bool(joined)
-
-    assert wait_until(inventory_logged, 30)
-    trace_id = joined[0]
+    trace_id = failed[0]["traceID"]
+    assert wait_until(lambda: any(r["service"] == "inventory" for r in logs_of(demo_server, trace_id)), 30)
     by_id = {s["spanId"]: s for s in spans(demo_server, trace_id)}
     logs = logs_of(demo_server, trace_id)
     for record in logs:

@@ -28,6 +28,7 @@ from clew.store.schema import (
     MAX_PARTITIONS_PER_INSERT,
     MIGRATIONS,
     MIN_COMPRESS_BLOCK_BYTES,
+    NAMES_PROJECTION,
     ORDER_KEY,
     PARTITION_KEY,
     RECODED_COLUMNS,
@@ -249,6 +250,16 @@ def _since(migrations, text: str) -> int:
     return max(m.version for m in migrations if any(text in sql for sql in m.statements))
 
 
+def _forget_steps(conn, first: dict[str, int]) -> None:
+    """Unrecord each owner's migration steps from version `first[owner]` on: the directory reads as one
+    made before them, and its next open applies them."""
+    conn.command(
+        "ALTER TABLE clew.schema_migrations DELETE WHERE "
+        + " OR ".join(f"(owner = '{owner}' AND version >= {version})" for owner, version in first.items())
+        + " SETTINGS mutations_sync = 1"
+    )
+
+
 def _reopened_from_before_the_step(data: Path, setting: str, value: object):
     """The store of a data directory made before the ingest-table step that set `setting`: its spans
     and logs tables without it, that step and the later ones not recorded; reopened (so migrated),
@@ -257,10 +268,8 @@ def _reopened_from_before_the_step(data: Path, setting: str, value: object):
     try:
         for table in ("spans", "logs"):
             store.conn.command(f"ALTER TABLE clew.{table} RESET SETTING {setting}")
-        store.conn.command(
-            "ALTER TABLE clew.schema_migrations DELETE WHERE (owner = 'spans' AND version >= "
-            f"{_since(MIGRATIONS, setting)}) OR (owner = 'logs' AND version >= {_since(LOGS_MIGRATIONS, setting)}) "
-            "SETTINGS mutations_sync = 1"
+        _forget_steps(
+            store.conn, {"spans": _since(MIGRATIONS, setting), "logs": _since(LOGS_MIGRATIONS, setting)}
         )
     finally:
         store.close()
@@ -370,11 +379,7 @@ def test_few_valued_boolean_and_order_columns_are_compressed_and_old_directories
             if m.name.startswith("codecs of the few-valued") or m.name == "compressed boolean attributes"
         }
         assert set(recoding) == {"spans", "logs", "retention"}, recoding
-        store.conn.command(
-            "ALTER TABLE clew.schema_migrations DELETE WHERE "
-            + " OR ".join(f"(owner = '{owner}' AND version >= {v})" for owner, v in recoding.items())
-            + " SETTINGS mutations_sync = 1"
-        )
+        _forget_steps(store.conn, recoding)
         before = store.conn.query(
             "SELECT span_id, attributes_order FROM clew.spans ORDER BY span_id"
         ).to_pylist()
@@ -418,16 +423,12 @@ def test_service_and_operation_lists_read_each_parts_names_and_old_directories_g
         for table in ("spans", "spans_sweep"):
             store.conn.command(f"ALTER TABLE clew.{table} DROP PROJECTION names")
         store.writer.write(decode_json(json.dumps(shop()).encode()).batch)  # a part without names
-        step = {
-            m.owner: m.version
-            for m in (*MIGRATIONS, *RETENTION_MIGRATIONS)
-            if m.name.endswith("names of each part")
-        }
-        assert set(step) == {"spans", "retention"}
-        store.conn.command(
-            "ALTER TABLE clew.schema_migrations DELETE WHERE "
-            + " OR ".join(f"(owner = '{owner}' AND version = {v})" for owner, v in step.items())
-            + " SETTINGS mutations_sync = 1"
+        _forget_steps(
+            store.conn,
+            {
+                "spans": _since(MIGRATIONS, NAMES_PROJECTION),
+                "retention": _since(RETENTION_MIGRATIONS, NAMES_PROJECTION),
+            },
         )
         old_services = store.reader.services()
     finally:
