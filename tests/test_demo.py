@@ -69,8 +69,9 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
             [
                 sys.executable, "-m", "clew.cli", "demo",
                 "--endpoint", server.otlp_http_url,
-                "--rps", "20", "--duration", "8", "--seed", "3",
-                # faults frequent enough that a short run shows each of them
+                "--rps", "20", "--duration", "12", "--seed", "3",
+                # faults frequent enough that a short run shows each of them, and enough checkouts (12 s)
+                # that the canary stands out of the faults' latency on a busy machine
                 "--payment-failure", "0.4", "--inventory-error", "0.25", "--canary-share", "0.4",
                 "--dropped-propagation", "0.5", "--slow-payment", "0.2",
             ],
